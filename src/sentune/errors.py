@@ -1,0 +1,28 @@
+"""User-facing errors: one line that names the problem and the fix.
+
+The CLI turns any `SentuneError` into that line on stderr and exit code 2.
+"""
+
+
+class SentuneError(Exception):
+    """A mistake the user can fix; the message says how."""
+
+
+class SpaceError(SentuneError):
+    """A search-space file (or an override of one) is invalid."""
+
+
+class DataError(SentuneError):
+    """A dataset cannot be found, read or used."""
+
+
+class ModelError(SentuneError):
+    """A model cannot be found or loaded."""
+
+
+class ResourceError(SentuneError):
+    """Requested resources (GPUs, CPUs, cluster) are not available."""
+
+
+class RunError(SentuneError):
+    """A run folder is missing, empty or not a sentune run."""

@@ -1,0 +1,317 @@
+"""Read and validate `search_spaces/<name>.yaml` into a `SearchSpec`.
+
+A space file names its model, dataset, budget and the parameters it searches, by dotted keys
+into the dataclasses of `config.py` (which alone hold the defaults)::
+
+    description: Which head on top of the encoder classifies tweets best?
+    model: minilm
+    data: {dataset: tweets, train_size: 4000}
+    budget: {trials: 8, max_epochs: 3}
+    fixed: {train.learning_rate: 1.0e-4}
+    search:
+      head.dropout: {uniform: [0.1, 0.5]}
+      head.layers: {choice: [0, 1, 2]}
+
+Distributions: `choice: [a, b, …]`, `uniform: [low, high]`, `quniform: [low, high, q]`,
+`loguniform: [low, high]`, `int: [low, high]` and `qrandint: [low, high, q]` (integer bounds
+inclusive). Every problem raises `SpaceError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sentune import config
+from sentune.config import BudgetConfig, DataConfig
+from sentune.errors import SpaceError
+
+#: Where space names are looked up: the working directory first, then the source checkout.
+SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
+_TOP_KEYS = ("description", "model", "data", "budget", "fixed", "search")
+DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: a distribution name and its arguments."""
+
+    kind: str
+    args: tuple
+
+    def to_tune(self):
+        """The Ray Tune domain of this parameter."""
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.args))
+        if self.kind == "int":
+            # tune.randint excludes its upper bound; space files are inclusive.
+            return tune.randint(self.args[0], self.args[1] + 1)
+        return getattr(tune, self.kind)(*self.args)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search space with its fixed settings, budget, model and data."""
+
+    name: str
+    path: Path
+    description: str
+    model: str
+    data: DataConfig
+    budget: BudgetConfig
+    #: Dotted keys of the tunable sections, fixed for every trial.
+    fixed: dict[str, Any] = field(default_factory=dict)
+    #: Dotted keys of the tunable sections, searched.
+    params: dict[str, Param] = field(default_factory=dict)
+
+    def param_space(self) -> dict[str, Any]:
+        """The Tune `param_space`: fixed values and searched domains, by dotted key."""
+        return {**self.fixed, **{k: p.to_tune() for k, p in self.params.items()}}
+
+    def values(self, key: str) -> list[Any]:
+        """The values a tunable key can take in this search (a range as its two ends)."""
+        if key in self.params:
+            p = self.params[key]
+            return list(p.args) if p.kind == "choice" else list(p.args[:2])
+        section, name = key.split(".", 1)
+        return [self.fixed.get(key, getattr(config.SECTIONS[section](), name))]
+
+
+def list_spaces() -> list[str]:
+    """Names of the spaces found in `search_spaces/`."""
+    names = {p.stem for d in SPACE_DIRS if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def find_space(name_or_path: str | Path) -> Path:
+    """The file of a space given by name (`heads`) or path (`my/space.yaml`)."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise SpaceError(f"{candidate}: no such space file; check the path")
+        return candidate
+    for folder in SPACE_DIRS:
+        path = folder / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    known = ", ".join(list_spaces()) or "none"
+    raise SpaceError(f"unknown space {str(name_or_path)!r}; known spaces: {known}")
+
+
+def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -> SearchSpec:
+    """Read, validate and return a search space.
+
+    Args:
+        name_or_path: A space name from `search_spaces/` or a path to a YAML file.
+        overrides: Values that replace the file's, by dotted key (`budget.trials`,
+            `data.dataset`, `train.learning_rate`, …) or `model`. An override of a searched key
+            fixes it.
+
+    Returns:
+        The validated `SearchSpec`.
+    """
+    path = find_space(name_or_path)
+    where = str(path)
+    raw = _read_yaml(path)
+    unknown = sorted(set(raw) - set(_TOP_KEYS))
+    if unknown:
+        raise SpaceError(
+            f"{where}: unknown top-level key {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}"
+        )
+    model = raw.get("model", "minilm")
+    if not isinstance(model, str) or not model:
+        raise SpaceError(f"{where}: model: give a model name or folder, got {model!r}")
+    data = _section_values(where, "data", raw.get("data"))
+    budget = _section_values(where, "budget", raw.get("budget"))
+    fixed = _fixed_values(where, raw.get("fixed"))
+    params = _params(where, raw.get("search"))
+    for key in sorted(set(fixed) & set(params)):
+        raise SpaceError(f"{where}: {key} is both fixed and searched; keep it in one of the two")
+
+    for key, value in (overrides or {}).items():
+        origin = f"override {key}"
+        if key == "model":
+            model = value
+        elif key.startswith("data."):
+            data[key] = _check_value(origin, key, value)
+        elif key.startswith("budget."):
+            budget[key] = _check_value(origin, key, value)
+        else:
+            _check_key(origin, key, tunable=True)
+            fixed[key] = _check_value(origin, key, value)
+            params.pop(key, None)
+
+    budget_cfg = config.build_section("budget", budget)
+    _check_budget(where, budget_cfg)
+    return SearchSpec(
+        name=path.stem,
+        path=path,
+        description=str(raw.get("description", "")).strip(),
+        model=model,
+        data=config.build_section("data", data),
+        budget=budget_cfg,
+        fixed=fixed,
+        params=params,
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SpaceError(f"{path}:{line} malformed YAML ({problem}); fix the syntax") from None
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    if raw is None:
+        raise SpaceError(f"{path}: the file is empty; it needs at least a `search:` mapping")
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def _section_values(where: str, section: str, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: {section}: must be a mapping of field: value")
+    values = {}
+    for name, value in raw.items():
+        key = f"{section}.{name}"
+        _check_key(where, key, tunable=False)
+        values[key] = _check_value(where, key, value)
+    return values
+
+
+def _fixed_values(where: str, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: fixed: must be a mapping of dotted key: value")
+    values = {}
+    for key, value in raw.items():
+        _check_key(where, key, tunable=True)
+        values[key] = _check_value(where, key, value)
+    return values
+
+
+def _check_key(where: str, key: Any, *, tunable: bool) -> None:
+    if not isinstance(key, str) or key not in config.dotted_keys():
+        close = [k for k in config.dotted_keys() if str(key).split(".")[-1] == k.split(".")[-1]]
+        hint = f"; did you mean {close[0]}?" if close else "; see config.py for the known keys"
+        raise SpaceError(f"{where}: unknown parameter {key!r}{hint}")
+    section = key.split(".", 1)[0]
+    if tunable and section not in config.TUNABLE_SECTIONS:
+        raise SpaceError(
+            f"{where}: {key} is fixed for a whole search; set it under `{section}:` instead"
+        )
+
+
+def _check_value(where: str, key: str, value: Any) -> Any:
+    """Check one value against the field's type, choices and limits; return it normalised."""
+    kind = config.field_type(key)
+    optional = "None" in kind
+    if value is None:
+        if optional:
+            return None
+        raise SpaceError(f"{where}: {key}: needs a value, got null")
+    if kind.startswith("str"):
+        if not isinstance(value, str):
+            raise SpaceError(f"{where}: {key}: needs a string, got {value!r}")
+        allowed = config.CHOICES.get(key)
+        if allowed and value not in allowed:
+            raise SpaceError(f"{where}: {key}: {value!r} is not one of {', '.join(allowed)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpaceError(f"{where}: {key}: needs a number, got {value!r}")
+    if kind.startswith("int"):
+        if float(value) != int(value):
+            raise SpaceError(f"{where}: {key}: needs a whole number, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    if not math.isfinite(value):
+        raise SpaceError(f"{where}: {key}: needs a finite number, got {value!r}")
+    low, high = config.LIMITS.get(key, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise SpaceError(f"{where}: {key}: {value!r} is outside {bounds}")
+    if key == "budget.gpus_per_trial" and value > 1 and value != int(value):
+        raise SpaceError(
+            f"{where}: {key}: a fraction of a GPU must be at most 1, got {value!r}; "
+            "use a whole number of GPUs or a fraction below 1"
+        )
+    return value
+
+
+def _params(where: str, raw: Any) -> dict[str, Param]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: search: must be a mapping of dotted key: distribution")
+    params = {}
+    for key, spec in raw.items():
+        _check_key(where, key, tunable=True)
+        params[key] = _param(f"{where}: {key}", key, spec)
+    return params
+
+
+def _param(where: str, key: str, spec: Any) -> Param:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise SpaceError(
+            f"{where}: give exactly one distribution, e.g. {{uniform: [0.1, 0.5]}} "
+            f"or {{choice: [a, b]}}; got {spec!r}"
+        )
+    kind, args = next(iter(spec.items()))
+    if kind not in DISTRIBUTIONS:
+        raise SpaceError(
+            f"{where}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}"
+        )
+    if not isinstance(args, list) or not args:
+        raise SpaceError(f"{where}: {kind} needs a list of values, got {args!r}")
+    if kind == "choice":
+        values = [_check_value(where, key, v) for v in args]
+        if len(set(map(repr, values))) != len(values):
+            raise SpaceError(f"{where}: choice has repeated values {args!r}; list each once")
+        return Param(kind, tuple(values))
+
+    arity = 3 if kind in ("quniform", "qrandint") else 2
+    if len(args) != arity:
+        shape = "[low, high, q]" if arity == 3 else "[low, high]"
+        raise SpaceError(f"{where}: {kind} needs {shape}, got {args!r}")
+    if any(isinstance(a, bool) or not isinstance(a, int | float) for a in args):
+        raise SpaceError(f"{where}: {kind} needs numbers, got {args!r}")
+    if kind in ("int", "qrandint") and any(float(a) != int(a) for a in args):
+        raise SpaceError(f"{where}: {kind} needs whole numbers, got {args!r}")
+    low, high = args[0], args[1]
+    if not low < high:
+        raise SpaceError(f"{where}: {kind} needs low < high, got {args!r}")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}: loguniform needs low > 0, got {args!r}")
+    if arity == 3 and not 0 < args[2] <= high - low:
+        raise SpaceError(f"{where}: {kind} needs 0 < q <= high - low, got {args!r}")
+    is_int = config.field_type(key).startswith("int")
+    if is_int and kind in ("uniform", "quniform", "loguniform"):
+        raise SpaceError(f"{where}: {key} is a whole number; use int or qrandint, not {kind}")
+    if not is_int and kind in ("int", "qrandint"):
+        raise SpaceError(f"{where}: {key} is a real number; use uniform or loguniform, not {kind}")
+    # Both ends must be legal values of the field.
+    _check_value(where, key, low)
+    _check_value(where, key, high)
+    return Param(kind, tuple(args))
+
+
+def _check_budget(where: str, budget: BudgetConfig) -> None:
+    if budget.grace_period > budget.max_epochs:
+        raise SpaceError(
+            f"{where}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs "
+            f"({budget.max_epochs}); lower the grace period or raise max_epochs"
+        )

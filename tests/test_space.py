@@ -1,0 +1,110 @@
+"""Search-space files: every shipped space loads; bad spaces fail with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentune import config, space
+from sentune.errors import SpaceError
+
+
+@pytest.mark.parametrize("name", space.list_spaces())
+def test_every_shipped_space_loads(name):
+    spec = space.load(name)
+    assert spec.name == name
+    assert spec.params, f"{name} searches nothing"
+    tune_space = spec.param_space()
+    assert set(spec.params) <= set(tune_space)
+    for key in tune_space:
+        assert key in config.dotted_keys()
+
+
+def test_shipped_spaces_include_the_documented_ones():
+    assert {"smoke", "heads", "optim", "data", "full"} <= set(space.list_spaces())
+
+
+def test_spaces_do_not_repeat_defaults():
+    for name in space.list_spaces():
+        spec = space.load(name)
+        for key, value in spec.fixed.items():
+            section, field = key.split(".", 1)
+            default = getattr(config.SECTIONS[section](), field)
+            assert value != default, f"{name}: {key} repeats the default {default!r}"
+
+
+def test_values_and_domains(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "model: minilm\n"
+        "data: {train_size: 100}\n"
+        "budget: {trials: 2, max_epochs: 2}\n"
+        "fixed: {train.learning_rate: 1.0e-4}\n"
+        "search:\n"
+        "  head.layers: {int: [0, 2]}\n"
+        "  train.batch_size: {qrandint: [16, 64, 16]}\n"
+        "  head.dropout: {uniform: [0.1, 0.3]}\n"
+    )
+    spec = space.load(path)
+    assert spec.data.train_size == 100
+    assert spec.budget.trials == 2
+    assert spec.values("head.layers") == [0, 2]
+    assert spec.values("train.learning_rate") == [1e-4]
+    assert spec.values("train.max_length") == [config.TrainConfig().max_length]
+    layers = spec.param_space()["head.layers"]
+    assert {layers.sample() for _ in range(200)} == {0, 1, 2}  # inclusive upper bound
+
+
+def test_overrides_fix_searched_keys_and_replace_budget():
+    spec = space.load("heads", overrides={"budget.trials": 3, "head.dropout": 0.2, "model": "x"})
+    assert spec.budget.trials == 3
+    assert spec.model == "x"
+    assert "head.dropout" not in spec.params
+    assert spec.fixed["head.dropout"] == 0.2
+
+
+BAD = {
+    "malformed yaml": ("search: {head.dropout: [", "malformed YAML"),
+    "empty": ("", "is empty"),
+    "not a mapping": ("- a\n- b\n", "top level must be a mapping"),
+    "unknown top key": ("serch: {}\n", "unknown top-level key 'serch'"),
+    "unknown parameter": ("search: {head.dropuot: {uniform: [0.1, 0.2]}}", "unknown parameter"),
+    "bad bounds": ("search: {head.dropout: {uniform: [0.5, 0.1]}}", "needs low < high"),
+    "unknown distribution": ("search: {head.dropout: {gauss: [0, 1]}}", "unknown distribution"),
+    "two distributions": (
+        "search: {head.dropout: {uniform: [0.1, 0.2], choice: [1]}}",
+        "exactly one distribution",
+    ),
+    "wrong arity": ("search: {head.dropout: {uniform: [0.1]}}", "needs [low, high]"),
+    "loguniform at zero": ("search: {train.learning_rate: {loguniform: [0, 1]}}", "low > 0"),
+    "float dist on int": ("search: {head.layers: {uniform: [0, 2]}}", "whole number"),
+    "bad choice value": ("search: {head.pooling: {choice: [cls, max]}}", "not one of"),
+    "value out of range": ("search: {head.layers: {choice: [0, 7]}}", "outside"),
+    "searched data key": ("search: {data.train_size: {choice: [10, 20]}}", "fixed for a whole"),
+    "fixed and searched": (
+        "fixed: {head.dropout: 0.2}\nsearch: {head.dropout: {uniform: [0.1, 0.3]}}",
+        "both fixed and searched",
+    ),
+    "grace above max epochs": ("budget: {max_epochs: 2, grace_period: 3}", "exceeds"),
+    "concurrency below 1": ("budget: {concurrency: 0}", "outside"),
+    "fractional gpu above 1": ("budget: {gpus_per_trial: 1.5}", "at most 1"),
+    "string for number": ("budget: {trials: many}", "needs a number"),
+    "unknown budget field": ("budget: {trails: 3}", "unknown parameter 'budget.trails'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spaces_fail_clearly(tmp_path, case):
+    text, expected = BAD[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as info:
+        space.load(path)
+    message = str(info.value)
+    assert expected in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_unknown_space_name_lists_known_ones():
+    with pytest.raises(SpaceError, match="known spaces: .*heads"):
+        space.load("nope")
