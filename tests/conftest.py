@@ -19,7 +19,7 @@ VOCAB_WORDS = sorted({w for ws in _CUES.values() for w in ws} | set(_FILLER))
 
 
 def make_texts(n: int, seed: int = 0, imbalance=(0.4, 0.4, 0.2)) -> pd.DataFrame:
-    """`n` distinct short texts whose label is signalled by cue words (learnable by a tiny model)."""
+    """`n` distinct short texts whose label is signalled by cue words (a tiny model learns it)."""
     rng = random.Random(seed)
     rows, seen = [], set()
     while len(rows) < n:
@@ -49,7 +49,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *VOCAB_WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),

@@ -108,3 +108,13 @@ def test_bad_spaces_fail_clearly(tmp_path, case):
 def test_unknown_space_name_lists_known_ones():
     with pytest.raises(SpaceError, match="known spaces: .*heads"):
         space.load("nope")
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "fixed: {train.learning_rate: 1e-4}\nsearch: {head.dropout: {uniform: [1e-2, 0.3]}}\n"
+    )
+    spec = space.load(path)
+    assert spec.fixed["train.learning_rate"] == pytest.approx(1e-4)
+    assert spec.params["head.dropout"].args == (0.01, 0.3)

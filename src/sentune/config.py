@@ -128,7 +128,7 @@ def build_section(section: str, values: dict[str, Any]) -> Any:
     Unknown keys of this section are an internal error here: `space.py` validates user input first.
     """
     prefix = section + "."
-    own = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+    own = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
     return SECTIONS[section](**own)
 
 

@@ -20,6 +20,7 @@ inclusive). Every problem raises `SpaceError` naming the file, the key and the f
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,25 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
     )
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-5` (no dot) as a string; people write learning rates that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML the way space files are read (exponent numbers are floats)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -174,7 +191,9 @@ def _read_yaml(path: Path) -> dict:
     if raw is None:
         raise SpaceError(f"{path}: the file is empty; it needs at least a `search:` mapping")
     if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        raise SpaceError(
+            f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}"
+        )
     return raw
 
 

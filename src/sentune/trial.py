@@ -1,0 +1,448 @@
+"""One trial: fine-tune the sentiment model on prepared data and report each evaluation.
+
+Runs without Ray: `run_trial(config, data, report, settings=…)` takes a `report(metrics,
+checkpoint_dir)` callback, so a test, a benchmark or a GPU host can call it directly; `search.py`
+passes a callback that forwards to `ray.tune.report`.
+
+The recipe: AdamW with biases and LayerNorm weights excluded from weight decay, linear warmup over
+a share of all optimizer steps then linear decay, gradient accumulation toward an effective batch
+size, mixed precision through accelerate, class-weighted loss or class-balanced oversampling,
+length-grouped training batches and length-sorted evaluation batches with dynamic padding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from sentune import config
+from sentune.config import HeadConfig, TrainConfig, TrialSettings
+from sentune.data import PreparedData, Split
+from sentune.errors import ResourceError, SentuneError
+
+log = logging.getLogger(__name__)
+
+#: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far.
+Report = Callable[[dict[str, Any], "Path | None"], None]
+#: Training batches are sorted by length inside windows of this many batches, then shuffled.
+_LENGTH_GROUP_WINDOW = 50
+STATE_FILE = "trial_state.json"
+
+
+@dataclass
+class TrialResult:
+    """What a finished (or stopped) trial leaves behind."""
+
+    best: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_dir: Path | None = None
+    train_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+
+def run_trial(
+    trial_config: dict[str, Any],
+    data: PreparedData,
+    report: Report,
+    *,
+    settings: TrialSettings,
+) -> TrialResult:
+    """Fine-tune one configuration and report validation metrics at each evaluation.
+
+    Args:
+        trial_config: Tunable values by dotted key (`head.*`, `train.*`); missing keys take the
+            defaults of `config.py`.
+        data: Prepared, tokenized splits (only train and validation are used).
+        report: Called after each evaluation with the metrics and, when this evaluation is the
+            best so far, a folder holding the model checkpoint (valid until the next call).
+        settings: Runtime settings (model, epochs, precision, device, threads).
+
+    Returns:
+        The best evaluation, the full history and where the best checkpoint was left.
+    """
+    head = config.build_section("head", trial_config)
+    train = config.build_section("train", trial_config)
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import set_seed
+
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = _resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    # accelerate keeps its state per process; a process that runs several trials (a benchmark,
+    # a test, a reused Ray actor) must drop the previous trial's precision and device first.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=_mixed_precision(precision))
+    set_seed(train.seed)
+
+    model = _build_model(settings.model, head, train, data)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, train.weight_decay), lr=train.learning_rate
+    )
+    accumulation = max(1, math.ceil(train.effective_batch_size / train.batch_size))
+    steps_per_epoch = math.ceil(math.ceil(len(data.train) / train.batch_size) / accumulation)
+    total_steps = steps_per_epoch * settings.max_epochs
+    scheduler = _linear_warmup_decay(optimizer, train.warmup_ratio, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    loop = _Loop(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train=train,
+        data=data,
+        settings=settings,
+        accumulation=accumulation,
+        steps_per_epoch=steps_per_epoch,
+        report=report,
+        precision=precision,
+    )
+    return loop.run()
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """Turn `auto` into fp16/bf16 on CUDA (bf16 where supported), bf16 on CPUs with native
+    bf16 instructions, fp32 elsewhere; check that an explicit choice is possible."""
+    if precision not in config.PRECISIONS:
+        raise SentuneError(f"unknown precision {precision!r}; use one of {config.PRECISIONS}")
+    if device == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if precision == "auto":
+            return "bf16" if bf16 else "fp16"
+        if precision == "bf16" and not bf16:
+            raise ResourceError("this GPU has no bf16; use --precision fp16")
+        return precision
+    if precision == "fp16":
+        raise ResourceError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32")
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "bf16" and not cpu_has_bf16():
+        raise ResourceError("this CPU has no native bf16 (avx512_bf16/amx); use --precision fp32")
+    return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (emulated bf16 is slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ResourceError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise SentuneError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def _mixed_precision(precision: str) -> str:
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def _build_model(name: str, head: HeadConfig, train: TrainConfig, data: PreparedData):
+    from sentune.model import build_model, class_weights
+
+    counts = np.bincount(data.train.labels, minlength=len(data.label_names))
+    return build_model(
+        name,
+        head,
+        label_names=list(data.label_names),
+        class_weights=class_weights(counts.tolist(), train.imbalance),
+    )
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Biases and LayerNorm weights get no weight decay (it only shrinks their scale)."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):
+            no_decay.add(id(param))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def _linear_warmup_decay(optimizer, warmup_ratio: float, total_steps: int):
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def training_batches(
+    split: Split, train: TrainConfig, *, rng: np.random.Generator
+) -> list[list[int]]:
+    """One epoch of training batches (lists of example indices).
+
+    Batches hold examples of similar length so that padding stays small: the shuffled order is
+    cut into windows of `_LENGTH_GROUP_WINDOW` batches, each window is sorted by length, and the
+    batches are shuffled. With `imbalance: oversample` the epoch keeps its size but draws
+    examples with replacement so that every class is equally likely.
+    """
+    n = len(split)
+    if train.imbalance == "oversample":
+        counts = np.bincount(split.labels)
+        weights = 1.0 / counts[split.labels]
+        order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    else:
+        order = rng.permutation(n)
+    lengths = np.minimum(split.lengths, train.max_length)
+    window = train.batch_size * _LENGTH_GROUP_WINDOW
+    batches = []
+    for start in range(0, n, window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [
+            chunk[i : i + train.batch_size].tolist() for i in range(0, len(chunk), train.batch_size)
+        ]
+    rng.shuffle(batches)
+    return batches
+
+
+def evaluation_batches(split: Split, batch_size: int) -> list[list[int]]:
+    """Batches of examples sorted by length (longest first, so memory peaks at once)."""
+    order = np.argsort(-split.lengths, kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
+    """Pad a batch of token id arrays to its longest member."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        mask[row, : len(x)] = 1
+    return Batch(
+        torch.from_numpy(input_ids),
+        torch.from_numpy(mask),
+        torch.as_tensor(labels, dtype=torch.long),
+    )
+
+
+def compute_metrics(
+    labels: np.ndarray, preds: np.ndarray, label_names: list[str]
+) -> dict[str, float]:
+    """Validation metrics by their `config` names: macro/weighted F1, accuracy, per-class P/R."""
+    ids = list(range(len(label_names)))
+    precision, recall, _, _ = precision_recall_fscore_support(
+        labels, preds, labels=ids, zero_division=0
+    )
+    metrics = {
+        config.OBJECTIVE: float(
+            f1_score(labels, preds, labels=ids, average="macro", zero_division=0)
+        ),
+        config.VAL_F1_WEIGHTED: float(
+            f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)
+        ),
+        config.VAL_ACCURACY: float(accuracy_score(labels, preds)),
+    }
+    for i, name in enumerate(label_names):
+        metrics[config.VAL_PRECISION_PREFIX + name] = float(precision[i])
+        metrics[config.VAL_RECALL_PREFIX + name] = float(recall[i])
+    return metrics
+
+
+class _Loop:
+    """The epoch loop of one trial; state that the steps share lives here."""
+
+    def __init__(
+        self,
+        *,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        train: TrainConfig,
+        data: PreparedData,
+        settings: TrialSettings,
+        accumulation: int,
+        steps_per_epoch: int,
+        report: Report,
+        precision: str,
+    ):
+        self.accelerator = accelerator
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train = train
+        self.data = data
+        self.settings = settings
+        self.accumulation = accumulation
+        self.steps_per_epoch = steps_per_epoch
+        self.report = report
+        self.precision = precision
+        self.pad_id = data.pad_id
+        self.train_ids = data.train.truncated(train.max_length)
+        self.val_ids = data.validation.truncated(train.max_length)
+        self.rng = np.random.default_rng(train.seed)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.workdir = Path(settings.checkpoint_dir or tempfile.mkdtemp(prefix="sentune-trial-"))
+        self.train_s = 0.0
+        self._samples_since_eval = 0
+        self._train_s_since_eval = 0.0
+        self._loss_since_eval = 0.0
+        self._batches_since_eval = 0
+        self._tokenizer = None
+
+    def run(self) -> TrialResult:
+        eval_every = self.train.eval_every_steps
+        for epoch in range(self.settings.max_epochs):
+            self.model.train()
+            batches = training_batches(self.data.train, self.train, rng=self.rng)
+            for start in range(0, len(batches), self.accumulation):
+                self._optimizer_step(batches[start : start + self.accumulation])
+                at_epoch_end = start + self.accumulation >= len(batches)
+                if at_epoch_end or (eval_every and self.step % eval_every == 0):
+                    self._evaluate_and_report(epoch_end=epoch + 1 if at_epoch_end else None)
+        return TrialResult(
+            best=self.best,
+            history=self.history,
+            checkpoint_dir=self.workdir / "best" if self.best else None,
+            train_s=self.train_s,
+        )
+
+    def _optimizer_step(self, group: list[list[int]]) -> None:
+        started = time.perf_counter()
+        n_examples = sum(len(b) for b in group)
+        for indices in group:
+            batch = collate(
+                [self.train_ids[i] for i in indices],
+                self.data.train.labels[indices],
+                pad_id=self.pad_id,
+            )
+            batch = Batch(
+                *(
+                    t.to(self.accelerator.device)
+                    for t in (batch.input_ids, batch.attention_mask, batch.labels)
+                )
+            )
+            with self.accelerator.autocast():
+                out = self.model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    labels=batch.labels,
+                )
+            # Weight each micro-batch by its share of the examples so that the accumulated
+            # gradient equals that of one big batch.
+            loss = out.loss * (len(indices) / n_examples)
+            self.accelerator.backward(loss)
+            self._loss_since_eval += float(out.loss.detach())
+            self._batches_since_eval += 1
+        if self.train.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+        self.optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._samples_since_eval += n_examples
+        elapsed = time.perf_counter() - started
+        self._train_s_since_eval += elapsed
+        self.train_s += elapsed
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        split = self.data.validation
+        preds = np.empty(len(split), dtype=np.int64)
+        loss_sum = 0.0
+        for indices in evaluation_batches(split, self.train.batch_size * 2):
+            batch = collate(
+                [self.val_ids[i] for i in indices], split.labels[indices], pad_id=self.pad_id
+            )
+            with self.accelerator.autocast():
+                logits = self.model(
+                    input_ids=batch.input_ids.to(self.accelerator.device),
+                    attention_mask=batch.attention_mask.to(self.accelerator.device),
+                ).logits.float()
+            labels = batch.labels.to(logits.device)
+            # Unweighted, so that val_loss compares across imbalance settings.
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            preds[indices] = logits.argmax(-1).cpu().numpy()
+        self.model.train()
+        metrics = compute_metrics(split.labels, preds, list(self.data.label_names))
+        metrics[config.VAL_LOSS] = loss_sum / len(split)
+        return metrics
+
+    def _evaluate_and_report(self, *, epoch_end: int | None) -> None:
+        metrics = self._evaluate()
+        epoch = epoch_end if epoch_end is not None else round(self.step / self.steps_per_epoch, 4)
+        metrics.update(
+            {
+                config.EPOCH: epoch,
+                "step": self.step,
+                config.TRAIN_SAMPLES_PER_S: self._samples_since_eval
+                / max(self._train_s_since_eval, 1e-9),
+                config.TRAIN_LOSS: self._loss_since_eval / max(1, self._batches_since_eval),
+                "train_s": self.train_s,
+                "precision": self.precision,
+            }
+        )
+        self._samples_since_eval = 0
+        self._train_s_since_eval = 0.0
+        self._loss_since_eval = 0.0
+        self._batches_since_eval = 0
+        self.history.append(metrics)
+        checkpoint = None
+        if not self.best or metrics[config.OBJECTIVE] > self.best[config.OBJECTIVE]:
+            self.best = dict(metrics)
+            checkpoint = self._save_checkpoint(metrics)
+        log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
+        self.report(metrics, checkpoint)
+
+    def _save_checkpoint(self, metrics: dict[str, Any]) -> Path:
+        """Write the model to `<workdir>/best`, replacing the previous best in one rename."""
+        staging = self.workdir / "staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(staging)
+        # Export and serving need the tokenizer beside the weights.
+        if self._tokenizer is None:
+            from sentune.model import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.data.tokenizer)
+        self._tokenizer.save_pretrained(staging)
+        (staging / STATE_FILE).write_text(
+            json.dumps({"metrics": metrics, "step": self.step}, indent=1)
+        )
+        best = self.workdir / "best"
+        shutil.rmtree(best, ignore_errors=True)
+        staging.rename(best)
+        return best

@@ -1,0 +1,222 @@
+"""The trial loop, run directly (no Ray) on a tiny random BERT."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sentune import config
+from sentune.config import DataConfig, TrainConfig, TrialSettings
+from sentune.data import prepare
+from sentune.model import build_model, load_model
+from sentune.trial import (
+    _linear_warmup_decay,
+    _parameter_groups,
+    collate,
+    compute_metrics,
+    evaluation_batches,
+    resolve_precision,
+    run_trial,
+    training_batches,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_csv, tiny_model_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=cache)
+
+
+def _train(data, model_dir, tmp_path, epochs=4, **values):
+    reports = []
+    trial_config = {
+        "train.learning_rate": 2e-3,
+        "train.batch_size": 16,
+        "train.effective_batch_size": 16,
+        "train.max_length": 32,
+        **values,
+    }
+    settings = TrialSettings(
+        model=str(model_dir),
+        max_epochs=epochs,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path / "work"),
+    )
+    result = run_trial(trial_config, data, lambda m, c: reports.append((m, c)), settings=settings)
+    return result, reports
+
+
+def test_trial_improves_and_keeps_its_best_checkpoint(tiny_data, tiny_model_dir, tmp_path):
+    result, reports = _train(tiny_data, tiny_model_dir, tmp_path)
+    scores = [m[config.OBJECTIVE] for m, _ in reports]
+    assert [m[config.EPOCH] for m, _ in reports] == [1, 2, 3, 4]
+    assert max(scores[1:]) > scores[0] + 0.05, scores
+    for metrics, _ in reports:
+        for key in (
+            config.VAL_F1_WEIGHTED,
+            config.VAL_ACCURACY,
+            config.VAL_LOSS,
+            config.TRAIN_SAMPLES_PER_S,
+            config.VAL_PRECISION_PREFIX + "positive",
+            config.VAL_RECALL_PREFIX + "negative",
+        ):
+            assert key in metrics
+        assert metrics[config.TRAIN_SAMPLES_PER_S] > 0
+    # A checkpoint is handed over exactly when the epoch is the best so far.
+    running_best = -1.0
+    for metrics, checkpoint in reports:
+        improved = metrics[config.OBJECTIVE] > running_best
+        assert (checkpoint is not None) == improved
+        running_best = max(running_best, metrics[config.OBJECTIVE])
+    assert result.best[config.OBJECTIVE] == max(scores)
+    # The kept checkpoint is the best epoch's: reloading it reproduces that epoch's score.
+    model = load_model(result.checkpoint_dir).eval()
+    val = tiny_data.validation
+    preds = []
+    with torch.no_grad():
+        for indices in evaluation_batches(val, 64):
+            batch = collate(
+                [val.truncated(32)[i] for i in indices],
+                val.labels[indices],
+                pad_id=tiny_data.pad_id,
+            )
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            preds.append((indices, logits.argmax(-1).numpy()))
+    predicted = np.empty(len(val), dtype=np.int64)
+    for indices, p in preds:
+        predicted[indices] = p
+    score = compute_metrics(val.labels, predicted, list(tiny_data.label_names))[config.OBJECTIVE]
+    assert score == pytest.approx(result.best[config.OBJECTIVE], abs=1e-6)
+    assert (result.checkpoint_dir / "tokenizer_config.json").is_file()
+
+
+def test_trial_is_repeatable_with_its_seed(tiny_data, tiny_model_dir, tmp_path):
+    _, first = _train(tiny_data, tiny_model_dir, tmp_path / "a", epochs=1)
+    _, second = _train(tiny_data, tiny_model_dir, tmp_path / "b", epochs=1)
+    assert first[0][0][config.OBJECTIVE] == second[0][0][config.OBJECTIVE]
+    assert first[0][0][config.VAL_LOSS] == pytest.approx(second[0][0][config.VAL_LOSS], rel=1e-6)
+
+
+def test_eval_every_steps_reports_fractional_epochs(tiny_data, tiny_model_dir, tmp_path):
+    steps_per_epoch = math.ceil(len(tiny_data.train) / 16)
+    every = steps_per_epoch // 2
+    _, reports = _train(
+        tiny_data, tiny_model_dir, tmp_path, epochs=1, **{"train.eval_every_steps": every}
+    )
+    epochs = [m[config.EPOCH] for m, _ in reports]
+    assert epochs[0] == pytest.approx(every / steps_per_epoch, abs=1e-3)
+    assert epochs[-1] == 1
+
+
+def test_accumulation_counts_optimizer_steps(tiny_data, tiny_model_dir, tmp_path):
+    _, reports = _train(
+        tiny_data,
+        tiny_model_dir,
+        tmp_path,
+        epochs=1,
+        **{"train.batch_size": 8, "train.effective_batch_size": 32},
+    )
+    assert reports[-1][0]["step"] == math.ceil(math.ceil(len(tiny_data.train) / 8) / 4)
+
+
+def test_training_batches_cover_each_example_once_and_group_lengths(tiny_data):
+    split = tiny_data.train
+    train = TrainConfig(batch_size=16, max_length=32)
+    batches = training_batches(split, train, rng=np.random.default_rng(0))
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(len(split)))
+    lengths = np.minimum(split.lengths, 32)
+    grouped_padding = sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(split))
+    random_batches = [order[i : i + 16] for i in range(0, len(order), 16)]
+    random_padding = sum(len(b) * lengths[b].max() - lengths[b].sum() for b in random_batches)
+    assert grouped_padding < random_padding
+
+
+def test_oversampling_balances_classes(tiny_data):
+    split = tiny_data.train
+    train = TrainConfig(batch_size=16, imbalance="oversample")
+    batches = training_batches(split, train, rng=np.random.default_rng(0))
+    drawn = np.concatenate([split.labels[b] for b in batches])
+    assert len(drawn) == len(split)
+    shares = np.bincount(drawn) / len(drawn)
+    assert np.bincount(split.labels).min() / len(split) < 0.25
+    assert shares.min() > 0.28
+
+
+def test_evaluation_batches_are_length_sorted(tiny_data):
+    split = tiny_data.validation
+    batches = evaluation_batches(split, 8)
+    longest = [split.lengths[b].max() for b in batches]
+    assert longest == sorted(longest, reverse=True)
+    assert sorted(i for b in batches for i in b) == list(range(len(split)))
+
+
+def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
+    model = build_model(
+        str(tiny_model_dir), config.HeadConfig(layers=1, width=8), label_names=["a", "b"]
+    )
+    decay, no_decay = _parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(not names[id(p)].endswith("bias") for p in decay["params"])
+    assert all("LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert any("LayerNorm.weight" in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_linear_decay():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = _linear_warmup_decay(optimizer, 0.2, 10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(1.0)
+    assert rates[2:] == sorted(rates[2:], reverse=True)
+    assert rates[-1] == pytest.approx(1 / 8)
+
+
+def test_precision_resolution_on_cpu(monkeypatch):
+    import sentune.trial as trial
+
+    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    with pytest.raises(trial.ResourceError, match="no native bf16"):
+        resolve_precision("bf16", "cpu")
+    with pytest.raises(trial.ResourceError, match="needs a CUDA GPU"):
+        resolve_precision("fp16", "cpu")
+    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+
+
+def test_bf16_trial_runs_where_the_cpu_has_it(tiny_data, tiny_model_dir, tmp_path):
+    from sentune.trial import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    reports = []
+    settings = TrialSettings(
+        model=str(tiny_model_dir), max_epochs=1, precision="bf16", checkpoint_dir=str(tmp_path)
+    )
+    run_trial(
+        {"train.max_length": 32}, tiny_data, lambda m, c: reports.append(m), settings=settings
+    )
+    assert reports[0]["precision"] == "bf16"
+    assert math.isfinite(reports[0][config.VAL_LOSS])
+
+
+def test_metrics_by_name():
+    labels = np.array([0, 0, 1, 1, 2])
+    preds = np.array([0, 1, 1, 1, 2])
+    metrics = compute_metrics(labels, preds, ["neg", "neu", "pos"])
+    assert metrics[config.VAL_ACCURACY] == pytest.approx(0.8)
+    assert metrics[config.VAL_RECALL_PREFIX + "neg"] == pytest.approx(0.5)
+    assert metrics[config.VAL_PRECISION_PREFIX + "neu"] == pytest.approx(2 / 3)
+    assert metrics[config.OBJECTIVE] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
