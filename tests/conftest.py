@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+# Ray reads this when imported: tests keep every Ray service on loopback (see search.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 LABELS = ("negative", "neutral", "positive")
 _CUES = {
@@ -64,3 +69,61 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+def _write_tiny_space(folder: Path, model_dir: Path, csv: Path, **budget) -> Path:
+    budget = {
+        "trials": 6,
+        "max_epochs": 3,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        "concurrency": 1,
+        **budget,
+    }
+    text = {
+        "description": "tiny search for tests",
+        "model": str(model_dir),
+        "data": {"dataset": str(csv)},
+        "budget": budget,
+        "fixed": {"train.max_length": 32, "train.batch_size": 16, "train.effective_batch_size": 16},
+        # Learning rates far apart make some trials clearly worse after one epoch, so ASHA
+        # (sequential trials, seeded TPE) has trials to stop.
+        "search": {
+            "train.learning_rate": {"choice": [1e-5, 3e-3]},
+            "head.dropout": {"uniform": [0.0, 0.3]},
+        },
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(json.dumps(text))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_tiny_space():
+    """`write_tiny_space(folder, model_dir, csv, **budget)` writes a tiny space file."""
+    return _write_tiny_space
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Local Ray for the whole test session: 2 CPUs, no dashboard, services on loopback."""
+    import ray
+
+    from sentune import search
+
+    search.start_ray(search.SearchOptions(num_cpus=2, dashboard=False))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(ray_session, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path:
+    """A finished search of 6 sequential trials on the tiny model (ASHA stops some)."""
+    from sentune import search, space
+
+    folder = tmp_path_factory.mktemp("search")
+    spec = space.load(_write_tiny_space(folder, tiny_model_dir, tiny_csv))
+    options = search.SearchOptions(
+        storage=folder / "trials", precision="fp32", cache_dir=folder / "cache", dashboard=False
+    )
+    return search.run(spec, options=options)
