@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="fix any dotted key, e.g. --set train.learning_rate=1e-4 (repeatable)",
     )
     search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    search.add_argument(
+        "--strategy",
+        default="tpe-asha",
+        help="tpe-asha (default), random-asha, tpe-fifo, random-fifo",
+    )
     search.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     search.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
@@ -108,6 +113,7 @@ def _search(args: argparse.Namespace) -> int:
         device=args.device,
         dashboard=not args.no_dashboard,
         dashboard_port=args.dashboard_port,
+        strategy=args.strategy,
     )
     run_dir = search.run(spec, options=options)
     _show_leaderboard(run_dir, args.analysis)

@@ -45,6 +45,24 @@ _VERSIONED = (
 
 
 @dataclass(frozen=True)
+class Strategy:
+    """A search strategy: which Optuna sampler proposes trials, which scheduler stops them."""
+
+    sampler: str
+    scheduler: str
+
+
+#: Search strategies by name; adding one is one entry (samplers and schedulers below).
+STRATEGIES: dict[str, Strategy] = {
+    "tpe-asha": Strategy("tpe", "asha"),
+    "random-asha": Strategy("random", "asha"),
+    "tpe-fifo": Strategy("tpe", "fifo"),
+    "random-fifo": Strategy("random", "fifo"),
+}
+DEFAULT_STRATEGY = "tpe-asha"
+
+
+@dataclass(frozen=True)
 class SearchOptions:
     """Runtime options of a search: where it runs and writes, not what it searches.
 
@@ -57,6 +75,7 @@ class SearchOptions:
         dashboard_port: Its port (None: Ray's default, 8265).
         num_cpus: CPUs local Ray may use (None: all of this machine's).
         cache_dir: Where tokenized data is cached between searches.
+        strategy: A name of `STRATEGIES` (sampler + scheduler).
     """
 
     address: str | None = None
@@ -67,6 +86,7 @@ class SearchOptions:
     dashboard_port: int | None = None
     num_cpus: int | None = None
     cache_dir: Path = Path(".cache/sentune")
+    strategy: str = DEFAULT_STRATEGY
 
 
 def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
@@ -79,6 +99,10 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     Returns:
         The run folder, holding Tune's results and the run manifest.
     """
+    if options.strategy not in STRATEGIES:
+        raise SpaceError(
+            f"unknown strategy {options.strategy!r}; use one of {', '.join(STRATEGIES)}"
+        )
     _check_resources(spec, options)
     from sentune.model import resolve_model
 
@@ -98,7 +122,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     try:
         run_dir.mkdir(parents=True)
         write_manifest(run_dir, spec=spec, data=data, settings=settings, options=options)
-        tuner = _build_tuner(spec, data, settings, run_dir)
+        tuner = _build_tuner(spec, data, settings, run_dir, STRATEGIES[options.strategy])
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
         tuner.fit()
     finally:
@@ -180,23 +204,16 @@ def _keep_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _build_tuner(spec: SearchSpec, data: PreparedData, settings: TrialSettings, run_dir: Path):
-    import optuna
+def _build_tuner(
+    spec: SearchSpec,
+    data: PreparedData,
+    settings: TrialSettings,
+    run_dir: Path,
+    strategy: Strategy,
+):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     budget = spec.budget
-    searcher = None
-    if spec.params:
-        sampler = optuna.samplers.TPESampler(seed=budget.seed)
-        searcher = OptunaSearch(sampler=sampler)
-    scheduler = ASHAScheduler(
-        time_attr=config.EPOCH,
-        max_t=budget.max_epochs,
-        grace_period=budget.grace_period,
-        reduction_factor=budget.reduction_factor,
-    )
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data, settings=settings),
         {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
@@ -207,8 +224,8 @@ def _build_tuner(spec: SearchSpec, data: PreparedData, settings: TrialSettings, 
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
-            search_alg=searcher,
-            scheduler=scheduler,
+            search_alg=_searcher(strategy.sampler, spec),
+            scheduler=_scheduler(strategy.scheduler, spec),
             num_samples=budget.trials,
             max_concurrent_trials=budget.concurrency,
             time_budget_s=budget.time_budget_s,
@@ -225,6 +242,31 @@ def _build_tuner(spec: SearchSpec, data: PreparedData, settings: TrialSettings, 
             ),
             verbose=1,
         ),
+    )
+
+
+def _searcher(sampler: str, spec: SearchSpec):
+    """Optuna's sampler, seeded, behind Ray's `OptunaSearch` (None when nothing is searched)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not spec.params:
+        return None
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    return OptunaSearch(sampler=samplers[sampler](seed=spec.budget.seed))
+
+
+def _scheduler(name: str, spec: SearchSpec):
+    """ASHA on epochs (fractional when evaluating every N steps), or FIFO (no early stopping)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if name == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=config.EPOCH,
+        max_t=spec.budget.max_epochs,
+        grace_period=spec.budget.grace_period,
+        reduction_factor=spec.budget.reduction_factor,
     )
 
 
@@ -286,6 +328,7 @@ def write_manifest(
         "budget": asdict(spec.budget),
         "seed": spec.budget.seed,
         "settings": asdict(settings),
+        "strategy": options.strategy,
         "address": options.address,
         "git_commit": _git_commit(),
         "versions": _versions(),
