@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -220,3 +221,61 @@ def test_metrics_by_name():
     assert metrics[config.VAL_RECALL_PREFIX + "neg"] == pytest.approx(0.5)
     assert metrics[config.VAL_PRECISION_PREFIX + "neu"] == pytest.approx(2 / 3)
     assert metrics[config.OBJECTIVE] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
+
+
+def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
+    tiny_data, tiny_model_dir, tmp_path
+):
+    import shutil
+
+    from sentune.trial import STATE_FILE, TRAINING_STATE_FILE
+
+    settings = TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=2,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path / "work"),
+        resumable=True,
+    )
+    trial_config = {"train.learning_rate": 2e-3, "train.max_length": 32, "head.dropout": 0.2}
+    reports, kept = [], []
+
+    def report(metrics, checkpoint):
+        reports.append(metrics)
+        # Every evaluation hands over a checkpoint, valid until the next call: keep a copy.
+        kept.append(shutil.copytree(checkpoint, tmp_path / f"epoch{metrics[config.EPOCH]}"))
+
+    run_trial(trial_config, tiny_data, report, settings=settings)
+    assert len(kept) == 2
+    assert (kept[0] / TRAINING_STATE_FILE).is_file() and (kept[0] / STATE_FILE).is_file()
+
+    resumed = []
+    result = run_trial(
+        trial_config,
+        tiny_data,
+        lambda m, c: resumed.append(m),
+        settings=replace(settings, checkpoint_dir=str(tmp_path / "again")),
+        resume_from=kept[0],
+    )
+    assert [m[config.EPOCH] for m in resumed] == [2]
+    assert resumed[0]["step"] == reports[1]["step"]
+    assert resumed[0][config.VAL_LOSS] == pytest.approx(reports[1][config.VAL_LOSS], rel=1e-5)
+    assert resumed[0][config.OBJECTIVE] == reports[1][config.OBJECTIVE]
+    # The best-so-far and history travel with the checkpoint.
+    assert len(result.history) == 2
+    assert result.best[config.OBJECTIVE] == max(m[config.OBJECTIVE] for m in reports)
+
+
+def test_out_of_memory_says_what_to_shrink(tiny_data, tiny_model_dir, tmp_path):
+    from sentune.trial import FAULT_KEY, TrialOutOfMemory
+
+    settings = TrialSettings(
+        model=str(tiny_model_dir), max_epochs=1, precision="fp32", checkpoint_dir=str(tmp_path)
+    )
+    with pytest.raises(TrialOutOfMemory, match="lower train.batch_size and keep"):
+        run_trial(
+            {"train.max_length": 32, FAULT_KEY: "oom"},
+            tiny_data,
+            lambda m, c: None,
+            settings=settings,
+        )

@@ -147,7 +147,10 @@ class TrialSettings:
         precision: `auto` (fp16/bf16 on CUDA, bf16 on CPUs with native bf16, else fp32) or explicit.
         device: `auto`, `cpu` or `cuda`.
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
-        checkpoint_dir: Where the trial writes its best checkpoint when running without Tune.
+        checkpoint_dir: Where the trial writes its checkpoints before handing them to `report`.
+        resumable: Hand `report` a checkpoint at every evaluation, with the training state
+            (optimizer, scheduler, RNGs) beside the weights, so that the trial can continue from
+            its latest one; otherwise only the best evaluation's weights are saved.
     """
 
     model: str = "minilm"
@@ -156,6 +159,7 @@ class TrialSettings:
     device: str = "auto"
     num_threads: int | None = None
     checkpoint_dir: str | None = None
+    resumable: bool = False
 
 
 #: Allowed values of the string-valued fields.

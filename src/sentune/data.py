@@ -192,7 +192,10 @@ def load_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict]:
     _drop_cross_split_duplicates(frames, dropped)
     stats["dropped"] = dropped
     if not any(len(df) for df in frames.values()):
-        raise DataError(f"dataset '{cfg.dataset}': no examples left after cleaning ({dropped})")
+        raise DataError(
+            f"dataset '{cfg.dataset}': no examples left after cleaning ({dropped}); "
+            "check the text column or lower data.min_words"
+        )
     stats["split_origin"] = {
         name: "source" if name in frames else "carved from train" for name in SPLITS
     }
@@ -603,6 +606,11 @@ def _stratified(
     frame: pd.DataFrame, size: int, seed: int, what: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rest, part) where `part` holds `size` rows, stratified by label."""
+    if frame.empty:
+        raise DataError(
+            f"no training examples left to carve the {what} from (after cleaning and removing "
+            "texts that other splits also hold); use more data or lower data.min_words"
+        )
     if frame["label"].nunique() < 2:
         raise DataError(
             f"only one class ({frame['label'].iloc[0]!r}) left for the {what}; a classifier needs "

@@ -3,11 +3,18 @@
 The only module that knows Ray. It checks resources, prepares the data once (before any run
 folder exists, so bad input leaves nothing behind), puts it in Ray's object store, writes the run
 manifest and lets Tune drive `trial.run_trial` in each trial.
+
+Fault tolerance: every evaluation hands Tune a checkpoint (weights plus training state), and Tune
+keeps the best one and the latest one of each trial. A trial that raises or whose worker dies is
+retried from its latest checkpoint (`max_failures` times), then recorded as errored while the
+search goes on; `resume` continues an interrupted search from its folder. When the search is over,
+each finished trial keeps only its best checkpoint, without the training state.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -16,20 +23,26 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sentune import config
-from sentune.config import TrialSettings
+from sentune.config import BudgetConfig, DataConfig, TrialSettings
 from sentune.data import PreparedData, prepare
-from sentune.errors import ResourceError, SpaceError
+from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.space import SearchSpec
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "sentune.json"
+#: Per trial, written by the driver: {"status": "completed"|"error"|"retrying", "failures": n,
+#: "error": one line}. A trial retried after a failure keeps Ray's `error.txt`; this says whether
+#: the failure was its last word.
+TRIAL_STATUS = "sentune_status.json"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _VERSIONED = (
     "sentune",
     "torch",
@@ -71,11 +84,14 @@ class SearchOptions:
         storage: The folder that holds one subfolder per run.
         precision: `auto`, `fp32`, `bf16` or `fp16` for every trial.
         device: `auto`, `cpu` or `cuda`.
-        dashboard: Start the Ray dashboard (local runs; it listens on 127.0.0.1).
+        dashboard: Start the Ray dashboard (local runs).
+        dashboard_host: The address it listens on; keep 127.0.0.1 and tunnel to it.
         dashboard_port: Its port (None: Ray's default, 8265).
         num_cpus: CPUs local Ray may use (None: all of this machine's).
         cache_dir: Where tokenized data is cached between searches.
         strategy: A name of `STRATEGIES` (sampler + scheduler).
+        max_failures: Retries of a failed trial (from its latest checkpoint) before it is
+            recorded as errored.
     """
 
     address: str | None = None
@@ -83,10 +99,12 @@ class SearchOptions:
     precision: str = "auto"
     device: str = "auto"
     dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     num_cpus: int | None = None
     cache_dir: Path = Path(".cache/sentune")
     strategy: str = DEFAULT_STRATEGY
+    max_failures: int = 1
 
 
 def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
@@ -98,39 +116,262 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
 
     Returns:
         The run folder, holding Tune's results and the run manifest.
+
+    Raises:
+        SentuneError: Bad input or an unwritable storage folder, before any run folder is left
+            behind (a search that fails before any trial reported removes its folder).
     """
     if options.strategy not in STRATEGIES:
         raise SpaceError(
             f"unknown strategy {options.strategy!r}; use one of {', '.join(STRATEGIES)}"
         )
+    _check_options(options)
     _check_resources(spec, options)
+    _check_writable(options.storage)
     from sentune.model import resolve_model
 
     model_path = resolve_model(spec.model)
     _check_max_length(spec, model_path)
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
     run_name = f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = (options.storage / run_name).resolve()
+    run_dir = options.storage / run_name
     settings = TrialSettings(
         model=model_path,
         max_epochs=spec.budget.max_epochs,
         precision=options.precision,
         device=options.device,
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
+        resumable=True,
     )
+    with _removed_unless_started(run_dir, options):
+        with _storage_errors(run_dir):
+            run_dir.mkdir(parents=True)
+            write_manifest(run_dir, spec=spec, data=data, settings=settings, options=options)
+        log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
+        with _ray(options):
+            strategy = STRATEGIES[options.strategy]
+            tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
+            grid = tuner.fit()
+    _finish(run_dir, grid, spec.budget, options)
+    return run_dir
+
+
+def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
+    """Continue an interrupted search (driver killed, machine rebooted, Ctrl-C) from its folder.
+
+    Finished trials are kept, unfinished and errored ones continue from their latest checkpoint,
+    the searcher and scheduler continue from their saved state and the trial budget counts what
+    already ran. The space, data, budget and trial settings are those of the run's manifest; of
+    `options` only where Ray runs (`address`, dashboard, CPUs) and the token cache apply.
+
+    Args:
+        run_dir: `trials/<run>`, written by `run`.
+        options: Where the search runs.
+
+    Returns:
+        The run folder.
+    """
+    from ray import tune
+
+    from sentune.model import resolve_model
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if not tune.Tuner.can_restore(str(run_dir.resolve())):
+        raise RunError(
+            f"{run_dir}: the search never started (no Tune state in it); start a new one with "
+            f"`sentune search {manifest['space']['name']}`"
+        )
+    settings_values = manifest.get("settings", {})
+    if not settings_values.get("resumable"):
+        raise RunError(f"{run_dir}: written by a sentune without resumable checkpoints; rerun it")
+    data_cfg = DataConfig(**manifest["data"]["config"])
+    budget = BudgetConfig(**manifest["budget"])
+    model_path = resolve_model(manifest["model"])
+    data = prepare(data_cfg, model_path, cache_dir=options.cache_dir)
+    if data.fingerprint != manifest["data"]["fingerprint"]:
+        raise RunError(
+            f"{run_dir}: the data changed since the run started (fingerprint {data.fingerprint}, "
+            f"was {manifest['data']['fingerprint']}); restore the data or start a new search"
+        )
+    settings = replace(TrialSettings(**settings_values), model=model_path)
+    options = replace(options, address=options.address or manifest.get("address"))
+    log.info("resuming %s", run_dir)
+    with _ray(options):
+        tuner = tune.Tuner.restore(
+            str(run_dir.resolve()),
+            trainable=_trainable_with_resources(data, settings, budget),
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+        grid = tuner.fit()
+    _finish(run_dir, grid, budget, options)
+    return run_dir
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a run folder.
+
+    Raises:
+        RunError: The folder is not a sentune run.
+    """
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise RunError(
+            f"{run_dir}: not a sentune run (no {MANIFEST}); pass a trials/<run> folder written by "
+            "`sentune search`"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: unreadable manifest ({err}); the run cannot be used") from None
+
+
+def resume_command(run_dir: Path, options: SearchOptions) -> str:
+    """The command line that continues the search in `run_dir`."""
+    address = f" --address {options.address}" if options.address else ""
+    return f"sentune search --resume {run_dir}{address}"
+
+
+def _check_options(options: SearchOptions) -> None:
+    if options.max_failures < 0:
+        raise SpaceError(
+            f"--max-failures must be 0 or more, got {options.max_failures}; "
+            "0 records a failed trial at once"
+        )
+    if options.dashboard and options.dashboard_host not in _LOOPBACK:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            raise ResourceError(
+                f"--dashboard-host {options.dashboard_host} with RAY_AUTH_MODE=disabled would "
+                "let anyone on the network run code here; unset RAY_AUTH_MODE (token auth) or "
+                "keep the dashboard on 127.0.0.1 and tunnel to it"
+            )
+        log.warning(
+            "the Ray dashboard will listen on %s; it is protected by Ray's token only",
+            options.dashboard_host,
+        )
+
+
+def _check_writable(storage: Path) -> None:
+    """Fail early (before data preparation) on a storage folder that cannot be written."""
+    existing = Path(storage).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(
+            f"--storage {storage}: {existing} is a file, not a folder; choose another --storage"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(
+            f"--storage {storage}: {existing} is not writable; choose a writable --storage"
+        )
+
+
+@contextmanager
+def _storage_errors(path: Path):
+    """Turn a full disk or a forbidden folder into a `RunError` that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        where = err.filename or path
+        if err.errno == errno.ENOSPC:
+            raise RunError(
+                f"no space left on the device writing {where}; free some space or pass "
+                "--storage on a larger disk"
+            ) from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RunError(
+                f"cannot write {where} ({err.strerror}); pass a writable --storage"
+            ) from None
+        if err.errno in (errno.ENOTDIR, errno.ENOENT):
+            raise RunError(
+                f"cannot create {where} ({err.strerror}); pass a writable --storage folder"
+            ) from None
+        raise
+
+
+@contextmanager
+def _removed_unless_started(run_dir: Path, options: SearchOptions):
+    """Remove the run folder if the search fails before any trial reported (no half-written
+    run); otherwise say how to continue it."""
+    try:
+        yield
+    except BaseException:
+        if not _any_trial_reported(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            log.error("the search stopped; continue it with: %s", resume_command(run_dir, options))
+        raise
+
+
+def _any_trial_reported(run_dir: Path) -> bool:
+    return any(p.stat().st_size > 0 for p in run_dir.glob("*/result.json"))
+
+
+@contextmanager
+def _ray(options: SearchOptions):
     context = start_ray(options)
     try:
-        run_dir.mkdir(parents=True)
-        write_manifest(run_dir, spec=spec, data=data, settings=settings, options=options)
-        tuner = _build_tuner(spec, data, settings, run_dir, STRATEGIES[options.strategy])
-        log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
-        tuner.fit()
+        yield
     finally:
         if context is not None:
             import ray
 
             ray.shutdown()
-    return run_dir
+
+
+def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -> None:
+    """Keep each finished trial's best checkpoint only; say how to continue an unfinished
+    search or retry its errored trials."""
+    statuses = {d.name: _read_status(d) for d in run_dir.iterdir() if (d / "params.json").is_file()}
+    for name, status in statuses.items():
+        if status.get("status") == "completed":
+            _keep_best_checkpoint(run_dir / name)
+    failed = [name for name, s in statuses.items() if s.get("status") == "error"]
+    finished = sum(1 for s in statuses.values() if s.get("status") in ("completed", "error"))
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished or (budget.time_budget_s is None and finished < budget.trials):
+        log.warning(
+            "the search was interrupted with %d of %d trials finished; continue it with: %s",
+            finished,
+            budget.trials,
+            resume_command(run_dir, options),
+        )
+    if failed:
+        log.warning(
+            "%d trial(s) failed (%s; reasons in the leaderboard's error column); retry them "
+            "with: %s",
+            len(failed),
+            ", ".join(sorted(failed)),
+            resume_command(run_dir, options),
+        )
+
+
+def _read_status(trial_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((trial_dir / TRIAL_STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _keep_best_checkpoint(trial_dir: Path) -> None:
+    """Delete all but the best checkpoint of a finished trial, and its training state."""
+    from sentune.trial import STATE_FILE, TRAINING_STATE_FILE
+
+    def score(folder: Path) -> float:
+        try:
+            return json.loads((folder / STATE_FILE).read_text())["metrics"][config.OBJECTIVE]
+        except (OSError, ValueError, KeyError):
+            return float("-inf")
+
+    kept = sorted(trial_dir.glob("checkpoint_*"))
+    if not kept:
+        return
+    best = max(kept, key=score)  # the earliest of equals: `max` keeps the first
+    for folder in kept:
+        if folder != best:
+            shutil.rmtree(folder, ignore_errors=True)
+    (best / TRAINING_STATE_FILE).unlink(missing_ok=True)
 
 
 def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
@@ -174,10 +415,13 @@ def start_ray(options: SearchOptions):
         return None
     if options.address is None:
         _keep_ray_on_loopback()
+        # "local" always starts a new Ray: without it, Ray joins whatever cluster
+        # /tmp/ray/ray_current_cluster names, even one that is long gone.
         context = ray.init(
+            address="local",
             num_cpus=options.num_cpus,
             include_dashboard=options.dashboard,
-            dashboard_host="127.0.0.1",
+            dashboard_host=options.dashboard_host,
             dashboard_port=options.dashboard_port,
             configure_logging=False,
             log_to_driver=True,
@@ -204,20 +448,27 @@ def _keep_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def _trainable_with_resources(data: PreparedData, settings: TrialSettings, budget: BudgetConfig):
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(_trainable, data=data, settings=settings),
+        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    )
+
+
 def _build_tuner(
     spec: SearchSpec,
     data: PreparedData,
     settings: TrialSettings,
     run_dir: Path,
     strategy: Strategy,
+    options: SearchOptions,
 ):
     from ray import tune
 
     budget = spec.budget
-    trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data, settings=settings),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
-    )
+    trainable = _trainable_with_resources(data, settings, budget)
     return tune.Tuner(
         trainable,
         param_space=spec.param_space(),
@@ -234,12 +485,17 @@ def _build_tuner(
         ),
         run_config=tune.RunConfig(
             name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            storage_path=str(run_dir.resolve().parent),
+            # Ray keeps the top `num_to_keep` checkpoints by score and, always, the latest one:
+            # the best for export, the latest to continue from. `_finish` drops the latest of
+            # finished trials.
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=1,
                 checkpoint_score_attribute=config.OBJECTIVE,
                 checkpoint_score_order=config.MODE,
             ),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            callbacks=[_trial_ledger()],
             verbose=1,
         ),
     )
@@ -290,11 +546,65 @@ def _trainable(trial_config: dict[str, Any], *, data: PreparedData, settings: Tr
         tune.report(metrics, checkpoint=checkpoint)
 
     try:
+        resume_from = None
+        latest = tune.get_checkpoint()
+        if latest is not None:
+            # A retry after a failure, or a resumed search: continue where the trial left off.
+            resume_from = Path(latest.to_directory(str(workdir / "resume")))
         run_trial(
-            trial_config, data, report, settings=replace(settings, checkpoint_dir=str(workdir))
+            trial_config,
+            data,
+            report,
+            settings=replace(settings, checkpoint_dir=str(workdir / "out")),
+            resume_from=resume_from,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _trial_ledger():
+    """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder.
+
+    Ray leaves `error.txt` behind for a failure even when the retry succeeds; this record says
+    whether the trial completed, is being retried, or errored for good (with the reason). The
+    class is defined on first use so that importing this module (as `analysis` and the CLI do)
+    does not import Ray Tune.
+    """
+    from ray.tune import Callback
+
+    class TrialLedger(Callback):
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            _write_status(trial, "retrying")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            _write_status(trial, "completed")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            _write_status(trial, "error")
+
+    return TrialLedger()
+
+
+def _write_status(trial, status: str) -> None:
+    folder = Path(trial.path)
+    if not folder.is_dir():
+        return  # storage that is not a local or shared folder: Ray's files only
+    record: dict[str, Any] = {"status": status, "failures": trial.run_metadata.num_failures}
+    if status != "completed":
+        record["error"] = _error_line(trial)
+    tmp = folder / (TRIAL_STATUS + ".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(folder / TRIAL_STATUS)
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's latest failure (the exception and its message)."""
+    try:
+        text = Path(trial.error_file).read_text()
+    except (OSError, TypeError):
+        return "failed (no error file)"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
 
 
 def write_manifest(
@@ -329,6 +639,7 @@ def write_manifest(
         "seed": spec.budget.seed,
         "settings": asdict(settings),
         "strategy": options.strategy,
+        "max_failures": options.max_failures,
         "address": options.address,
         "git_commit": _git_commit(),
         "versions": _versions(),

@@ -34,11 +34,25 @@ from sentune.errors import ResourceError, SentuneError
 
 log = logging.getLogger(__name__)
 
-#: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far.
+#: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far
+#: (and at every evaluation when `TrialSettings.resumable`).
 Report = Callable[[dict[str, Any], "Path | None"], None]
 #: Training batches are sorted by length inside windows of this many batches, then shuffled.
 _LENGTH_GROUP_WINDOW = 50
+#: In each checkpoint: the evaluation's metrics and whether it was the best so far (JSON).
 STATE_FILE = "trial_state.json"
+#: In each checkpoint of a resumable trial: what continuing needs besides the weights
+#: (optimizer, scheduler, step, epoch, RNG states, best-so-far). Plain tensors, dicts and lists,
+#: read back with `torch.load(weights_only=True)`.
+TRAINING_STATE_FILE = "training_state.pt"
+#: Test hook, set as a trial config key by the fault-tolerance tests only: after its first
+#: evaluation the trial raises, `"error-once"` in its first attempt only (a resumed trial goes
+#: on), `"oom"` in every attempt (a CUDA out-of-memory error).
+FAULT_KEY = "_test.fault"
+
+
+class TrialOutOfMemory(ResourceError):
+    """The trial ran out of (GPU) memory."""
 
 
 @dataclass
@@ -64,6 +78,7 @@ def run_trial(
     report: Report,
     *,
     settings: TrialSettings,
+    resume_from: Path | None = None,
 ) -> TrialResult:
     """Fine-tune one configuration and report validation metrics at each evaluation.
 
@@ -74,10 +89,36 @@ def run_trial(
         report: Called after each evaluation with the metrics and, when this evaluation is the
             best so far, a folder holding the model checkpoint (valid until the next call).
         settings: Runtime settings (model, epochs, precision, device, threads).
+        resume_from: A checkpoint of a resumable run of this same trial (it holds
+            `TRAINING_STATE_FILE`): training continues from there, as if never interrupted.
 
     Returns:
         The best evaluation, the full history and where the best checkpoint was left.
+
+    Raises:
+        TrialOutOfMemory: The device ran out of memory; the message says what to shrink.
     """
+    train = config.build_section("train", trial_config)
+    try:
+        return _run_trial(trial_config, data, report, settings=settings, resume_from=resume_from)
+    except torch.OutOfMemoryError as err:
+        first_line = (str(err).strip().splitlines() or ["out of memory"])[0]
+        raise TrialOutOfMemory(
+            f"out of memory with train.batch_size {train.batch_size} and train.max_length "
+            f"{train.max_length} ({first_line[:200]}); lower train.batch_size and keep "
+            "train.effective_batch_size (gradient accumulation makes up the difference), or "
+            "lower train.max_length"
+        ) from err
+
+
+def _run_trial(
+    trial_config: dict[str, Any],
+    data: PreparedData,
+    report: Report,
+    *,
+    settings: TrialSettings,
+    resume_from: Path | None,
+) -> TrialResult:
     head = config.build_section("head", trial_config)
     train = config.build_section("train", trial_config)
     from accelerate import Accelerator
@@ -96,6 +137,9 @@ def run_trial(
     set_seed(train.seed)
 
     model = _build_model(settings.model, head, train, data)
+    if resume_from is not None:
+        # Before `prepare`, which may wrap the model or move it to the device.
+        _load_weights(model, resume_from)
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, train.weight_decay), lr=train.learning_rate
     )
@@ -117,8 +161,18 @@ def run_trial(
         steps_per_epoch=steps_per_epoch,
         report=report,
         precision=precision,
+        fault=trial_config.get(FAULT_KEY),
     )
+    if resume_from is not None:
+        loop.restore(resume_from)
     return loop.run()
+
+
+def _load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    model.load_state_dict(state, strict=True)
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -295,6 +349,7 @@ class _Loop:
         steps_per_epoch: int,
         report: Report,
         precision: str,
+        fault: str | None = None,
     ):
         self.accelerator = accelerator
         self.model = model
@@ -312,6 +367,13 @@ class _Loop:
         self.val_ids = data.validation.truncated(train.max_length)
         self.rng = np.random.default_rng(train.seed)
         self.step = 0
+        # Where training stands: the epoch in progress, the next batch group in it, and the
+        # batch RNG's state before that epoch's batches were drawn (to draw them again on resume).
+        self.epoch = 0
+        self.position = 0
+        self.epoch_rng_state = self.rng.bit_generator.state
+        self.resumed = False
+        self.fault = fault
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.workdir = Path(settings.checkpoint_dir or tempfile.mkdtemp(prefix="sentune-trial-"))
@@ -324,20 +386,50 @@ class _Loop:
 
     def run(self) -> TrialResult:
         eval_every = self.train.eval_every_steps
-        for epoch in range(self.settings.max_epochs):
+        while self.epoch < self.settings.max_epochs:
             self.model.train()
+            self.rng.bit_generator.state = self.epoch_rng_state
             batches = training_batches(self.data.train, self.train, rng=self.rng)
-            for start in range(0, len(batches), self.accumulation):
+            for start in range(self.position, len(batches), self.accumulation):
                 self._optimizer_step(batches[start : start + self.accumulation])
                 at_epoch_end = start + self.accumulation >= len(batches)
+                if at_epoch_end:
+                    self.epoch, self.position = self.epoch + 1, 0
+                    self.epoch_rng_state = self.rng.bit_generator.state
+                else:
+                    self.position = start + self.accumulation
                 if at_epoch_end or (eval_every and self.step % eval_every == 0):
-                    self._evaluate_and_report(epoch_end=epoch + 1 if at_epoch_end else None)
+                    self._evaluate_and_report(epoch_end=self.epoch if at_epoch_end else None)
+        best = self.workdir / "best"
         return TrialResult(
             best=self.best,
             history=self.history,
-            checkpoint_dir=self.workdir / "best" if self.best else None,
+            checkpoint_dir=best if best.is_dir() else None,
             train_s=self.train_s,
         )
+
+    def restore(self, checkpoint: Path) -> None:
+        """Continue from a resumable checkpoint (the model's weights are already loaded)."""
+        path = checkpoint / TRAINING_STATE_FILE
+        if not path.is_file():
+            raise SentuneError(
+                f"{checkpoint}: no {TRAINING_STATE_FILE}, so the trial cannot continue from it; "
+                "it was written by a run without resumable checkpoints"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.epoch_rng_state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.best, self.history = state["best"], state["history"]
+        self.train_s = state["train_s"]
+        self.resumed = True
+        log.info("resumed at epoch %s, step %d", self.epoch, self.step)
 
     def _optimizer_step(self, group: list[list[int]]) -> None:
         started = time.perf_counter()
@@ -422,14 +514,24 @@ class _Loop:
         self._batches_since_eval = 0
         self.history.append(metrics)
         checkpoint = None
-        if not self.best or metrics[config.OBJECTIVE] > self.best[config.OBJECTIVE]:
+        improved = not self.best or metrics[config.OBJECTIVE] > self.best[config.OBJECTIVE]
+        if improved:
             self.best = dict(metrics)
-            checkpoint = self._save_checkpoint(metrics)
+        if improved or self.settings.resumable:
+            checkpoint = self._save_checkpoint(metrics, best=improved)
         log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
         self.report(metrics, checkpoint)
+        if self.fault == "oom" or (self.fault == "error-once" and not self.resumed):
+            self._inject_fault()
 
-    def _save_checkpoint(self, metrics: dict[str, Any]) -> Path:
-        """Write the model to `<workdir>/best`, replacing the previous best in one rename."""
+    def _inject_fault(self) -> None:
+        if self.fault == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+        raise RuntimeError(f"injected failure ({FAULT_KEY}: error-once)")
+
+    def _save_checkpoint(self, metrics: dict[str, Any], *, best: bool) -> Path:
+        """Write the model to `<workdir>/best` (or `latest` when it is not the best so far),
+        replacing the previous one in one rename; resumable trials add the training state."""
         staging = self.workdir / "staging"
         shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.unwrap_model(self.model).save_pretrained(staging)
@@ -440,9 +542,28 @@ class _Loop:
             self._tokenizer = load_tokenizer(self.data.tokenizer)
         self._tokenizer.save_pretrained(staging)
         (staging / STATE_FILE).write_text(
-            json.dumps({"metrics": metrics, "step": self.step}, indent=1)
+            json.dumps({"metrics": metrics, "step": self.step, "best": best}, indent=1)
         )
-        best = self.workdir / "best"
-        shutil.rmtree(best, ignore_errors=True)
-        staging.rename(best)
-        return best
+        if self.settings.resumable:
+            torch.save(self._training_state(), staging / TRAINING_STATE_FILE)
+        target = self.workdir / ("best" if best else "latest")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target
+
+    def _training_state(self) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "numpy_rng": self.epoch_rng_state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "best": self.best,
+            "history": self.history,
+            "train_s": self.train_s,
+        }

@@ -1,0 +1,228 @@
+"""Fault tolerance of a real search: failed trials retried from their checkpoint, an errored trial
+recorded with its reason, a SIGKILLed driver resumed, and every Ray service kept on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sentune import analysis, config, search, space
+from sentune.trial import FAULT_KEY, TRAINING_STATE_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def _faulty_spec(folder: Path, write_tiny_space, model_dir, csv, fault: str, **budget):
+    spec = space.load(write_tiny_space(folder, model_dir, csv, **budget))
+    return replace(spec, fixed={**spec.fixed, FAULT_KEY: fault})
+
+
+def _options(folder: Path, **values) -> search.SearchOptions:
+    return search.SearchOptions(
+        storage=folder / "trials",
+        precision="fp32",
+        cache_dir=folder / "cache",
+        dashboard=False,
+        **values,
+    )
+
+
+def _epochs(trial_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    return [row[config.EPOCH] for row in rows]
+
+
+def test_a_failed_trial_is_retried_from_its_checkpoint(
+    ray_session, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    spec = _faulty_spec(
+        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, "error-once",
+        trials=2, max_epochs=2, concurrency=2,
+    )  # fmt: skip
+    run_dir = search.run(spec, options=_options(tmp_path, strategy="random-fifo"))
+    table = analysis.leaderboard(analysis.load_run(run_dir))
+    assert len(table) == 2
+    assert (table["status"] == "completed").all() and table["error"].eq("").all()
+    for trial_id in table["trial_id"]:
+        trial_dir = run_dir / trial_id
+        # Ray recorded the failure; the retry continued after epoch 1 instead of starting over.
+        assert "injected failure" in (trial_dir / "error.txt").read_text()
+        assert _epochs(trial_dir) == [1, 2]
+        status = json.loads((trial_dir / search.TRIAL_STATUS).read_text())
+        assert status == {"status": "completed", "failures": 1}
+        kept = list(trial_dir.glob("checkpoint_*"))
+        assert len(kept) == 1 and not (kept[0] / TRAINING_STATE_FILE).exists()
+
+
+def test_a_trial_that_keeps_failing_is_recorded_with_its_reason(
+    ray_session, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, capsys
+):
+    from sentune import cli
+
+    spec = _faulty_spec(
+        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, "oom", trials=1, max_epochs=3
+    )
+    run_dir = search.run(spec, options=_options(tmp_path, max_failures=1, strategy="tpe-fifo"))
+    table = analysis.leaderboard(analysis.load_run(run_dir))
+    assert table["status"].tolist() == ["error"]
+    assert "out of memory" in table["error"][0]
+    assert "lower train.batch_size and keep train.effective_batch_size" in table["error"][0]
+    # Two attempts: the retry continued from epoch 1's checkpoint and failed after epoch 2.
+    trial_dir = run_dir / table["trial_id"][0]
+    assert _epochs(trial_dir) == [1, 2]
+    assert json.loads((trial_dir / search.TRIAL_STATUS).read_text())["failures"] == 2
+    assert cli.main(["leaderboard", str(run_dir), "--analysis", str(tmp_path / "a")]) == 0
+    assert "failed: " in capsys.readouterr().out
+
+
+def _ray_listeners(root_pid: int) -> set[tuple[str, int, str]]:
+    """(address, port, process name) of every listening TCP socket of `root_pid`'s tree."""
+    import psutil
+
+    found = set()
+    try:
+        procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port, proc.name()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or ip).is_loopback
+
+
+def _trial_results(run_dir: Path) -> dict[str, list[dict]]:
+    results = {}
+    for path in sorted(run_dir.glob("*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            results[path.parent.name] = [
+                {k: row[k] for k in (config.EPOCH, config.OBJECTIVE, config.VAL_LOSS)}
+                for row in rows
+            ]
+    return results
+
+
+def _finished(run_dir: Path) -> set[str]:
+    return {
+        p.parent.name
+        for p in run_dir.glob(f"*/{search.TRIAL_STATUS}")
+        if json.loads(p.read_text())["status"] == "completed"
+    }
+
+
+def test_sigkilled_driver_resumes_without_losing_finished_trials(
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    """Kill -9 the `sentune search` process once two trials reported, then `--resume` it.
+
+    While the search runs, every socket that its Ray processes listen on must be on 127.0.0.1
+    (the dashboard included)."""
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=4, max_epochs=3)
+    storage = tmp_path / "trials"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "sentune.cli", "search"]
+    common = ["--storage", str(storage), "--precision", "fp32"]
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(
+        [*command, str(space_file), *common, "--dashboard-port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    listeners: set = set()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            listeners |= _ray_listeners(driver.pid)
+            runs = list(storage.glob("*/"))
+            if runs and len(_trial_results(runs[0])) >= 2:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        listeners |= _ray_listeners(driver.pid)
+        ray_tree = [driver.pid] + [c.pid for c in _children(driver.pid)]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        _wait_gone(ray_tree)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+        log.close()
+
+    assert listeners, "no listening sockets seen during the search"
+    exposed = {entry for entry in listeners if not _is_loopback(entry[0])}
+    assert not exposed, f"Ray listened beyond loopback: {sorted(exposed)}"
+
+    (run_dir,) = storage.glob("*/")
+    before, finished_before = _trial_results(run_dir), _finished(run_dir)
+    resumed = subprocess.run(
+        [*command, "--resume", str(run_dir), "--no-dashboard", "--analysis", "analysis"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _trial_results(run_dir)
+    assert len(after) == 4 and _finished(run_dir) == set(after)
+    for trial_id, rows in before.items():
+        # Finished trials are kept as they were; the interrupted ones continued after their
+        # last reported epoch (a prefix of the history stays; no epoch is repeated).
+        if trial_id in finished_before:
+            assert after[trial_id] == rows
+        else:
+            assert after[trial_id][: len(rows)] == rows
+        epochs = [r[config.EPOCH] for r in after[trial_id]]
+        assert epochs == sorted(set(epochs))
+    table = analysis.leaderboard(analysis.load_run(run_dir))
+    assert len(table) == 4 and table["error"].eq("").all()
+    assert all(len(list((run_dir / t).glob("checkpoint_*"))) == 1 for t in table["trial_id"])
+
+
+def _children(pid: int):
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+    """Ray's processes share the driver's fate; end any straggler (by pid) after `timeout`."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if psutil.pid_exists(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if psutil.pid_exists(p)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
