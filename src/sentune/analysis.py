@@ -1,21 +1,32 @@
-"""Read a run folder into plain data: the manifest, per-trial histories and the leaderboard.
+"""Read a run folder into plain data: the leaderboard, learning curves, parameter importance,
+the TF-IDF reference floor and the winner's confusion matrix. No figures (`report.py` draws).
 
 Reads only files (Tune's `result.json` and `params.json` per trial, and sentune's manifest), so
-it works on a finished, interrupted or still-running search without the search process.
+it works on a finished, interrupted or still-running search without the search process or Ray.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from sentune import config
 from sentune.errors import RunError
-from sentune.search import MANIFEST
+from sentune.search import MANIFEST, TRIAL_STATUS
+
+if TYPE_CHECKING:
+    from sentune.data import PreparedData
+    from sentune.space import Param
+
+log = logging.getLogger(__name__)
 
 #: Leaderboard columns before the searched parameters (DESIGN.md contract, then extras).
 LEADERBOARD_COLUMNS = [
@@ -25,6 +36,7 @@ LEADERBOARD_COLUMNS = [
     "epochs",
     "stopped_early",
     "status",
+    "rung",
     "train_s",
     config.TRAIN_SAMPLES_PER_S,
     config.VAL_F1_WEIGHTED,
@@ -33,6 +45,25 @@ LEADERBOARD_COLUMNS = [
     "checkpoint",
     "error",
 ]
+
+
+#: Numeric per-evaluation columns kept in the learning curves (besides per-class P/R).
+_CURVE_COLUMNS = [
+    config.EPOCH,
+    config.OBJECTIVE,
+    config.VAL_F1_WEIGHTED,
+    config.VAL_ACCURACY,
+    config.VAL_LOSS,
+    config.TRAIN_LOSS,
+    config.TRAIN_SAMPLES_PER_S,
+    "train_s",
+    "time_total_s",
+    "timestamp",
+]
+#: Trials at the importance fidelity: at least this many, and at least half of the scored trials.
+MIN_FIDELITY_TRIALS = 4
+#: Fewer trials than this at the chosen fidelity: no importance is computed.
+MIN_IMPORTANCE_TRIALS = 3
 
 
 @dataclass(frozen=True)
@@ -47,29 +78,55 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read a run folder written by `search.run`.
+    """Read a run folder written by `search.run` (finished, interrupted or still running).
 
     Args:
         run_dir: `trials/<space>-<timestamp>`.
 
     Returns:
         The manifest, each trial's parameters, per-evaluation history and error (if any).
+        A trial whose `params.json` is not (yet) readable is left out; a `result.json` cut short
+        by a crash keeps its readable lines.
     """
     run_dir = Path(run_dir)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
         raise RunError(f"{run_dir}: not a sentune run (no {MANIFEST}); pass a trials/<run> folder")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(
+            f"{manifest_path}: unreadable manifest ({exc.msg}); was it edited?"
+        ) from None
     params, histories, errors = {}, {}, {}
     for trial_dir in sorted(p for p in run_dir.iterdir() if (p / "params.json").is_file()):
         trial_id = trial_dir.name
-        params[trial_id] = json.loads((trial_dir / "params.json").read_text())
+        try:
+            params[trial_id] = json.loads((trial_dir / "params.json").read_text())
+        except json.JSONDecodeError:
+            log.warning("%s: params.json is cut short; leaving the trial out", trial_dir)
+            continue
         histories[trial_id] = _read_results(trial_dir / "result.json")
-        error = trial_dir / "error.txt"
-        if error.is_file():
-            lines = error.read_text().strip().splitlines()
-            errors[trial_id] = lines[-1] if lines else "failed"
+        error = _trial_error(trial_dir)
+        if error:
+            errors[trial_id] = error
     return Run(run_dir, manifest, params, histories, errors)
+
+
+def _trial_error(trial_dir: Path) -> str:
+    """Why the trial failed for good, or "". Ray keeps `error.txt` after a retry that succeeded;
+    the search's own record (`TRIAL_STATUS`) says which failures were final."""
+    try:
+        status = json.loads((trial_dir / TRIAL_STATUS).read_text())
+    except (OSError, ValueError):
+        status = {}
+    if status:
+        return (status.get("error") or "failed") if status.get("status") == "error" else ""
+    error = trial_dir / "error.txt"
+    if not error.is_file():
+        return ""
+    lines = error.read_text().strip().splitlines()
+    return lines[-1] if lines else "failed"
 
 
 def _read_results(path: Path) -> pd.DataFrame:
@@ -77,43 +134,72 @@ def _read_results(path: Path) -> pd.DataFrame:
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a line cut short by a crash ends the readable history
+            if isinstance(row, dict) and config.OBJECTIVE in row and config.EPOCH in row:
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+def asha_rungs(manifest: dict[str, Any]) -> list[float]:
+    """The epochs at which ASHA compares trials (its rungs), ending with `max_epochs`.
+
+    Ray's `ASHAScheduler` puts rungs at `grace_period * reduction_factor**k` up to `max_epochs`;
+    a FIFO strategy has no rung before the last epoch.
+    """
+    budget = manifest["budget"]
+    max_epochs = float(budget["max_epochs"])
+    if str(manifest.get("strategy", "")).endswith("fifo"):
+        return [max_epochs]
+    grace, factor = float(budget["grace_period"]), float(budget["reduction_factor"])
+    count = int(math.log(max_epochs / grace) / math.log(factor) + 1)
+    rungs = [grace * factor**k for k in range(count)]
+    return sorted({r for r in rungs if r < max_epochs} | {max_epochs})
 
 
 def leaderboard(run: Run) -> pd.DataFrame:
     """One row per trial, best first, scored by its best evaluation's validation macro-F1.
 
     Columns: those of `LEADERBOARD_COLUMNS`, then one per searched parameter (dotted key).
+    `status` is `completed` (trained every epoch), `stopped` (ASHA stopped it), `error` or
+    `unfinished` (running, or the search was killed); `rung` is the last ASHA rung it reached
+    (an epoch count, 0 before the first).
     """
     searched = run.manifest["space"]["searched"]
     max_epochs = run.manifest["budget"]["max_epochs"]
+    rungs = asha_rungs(run.manifest)
     rows = []
     for trial_id, params in run.params.items():
         history = run.histories.get(trial_id, pd.DataFrame())
         row: dict[str, Any] = {"trial_id": trial_id, "error": run.errors.get(trial_id, "")}
-        if config.OBJECTIVE in history:
+        done = False
+        if config.OBJECTIVE in history and len(history):
             best = history.loc[history[config.OBJECTIVE].idxmax()]
             epochs = float(history[config.EPOCH].max())
+            done = bool(history["done"].iloc[-1]) if "done" in history else False
             row.update(
                 {
                     config.OBJECTIVE: best[config.OBJECTIVE],
                     "best_epoch": best[config.EPOCH],
                     "epochs": epochs,
-                    "train_s": float(history["train_s"].max()),
-                    config.TRAIN_SAMPLES_PER_S: float(history[config.TRAIN_SAMPLES_PER_S].mean()),
-                    config.VAL_F1_WEIGHTED: best[config.VAL_F1_WEIGHTED],
-                    config.VAL_ACCURACY: best[config.VAL_ACCURACY],
-                    config.VAL_LOSS: best[config.VAL_LOSS],
+                    "train_s": _column_max(history, "train_s"),
+                    config.TRAIN_SAMPLES_PER_S: _column_mean(history, config.TRAIN_SAMPLES_PER_S),
+                    config.VAL_F1_WEIGHTED: best.get(config.VAL_F1_WEIGHTED),
+                    config.VAL_ACCURACY: best.get(config.VAL_ACCURACY),
+                    config.VAL_LOSS: best.get(config.VAL_LOSS),
                 }
             )
         else:
             row.update({"epochs": 0.0})
-        done = row["epochs"] >= max_epochs
-        row["status"] = "error" if row["error"] else ("completed" if done else "stopped")
+        if row["error"]:
+            row["status"] = "error"
+        elif row["epochs"] >= max_epochs:
+            row["status"] = "completed"
+        else:
+            row["status"] = "stopped" if done else "unfinished"
         row["stopped_early"] = row["status"] == "stopped"
+        row["rung"] = max((r for r in rungs if r <= row["epochs"]), default=0.0)
         row["checkpoint"] = _checkpoint(run.path / trial_id)
         row.update({key: params.get(key) for key in searched})
         rows.append(row)
@@ -123,6 +209,681 @@ def leaderboard(run: Run) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def _column_max(history: pd.DataFrame, column: str) -> float:
+    return float(history[column].max()) if column in history else float("nan")
+
+
+def _column_mean(history: pd.DataFrame, column: str) -> float:
+    return float(history[column].mean()) if column in history else float("nan")
+
+
 def _checkpoint(trial_dir: Path) -> str:
-    kept = sorted(trial_dir.glob("checkpoint_*"))
-    return str(kept[-1]) if kept else ""
+    """The trial's best checkpoint. An unfinished trial also keeps its latest one (to resume
+    from); each says its evaluation's score in `trial_state.json`."""
+    from sentune.trial import STATE_FILE
+
+    def score(folder: Path) -> float:
+        try:
+            return json.loads((folder / STATE_FILE).read_text())["metrics"][config.OBJECTIVE]
+        except (OSError, ValueError, KeyError):
+            return float("-inf")
+
+    kept = sorted(p for p in trial_dir.glob("checkpoint_*") if (p / "config.json").is_file())
+    return str(max(kept, key=score)) if kept else ""
+
+
+def learning_curves(run: Run) -> pd.DataFrame:
+    """Every evaluation of every trial, long format.
+
+    Returns:
+        Columns `trial_id`, `epoch`, the validation and training metrics, per-class precision and
+        recall (`val_precision/<label>`, `val_recall/<label>`), and `wall_s`: seconds since the
+        first trial started. Sorted by trial and epoch.
+    """
+    frames = []
+    for trial_id, history in run.histories.items():
+        if not len(history):
+            continue
+        keep = [c for c in _CURVE_COLUMNS if c in history] + [
+            c
+            for c in history.columns
+            if c.startswith((config.VAL_PRECISION_PREFIX, config.VAL_RECALL_PREFIX))
+        ]
+        frames.append(history[keep].assign(trial_id=trial_id))
+    columns = ["trial_id", *_CURVE_COLUMNS, "wall_s"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    curves = pd.concat(frames, ignore_index=True)
+    if "timestamp" in curves and "time_total_s" in curves:
+        started = (curves["timestamp"] - curves["time_total_s"]).min()
+        curves["wall_s"] = curves["timestamp"] - started
+    else:
+        curves["wall_s"] = np.nan
+    first = ["trial_id", config.EPOCH]
+    curves = curves[first + [c for c in curves.columns if c not in first]]
+    # A trial retried from its checkpoint reports some epochs again: the last report counts.
+    curves = curves.drop_duplicates(first, keep="last")
+    return curves.sort_values(first, kind="stable").reset_index(drop=True)
+
+
+class History(NamedTuple):
+    """The search's progress: per trial in start order, and per evaluation in time order."""
+
+    #: `trial_index` (0 = first started), `trial_id`, `value` (best epoch), `best_so_far`.
+    by_trial: pd.DataFrame
+    #: `wall_s`, `trial_id`, `value` (that evaluation), `best_so_far` (over all evaluations).
+    by_time: pd.DataFrame
+
+
+def optimization_history(table: pd.DataFrame, curves: pd.DataFrame) -> History:
+    """Best score so far against trial index and against wall time.
+
+    Args:
+        table: `leaderboard(run)`.
+        curves: `learning_curves(run)`.
+    """
+    if not len(curves):
+        empty = pd.DataFrame(columns=["trial_index", "trial_id", "value", "best_so_far"])
+        return History(empty, pd.DataFrame(columns=["wall_s", "trial_id", "value", "best_so_far"]))
+    # A trial's start is its first evaluation's time less the time it took to get there.
+    first = curves.sort_values(config.EPOCH).groupby("trial_id", sort=False).first()
+    start = (first["wall_s"] - first["time_total_s"]).rename("start_s")
+    by_trial = (
+        table[["trial_id", config.OBJECTIVE]]
+        .rename(columns={config.OBJECTIVE: "value"})
+        .merge(start, left_on="trial_id", right_index=True, how="inner")
+        .sort_values(["start_s", "trial_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+    by_trial.insert(0, "trial_index", range(len(by_trial)))
+    by_trial["best_so_far"] = by_trial["value"].cummax()
+    by_time = (
+        curves[["wall_s", "trial_id", config.OBJECTIVE]]
+        .rename(columns={config.OBJECTIVE: "value"})
+        .sort_values(["wall_s", "trial_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+    by_time["best_so_far"] = by_time["value"].cummax()
+    return History(by_trial, by_time)
+
+
+# --- parameter importance ----------------------------------------------------------------
+
+
+IMPORTANCE_COLUMNS = [
+    "param",
+    "importance_mean",
+    "importance_std",
+    "low",
+    "high",
+    "fidelity_epoch",
+    "n_trials",
+    "note",
+]
+
+
+def search_params(manifest: dict[str, Any]) -> dict[str, Param]:
+    """The searched parameters of a run and their distributions, parsed from the manifest's copy
+    of the space file (restricted to the keys the run actually searched)."""
+    from sentune import space
+
+    searched = manifest["space"]["searched"]
+    with tempfile.TemporaryDirectory(prefix="sentune-space-") as folder:
+        path = Path(folder) / f"{manifest['space']['name']}.yaml"
+        path.write_text(manifest["space"]["text"])
+        spec = space.load(path)
+    return {key: spec.params[key] for key in searched if key in spec.params}
+
+
+def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:
+    """The highest epoch that enough trials reached to compare them there.
+
+    Enough is `max(MIN_FIDELITY_TRIALS, half of the scored trials)`, or every scored trial
+    when there are fewer. ASHA gives stopped trials fewer epochs: comparing a stopped trial's
+    epoch-1 score with a finished trial's epoch-3 score would credit parameters with the
+    effect of training longer.
+
+    Returns:
+        `(epoch, number of trials evaluated at that epoch)`, or None when nothing was scored.
+    """
+    if not len(curves):
+        return None
+    counts = curves.groupby(config.EPOCH)["trial_id"].nunique().sort_index()
+    scored = curves["trial_id"].nunique()
+    needed = min(scored, max(MIN_FIDELITY_TRIALS, math.ceil(scored / 2)))
+    reached = counts[counts >= needed]
+    epoch = float(reached.index.max()) if len(reached) else float(counts.idxmax())
+    return epoch, int(counts[epoch])
+
+
+def parameter_importance(
+    run: Run,
+    curves: pd.DataFrame | None = None,
+    *,
+    seeds: int = 3,
+    bootstraps: int = 10,
+    params: dict[str, Param] | None = None,
+) -> pd.DataFrame:
+    """fANOVA importance of each searched parameter, at equal fidelity, with its spread.
+
+    Every trial evaluated at the fidelity epoch (see `fidelity`) enters an Optuna study with its
+    score AT that epoch (not its best); Optuna's `FanovaImportanceEvaluator` then gives each
+    parameter the share of the score's variance it explains alone (main effect; the rest is
+    interactions and noise). This is repeated for `seeds` forest seeds on each of `bootstraps`
+    resamples of the trials (the first being the trials themselves), so the spread shows which
+    importances a handful of trials can actually support.
+
+    Args:
+        run: `load_run(...)`.
+        curves: `learning_curves(run)` (computed when None).
+        seeds: Forest seeds per resample.
+        bootstraps: Resamples of the trials (with replacement), including the original set.
+        params: The searched distributions (default: `search_params(run.manifest)`).
+
+    Returns:
+        One row per searched parameter, most important first: `importance_mean`,
+        `importance_std`, `low`/`high` (5th/95th percentiles over all fits), `fidelity_epoch`,
+        `n_trials`, and `note`, which says why the numbers are missing when they are.
+    """
+    curves = learning_curves(run) if curves is None else curves
+    if params is None:
+        params = _params_or_observed(run)
+    searched = list(params)
+    level = fidelity(curves)
+    epoch, n = level if level else (float("nan"), 0)
+
+    def without_numbers(note: str) -> pd.DataFrame:
+        rows = [
+            {"param": key, "fidelity_epoch": epoch, "n_trials": n, "note": note}
+            for key in searched or ["(none)"]
+        ]
+        return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
+
+    if not searched:
+        return without_numbers("nothing was searched")
+    if len(searched) == 1:
+        return without_numbers(
+            "only one searched parameter: its importance is 1 by construction; "
+            "see the slice plot instead"
+        )
+    if n < MIN_IMPORTANCE_TRIALS:
+        return without_numbers(
+            f"only {n} trial(s) scored at the same epoch; importance needs at least "
+            f"{MIN_IMPORTANCE_TRIALS}"
+        )
+    at = curves[curves[config.EPOCH] == epoch].drop_duplicates("trial_id", keep="last")
+    values = at.set_index("trial_id")[config.OBJECTIVE].astype(float)
+    trials = [(run.params[t], v) for t, v in values.items() if t in run.params]
+    if np.ptp([v for _, v in trials]) == 0:
+        return without_numbers(
+            f"every trial scored the same at epoch {epoch:g}; nothing to attribute"
+        )
+    fits = _fanova_fits(trials, params, seeds=seeds, bootstraps=bootstraps)
+    if not len(fits):
+        return without_numbers("fANOVA failed on every resample")
+    table = pd.DataFrame(
+        {
+            "param": searched,
+            "importance_mean": [fits[k].mean() for k in searched],
+            "importance_std": [fits[k].std(ddof=0) for k in searched],
+            "low": [fits[k].quantile(0.05) for k in searched],
+            "high": [fits[k].quantile(0.95) for k in searched],
+        }
+    )
+    table["fidelity_epoch"] = epoch
+    table["n_trials"] = len(trials)
+    # ASHA keeps the trials that share the good values: a parameter may not vary among them.
+    constant = {k for k in searched if len({repr(p.get(k)) for p, _ in trials}) == 1}
+    table["note"] = [
+        f"constant among the trials at epoch {epoch:g}: no importance measurable"
+        if k in constant
+        else ""
+        for k in searched
+    ]
+    return table.sort_values("importance_mean", ascending=False, kind="stable").reset_index(
+        drop=True
+    )[IMPORTANCE_COLUMNS]
+
+
+def _params_or_observed(run: Run) -> dict[str, Param]:
+    """The space's distributions; when the space text no longer loads, the observed values."""
+    from sentune.errors import SentuneError
+    from sentune.space import Param
+
+    try:
+        return search_params(run.manifest)
+    except SentuneError as exc:
+        log.warning("space of %s does not load (%s); using observed values", run.path, exc)
+    out = {}
+    for key in run.manifest["space"]["searched"]:
+        seen = [p.get(key) for p in run.params.values()]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in seen)
+        if numeric and len(set(seen)) > 1:
+            out[key] = Param("uniform", (min(seen), max(seen)))
+        else:
+            out[key] = Param("choice", tuple(dict.fromkeys(seen)))
+    return out
+
+
+def _optuna_distribution(param: Param):
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if param.kind == "choice":
+        return CategoricalDistribution(list(param.args))
+    low, high = param.args[0], param.args[1]
+    if param.kind in ("int", "qrandint"):
+        return IntDistribution(int(low), int(high))
+    # Tune's quniform rounds to multiples of q, which need not fit an Optuna step grid.
+    return FloatDistribution(float(low), float(high), log=param.kind == "loguniform")
+
+
+def _clip(value: Any, distribution) -> Any:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(distribution, IntDistribution):
+        return int(min(max(round(value), distribution.low), distribution.high))
+    if isinstance(distribution, FloatDistribution):
+        return float(min(max(value, distribution.low), distribution.high))
+    return value
+
+
+def _fanova_fits(
+    trials: list[tuple[dict[str, Any], float]],
+    params: dict[str, Param],
+    *,
+    seeds: int,
+    bootstraps: int,
+) -> pd.DataFrame:
+    """One row per (resample, seed) fit: the raw fANOVA importance of each parameter."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {key: _optuna_distribution(p) for key, p in params.items()}
+    frozen = [
+        optuna.trial.create_trial(
+            params={k: _clip(values[k], d) for k, d in distributions.items()},
+            distributions=distributions,
+            value=float(score),
+        )
+        for values, score in trials
+        if all(k in values for k in distributions)
+    ]
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in range(max(1, bootstraps)):
+        picked = np.arange(len(frozen)) if b == 0 else rng.integers(0, len(frozen), len(frozen))
+        study = optuna.create_study(direction=config.MODE + "imize")
+        for i in picked:
+            study.add_trial(frozen[i])
+        for seed in range(max(1, seeds)):
+            try:
+                raw = FanovaImportanceEvaluator(seed=seed).evaluate(study, params=list(params))
+            except (ValueError, RuntimeError) as exc:  # a degenerate resample
+                log.debug("fANOVA fit %d/%d skipped: %s", b, seed, exc)
+                continue
+            rows.append({k: float(raw.get(k, 0.0)) for k in params})
+    return pd.DataFrame(rows, columns=list(params))
+
+
+# --- data of the run: floor, token lengths, winner's confusion ----------------------------
+
+
+def load_run_data(manifest: dict[str, Any], *, cache_dir: str | Path = ".cache/sentune"):
+    """The run's splits rebuilt from its manifest, tokenized with its model's tokenizer.
+
+    Warns when the rebuilt data's fingerprint differs from the one the search recorded (the
+    source changed since): the floor and the winner's confusion matrix are then computed on
+    other data than the search saw.
+
+    Returns:
+        `PreparedData` (the test split is in it but nothing here reads it).
+    """
+    from sentune.config import DataConfig
+    from sentune.data import prepare
+
+    data = prepare(
+        DataConfig(**manifest["data"]["config"]), manifest["model_path"], cache_dir=cache_dir
+    )
+    recorded = manifest["data"].get("fingerprint")
+    if recorded and data.fingerprint != recorded:
+        log.warning(
+            "the data rebuilt for %s has fingerprint %s, the search saw %s: the source changed "
+            "since the search; floor and confusion matrix use the new data",
+            manifest.get("run"),
+            data.fingerprint,
+            recorded,
+        )
+    return data
+
+
+class Floor(NamedTuple):
+    """The TF-IDF + logistic-regression reference on the run's own train/validation splits."""
+
+    val_macro_f1: float
+    val_accuracy: float
+    train_size: int
+    val_size: int
+    fingerprint: str
+    #: False when the rebuilt data differs from the data the search saw.
+    fingerprint_matches: bool
+    method: str
+
+
+FLOOR_METHOD = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression (balanced, C=2)"
+
+
+def reference_floor(data: PreparedData, *, recorded_fingerprint: str | None = None) -> Floor:
+    """Train TF-IDF + logistic regression on the train split, score macro-F1 on validation.
+
+    A fine-tuned encoder that does not beat this floor on the same examples is not done. The
+    test split is never read.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    model = build_floor_model()
+    model.fit(data.train.texts, data.train.labels)
+    preds = model.predict(data.validation.texts)
+    labels = data.validation.labels
+    return Floor(
+        val_macro_f1=float(f1_score(labels, preds, average="macro", zero_division=0)),
+        val_accuracy=float(accuracy_score(labels, preds)),
+        train_size=len(data.train),
+        val_size=len(data.validation),
+        fingerprint=data.fingerprint,
+        fingerprint_matches=recorded_fingerprint in (None, data.fingerprint),
+        method=FLOOR_METHOD,
+    )
+
+
+def build_floor_model():
+    """The floor's unfitted scikit-learn pipeline (seeded; deterministic)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        LogisticRegression(C=2.0, max_iter=2000, class_weight="balanced", random_state=0),
+    )
+
+
+class TokenLengths(NamedTuple):
+    """Token counts of the training texts and what each candidate max_length cuts."""
+
+    #: Tokens per training text, special tokens included.
+    lengths: np.ndarray
+    #: `max_length`, `truncated_share` (of training texts), `searched` (vs fixed/default).
+    cuts: pd.DataFrame
+
+
+def token_lengths(data: PreparedData, manifest: dict[str, Any]) -> TokenLengths:
+    """Train-split token lengths and the share of texts each max_length of the run truncates."""
+    from sentune.errors import SentuneError
+
+    key = "train.max_length"
+    lengths = np.asarray(data.train.lengths)
+    searched = key in manifest["space"]["searched"]
+    if searched:
+        try:
+            param = search_params(manifest)[key]
+            values = list(param.args) if param.kind == "choice" else list(param.args[:2])
+        except (SentuneError, KeyError):
+            values = []
+    else:
+        fixed = manifest["space"].get("fixed", {})
+        values = [fixed.get(key, config.TrainConfig.max_length)]
+    cuts = pd.DataFrame(
+        {
+            "max_length": [int(v) for v in sorted(set(values))],
+            "truncated_share": [
+                float((lengths > int(v)).mean()) if len(lengths) else float("nan")
+                for v in sorted(set(values))
+            ],
+            "searched": searched,
+        }
+    )
+    return TokenLengths(lengths, cuts)
+
+
+class Confusion(NamedTuple):
+    """The winner's predictions on the validation split."""
+
+    trial_id: str
+    checkpoint: str
+    #: Rows: true label, columns: predicted label (counts).
+    matrix: pd.DataFrame
+    #: `label`, `precision`, `recall`, `f1`, `support`.
+    per_class: pd.DataFrame
+    val_macro_f1: float
+
+
+def winner_confusion(
+    table: pd.DataFrame,
+    data: PreparedData,
+    run: Run,
+    *,
+    batch_size: int = 64,
+) -> Confusion | None:
+    """Load the best trial's kept checkpoint and predict the validation split.
+
+    Returns None when no trial has a checkpoint.
+    """
+    import torch
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+    from transformers.utils import logging as hf_logging
+
+    from sentune.model import load_model
+    from sentune.trial import collate, evaluation_batches
+
+    kept = table[table["checkpoint"].fillna("").astype(str) != ""]
+    if not len(kept):
+        return None
+    winner = kept.iloc[0]
+    max_length = int(
+        run.params.get(winner["trial_id"], {}).get("train.max_length")
+        or config.TrainConfig.max_length
+    )
+    # A progress bar per weight load is noise in a report's log.
+    hf_logging.disable_progress_bar()
+    model = load_model(winner["checkpoint"]).eval()
+    split = data.validation
+    ids = split.truncated(max_length)
+    preds = np.empty(len(split), dtype=np.int64)
+    with torch.no_grad():
+        for indices in evaluation_batches(split, batch_size):
+            batch = collate([ids[i] for i in indices], split.labels[indices], pad_id=data.pad_id)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            preds[indices] = logits.argmax(-1).numpy()
+    names = list(data.label_names)
+    label_ids = list(range(len(names)))
+    matrix = confusion_matrix(split.labels, preds, labels=label_ids)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        split.labels, preds, labels=label_ids, zero_division=0
+    )
+    return Confusion(
+        trial_id=str(winner["trial_id"]),
+        checkpoint=str(winner["checkpoint"]),
+        matrix=pd.DataFrame(matrix, index=names, columns=names),
+        per_class=pd.DataFrame(
+            {
+                "label": names,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "support": support,
+            }
+        ),
+        val_macro_f1=float(
+            f1_score(split.labels, preds, labels=label_ids, average="macro", zero_division=0)
+        ),
+    )
+
+
+def data_summary(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The run's data as the manifest recorded it: split sizes with class balance, and what
+    cleaning dropped (by reason)."""
+    stats = manifest["data"].get("stats", {})
+    counts = stats.get("class_counts", {})
+    rows = []
+    for split, size in stats.get("split_sizes", {}).items():
+        row = {"split": split, "examples": size}
+        for label, count in counts.get(split, {}).items():
+            row[label] = f"{count} ({count / size:.0%})" if size else str(count)
+        rows.append(row)
+    dropped = pd.DataFrame(
+        [{"reason": k, "rows": v} for k, v in stats.get("dropped", {}).items()],
+        columns=["reason", "rows"],
+    )
+    source = stats.get("source", {})
+    facts = pd.DataFrame(
+        [
+            ("dataset", manifest["data"].get("config", {}).get("dataset")),
+            ("source", source.get("path") or source.get("hub_id") or source.get("name")),
+            ("rows read", stats.get("rows_read")),
+            ("rows dropped", int(dropped["rows"].sum()) if len(dropped) else 0),
+            ("fingerprint", manifest["data"].get("fingerprint")),
+            ("train token lengths", stats.get("train_token_lengths")),
+        ],
+        columns=["item", "value"],
+    )
+    return {"splits": pd.DataFrame(rows), "dropped": dropped, "facts": facts}
+
+
+def manifest_summary(manifest: dict[str, Any]) -> pd.DataFrame:
+    """The manifest's facts a reader checks first (versions, commit, device, budget), flat."""
+    items: list[tuple[str, Any]] = [
+        ("run", manifest.get("run")),
+        ("started", manifest.get("started")),
+        ("space", f"{manifest['space'].get('name')} ({manifest['space'].get('path')})"),
+        ("description", manifest["space"].get("description")),
+        ("model", f"{manifest.get('model')} ({manifest.get('model_path')})"),
+        ("strategy", manifest.get("strategy")),
+        ("seed", manifest.get("seed")),
+        ("git commit", manifest.get("git_commit")),
+        ("host", manifest.get("host")),
+        ("device", manifest.get("device")),
+        ("address", manifest.get("address") or "local"),
+    ]
+    items += [(f"budget.{k}", v) for k, v in manifest.get("budget", {}).items()]
+    items += [(f"fixed {k}", v) for k, v in manifest["space"].get("fixed", {}).items()]
+    items += [(f"version {k}", v) for k, v in manifest.get("versions", {}).items()]
+    return pd.DataFrame(
+        [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in items],
+        columns=["item", "value"],
+    )
+
+
+# --- everything at once ------------------------------------------------------------------
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the report shows, as data. A part that could not be computed is None and
+    `notes[part]` says why (the report shows the note in its place)."""
+
+    run: Run
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    history: History
+    rungs: list[float]
+    importance: pd.DataFrame | None = None
+    floor: Floor | None = None
+    tokens: TokenLengths | None = None
+    confusion: Confusion | None = None
+    data: dict[str, pd.DataFrame] | None = None
+    manifest: pd.DataFrame | None = None
+    notes: dict[str, str] | None = None
+
+
+def analyze(
+    run_dir: str | Path,
+    *,
+    cache_dir: str | Path = ".cache/sentune",
+    seeds: int = 3,
+    bootstraps: int = 10,
+    with_data: bool = True,
+) -> RunAnalysis:
+    """Read a run and compute every part of its report.
+
+    Args:
+        run_dir: `trials/<run>`.
+        cache_dir: The token cache shared with `search` (the splits are rebuilt from the
+            manifest for the floor, the token lengths and the winner's confusion matrix).
+        seeds, bootstraps: Spread of the importance (see `parameter_importance`).
+        with_data: False skips the parts that rebuild the data (floor, lengths, confusion).
+
+    Returns:
+        A `RunAnalysis`; parts that fail (a moved dataset, a missing checkpoint) are None with
+        a note, so a report of what exists is always possible.
+    """
+    run = load_run(run_dir)
+    table = leaderboard(run)
+    curves = learning_curves(run)
+    result = RunAnalysis(
+        run=run,
+        table=table,
+        curves=curves,
+        history=optimization_history(table, curves),
+        rungs=asha_rungs(run.manifest),
+        notes={},
+    )
+    result.data = _part(result, "data", data_summary, run.manifest)
+    result.manifest = _part(result, "manifest", manifest_summary, run.manifest)
+    result.importance = _part(
+        result, "importance", parameter_importance, run, curves, seeds=seeds, bootstraps=bootstraps
+    )
+    if not with_data:
+        for part in ("floor", "tokens", "confusion"):
+            result.notes[part] = "skipped (the data was not rebuilt)"
+        return result
+    data = _part(result, "floor", load_run_data, run.manifest, cache_dir=cache_dir)
+    if data is None:
+        for part in ("tokens", "confusion"):
+            result.notes[part] = result.notes["floor"]
+        return result
+    recorded = run.manifest["data"].get("fingerprint")
+    result.floor = _part(result, "floor", reference_floor, data, recorded_fingerprint=recorded)
+    result.tokens = _part(result, "tokens", token_lengths, data, run.manifest)
+    result.confusion = _part(result, "confusion", winner_confusion, table, data, run)
+    if result.confusion is None and "confusion" not in result.notes:
+        result.notes["confusion"] = "no trial has a checkpoint yet"
+    return result
+
+
+def _part(result: RunAnalysis, name: str, compute, *args, **kwargs):
+    """One optional part of the analysis: its value, or None and a note on why it failed."""
+    try:
+        return compute(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one failed panel must not lose the report
+        log.warning("report part %r failed: %s: %s", name, type(exc).__name__, exc)
+        result.notes[name] = f"not available ({type(exc).__name__}: {exc})"
+        return None
+
+
+def write_tables(result: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
+    """Write `leaderboard.csv` and `importance.csv` (and `floor.json`) into `out_dir`, each
+    whole or not at all."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"leaderboard": _write_csv(result.table, out_dir / "leaderboard.csv")}
+    if result.importance is not None:
+        written["importance"] = _write_csv(result.importance, out_dir / "importance.csv")
+    if result.floor is not None:
+        path = out_dir / "floor.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result.floor._asdict(), indent=1))
+        tmp.replace(path)
+        written["floor"] = path
+    return written
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path

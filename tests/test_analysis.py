@@ -1,0 +1,366 @@
+"""analysis.py on small synthetic Tune results written into a tmp run folder (no Ray, no model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from sentune import analysis, config
+from sentune.config import DataConfig
+from sentune.data import load_splits
+from sentune.search import MANIFEST
+
+SPACE_TEXT = """\
+description: synthetic
+model: minilm
+data: {dataset: tweets}
+budget: {trials: 12, max_epochs: 3}
+search:
+  head.dropout: {uniform: [0.0, 0.5]}
+  head.pooling: {choice: [cls, mean]}
+  train.learning_rate: {loguniform: [1.0e-5, 1.0e-3]}
+"""
+SEARCHED = ["head.dropout", "head.pooling", "train.learning_rate"]
+
+
+def write_manifest(run_dir: Path, *, searched=SEARCHED, space_text=SPACE_TEXT, **extra) -> dict:
+    manifest = {
+        "run": run_dir.name,
+        "started": "2026-01-01T00:00:00",
+        "space": {
+            "name": "synthetic",
+            "path": "search_spaces/synthetic.yaml",
+            "text": space_text,
+            "description": "synthetic",
+            "searched": searched,
+            "fixed": {"train.max_length": 64},
+        },
+        "model": "minilm",
+        "model_path": "/nowhere",
+        "data": {
+            "config": {"dataset": "tweets"},
+            "fingerprint": "0000",
+            "label_names": ["negative", "neutral", "positive"],
+            "stats": {
+                "split_sizes": {"train": 10, "validation": 4, "test": 4},
+                "class_counts": {
+                    "train": {"negative": 5, "neutral": 3, "positive": 2},
+                    "validation": {"negative": 2, "neutral": 1, "positive": 1},
+                    "test": {"negative": 2, "neutral": 1, "positive": 1},
+                },
+                "dropped": {"duplicates": 3, "too_short": 1},
+            },
+        },
+        "budget": {"trials": 12, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2},
+        "seed": 0,
+        "strategy": "tpe-asha",
+        "git_commit": "abc",
+        "versions": {"python": "3.11"},
+        "host": {"name": "test"},
+        "device": {"cpu": "x86_64"},
+        **extra,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def write_trial(
+    run_dir: Path,
+    trial_id: str,
+    params: dict,
+    scores: list[float],
+    *,
+    done: bool = True,
+    error: str | None = None,
+    start: float = 0.0,
+    checkpoint: bool = False,
+) -> Path:
+    folder = run_dir / trial_id
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    lines = []
+    for i, score in enumerate(scores):
+        lines.append(
+            json.dumps(
+                {
+                    config.OBJECTIVE: score,
+                    config.VAL_F1_WEIGHTED: score,
+                    config.VAL_ACCURACY: score,
+                    config.VAL_LOSS: 1 - score,
+                    config.EPOCH: i + 1,
+                    config.TRAIN_SAMPLES_PER_S: 100.0 + i,
+                    "train_s": 10.0 * (i + 1),
+                    "time_total_s": 10.0 * (i + 1),
+                    "timestamp": start + 10.0 * (i + 1),
+                    "done": done and i == len(scores) - 1,
+                    "trial_id": trial_id,
+                    "config": params,
+                }
+            )
+        )
+    (folder / "result.json").write_text("".join(line + "\n" for line in lines))
+    if error:
+        (folder / "error.txt").write_text(f"Traceback ...\n{error}\n")
+    if checkpoint:
+        (folder / "checkpoint_000000").mkdir()
+        (folder / "checkpoint_000000" / "config.json").write_text("{}")
+    return folder
+
+
+def params(dropout=0.1, pooling="cls", lr=1e-4) -> dict:
+    return {
+        "head.dropout": dropout,
+        "head.pooling": pooling,
+        "train.learning_rate": lr,
+        "train.max_length": 64,
+    }
+
+
+@pytest.fixture
+def small_run(tmp_path) -> Path:
+    """Five trials: completed, stopped twice by ASHA, failed, and one still running."""
+    run_dir = tmp_path / "trials" / "synthetic-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "aaaa", params(0.1), [0.5, 0.8, 0.7], start=0)
+    write_trial(run_dir, "bbbb", params(0.2), [0.6], start=5)
+    write_trial(run_dir, "cccc", params(0.3), [0.55, 0.65], start=10)
+    write_trial(run_dir, "dddd", params(0.4), [0.3], done=False, error="RuntimeError: boom")
+    write_trial(run_dir, "eeee", params(0.45), [0.62, 0.9], done=False, start=20)
+    return run_dir
+
+
+def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small_run):
+    table = analysis.leaderboard(analysis.load_run(small_run))
+    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    best = table.set_index("trial_id")
+    assert best.loc["aaaa", config.OBJECTIVE] == 0.8
+    assert best.loc["aaaa", "best_epoch"] == 2
+    assert best.loc["aaaa", "epochs"] == 3
+    assert best.loc["aaaa", config.TRAIN_SAMPLES_PER_S] == pytest.approx(101.0)
+    for column in analysis.LEADERBOARD_COLUMNS + SEARCHED:
+        assert column in table.columns
+
+
+def test_status_and_asha_rung_of_each_trial(small_run):
+    table = analysis.leaderboard(analysis.load_run(small_run)).set_index("trial_id")
+    assert table["status"].to_dict() == {
+        "eeee": "unfinished",
+        "aaaa": "completed",
+        "cccc": "stopped",
+        "bbbb": "stopped",
+        "dddd": "error",
+    }
+    assert table["stopped_early"].to_dict() == {
+        "eeee": False,
+        "aaaa": False,
+        "cccc": True,
+        "bbbb": True,
+        "dddd": False,
+    }
+    assert table["rung"].to_dict() == {"eeee": 2, "aaaa": 3, "cccc": 2, "bbbb": 1, "dddd": 1}
+    assert table.loc["dddd", "error"] == "RuntimeError: boom"
+
+
+@pytest.mark.parametrize(
+    ("grace", "factor", "max_epochs", "strategy", "rungs"),
+    [
+        (1, 2, 3, "tpe-asha", [1, 2, 3]),
+        (1, 2, 9, "tpe-asha", [1, 2, 4, 8, 9]),
+        (1, 3, 9, "random-asha", [1, 3, 9]),
+        (2, 2, 8, "tpe-asha", [2, 4, 8]),
+        (1, 2, 3, "tpe-fifo", [3]),
+    ],
+)
+def test_asha_rungs_follow_ray(grace, factor, max_epochs, strategy, rungs):
+    manifest = {
+        "budget": {"grace_period": grace, "reduction_factor": factor, "max_epochs": max_epochs},
+        "strategy": strategy,
+    }
+    assert analysis.asha_rungs(manifest) == rungs
+
+
+def test_a_killed_run_keeps_what_finished(small_run):
+    # The search was killed: one result.json ends mid-line, one trial has no results yet,
+    # one params.json was cut short.
+    path = small_run / "aaaa" / "result.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+    write_trial(small_run, "ffff", params(0.2), [], done=False)
+    broken = small_run / "gggg"
+    broken.mkdir()
+    (broken / "params.json").write_text('{"head.dropout": 0.')
+    run = analysis.load_run(small_run)
+    table = analysis.leaderboard(run).set_index("trial_id")
+    assert "gggg" not in table.index
+    assert table.loc["aaaa", "epochs"] == 2
+    assert table.loc["aaaa", "status"] == "unfinished"
+    assert table.loc["ffff", "status"] == "unfinished"
+    assert math.isnan(table.loc["ffff", config.OBJECTIVE])
+    curves = analysis.learning_curves(run)
+    assert set(curves["trial_id"]) == {"aaaa", "bbbb", "cccc", "dddd", "eeee"}
+    history = analysis.optimization_history(analysis.leaderboard(run), curves)
+    assert len(history.by_trial) == 5
+
+
+def test_learning_curves_are_long_with_wall_time(small_run):
+    curves = analysis.learning_curves(analysis.load_run(small_run))
+    assert list(curves.columns[:2]) == ["trial_id", config.EPOCH]
+    assert len(curves) == 3 + 1 + 2 + 1 + 2
+    aaaa = curves[curves["trial_id"] == "aaaa"]
+    assert aaaa[config.EPOCH].tolist() == [1, 2, 3]
+    assert aaaa[config.OBJECTIVE].tolist() == [0.5, 0.8, 0.7]
+    assert curves["wall_s"].min() >= 0
+
+
+def test_optimization_history_is_monotone_in_start_and_time_order(small_run):
+    run = analysis.load_run(small_run)
+    table, curves = analysis.leaderboard(run), analysis.learning_curves(run)
+    by_trial, by_time = analysis.optimization_history(table, curves)
+    assert by_trial["trial_id"].tolist()[:2] == ["aaaa", "dddd"]  # dddd and aaaa start at 0
+    assert by_trial["best_so_far"].is_monotonic_increasing
+    assert by_trial["best_so_far"].iloc[-1] == 0.9
+    assert by_time["wall_s"].is_monotonic_increasing
+    assert by_time["best_so_far"].is_monotonic_increasing
+    assert by_time["best_so_far"].max() == 0.9
+
+
+def test_search_params_are_parsed_from_the_manifest(small_run):
+    run = analysis.load_run(small_run)
+    found = analysis.search_params(run.manifest)
+    assert list(found) == SEARCHED
+    assert found["head.pooling"].args == ("cls", "mean")
+    assert found["train.learning_rate"].kind == "loguniform"
+
+
+def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:
+    """At epoch 2 (reached by all) dropout decides; epoch 1, every trial's best, is decided
+    by pooling; only two trials reach epoch 3."""
+    run_dir = tmp_path / "trials" / "fidelity-20260101-000000"
+    write_manifest(run_dir)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        dropout, pooling = float(rng.uniform(0, 0.5)), ("cls", "mean")[i % 2]
+        lr = float(10 ** rng.uniform(-5, -3))
+        epoch1 = 0.9 if pooling == "cls" else 0.8
+        epoch2 = 0.2 + dropout
+        scores = [epoch1, epoch2] + ([0.3] if i < 2 else [])
+        write_trial(run_dir, f"t{i:03d}", params(dropout, pooling, lr), scores, start=i)
+    return run_dir
+
+
+def test_fidelity_is_the_highest_epoch_that_enough_trials_reached(tmp_path):
+    curves = analysis.learning_curves(analysis.load_run(_equal_fidelity_run(tmp_path)))
+    assert analysis.fidelity(curves) == (2.0, 12)
+    # Six trials at epoch 3 of 12 is enough (half, and at least four).
+    four = curves[
+        (curves[config.EPOCH] == 2) & curves["trial_id"].isin(["t002", "t003", "t004", "t005"])
+    ]
+    more = pd.concat([curves, four.assign(**{config.EPOCH: 3})])
+    assert analysis.fidelity(more) == (3.0, 6)
+
+
+def test_importance_compares_trials_at_equal_fidelity(tmp_path):
+    run = analysis.load_run(_equal_fidelity_run(tmp_path))
+    frame = analysis.parameter_importance(run, seeds=2, bootstraps=5)
+    assert list(frame.columns) == analysis.IMPORTANCE_COLUMNS
+    assert frame["param"].iloc[0] == "head.dropout"
+    assert (frame["fidelity_epoch"] == 2).all() and (frame["n_trials"] == 12).all()
+    dropout = frame.set_index("param").loc["head.dropout"]
+    others = frame[frame["param"] != "head.dropout"]
+    # The scores at epoch 2 depend on dropout only: its whole interval lies above the others'.
+    assert dropout["low"] > others["high"].max()
+    assert dropout["importance_mean"] > 0.7
+    assert (frame["importance_std"] >= 0).all()
+    assert (frame["low"] <= frame["importance_mean"]).all()
+    assert (frame["importance_mean"] <= frame["high"]).all()
+
+
+def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
+    run_dir = tmp_path / "trials" / "few-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "a", params(0.1), [0.5])
+    write_trial(run_dir, "b", params(0.2), [0.6])
+    frame = analysis.parameter_importance(analysis.load_run(run_dir), seeds=1, bootstraps=1)
+    assert frame["importance_mean"].isna().all()
+    assert "only 2 trial(s)" in frame["note"].iloc[0]
+
+    one = tmp_path / "trials" / "one-20260101-000000"
+    write_manifest(
+        one,
+        searched=["head.dropout"],
+        space_text="search:\n  head.dropout: {uniform: [0.0, 0.5]}\n",
+    )
+    for i in range(5):
+        write_trial(one, f"t{i}", params(0.1 * i), [0.5 + 0.05 * i])
+    frame = analysis.parameter_importance(analysis.load_run(one), seeds=1, bootstraps=1)
+    assert frame["importance_mean"].isna().all()
+    assert "only one searched parameter" in frame["note"].iloc[0]
+
+
+def test_analyze_without_data_and_write_tables(small_run, tmp_path):
+    result = analysis.analyze(small_run, with_data=False, seeds=1, bootstraps=2)
+    assert result.floor is None and "floor" in result.notes
+    assert result.data["splits"]["examples"].tolist() == [10, 4, 4]
+    assert result.data["dropped"]["rows"].sum() == 4
+    assert "git commit" in result.manifest["item"].tolist()
+    written = analysis.write_tables(result, tmp_path / "out")
+    table = pd.read_csv(written["leaderboard"])
+    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    importance = pd.read_csv(written["importance"])
+    assert set(importance["param"]) == set(SEARCHED)
+
+
+@pytest.fixture
+def csv_manifest(tmp_path, tiny_csv, tiny_model_dir) -> dict:
+    """A manifest whose data is the tiny CSV and whose model is the tiny BERT."""
+    data_cfg = DataConfig(dataset=str(tiny_csv))
+    _, stats = load_splits(data_cfg)
+    manifest = write_manifest(tmp_path / "trials" / "csv-20260101-000000")
+    manifest["data"] = {
+        "config": {"dataset": str(tiny_csv)},
+        "fingerprint": stats["fingerprint"],
+        "label_names": stats["label_names"],
+        "stats": stats,
+    }
+    manifest["model_path"] = str(tiny_model_dir)
+    return manifest
+
+
+def test_floor_is_tfidf_logistic_regression_on_the_same_splits(csv_manifest, tmp_path):
+    data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
+    floor = analysis.reference_floor(data, recorded_fingerprint=csv_manifest["data"]["fingerprint"])
+    frames, _ = load_splits(DataConfig(**csv_manifest["data"]["config"]))
+    model = analysis.build_floor_model().fit(frames["train"]["text"], frames["train"]["label"])
+    direct = f1_score(
+        frames["validation"]["label"], model.predict(frames["validation"]["text"]), average="macro"
+    )
+    assert floor.val_macro_f1 == pytest.approx(direct)
+    assert floor.train_size == len(frames["train"])
+    assert floor.val_size == len(frames["validation"])
+    assert floor.fingerprint_matches
+
+
+def test_a_changed_source_is_flagged(csv_manifest, tmp_path, caplog):
+    csv_manifest["data"]["fingerprint"] = "stale"
+    with caplog.at_level(logging.WARNING, logger="sentune.analysis"):
+        data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
+    assert "the source changed" in caplog.text
+    assert not analysis.reference_floor(data, recorded_fingerprint="stale").fingerprint_matches
+
+
+def test_token_lengths_give_the_share_each_max_length_truncates(csv_manifest, tmp_path):
+    data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
+    csv_manifest["space"]["fixed"] = {"train.max_length": 8}
+    tokens = analysis.token_lengths(data, csv_manifest)
+    assert len(tokens.lengths) == len(data.train)
+    assert tokens.cuts["max_length"].tolist() == [8]
+    assert tokens.cuts["truncated_share"].iloc[0] == pytest.approx((tokens.lengths > 8).mean())
+    assert not tokens.cuts["searched"].any()

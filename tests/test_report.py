@@ -1,0 +1,127 @@
+"""The report: `sentune report` on the shared tiny search, a killed run, and headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_analysis import params, write_manifest, write_trial
+
+from sentune import analysis, cli, report
+
+PANELS = (
+    "leaderboard",
+    "importance",
+    "parallel",
+    "history",
+    "curves",
+    "slices",
+    "tokens",
+    "data",
+    "winner",
+    "manifest",
+)
+#: Panels drawn as Plotly figures (the manifest is a table).
+FIGURES = {f"fig-{p}-0" for p in PANELS if p != "manifest"}
+
+
+def _report(run_dir: Path, workdir: Path, *args: str) -> int:
+    """`sentune report RUN --analysis <workdir>/analysis`, run from `workdir` (token cache)."""
+    cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        return cli.main(["report", str(run_dir), "--analysis", str(workdir / "analysis"), *args])
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_run, tmp_path_factory) -> Path:
+    """The analysis folder of the shared tiny search, written by `sentune report`."""
+    workdir = tmp_path_factory.mktemp("report")
+    assert _report(tiny_run, workdir) == 0
+    return workdir / "analysis" / tiny_run.name
+
+
+def test_synthetic_report_without_data_says_what_is_missing(tmp_path):
+    run_dir = tmp_path / "trials" / "synthetic-20260101-000000"
+    write_manifest(run_dir)
+    for i in range(6):
+        write_trial(run_dir, f"t{i}", params(0.05 * i, ("cls", "mean")[i % 2]), [0.5 + 0.05 * i])
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=2)
+    path = report.write_report(result, tmp_path / "out")
+    text = path.read_text()
+    for panel in PANELS:
+        assert f'<section id="{panel}">' in text
+    assert "skipped (the data was not rebuilt)" in text
+    # plotly.js embedded once, nothing loaded from elsewhere (works offline).
+    assert text.count("window.PlotlyConfig") == 1
+    assert "<script src=" not in text
+    summary = report.summary(result, report=path)
+    assert "importance (fANOVA at epoch 1, 6 trials" in summary
+    assert f"report: {path}" in summary
+
+
+@pytest.mark.slow
+def test_report_of_a_finished_run(tiny_run, tiny_report, capfd):
+    for name in ("report.html", "leaderboard.csv", "importance.csv", "floor.json"):
+        assert (tiny_report / name).is_file()
+    table = pd.read_csv(tiny_report / "leaderboard.csv")
+    assert len(table) == 6 and "rung" in table.columns
+    importance = pd.read_csv(tiny_report / "importance.csv")
+    assert set(importance["param"]) == {"head.dropout", "train.learning_rate"}
+    floor = json.loads((tiny_report / "floor.json").read_text())
+    assert 0 <= floor["val_macro_f1"] <= 1 and floor["fingerprint_matches"]
+    text = (tiny_report / "report.html").read_text()
+    assert text.count("<section id=") == len(PANELS)
+    assert '<p class="note">not available' not in text  # every part was computed
+    assert text.count("window.PlotlyConfig") == 1 and "<script src=" not in text
+
+
+@pytest.mark.slow
+def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "trials" / tiny_run.name
+    shutil.copytree(tiny_run, run_dir)
+    table = analysis.leaderboard(analysis.load_run(run_dir))
+    completed = table[table["status"] == "completed"]["trial_id"].tolist()
+    # Killed mid-write: one trial's last line is cut, another's results are gone altogether.
+    cut = run_dir / completed[0] / "result.json"
+    cut.write_text(cut.read_text()[:-30])
+    (run_dir / completed[1] / "result.json").write_text("")
+    assert _report(run_dir, tmp_path) == 0
+    out = tmp_path / "analysis" / tiny_run.name
+    assert (out / "report.html").is_file() and (out / "importance.csv").is_file()
+    status = pd.read_csv(out / "leaderboard.csv").set_index("trial_id")["status"]
+    assert status[completed[0]] == "unfinished" and status[completed[1]] == "unfinished"
+    assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_renders_every_panel_in_headless_chromium(tiny_report):
+    if report.find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    check = report.check_render(tiny_report / "report.html")
+    assert check.errors == []
+    assert set(check.figures) == FIGURES
+    assert all(check.figures.values()), check.figures
+    png = report.screenshot(tiny_report / "report.html", tiny_report / "report.png")
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_render_check_sees_a_script_error(tmp_path):
+    if report.find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head></head><body>"
+        '<div class="plotly-graph-div" id="fig-x-0"></div>'
+        "<script>undefinedFunction();</script></body></html>"
+    )
+    check = report.check_render(page)
+    assert any("undefinedFunction" in e for e in check.errors)
+    assert check.figures == {"fig-x-0": False}
