@@ -26,3 +26,7 @@ class ResourceError(SentuneError):
 
 class RunError(SentuneError):
     """A run folder is missing, empty or not a sentune run."""
+
+
+class ExportError(SentuneError):
+    """An export cannot be written, fails its parity check, or a folder is not an export."""

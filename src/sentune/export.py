@@ -1,0 +1,877 @@
+"""Export the winner of a run: Hugging Face folder, ONNX, int8 ONNX; scored, checked, benchmarked.
+
+`export_winner(run_dir)` picks the best trial of the leaderboard (or the one named), loads its
+best-epoch checkpoint and writes `analysis/<run>/export/`:
+
+- `config.json`, `model.safetensors` and the tokenizer files (loads back with identical logits),
+- `model.onnx` (dynamic batch and sequence axes; parity with PyTorch checked on validation texts),
+- `model.int8.onnx` (dynamic int8 weight quantization; its macro-F1 drop is reported),
+- `model.pt2` (a `torch.export` program) on request,
+- `metrics.json` (every format scored on the validation and the held-out test split),
+- `benchmark.json` (latency at batch 1 and throughput at batch 32 of each format),
+- `README.md`, the model card, and `export.json`, what `sentune predict` reads.
+
+Everything is written into a temporary folder beside the target and renamed at the end, so a
+failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix
+
+from sentune import config
+from sentune.analysis import Run, leaderboard, load_run
+from sentune.config import DataConfig
+from sentune.data import PreparedData, Split, prepare
+from sentune.errors import DataError, ExportError, RunError
+from sentune.model import load_model
+from sentune.predict import (
+    EXPORT_MANIFEST,
+    INT8_FILE,
+    ONNX_FILE,
+    ONNX_INPUTS,
+    TOKENIZER_FILE,
+    build_session,
+    import_onnxruntime,
+    pad_batch,
+    run_session,
+)
+from sentune.trial import compute_metrics, evaluation_batches
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("hf", "onnx", "int8", "pt2")
+DEFAULT_FORMATS = ("hf", "onnx", "int8")
+EXPORT_DIR = "export"
+METRICS_FILE = "metrics.json"
+BENCHMARK_FILE = "benchmark.json"
+CARD_FILE = "README.md"
+PT2_FILE = "model.pt2"
+#: onnxruntime runs opset 18 everywhere it is still supported.
+ONNX_OPSET = 18
+#: Largest allowed |logit difference| between ONNX (or torch.export) and PyTorch.
+PARITY_ATOL = 1e-4
+#: Names of the scored and benchmarked formats, in table order.
+ENGINES = ("pytorch", "onnx", "int8")
+_CHECKPOINT_SKIP = ("config.json", "model.safetensors", "trial_state.json")
+_EVAL_BATCH = 64
+TOKENIZATION_NOTE = (
+    "excluded: inputs are tokenized and padded before timing, for every format alike"
+)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how to check it.
+
+    Attributes:
+        trial: A trial id to export instead of the leaderboard's best.
+        formats: Any of `FORMATS` (`hf`, `onnx`, `int8`, `pt2`); `int8` needs `onnx`.
+        force: Replace an existing export.
+        threads: Intra-op threads of PyTorch and onnxruntime (None: the CPU count).
+        parity_texts: Validation texts the ONNX parity check runs on.
+        latency_runs: Timed batch-1 calls per format.
+        throughput_batches: Timed batch-32 calls per format.
+        warmup: Untimed calls before each timing.
+        cache_dir: Token id cache of `data.prepare`.
+    """
+
+    trial: str | None = None
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    force: bool = False
+    threads: int | None = None
+    parity_texts: int = 256
+    latency_runs: int = 100
+    throughput_batches: int = 20
+    warmup: int = 5
+    cache_dir: Path = Path(".cache/sentune")
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The trial that is exported and its best epoch's checkpoint."""
+
+    trial_id: str
+    rank: int
+    checkpoint: Path
+    params: dict[str, Any]
+    val_macro_f1: float
+    best_epoch: float
+    max_length: int
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and what was measured."""
+
+    path: Path
+    winner: Winner
+    metrics: dict[str, Any]
+    benchmark: dict[str, Any]
+
+
+#: `logits(input_ids, attention_mask)` of one padded int64 batch, as float32 numpy.
+Engine = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def export_winner(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    analysis_root: str | Path = Path("analysis"),
+    options: ExportOptions = ExportOptions(),
+) -> ExportResult:
+    """Export, check, score and benchmark the winner (or `options.trial`) of a run.
+
+    Args:
+        run_dir: `trials/<run>`.
+        out_dir: The export folder (default: `<analysis_root>/<run>/export`).
+        analysis_root: The folder of derived results.
+        options: Formats, trial, overwrite, threads and check sizes.
+
+    Returns:
+        The export folder, the exported trial, `metrics.json` and `benchmark.json` contents.
+
+    Raises:
+        RunError: The run has no finished trial, or `options.trial` is not one of its trials.
+        ExportError: The export exists (without `force`), or a parity check fails.
+        DataError: The data no longer matches the run's fingerprint.
+    """
+    formats = _check_formats(options.formats)
+    if {"onnx", "int8"} & set(formats):
+        import_onnxruntime()
+    run = load_run(run_dir)
+    winner = select_winner(run, options.trial)
+    out = Path(out_dir) if out_dir else Path(analysis_root) / run.path.name / EXPORT_DIR
+    _check_target(out, force=options.force)
+    data = _load_data(run, winner, cache_dir=options.cache_dir)
+    threads = options.threads or os.cpu_count() or 1
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        engines, parity = _write_models(winner, data, tmp, formats, options, threads)
+        metrics = _score(engines, data, winner, run, parity)
+        benchmark = _benchmark(engines, data, winner, threads, options)
+        _write_json(tmp / METRICS_FILE, metrics)
+        _write_json(tmp / BENCHMARK_FILE, benchmark)
+        _write_json(tmp / EXPORT_MANIFEST, _export_manifest(run, winner, data, formats))
+        (tmp / CARD_FILE).write_text(_model_card(run, winner, metrics, benchmark, formats))
+        _move_into_place(tmp, out)
+    finally:
+        torch.set_num_threads(previous_threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("export of trial %s written to %s", winner.trial_id, out)
+    return ExportResult(out, winner, metrics, benchmark)
+
+
+def select_winner(run: Run, trial: str | None = None) -> Winner:
+    """The leaderboard's best trial with a checkpoint, or the trial named `trial`.
+
+    Raises:
+        RunError: No trial has a finished evaluation with a checkpoint, or `trial` is unknown.
+    """
+    table = leaderboard(run)
+    ready = table[table[config.OBJECTIVE].notna() & (table["checkpoint"] != "")]
+    if trial is not None:
+        chosen = table[table["trial_id"] == trial]
+        if chosen.empty:
+            known = ", ".join(table["trial_id"]) or "none"
+            raise RunError(f"{run.path}: no trial {trial!r}; its trials are: {known}")
+        if chosen.index[0] not in ready.index:
+            raise RunError(
+                f"{run.path}: trial {trial!r} has no checkpoint of a finished evaluation; pick "
+                f"one of: {', '.join(ready['trial_id']) or 'none (wait for the search)'}"
+            )
+        row = chosen.iloc[0]
+    elif ready.empty:
+        raise RunError(
+            f"{run.path}: no trial has finished an evaluation with a checkpoint "
+            f"({len(table)} trials); wait for the search to report, or resume it"
+        )
+    else:
+        row = ready.iloc[0]
+    params = run.params[row["trial_id"]]
+    train = config.build_section("train", params)
+    return Winner(
+        trial_id=str(row["trial_id"]),
+        rank=int(row.name) + 1,
+        checkpoint=Path(row["checkpoint"]),
+        params=params,
+        val_macro_f1=float(row[config.OBJECTIVE]),
+        best_epoch=float(row["best_epoch"]),
+        max_length=int(train.max_length),
+    )
+
+
+def format_benchmark(benchmark: dict[str, Any]) -> str:
+    """The benchmark as a Markdown table (also readable as plain text)."""
+    lines = [
+        "| format | batch 1 p50 (ms) | batch 1 p95 (ms) | batch 32 (texts/s) | vs PyTorch |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in benchmark["results"].items():
+        lines.append(
+            f"| {name} | {row['b1_p50_ms']:.2f} | {row['b1_p95_ms']:.2f} | "
+            f"{row['b32_texts_per_s']:.1f} | {row['b32_speedup_vs_pytorch']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def format_scores(metrics: dict[str, Any]) -> str:
+    """Validation and test scores of each format as a Markdown table."""
+    lines = [
+        "| format | val macro-F1 | test macro-F1 | test weighted F1 | test accuracy | val→test |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, splits in metrics["formats"].items():
+        val, test = splits["validation"], splits["test"]
+        lines.append(
+            f"| {name} | {val['macro_f1']:.4f} | {test['macro_f1']:.4f} | "
+            f"{test['f1_weighted']:.4f} | {test['accuracy']:.4f} | "
+            f"{test['macro_f1'] - val['macro_f1']:+.4f} |"
+        )
+    return "\n".join(lines)
+
+
+# --- checks before any work ------------------------------------------------------------------
+
+
+def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    if "torchscript" in chosen:
+        raise ExportError(
+            "--formats torchscript: TorchScript is deprecated in torch 2.x; use pt2 "
+            "(a torch.export program, model.pt2)"
+        )
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise ExportError(
+            f"--formats {','.join(formats)}: unknown {', '.join(unknown) or 'empty list'}; "
+            f"use a comma-separated subset of {','.join(FORMATS)}"
+        )
+    if "int8" in chosen and "onnx" not in chosen:
+        raise ExportError("--formats: int8 is quantized from the ONNX model; add onnx")
+    return chosen
+
+
+def _check_target(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise ExportError(f"{out}: an export is already there; pass --force to replace it")
+
+
+def _load_data(run: Run, winner: Winner, *, cache_dir: Path) -> PreparedData:
+    """The run's data rebuilt from its manifest, checked against the recorded fingerprint."""
+    recorded = run.manifest["data"]
+    model_path = str(run.manifest.get("model_path", ""))
+    # The checkpoint holds the same tokenizer; it serves when the base model folder is gone.
+    tokenizer = model_path if Path(model_path).is_dir() else str(winner.checkpoint)
+    data = prepare(DataConfig(**recorded["config"]), tokenizer, cache_dir=cache_dir)
+    if data.fingerprint != recorded["fingerprint"]:
+        raise DataError(
+            f"{run.path}: the data changed since the search (fingerprint {data.fingerprint}, the "
+            f"run recorded {recorded['fingerprint']}); restore the dataset "
+            f"{recorded['config']['dataset']!r} the search used"
+        )
+    return data
+
+
+# --- writing and checking the models ---------------------------------------------------------
+
+
+def _write_models(
+    winner: Winner,
+    data: PreparedData,
+    folder: Path,
+    formats: tuple[str, ...],
+    options: ExportOptions,
+    threads: int,
+) -> tuple[dict[str, Engine], dict[str, Any]]:
+    """Write each format into `folder`, check it against PyTorch; return the runnable engines."""
+    from transformers.utils import logging as hf_logging
+
+    # Bars for loading and saving a few weights would only clutter the export's log.
+    hf_logging.disable_progress_bar()
+    model = load_model(winner.checkpoint).eval()
+    # The tokenizer travels in every export: `sentune predict` needs it.
+    for item in winner.checkpoint.iterdir():
+        if item.is_file() and item.name not in _CHECKPOINT_SKIP:
+            shutil.copy2(item, folder / item.name)
+    if not (folder / TOKENIZER_FILE).is_file():
+        raise ExportError(
+            f"{winner.checkpoint}: has no {TOKENIZER_FILE} (a fast tokenizer is needed for "
+            "onnxruntime inference); use a model with a fast tokenizer"
+        )
+    wrapper = _LogitsOnly(model).eval()
+    probe = _parity_batches(data.validation, winner.max_length, data.pad_id, options.parity_texts)
+
+    def pytorch(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    engines: dict[str, Engine] = {"pytorch": pytorch}
+    reference = [pytorch(*batch) for batch in probe]
+    parity: dict[str, Any] = {"texts": sum(len(b[0]) for b in probe), "atol": PARITY_ATOL}
+    if "hf" in formats:
+        parity["hf"] = _write_hf(model, folder, probe, reference)
+    if "onnx" in formats:
+        _write_onnx(wrapper, folder / ONNX_FILE, probe[0])
+        engines["onnx"] = _session_engine(folder / ONNX_FILE, threads)
+        parity["onnx"] = _check_parity("onnx", engines["onnx"], probe, reference, strict=True)
+    if "int8" in formats:
+        _write_int8(folder / ONNX_FILE, folder / INT8_FILE)
+        engines["int8"] = _session_engine(folder / INT8_FILE, threads)
+        parity["int8"] = _check_parity("int8", engines["int8"], probe, reference, strict=False)
+    if "pt2" in formats:
+        program = _write_pt2(wrapper, folder / PT2_FILE, probe[0])
+        parity["pt2"] = _check_parity(
+            "pt2", _program_engine(program), probe, reference, strict=True
+        )
+    return engines, parity
+
+
+def _write_hf(model, folder: Path, probe, reference) -> dict[str, Any]:
+    """Save the Hugging Face folder, load it back as a user would and compare the logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    model.save_pretrained(folder)
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    worst = 0.0
+    with torch.inference_mode():
+        for (input_ids, mask), expected in zip(probe, reference, strict=True):
+            got = loaded(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)
+            ).logits.numpy()
+            worst = max(worst, float(np.abs(got - expected).max()))
+    if worst != 0.0:
+        raise ExportError(
+            f"the saved Hugging Face model does not reproduce the checkpoint's logits (max "
+            f"difference {worst:.3g}); this is a bug, please report it"
+        )
+    return {"max_abs_diff": worst}
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The model as exporters want it: two tensors in, the logits tensor out."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _dynamic_shapes(wrapper) -> dict[str, dict[int, Any]]:
+    positions = (wrapper.inner.config.encoder or {}).get("max_position_embeddings", 512)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    sequence = torch.export.Dim("sequence", min=1, max=int(positions))
+    return {name: {0: batch, 1: sequence} for name in ONNX_INPUTS}
+
+
+def _export_sample(batch: tuple[np.ndarray, np.ndarray]):
+    """Two rows of at least 3 tokens: sizes 0, 1 and 2 would be specialised by torch.export."""
+    input_ids, mask = batch
+    input_ids, mask = input_ids[:2], mask[:2]
+    if input_ids.shape[1] < 3:
+        input_ids = np.pad(input_ids, ((0, 0), (0, 3 - input_ids.shape[1])))
+        mask = np.pad(mask, ((0, 0), (0, 3 - mask.shape[1])))
+    if len(input_ids) < 2:
+        input_ids, mask = np.repeat(input_ids, 2, axis=0), np.repeat(mask, 2, axis=0)
+    return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+
+def _write_onnx(wrapper, path: Path, batch) -> None:
+    started = time.perf_counter()
+    try:
+        with _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+            torch.onnx.export(
+                wrapper,
+                _export_sample(batch),
+                str(path),
+                dynamo=True,
+                input_names=list(ONNX_INPUTS),
+                output_names=["logits"],
+                dynamic_shapes=_dynamic_shapes(wrapper),
+                opset_version=ONNX_OPSET,
+                external_data=False,
+                verbose=False,
+            )
+    except ImportError as exc:
+        raise ExportError(
+            f"ONNX export needs onnx and onnxscript ({exc}); pip install 'sentune[export]'"
+        ) from None
+    log.info("ONNX model written in %.1f s: %s", time.perf_counter() - started, path)
+
+
+def _write_int8(source: Path, target: Path) -> None:
+    import_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # quantize_dynamic advises pre-processing on the root logger at every call; nothing to act on.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    log.info("int8 model written: %s", target)
+
+
+def _write_pt2(wrapper, path: Path, batch):
+    with _quiet("torch.export", "torch._dynamo"):
+        program = torch.export.export(
+            wrapper, _export_sample(batch), dynamic_shapes=_dynamic_shapes(wrapper)
+        )
+    torch.export.save(program, str(path))
+    log.info("torch.export program written: %s", path)
+    return program
+
+
+def _session_engine(path: Path, threads: int) -> Engine:
+    session = build_session(path, threads=threads)
+
+    def engine(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return run_session(session, input_ids, attention_mask)
+
+    return engine
+
+
+def _program_engine(program) -> Engine:
+    module = program.module()
+
+    def engine(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    return engine
+
+
+def _check_parity(name, engine: Engine, probe, reference, *, strict: bool) -> dict[str, Any]:
+    """Max |logit difference| and label agreement with PyTorch; `strict` fails beyond the bound."""
+    worst, same, total = 0.0, 0, 0
+    for batch, expected in zip(probe, reference, strict=True):
+        got = engine(*batch)
+        worst = max(worst, float(np.abs(got - expected).max()))
+        same += int((got.argmax(-1) == expected.argmax(-1)).sum())
+        total += len(expected)
+    result = {"max_abs_diff": worst, "label_agreement": same / total}
+    if strict and (worst > PARITY_ATOL or same != total):
+        raise ExportError(
+            f"{name} export does not match PyTorch on {total} validation texts: max logit "
+            f"difference {worst:.3g} (allowed {PARITY_ATOL:g}), {total - same} labels differ; "
+            "nothing was written"
+        )
+    log.info("%s parity: max |diff| %.3g, labels agree %.2f%%", name, worst, 100 * same / total)
+    return result
+
+
+def _parity_batches(split: Split, max_length: int, pad_id: int, n: int):
+    ids = split.truncated(max_length)[:n]
+    return [pad_batch(ids[i : i + 32], pad_id=pad_id) for i in range(0, len(ids), 32)]
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def _predict_split(engine: Engine, split: Split, max_length: int, pad_id: int) -> np.ndarray:
+    ids = split.truncated(max_length)
+    preds = np.empty(len(split), dtype=np.int64)
+    for indices in evaluation_batches(split, _EVAL_BATCH):
+        input_ids, mask = pad_batch([ids[i] for i in indices], pad_id=pad_id)
+        preds[indices] = engine(input_ids, mask).argmax(-1)
+    return preds
+
+
+def _split_metrics(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict[str, Any]:
+    raw = compute_metrics(labels, preds, names)
+    return {
+        "n": len(labels),
+        "macro_f1": raw[config.OBJECTIVE],
+        "f1_weighted": raw[config.VAL_F1_WEIGHTED],
+        "accuracy": raw[config.VAL_ACCURACY],
+        "precision": {n: raw[config.VAL_PRECISION_PREFIX + n] for n in names},
+        "recall": {n: raw[config.VAL_RECALL_PREFIX + n] for n in names},
+        "support": {n: int((labels == i).sum()) for i, n in enumerate(names)},
+        "confusion_matrix": confusion_matrix(labels, preds, labels=range(len(names))).tolist(),
+    }
+
+
+def _score(
+    engines: dict[str, Engine],
+    data: PreparedData,
+    winner: Winner,
+    run: Run,
+    parity: dict[str, Any],
+) -> dict[str, Any]:
+    """Every format on validation and on the held-out test split the search never saw."""
+    names = list(data.label_names)
+    formats: dict[str, Any] = {}
+    for name, engine in engines.items():
+        started = time.perf_counter()
+        formats[name] = {
+            split_name: _split_metrics(
+                split.labels, _predict_split(engine, split, winner.max_length, data.pad_id), names
+            )
+            for split_name, split in (("validation", data.validation), ("test", data.test))
+        }
+        log.info(
+            "%s: test macro-F1 %.4f (validation %.4f), scored in %.1f s",
+            name,
+            formats[name]["test"]["macro_f1"],
+            formats[name]["validation"]["macro_f1"],
+            time.perf_counter() - started,
+        )
+    gap = {name: f["test"]["macro_f1"] - f["validation"]["macro_f1"] for name, f in formats.items()}
+    metrics: dict[str, Any] = {
+        "run": run.path.name,
+        "trial_id": winner.trial_id,
+        "leaderboard_rank": winner.rank,
+        "best_epoch": winner.best_epoch,
+        "max_length": winner.max_length,
+        "labels": names,
+        "data_fingerprint": data.fingerprint,
+        "search_val_macro_f1": winner.val_macro_f1,
+        "note": (
+            "validation and test are scored here in fp32; search_val_macro_f1 is what the trial "
+            "reported during the search (in its training precision)"
+        ),
+        "formats": formats,
+        "val_to_test_gap_macro_f1": gap,
+        "parity": parity,
+    }
+    if "int8" in formats:
+        base = formats["pytorch"]["test"]["macro_f1"]
+        metrics["int8_test_macro_f1_drop"] = base - formats["int8"]["test"]["macro_f1"]
+    return metrics
+
+
+# --- benchmark -------------------------------------------------------------------------------
+
+
+def _benchmark(
+    engines: dict[str, Engine],
+    data: PreparedData,
+    winner: Winner,
+    threads: int,
+    options: ExportOptions,
+) -> dict[str, Any]:
+    """Latency at batch 1 and throughput at batch 32 on real test texts, after warm-up calls."""
+    ids = data.test.truncated(winner.max_length)
+    singles = [
+        pad_batch([ids[i % len(ids)]], pad_id=data.pad_id)
+        for i in range(options.warmup + options.latency_runs)
+    ]
+    n_batches = options.warmup + options.throughput_batches
+    batches = [
+        pad_batch([ids[(start + j) % len(ids)] for j in range(32)], pad_id=data.pad_id)
+        for start in range(0, 32 * n_batches, 32)
+    ]
+    results: dict[str, dict[str, float]] = {}
+    for name, engine in engines.items():
+        single_ms = _timed(engine, singles, options.warmup)
+        batch_ms = _timed(engine, batches, options.warmup)
+        results[name] = {
+            "b1_p50_ms": float(np.percentile(single_ms, 50)),
+            "b1_p95_ms": float(np.percentile(single_ms, 95)),
+            "b32_p50_ms": float(np.percentile(batch_ms, 50)),
+            "b32_texts_per_s": 32 * len(batch_ms) / (float(np.sum(batch_ms)) / 1000),
+        }
+        log.info("benchmark %s: %s", name, results[name])
+    for row in results.values():
+        row["b32_speedup_vs_pytorch"] = (
+            row["b32_texts_per_s"] / results["pytorch"]["b32_texts_per_s"]
+        )
+    versions = {"torch": torch.__version__}
+    for package in ("onnxruntime", "onnx"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "threads": threads,
+        "thread_setting": "intra-op threads of PyTorch and onnxruntime (inter-op 1 for ORT)",
+        "tokenization": TOKENIZATION_NOTE,
+        "texts": f"test split, in split order, truncated to max_length {winner.max_length}",
+        "precision": "fp32 (PyTorch eager, ONNX); int8 weights, dynamic activations (int8)",
+        "warmup_calls": options.warmup,
+        "batch1_runs": options.latency_runs,
+        "batch32_batches": options.throughput_batches,
+        "mean_tokens_batch1": float(np.mean([m.sum() for _, m in singles[options.warmup :]])),
+        "mean_tokens_batch32": float(
+            np.mean([m.sum(1).mean() for _, m in batches[options.warmup :]])
+        ),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+        "results": results,
+    }
+
+
+def _timed(engine: Engine, batches, warmup: int) -> np.ndarray:
+    """Milliseconds of each call after the first `warmup` calls."""
+    times = []
+    for i, (input_ids, mask) in enumerate(batches):
+        started = time.perf_counter()
+        engine(input_ids, mask)
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
+    return np.asarray(times)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _export_manifest(
+    run: Run, winner: Winner, data: PreparedData, formats: tuple[str, ...]
+) -> dict[str, Any]:
+    files = {"hf": "model.safetensors", "onnx": ONNX_FILE, "int8": INT8_FILE, "pt2": PT2_FILE}
+    return {
+        "run": run.path.name,
+        "run_dir": str(run.path),
+        "trial_id": winner.trial_id,
+        "checkpoint": str(winner.checkpoint),
+        "labels": list(data.label_names),
+        "max_length": winner.max_length,
+        "pad_id": data.pad_id,
+        "onnx_inputs": list(ONNX_INPUTS),
+        "onnx_opset": ONNX_OPSET,
+        "formats": {f: files[f] for f in formats},
+    }
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, default=str) + "\n")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder onto `out`; a replaced export is removed only afterwards."""
+    # mkdtemp (and some writers) create private files; an export is meant to be shared.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    for item in tmp.iterdir():
+        item.chmod(0o666 & ~umask)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _quiet:
+    """Raise the named loggers to ERROR and mute warnings for a block (exporters are chatty)."""
+
+    def __init__(self, *names: str):
+        self.loggers = [logging.getLogger(n) for n in names]
+        self.levels = [lg.level for lg in self.loggers]
+
+    def __enter__(self):
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+        # Exporter internals warn about axis renaming and their own deprecations.
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+
+    def __exit__(self, *exc):
+        self.warnings.__exit__(*exc)
+        for lg, level in zip(self.loggers, self.levels, strict=True):
+            lg.setLevel(level)
+
+
+# --- the model card --------------------------------------------------------------------------
+
+
+def _model_card(
+    run: Run,
+    winner: Winner,
+    metrics: dict[str, Any],
+    benchmark: dict[str, Any],
+    formats: tuple[str, ...],
+) -> str:
+    manifest = run.manifest
+    stats = manifest["data"].get("stats", {})
+    names = metrics["labels"]
+    test = metrics["formats"]["pytorch"]["test"]
+    space = manifest["space"]
+    lines = [
+        f"# Sentiment classifier — {run.path.name}, trial {winner.trial_id}",
+        "",
+        f"Fine-tuned with sentune from {_base_model(manifest)} to classify text as "
+        f"{', '.join(names)}.",
+        f"Winner of the `{space['name']}` search (rank {winner.rank} by best-epoch validation "
+        f"macro-F1, epoch {winner.best_epoch:g}); run commit `{manifest.get('git_commit')}`.",
+        "",
+        "## Files",
+        "",
+        *_files_lines(formats),
+        "",
+        "## Data",
+        "",
+        *_data_lines(manifest["data"], stats),
+        "",
+        "## Search",
+        "",
+        f"{space.get('description') or ''}".strip(),
+        "",
+        f"Strategy `{manifest.get('strategy', 'tpe-asha')}`, budget: "
+        + ", ".join(f"{k} {v}" for k, v in manifest.get("budget", {}).items() if v is not None)
+        + ".",
+        "",
+        "```yaml",
+        space.get("text", "").rstrip(),
+        "```",
+        "",
+        "## Chosen configuration",
+        "",
+        "| key | value |",
+        "|---|---|",
+        *(f"| `{k}` | {_fmt(v)} |" for k, v in sorted(winner.params.items())),
+        "",
+        "## Scores",
+        "",
+        "Each format scored on the validation split (used by the search to pick this trial) and "
+        "on the held-out test split, which the search never saw.",
+        "",
+        format_scores(metrics),
+        "",
+        f"Validation macro-F1 reported during the search: {winner.val_macro_f1:.4f} (training "
+        "precision); the scores above are recomputed in fp32.",
+    ]
+    if "int8_test_macro_f1_drop" in metrics:
+        lines.append(
+            "int8 quantization changes test macro-F1 by "
+            f"{0.0 - metrics['int8_test_macro_f1_drop']:+.4f}."
+        )
+    lines += [
+        "",
+        "Per class on the test split (PyTorch):",
+        "",
+        "| class | support | precision | recall |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {n} | {test['support'][n]} | {test['precision'][n]:.4f} | {test['recall'][n]:.4f} |"
+            for n in names
+        ),
+        "",
+        "Confusion matrix on the test split (rows: true, columns: predicted; "
+        + ", ".join(names)
+        + "):",
+        "",
+        "```",
+        *(
+            f"{n:>12} " + " ".join(f"{c:6d}" for c in row)
+            for n, row in zip(names, test["confusion_matrix"], strict=True)
+        ),
+        "```",
+        "",
+        "## Latency and throughput",
+        "",
+        f"{benchmark['cpu']} ({benchmark['cpu_count']} CPUs), {benchmark['threads']} intra-op "
+        f"threads, real test texts (mean {benchmark['mean_tokens_batch1']:.1f} tokens at batch 1, "
+        f"{benchmark['mean_tokens_batch32']:.1f} at batch 32), "
+        f"{benchmark['warmup_calls']} warm-up calls; tokenization {benchmark['tokenization']}.",
+        "",
+        format_benchmark(benchmark),
+        "",
+        "## How to use it",
+        "",
+        "```python",
+        "import sentune.model  # registers the model type with transformers",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'model = AutoModelForSequenceClassification.from_pretrained("EXPORT_DIR")',
+        'tokenizer = AutoTokenizer.from_pretrained("EXPORT_DIR")',
+        '# or: model = sentune.model.load_model("EXPORT_DIR")',
+        f'batch = tokenizer(["what a day"], truncation=True, max_length={winner.max_length}, '
+        'return_tensors="pt")',
+        "label = model.config.id2label[int(model(**batch).logits.argmax(-1))]",
+        "```",
+        "",
+        "No `trust_remote_code`: importing `sentune.model` registers the model class.",
+        "",
+        "With onnxruntime only (no torch):",
+        "",
+        "```",
+        'sentune predict EXPORT_DIR "the battery died after a day" "best purchase this year"',
+        "sentune predict EXPORT_DIR --file reviews.csv --column text > predictions.csv",
+        "sentune predict EXPORT_DIR --int8 ...   # the int8 model",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _files_lines(formats: tuple[str, ...]) -> list[str]:
+    described = {
+        "hf": "`config.json`, `model.safetensors`, tokenizer files: the Hugging Face model",
+        "onnx": f"`{ONNX_FILE}`: ONNX (opset {ONNX_OPSET}), dynamic batch and sequence axes, "
+        f"inputs {', '.join(ONNX_INPUTS)}, output logits; within {PARITY_ATOL:g} of PyTorch",
+        "int8": f"`{INT8_FILE}`: the ONNX model with dynamic int8 (QInt8) weight quantization",
+        "pt2": f"`{PT2_FILE}`: a `torch.export` program (`torch.export.load`)",
+    }
+    return [f"- {described[f]}" for f in formats] + [
+        f"- `{METRICS_FILE}`, `{BENCHMARK_FILE}`: scores and timings; `{EXPORT_MANIFEST}`: what "
+        "`sentune predict` reads"
+    ]
+
+
+def _data_lines(data: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    cfg = data["config"]
+    source = stats.get("source", {})
+    where = source.get("hub_id") or source.get("path") or cfg["dataset"]
+    lines = [
+        f"Dataset `{cfg['dataset']}` ({source.get('kind', 'unknown')}: `{where}`), "
+        f"fingerprint `{data['fingerprint']}`; {stats.get('rows_read', '?')} rows read.",
+        "Cleaning: HTML tags and entities, broken encodings and control characters repaired or "
+        f"removed; texts under {cfg['min_words']} words, empty texts, duplicates and texts with "
+        "conflicting labels dropped; dropped rows: "
+        + ", ".join(f"{k} {v}" for k, v in stats.get("dropped", {}).items())
+        + ".",
+        f"Stratified split (seed {cfg['seed']}; validation {cfg['val_fraction']}, test "
+        f"{cfg['test_fraction']} of the source's train split where it has none"
+        + (f"; train subsampled to {cfg['train_size']}" if cfg.get("train_size") else "")
+        + (f"; validation subsampled to {cfg['val_size']}" if cfg.get("val_size") else "")
+        + ").",
+        "",
+        "| split | examples | " + " | ".join(data.get("label_names", [])) + " |",
+        "|---|---:|" + "---:|" * len(data.get("label_names", [])),
+    ]
+    for split, size in stats.get("split_sizes", {}).items():
+        counts = stats.get("class_counts", {}).get(split, {})
+        lines.append(
+            f"| {split} | {size} | "
+            + " | ".join(str(counts.get(n, "")) for n in data.get("label_names", []))
+            + " |"
+        )
+    return lines
+
+
+def _base_model(manifest: dict[str, Any]) -> str:
+    name, path = manifest["model"], manifest.get("model_path") or manifest["model"]
+    return f"`{name}`" if name == path else f"`{name}` (`{path}`)"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else f"`{value}`"

@@ -1,0 +1,241 @@
+"""Export the winner of the shared tiny search and check every artifact it leaves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentune import analysis, cli, export, predict
+from sentune.errors import ExportError, RunError
+from sentune.search import MANIFEST
+
+pytestmark = pytest.mark.slow
+
+#: Small timings: the test checks the fields, not the numbers.
+_FAST = dict(parity_texts=64, latency_runs=5, throughput_batches=2, warmup=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory) -> export.ExportResult:
+    root = tmp_path_factory.mktemp("analysis")
+    options = export.ExportOptions(
+        formats=("hf", "onnx", "int8", "pt2"), cache_dir=root / "cache", **_FAST
+    )
+    return export.export_winner(tiny_run, analysis_root=root, options=options)
+
+
+def _prepared_data(tiny_run, cache_dir: Path):
+    from sentune.config import DataConfig
+    from sentune.data import prepare
+
+    manifest = json.loads((tiny_run / MANIFEST).read_text())
+    return prepare(
+        DataConfig(**manifest["data"]["config"]), manifest["model_path"], cache_dir=cache_dir
+    )
+
+
+def test_exports_the_leaderboards_best_checkpoint(tiny_run, exported):
+    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    assert exported.winner.trial_id == table.iloc[0]["trial_id"]
+    assert exported.winner.checkpoint == Path(table.iloc[0]["checkpoint"])
+    assert exported.path.name == "export" and exported.path.parent.name == tiny_run.name
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "model.onnx",
+        "model.int8.onnx",
+        "model.pt2",
+        "metrics.json",
+        "benchmark.json",
+        "README.md",
+        "export.json",
+    ):
+        assert (exported.path / name).is_file(), name
+    assert not [p for p in exported.path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_hf_folder_round_trips_with_identical_logits(exported):
+    from transformers import AutoModelForSequenceClassification
+
+    import sentune.model  # noqa: F401 - registers the model type
+
+    original = sentune.model.load_model(exported.winner.checkpoint).eval()
+    loaded = AutoModelForSequenceClassification.from_pretrained(exported.path).eval()
+    assert loaded.config.id2label == original.config.id2label
+    ids = torch.randint(5, 30, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    with torch.inference_mode():
+        assert torch.equal(
+            loaded(input_ids=ids, attention_mask=mask).logits,
+            original(input_ids=ids, attention_mask=mask).logits,
+        )
+    config_json = json.loads((exported.path / "config.json").read_text())
+    assert "auto_map" not in config_json  # nothing for trust_remote_code to run
+
+
+def test_onnx_parity_and_dynamic_axes(exported):
+    import onnxruntime as ort
+
+    parity = exported.metrics["parity"]
+    assert 0 < parity["texts"] <= 64  # the tiny validation split has 60 texts
+    assert parity["onnx"]["max_abs_diff"] <= export.PARITY_ATOL
+    assert parity["onnx"]["label_agreement"] == 1.0
+    assert parity["pt2"]["max_abs_diff"] <= export.PARITY_ATOL
+    session = ort.InferenceSession(str(exported.path / "model.onnx"))
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert all(isinstance(d, str) for shape in shapes.values() for d in shape), shapes
+    # A batch size and length the export never saw.
+    ids = np.full((5, 9), 7, dtype=np.int64)
+    assert session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0].shape == (
+        5,
+        3,
+    )
+
+
+def test_metrics_score_every_format_on_the_test_split(exported):
+    metrics = json.loads((exported.path / "metrics.json").read_text())
+    assert set(metrics["formats"]) == {"pytorch", "onnx", "int8"}
+    for name, splits in metrics["formats"].items():
+        test = splits["test"]
+        for key in ("macro_f1", "f1_weighted", "accuracy", "precision", "recall"):
+            assert key in test, (name, key)
+        assert set(test["precision"]) == set(metrics["labels"])
+        matrix = np.array(test["confusion_matrix"])
+        assert matrix.shape == (3, 3) and matrix.sum() == test["n"]
+        gap = metrics["val_to_test_gap_macro_f1"][name]
+        assert gap == pytest.approx(test["macro_f1"] - splits["validation"]["macro_f1"])
+    # ONNX predicts the same labels as PyTorch, so every score is the same.
+    assert metrics["formats"]["onnx"]["test"] == metrics["formats"]["pytorch"]["test"]
+    drop = metrics["int8_test_macro_f1_drop"]
+    pytorch_f1 = metrics["formats"]["pytorch"]["test"]["macro_f1"]
+    assert drop == pytest.approx(pytorch_f1 - metrics["formats"]["int8"]["test"]["macro_f1"])
+    assert metrics["search_val_macro_f1"] == exported.winner.val_macro_f1
+    card = (exported.path / "README.md").read_text()
+    assert "held-out test split" in card and "from_pretrained" in card
+    assert "import sentune.model" in card and exported.winner.trial_id in card
+
+
+def test_benchmark_has_every_format_and_its_settings(exported):
+    bench = json.loads((exported.path / "benchmark.json").read_text())
+    assert bench["threads"] == 1
+    assert bench["tokenization"].startswith("excluded")
+    assert set(bench["results"]) == {"pytorch", "onnx", "int8"}
+    for row in bench["results"].values():
+        for key in ("b1_p50_ms", "b1_p95_ms", "b32_texts_per_s", "b32_speedup_vs_pytorch"):
+            assert row[key] > 0
+        assert row["b1_p95_ms"] >= row["b1_p50_ms"]
+    assert bench["results"]["pytorch"]["b32_speedup_vs_pytorch"] == 1.0
+    assert "| int8 |" in export.format_benchmark(bench)
+
+
+def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
+    data = _prepared_data(tiny_run, tmp_path / "cache")
+    texts = data.test.texts[:40]
+    labels = exported.metrics["labels"]
+    model = export.load_model(exported.winner.checkpoint).eval()
+    ids = data.test.truncated(exported.winner.max_length)[:40]
+    input_ids, mask = predict.pad_batch(ids, pad_id=data.pad_id)
+    with torch.inference_mode():
+        logits = model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask))
+    expected = [labels[i] for i in logits.logits.argmax(-1).tolist()]
+
+    result = predict.Predictor(exported.path).predict(texts, batch_size=8)
+    assert result.labels == expected
+    assert np.allclose(result.probabilities.sum(axis=1), 1.0)
+
+    assert cli.main(["predict", str(exported.path), *texts[:3]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == expected[:3]
+
+
+def test_predict_file_writes_csv(exported, tmp_path, capsys):
+    source = tmp_path / "reviews.csv"
+    source.write_text('id,body\n1,"great love, the best"\n2,awful terrible phone\n')
+    assert cli.main(["predict", str(exported.path), "--file", str(source), "--column", "body"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["text"] for r in rows] == ["great love, the best", "awful terrible phone"]
+    labels = exported.metrics["labels"]
+    assert list(rows[0]) == ["text", "label", *(f"p_{n}" for n in labels)]
+    assert cli.main(["predict", str(exported.path), "--int8", "--file", str(source)]) == 2
+    assert "no column 'text'" in capsys.readouterr().err
+
+
+def test_predict_path_does_not_import_torch(exported):
+    import subprocess
+
+    code = (
+        "import sys; from sentune import cli; "
+        f"rc = cli.main(['predict', {str(exported.path)!r}, '--int8', 'love it']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_existing_export_needs_force(tiny_run, exported, capsys):
+    rc = cli.main(["export", str(tiny_run), "--out", str(exported.path), "--formats", "hf"])
+    assert rc == 2
+    assert "--force" in capsys.readouterr().err
+    assert (exported.path / "model.onnx").is_file()  # untouched
+
+
+def test_trial_option_exports_that_trial(tiny_run, tmp_path):
+    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    second = table.iloc[1]["trial_id"]
+    options = export.ExportOptions(
+        trial=second, formats=("hf",), cache_dir=tmp_path / "cache", **_FAST
+    )
+    out = tmp_path / "second"
+    result = export.export_winner(tiny_run, out_dir=out, options=options)
+    assert result.winner.trial_id == second and result.winner.rank == 2
+    assert set(result.metrics["formats"]) == {"pytorch"}
+    assert json.loads((out / "export.json").read_text())["trial_id"] == second
+    # --force replaces it whole.
+    forced = export.ExportOptions(
+        trial=table.iloc[0]["trial_id"],
+        formats=("hf",),
+        force=True,
+        cache_dir=tmp_path / "cache",
+        **_FAST,
+    )
+    export.export_winner(tiny_run, out_dir=out, options=forced)
+    assert json.loads((out / "export.json").read_text())["trial_id"] == table.iloc[0]["trial_id"]
+    with pytest.raises(RunError, match="no trial 'nope'"):
+        export.export_winner(
+            tiny_run, out_dir=tmp_path / "x", options=export.ExportOptions(trial="nope")
+        )
+
+
+def test_run_without_finished_trials_is_a_clear_error(tiny_run, tmp_path, capsys):
+    empty = tmp_path / "trials" / "empty-run"
+    empty.mkdir(parents=True)
+    shutil.copy(tiny_run / MANIFEST, empty / MANIFEST)
+    rc = cli.main(["export", str(empty), "--analysis", str(tmp_path / "analysis")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no trial has finished" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "analysis").exists() or not any((tmp_path / "analysis").rglob("*.json"))
+
+
+def test_predict_on_a_folder_that_is_not_an_export(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path), "hello there"]) == 2
+    assert "not a sentune export" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="does not exist"):
+        predict.Predictor(tmp_path / "missing")
+
+
+def test_bad_formats_are_rejected_before_any_work(tiny_run, tmp_path):
+    with pytest.raises(ExportError, match="add onnx"):
+        export.export_winner(tiny_run, options=export.ExportOptions(formats=("int8",)))
+    with pytest.raises(ExportError, match="unknown"):
+        export.export_winner(tiny_run, options=export.ExportOptions(formats=("gguf",)))
