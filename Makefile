@@ -9,7 +9,7 @@ ARGS   ?=
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard test lint bench-trial clean
+.PHONY: help install search leaderboard report export test lint bench-trial bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ search: $(STAMP) ## run search_spaces/$(SPACE).yaml (ARGS="--trials 4 --address 
 leaderboard: $(STAMP) ## print and save the leaderboard of the latest run (RUN=trials/<run>)
 	$(BIN)/sentune leaderboard $(RUN)
 
+report: $(STAMP) ## write analysis/<run>/report.html of the latest run (RUN=trials/<run>)
+	$(BIN)/sentune report $(RUN)
+
+export: $(STAMP) ## export the winner of the latest run (RUN=trials/<run> ARGS="--trial ID --force")
+	$(BIN)/sentune export $(RUN) $(ARGS)
+
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
@@ -38,6 +44,14 @@ lint: $(STAMP) ## ruff check and format check
 
 bench-trial: $(STAMP) ## trial loop vs the plain Hugging Face Trainer, same configuration
 	$(BIN)/python benchmarks/trial_vs_trainer.py $(ARGS)
+
+bench: $(STAMP) ## strategies vs each other and vs Trainer.hyperparameter_search (CPU default ~40 min)
+	$(BIN)/sentune bench $(ARGS)
+
+# No install step: a GPU host has no internet and no Ray; it needs torch, transformers,
+# accelerate, pandas and scikit-learn only.
+gpu-check: ## sentune's trial loop on BERT-base, fp16/bf16: samples/s, memory, MFU (no Ray)
+	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py $(ARGS)
 
 clean: ## remove the virtualenv and caches (keeps trials/ and analysis/)
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

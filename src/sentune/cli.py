@@ -1,4 +1,7 @@
-"""`sentune search|leaderboard`: the command line. `SentuneError` becomes one line and exit 2."""
+"""`sentune search|leaderboard|report|export|predict`: the command line.
+
+A `SentuneError` becomes one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,16 @@ _OVERRIDES = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sentune` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse leaves TEXT arguments that follow an option unparsed (`predict DIR --int8 "hi"`).
+    if (
+        extra
+        and getattr(args, "texts", None) is not None
+        and not any(e.startswith("-") for e in extra)
+    ):
+        args.texts += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -42,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except SentuneError as exc:
         print(f"sentune: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # An interrupted search has already logged how to resume it.
+        print("sentune: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +66,23 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     search = commands.add_parser("search", help="run a search over a space")
-    search.add_argument("space", help="a name in search_spaces/ (e.g. heads) or a YAML path")
+    search.add_argument(
+        "space",
+        nargs="?",
+        help="a name in search_spaces/ (e.g. heads) or a YAML path (with --resume: optional)",
+    )
+    search.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue the interrupted search in trials/<run> (space and budget from its manifest)",
+    )
+    search.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a failed trial from its last checkpoint before it counts as errored",
+    )
     search.add_argument(
         "--model", help="registered name (minilm, bert-base-uncased), hub id or folder"
     )
@@ -81,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     search.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    search.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="address the dashboard listens on (default 127.0.0.1; tunnel to it instead)",
+    )
     search.add_argument("--dashboard-port", type=int)
     search.add_argument("--storage", type=Path, default=Path("trials"), help="runs folder")
     search.add_argument("--analysis", type=Path, default=Path("analysis"), help="derived folder")
@@ -91,6 +128,19 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--storage", type=Path, default=Path("trials"))
     board.add_argument("--analysis", type=Path, default=Path("analysis"))
     board.set_defaults(func=_leaderboard)
+
+    report = commands.add_parser(
+        "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
+    )
+    report.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    report.add_argument("--storage", type=Path, default=Path("trials"))
+    report.add_argument("--analysis", type=Path, default=Path("analysis"))
+    report.add_argument(
+        "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
+    )
+    report.set_defaults(func=_report)
+    _add_export_parsers(commands)
+    _add_bench_parser(commands)
     return parser
 
 
@@ -98,6 +148,7 @@ def _search(args: argparse.Namespace) -> int:
     import os
 
     from sentune import search, space
+    from sentune.errors import SpaceError
 
     overrides = {
         key: getattr(args, flag)
@@ -105,19 +156,59 @@ def _search(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None
     }
     overrides.update(_parse_set(args.set))
-    spec = space.load(args.space, overrides=overrides)
     options = search.SearchOptions(
         address=args.address or os.environ.get("RAY_ADDRESS") or None,
         storage=args.storage,
         precision=args.precision,
         device=args.device,
         dashboard=not args.no_dashboard,
+        dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         strategy=args.strategy,
+        max_failures=args.max_failures,
     )
-    run_dir = search.run(spec, options=options)
+    if args.resume is not None:
+        _check_resume_args(args, overrides)
+        run_dir = search.resume(args.resume, options=options)
+    else:
+        if args.space is None:
+            raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
+        run_dir = search.run(space.load(args.space, overrides=overrides), options=options)
     _show_leaderboard(run_dir, args.analysis)
+    try:
+        _write_report(run_dir, args.analysis)
+    except Exception as exc:  # noqa: BLE001 - the search is done; a report failure must not lose it
+        log.error("the report of %s failed (%s: %s)", run_dir, type(exc).__name__, exc)
+        log.error("retry with: make report RUN=%s", run_dir)
     return 0
+
+
+def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
+    """A resumed search is the search that was started: its space and budget cannot change."""
+    from sentune.errors import RunError
+    from sentune.search import DEFAULT_STRATEGY, read_manifest
+
+    manifest = read_manifest(args.resume)
+    name = manifest["space"]["name"]
+    if args.space is not None and args.space not in (name, manifest["space"]["path"]):
+        raise RunError(
+            f"{args.resume} is a run of space {name!r}, not {args.space!r}; drop the space "
+            f"or pass {name}"
+        )
+    changed = sorted(overrides) + [
+        flag
+        for flag, changed in (
+            ("strategy", args.strategy != DEFAULT_STRATEGY),
+            ("precision", args.precision != "auto"),
+            ("device", args.device != "auto"),
+        )
+        if changed
+    ]
+    if changed:
+        raise RunError(
+            f"--resume continues {args.resume} as it was started; drop the overrides "
+            f"({', '.join(changed)}) or start a new search"
+        )
 
 
 def _parse_set(pairs: list[str]) -> dict:
@@ -137,6 +228,27 @@ def _leaderboard(args: argparse.Namespace) -> int:
     run_dir = args.run or _latest_run(args.storage)
     _show_leaderboard(run_dir, args.analysis)
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    run_dir = args.run or _latest_run(args.storage)
+    _write_report(run_dir, args.analysis, screenshot=args.screenshot)
+    return 0
+
+
+def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = False) -> Path:
+    """Analyse a run, write its tables and report.html, and print the summary."""
+    from sentune import analysis, report
+
+    log.info("analysing %s (importance, TF-IDF floor, the winner on validation)", run_dir)
+    result = analysis.analyze(run_dir)
+    out = analysis_root / Path(run_dir).name
+    analysis.write_tables(result, out)
+    path = report.write_report(result, out)
+    if screenshot:
+        log.info("screenshot: %s", report.screenshot(path, out / "report.png"))
+    print("\n" + report.summary(result, report=path))
+    return path
 
 
 def _latest_run(storage: Path) -> Path:
@@ -175,7 +287,178 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
         f"\n{len(table)} trials, {stopped} stopped early by ASHA, "
         f"{int((table['status'] == 'error').sum())} failed"
     )
+    for _, row in table[table["status"] == "error"].iterrows():
+        print(f"  {row['trial_id']} failed: {row['error']}")
     print(f"leaderboard: {out / 'leaderboard.csv'}")
+
+
+def _add_export_parsers(commands) -> None:
+    export = commands.add_parser(
+        "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
+    )
+    export.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    export.add_argument("--trial", help="export this trial id instead of the leaderboard's best")
+    export.add_argument(
+        "--formats",
+        default="hf,onnx,int8",
+        help="comma-separated subset of hf,onnx,int8,pt2 (default: hf,onnx,int8)",
+    )
+    export.add_argument("--quantize", choices=("int8",), help="add the int8 model to --formats")
+    export.add_argument("--force", action="store_true", help="replace an existing export")
+    export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
+    export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
+    export.add_argument("--storage", type=Path, default=Path("trials"))
+    export.add_argument("--analysis", type=Path, default=Path("analysis"))
+    export.add_argument("--cache-dir", type=Path, default=Path(".cache/sentune"))
+    export.set_defaults(func=_export)
+
+    predict = commands.add_parser("predict", help="classify texts with an export (onnxruntime)")
+    predict.add_argument("export_dir", type=Path, help="analysis/<run>/export")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    predict.add_argument("--file", type=Path, help="a CSV file of texts; writes CSV to stdout")
+    predict.add_argument("--column", default="text", help="the text column of --file")
+    predict.add_argument("--int8", action="store_true", help="use the int8 model")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
+    predict.set_defaults(func=_predict)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sentune import export
+
+    formats = [f for f in args.formats.split(",") if f.strip()]
+    if args.quantize and args.quantize not in formats:
+        formats.append(args.quantize)
+    options = export.ExportOptions(
+        trial=args.trial,
+        formats=tuple(formats),
+        force=args.force,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+    )
+    run_dir = args.run or _latest_run(args.storage)
+    result = export.export_winner(
+        run_dir, out_dir=args.out, analysis_root=args.analysis, options=options
+    )
+    metrics = result.metrics
+    print(f"\nExported trial {result.winner.trial_id} of {run_dir} to {result.path}")
+    print(f"\nScores (test split never seen by the search):\n{export.format_scores(metrics)}")
+    if "int8_test_macro_f1_drop" in metrics:
+        test = {name: f["test"]["macro_f1"] for name, f in metrics["formats"].items()}
+        print(
+            f"int8 quantization: test macro-F1 {test['int8']:.4f} vs {test['pytorch']:.4f} in "
+            f"PyTorch (drop {metrics['int8_test_macro_f1_drop']:.4f})"
+        )
+    bench = result.benchmark
+    print(
+        f"\nBenchmark ({bench['threads']} threads; tokenization {bench['tokenization']}):\n"
+        f"{export.format_benchmark(bench)}"
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sentune import predict
+    from sentune.errors import ExportError
+
+    if bool(args.file) == bool(args.texts):
+        raise ExportError("sentune predict: give TEXT arguments or --file FILE (not both)")
+    predictor = predict.Predictor(args.export_dir, int8=args.int8, threads=args.threads)
+    texts = predict.read_texts(args.file, args.column) if args.file else args.texts
+    predictions = predictor.predict(texts, batch_size=args.batch_size)
+    if args.file:
+        predict.write_csv(predictions, sys.stdout)
+    else:
+        print("\n".join(predict.format_lines(predictions)))
+    return 0
+
+
+def _add_bench_parser(commands) -> None:
+    from sentune.bench import CPU_SIZES, DEFAULT_METHODS, METHODS
+
+    bench = commands.add_parser(
+        "bench",
+        help="search strategies against each other and against Trainer.hyperparameter_search",
+        description="Every method searches the same space for the same wall-clock budget, once "
+        "per seed; writes analysis/bench/<timestamp>/ (results.csv, curves.csv, summary.md, "
+        "bench.html). Without GPUs the data is CPU-sized by default (--size cpu: "
+        + ", ".join(f"{k}={v}" for k, v in CPU_SIZES.items())
+        + ").",
+    )
+    bench.add_argument("--space", default="optim", help="a space name or YAML path (default optim)")
+    bench.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, of {', '.join(METHODS)} (default: %(default)s)",
+    )
+    bench.add_argument("--repeats", type=int, default=2, help="seeds 0..N-1 (default 2)")
+    bench.add_argument("--seeds", help="comma-separated seeds (instead of --repeats)")
+    bench.add_argument(
+        "--budget-minutes", type=float, default=3.5, help="wall clock per search (default 3.5)"
+    )
+    bench.add_argument("--target", type=float, help="macro-F1 to reach (default: the peer's best)")
+    bench.add_argument(
+        "--size",
+        choices=("cpu", "space"),
+        help="cpu: CPU-sized data and length; space: the space's own (default: cpu unless "
+        "--gpus-per-trial > 0)",
+    )
+    bench.add_argument("--model")
+    bench.add_argument("--dataset")
+    bench.add_argument("--train-size", type=int)
+    bench.add_argument("--val-size", type=int)
+    bench.add_argument("--max-length", type=int)
+    bench.add_argument("--max-epochs", type=int)
+    bench.add_argument("--concurrency", type=int)
+    bench.add_argument("--cpus-per-trial", type=float)
+    bench.add_argument("--gpus-per-trial", type=float)
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--peer-threads", type=int, help="torch threads of the peer (default: all)")
+    bench.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--no-throughput", action="store_true", help="skip the throughput part")
+    bench.add_argument("--storage", type=Path, default=Path("trials"), help="Ray runs folder")
+    bench.add_argument("--out", type=Path, default=Path("analysis/bench"), help="results folder")
+    bench.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sentune import bench
+    from sentune.errors import SpaceError
+
+    size = args.size or ("space" if (args.gpus_per_trial or 0) > 0 else "cpu")
+    overrides = dict(bench.CPU_SIZES) if size == "cpu" else {}
+    flags = {**_OVERRIDES, "max_length": "train.max_length"}
+    for flag, key in flags.items():
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    overrides.update(_parse_set(args.set))
+    try:
+        seeds = (
+            tuple(int(s) for s in args.seeds.split(","))
+            if args.seeds
+            else tuple(range(args.repeats))
+        )
+    except ValueError:
+        raise SpaceError(
+            f"--seeds {args.seeds!r}: give whole numbers, e.g. --seeds 0,1,2"
+        ) from None
+    if not seeds or args.budget_minutes <= 0:
+        raise SpaceError("give at least one seed (--repeats 1) and a positive --budget-minutes")
+    options = bench.BenchOptions(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        seeds=seeds,
+        budget_s=args.budget_minutes * 60,
+        target=args.target,
+        out_root=args.out,
+        storage=args.storage,
+        precision=args.precision,
+        device=args.device,
+        peer_threads=args.peer_threads,
+        throughput=not args.no_throughput,
+    )
+    bench.run_benchmark(args.space, overrides=overrides, options=options)
+    return 0
 
 
 if __name__ == "__main__":
