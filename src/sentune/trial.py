@@ -296,12 +296,10 @@ def evaluation_batches(split: Split, batch_size: int) -> list[list[int]]:
 
 def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
     """Pad a batch of token id arrays to its longest member."""
-    width = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, x in enumerate(ids):
-        input_ids[row, : len(x)] = x
-        mask[row, : len(x)] = 1
+    # The serving path pads the same way; it lives there because serving must not need torch.
+    from sentune.predict import pad_batch
+
+    input_ids, mask = pad_batch(ids, pad_id=pad_id)
     return Batch(
         torch.from_numpy(input_ids),
         torch.from_numpy(mask),
