@@ -1166,12 +1166,21 @@ def headlines(results: BenchResults) -> list[str]:
     summary = results.summary
     if not summary.empty and PEER in set(summary["method"]):
         for row in summary[summary["method"] != PEER].itertuples(index=False):
+            if np.isfinite(row.ttt_trial_s_median):
+                reach = (
+                    f"reaches the target {results.target:.4f} in {row.ttt_trial_s_median:.0f} "
+                    f"trial-s / {row.ttt_wall_s_median:.0f} wall-s (median; {row.reached}/"
+                    f"{row.seeds} seeds reach it): {row.speedup_vs_peer_trial_s:.2f}x / "
+                    f"{row.speedup_vs_peer_wall_s:.2f}x the peer's speed"
+                )
+            else:
+                # A median over seeds that did not all get there is infinite: no ratio to give.
+                reach = (
+                    f"does not reach the target {results.target:.4f} in the median seed "
+                    f"({row.reached}/{row.seeds} seeds reach it), so no speed ratio"
+                )
             lines.append(
-                f"`{row.method}` reaches the target {results.target:.4f} in "
-                f"{row.ttt_trial_s_median:.0f} trial-s / {row.ttt_wall_s_median:.0f} wall-s "
-                f"(median; {row.reached}/{row.seeds} seeds reach it): "
-                f"{row.speedup_vs_peer_trial_s:.2f}x / {row.speedup_vs_peer_wall_s:.2f}x the "
-                f"peer's speed; final best {row.final_best_median:.4f} "
+                f"`{row.method}` {reach}; final best {row.final_best_median:.4f} "
                 f"[{row.final_best_min:.4f}, {row.final_best_max:.4f}]"
             )
         peer = summary[summary["method"] == PEER].iloc[0]
