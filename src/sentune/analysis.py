@@ -673,12 +673,11 @@ def winner_confusion(
 
     Returns None when no trial has a checkpoint.
     """
-    import torch
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
     from transformers.utils import logging as hf_logging
 
     from sentune.model import load_model
-    from sentune.trial import collate, evaluation_batches
+    from sentune.trial import predict_logits
 
     kept = table[table["checkpoint"].fillna("").astype(str) != ""]
     if not len(kept):
@@ -692,13 +691,10 @@ def winner_confusion(
     hf_logging.disable_progress_bar()
     model = load_model(winner["checkpoint"]).eval()
     split = data.validation
-    ids = split.truncated(max_length)
-    preds = np.empty(len(split), dtype=np.int64)
-    with torch.no_grad():
-        for indices in evaluation_batches(split, batch_size):
-            batch = collate([ids[i] for i in indices], split.labels[indices], pad_id=data.pad_id)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            preds[indices] = logits.argmax(-1).numpy()
+    logits = predict_logits(
+        model, split, ids=split.truncated(max_length), pad_id=data.pad_id, batch_size=batch_size
+    )
+    preds = logits.argmax(-1).numpy()
     names = list(data.label_names)
     label_ids = list(range(len(names)))
     matrix = confusion_matrix(split.labels, preds, labels=label_ids)

@@ -789,21 +789,23 @@ def measure_evaluation(model, data: PreparedData, train: TrainConfig, precision:
     the training batch size, dynamic padding, autocast), on CPU or CUDA."""
     import torch
 
-    from sentune.trial import collate, evaluation_batches
+    from sentune.trial import predict_logits
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     split = data.validation
     ids = split.truncated(train.max_length)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     started = time.perf_counter()
-    with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype is not None):
-        for indices in evaluation_batches(split, train.batch_size * 2):
-            batch = collate([ids[i] for i in indices], split.labels[indices], pad_id=data.pad_id)
-            model(
-                input_ids=batch.input_ids.to(device),
-                attention_mask=batch.attention_mask.to(device),
-            ).logits.float().argmax(-1).cpu()
+    predict_logits(
+        model,
+        split,
+        ids=ids,
+        pad_id=data.pad_id,
+        batch_size=train.batch_size * 2,
+        device=device,
+        autocast=lambda: torch.autocast(device, dtype=dtype, enabled=dtype is not None),
+    )
     return time.perf_counter() - started
 
 

@@ -12,6 +12,7 @@ length-grouped training batches and length-sorted evaluation batches with dynami
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -70,6 +71,9 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+
+    def to(self, device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
 
 
 def run_trial(
@@ -307,6 +311,40 @@ def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
     )
 
 
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    split: Split,
+    *,
+    ids: list[np.ndarray],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """fp32 logits of every example of `split` (in split order), from length-sorted batches.
+
+    Args:
+        model: A model in eval mode.
+        split: The examples (for their lengths and labels).
+        ids: Their token ids, truncated to the trial's max_length (`split.truncated(n)`).
+        pad_id: The tokenizer's padding id.
+        batch_size: Examples per forward pass.
+        device: Where the model is.
+        autocast: A context manager factory for mixed precision (none by default).
+    """
+    out = torch.empty(len(split), model.config.num_labels)
+    for indices in evaluation_batches(split, batch_size):
+        batch = collate([ids[i] for i in indices], split.labels[indices], pad_id=pad_id)
+        with autocast():
+            logits = model(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+            ).logits
+        out[indices] = logits.float().cpu()
+    return out
+
+
 def compute_metrics(
     labels: np.ndarray, preds: np.ndarray, label_names: list[str]
 ) -> dict[str, float]:
@@ -437,13 +475,7 @@ class _Loop:
                 [self.train_ids[i] for i in indices],
                 self.data.train.labels[indices],
                 pad_id=self.pad_id,
-            )
-            batch = Batch(
-                *(
-                    t.to(self.accelerator.device)
-                    for t in (batch.input_ids, batch.attention_mask, batch.labels)
-                )
-            )
+            ).to(self.accelerator.device)
             with self.accelerator.autocast():
                 out = self.model(
                     input_ids=batch.input_ids,
@@ -468,28 +500,26 @@ class _Loop:
         self._train_s_since_eval += elapsed
         self.train_s += elapsed
 
-    @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
-        self.model.eval()
         split = self.data.validation
-        preds = np.empty(len(split), dtype=np.int64)
-        loss_sum = 0.0
-        for indices in evaluation_batches(split, self.train.batch_size * 2):
-            batch = collate(
-                [self.val_ids[i] for i in indices], split.labels[indices], pad_id=self.pad_id
-            )
-            with self.accelerator.autocast():
-                logits = self.model(
-                    input_ids=batch.input_ids.to(self.accelerator.device),
-                    attention_mask=batch.attention_mask.to(self.accelerator.device),
-                ).logits.float()
-            labels = batch.labels.to(logits.device)
-            # Unweighted, so that val_loss compares across imbalance settings.
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            preds[indices] = logits.argmax(-1).cpu().numpy()
+        self.model.eval()
+        logits = predict_logits(
+            self.model,
+            split,
+            ids=self.val_ids,
+            pad_id=self.pad_id,
+            batch_size=self.train.batch_size * 2,
+            device=self.accelerator.device,
+            autocast=self.accelerator.autocast,
+        )
         self.model.train()
-        metrics = compute_metrics(split.labels, preds, list(self.data.label_names))
-        metrics[config.VAL_LOSS] = loss_sum / len(split)
+        metrics = compute_metrics(
+            split.labels, logits.argmax(-1).numpy(), list(self.data.label_names)
+        )
+        # Unweighted, so that val_loss compares across imbalance settings.
+        metrics[config.VAL_LOSS] = float(
+            torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels))
+        )
         return metrics
 
     def _evaluate_and_report(self, *, epoch_end: int | None) -> None:
