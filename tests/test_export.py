@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sentune import analysis, cli, export, predict
+from sentune.batching import pad_batch
 from sentune.errors import ExportError, RunError
 from sentune.search import MANIFEST
 
@@ -144,7 +145,7 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
     labels = exported.metrics["labels"]
     model = export.load_model(exported.winner.checkpoint).eval()
     ids = data.test.truncated(exported.winner.max_length)[:40]
-    input_ids, mask = predict.pad_batch(ids, pad_id=data.pad_id)
+    input_ids, mask = pad_batch(ids, pad_id=data.pad_id)
     with torch.inference_mode():
         logits = model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask))
     expected = [labels[i] for i in logits.logits.argmax(-1).tolist()]

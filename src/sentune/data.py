@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from sentune.batching import truncate
 from sentune.config import DataConfig
 from sentune.errors import DataError
 
@@ -125,12 +126,7 @@ class Split:
         Returns:
             One int32 array per text; texts that fit are returned unchanged (not copied).
         """
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {max_length}")
-        return [
-            ids if len(ids) <= max_length else np.concatenate((ids[: max_length - 1], ids[-1:]))
-            for ids in self.input_ids
-        ]
+        return [truncate(ids, max_length) for ids in self.input_ids]
 
 
 @dataclass(frozen=True, eq=False)

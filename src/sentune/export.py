@@ -37,6 +37,7 @@ from sklearn.metrics import confusion_matrix
 
 from sentune import config
 from sentune.analysis import Run, leaderboard, load_run
+from sentune.batching import pad_batch
 from sentune.config import DataConfig
 from sentune.data import PreparedData, Split, prepare
 from sentune.errors import DataError, ExportError, RunError
@@ -49,7 +50,6 @@ from sentune.predict import (
     TOKENIZER_FILE,
     build_session,
     import_onnxruntime,
-    pad_batch,
     run_session,
 )
 from sentune.trial import compute_metrics, evaluation_batches

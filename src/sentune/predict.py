@@ -17,6 +17,7 @@ from typing import TextIO
 
 import numpy as np
 
+from sentune.batching import pad_batch, sorted_batches
 from sentune.errors import ExportError
 
 #: Files of an export folder that inference reads.
@@ -54,17 +55,6 @@ def run_session(session, input_ids: np.ndarray, attention_mask: np.ndarray) -> n
     """Logits of one padded batch (int64 inputs of shape (batch, length))."""
     feeds = dict(zip(ONNX_INPUTS, (input_ids, attention_mask), strict=True))
     return session.run(None, feeds)[0]
-
-
-def pad_batch(ids: Sequence[Sequence[int]], *, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad token id sequences to the longest one: (input_ids, attention_mask), both int64."""
-    width = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, x in enumerate(ids):
-        input_ids[row, : len(x)] = x
-        mask[row, : len(x)] = 1
-    return input_ids, mask
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -121,9 +111,7 @@ class Predictor:
         """Logits (len(texts), num_labels); batches group texts of similar length."""
         ids = self.tokenize(texts)
         out = np.zeros((len(ids), len(self.label_names)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in sorted_batches(np.array([len(x) for x in ids]), batch_size):
             input_ids, mask = pad_batch([ids[i] for i in rows], pad_id=self.pad_id)
             out[rows] = run_session(self._session, input_ids, mask)
         return out

@@ -29,6 +29,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from sentune import config
+from sentune.batching import length_grouped_batches, pad_batch, sorted_batches
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 #: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far
 #: (and at every evaluation when `TrialSettings.resumable`).
 Report = Callable[[dict[str, Any], "Path | None"], None]
-#: Training batches are sorted by length inside windows of this many batches, then shuffled.
-_LENGTH_GROUP_WINDOW = 50
 #: In each checkpoint: the evaluation's metrics and whether it was the best so far (JSON).
 STATE_FILE = "trial_state.json"
 #: In each checkpoint of a resumable trial: what continuing needs besides the weights
@@ -265,44 +264,26 @@ def _linear_warmup_decay(optimizer, warmup_ratio: float, total_steps: int):
 def training_batches(
     split: Split, train: TrainConfig, *, rng: np.random.Generator
 ) -> list[list[int]]:
-    """One epoch of training batches (lists of example indices).
+    """One epoch of training batches (lists of example indices), grouped by length.
 
-    Batches hold examples of similar length so that padding stays small: the shuffled order is
-    cut into windows of `_LENGTH_GROUP_WINDOW` batches, each window is sorted by length, and the
-    batches are shuffled. With `imbalance: oversample` the epoch keeps its size but draws
-    examples with replacement so that every class is equally likely.
+    With `imbalance: oversample` the epoch keeps its size but draws examples with replacement so
+    that every class is equally likely (see `batching.length_grouped_batches`).
     """
-    n = len(split)
-    if train.imbalance == "oversample":
-        counts = np.bincount(split.labels)
-        weights = 1.0 / counts[split.labels]
-        order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
-    else:
-        order = rng.permutation(n)
-    lengths = np.minimum(split.lengths, train.max_length)
-    window = train.batch_size * _LENGTH_GROUP_WINDOW
-    batches = []
-    for start in range(0, n, window):
-        chunk = order[start : start + window]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [
-            chunk[i : i + train.batch_size].tolist() for i in range(0, len(chunk), train.batch_size)
-        ]
-    rng.shuffle(batches)
-    return batches
+    return length_grouped_batches(
+        np.minimum(split.lengths, train.max_length),
+        batch_size=train.batch_size,
+        rng=rng,
+        labels=split.labels if train.imbalance == "oversample" else None,
+    )
 
 
 def evaluation_batches(split: Split, batch_size: int) -> list[list[int]]:
     """Batches of examples sorted by length (longest first, so memory peaks at once)."""
-    order = np.argsort(-split.lengths, kind="stable")
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return sorted_batches(split.lengths, batch_size)
 
 
 def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
     """Pad a batch of token id arrays to its longest member."""
-    # The serving path pads the same way; it lives there because serving must not need torch.
-    from sentune.predict import pad_batch
-
     input_ids, mask = pad_batch(ids, pad_id=pad_id)
     return Batch(
         torch.from_numpy(input_ids),

@@ -1,0 +1,92 @@
+"""Torch-free batching shared by training, evaluation and serving.
+
+Token ids come in as one integer array (or list) per text, special tokens included. This module
+cuts them to a `max_length`, groups texts of similar length into batches and pads a batch to its
+longest member; `trial.py` wraps the padded arrays in tensors, `predict.py` hands them to
+onnxruntime. One implementation, so that serving sees what training saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Training batches are sorted by length inside windows of this many batches, then shuffled.
+LENGTH_GROUP_WINDOW = 50
+
+
+def truncate(ids: Sequence[int] | np.ndarray, max_length: int):
+    """Cut one text's token ids to `max_length`, keeping the final special token ([SEP]) last.
+
+    Args:
+        ids: Token ids with the special tokens ([CLS] first, [SEP] last).
+        max_length: The most tokens, special tokens included (at least 2).
+
+    Returns:
+        `ids` itself when it fits (not copied), else the first `max_length - 1` ids and the last.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    if len(ids) <= max_length:
+        return ids
+    if isinstance(ids, np.ndarray):
+        return np.concatenate((ids[: max_length - 1], ids[-1:]))
+    return [*ids[: max_length - 1], ids[-1]]
+
+
+def pad_batch(ids: Sequence[Sequence[int]], *, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token id sequences to the longest one: (input_ids, attention_mask), both int64."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        mask[row, : len(x)] = 1
+    return input_ids, mask
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Batches of indices sorted by length, longest first (so memory peaks at once).
+
+    Used wherever every example is seen once and order does not matter: evaluation, serving.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def length_grouped_batches(
+    lengths: np.ndarray,
+    *,
+    batch_size: int,
+    rng: np.random.Generator,
+    labels: np.ndarray | None = None,
+) -> list[list[int]]:
+    """One epoch of training batches (lists of example indices) with little padding.
+
+    The shuffled order is cut into windows of `LENGTH_GROUP_WINDOW` batches, each window is
+    sorted by length, and the batches are shuffled. With `labels`, the epoch keeps its size but
+    draws examples with replacement so that every class is equally likely (oversampling).
+
+    Args:
+        lengths: Token count of each example, already capped at the max_length.
+        batch_size: Examples per batch.
+        rng: The source of randomness (the trial's, so that a resumed trial draws the same).
+        labels: Class ids, to oversample rare classes; None keeps every example once.
+    """
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if labels is not None:
+        counts = np.bincount(labels)
+        weights = 1.0 / counts[labels]
+        order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    else:
+        order = rng.permutation(n)
+    window = batch_size * LENGTH_GROUP_WINDOW
+    batches = []
+    for start in range(0, n, window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,56 @@
+"""The torch-free batching shared by training and serving."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from sentune.batching import length_grouped_batches, pad_batch, sorted_batches, truncate
+
+
+def test_truncate_keeps_the_final_special_token():
+    ids = np.arange(10)
+    assert truncate(ids, 4).tolist() == [0, 1, 2, 9]
+    assert truncate(list(range(10)), 4) == [0, 1, 2, 9]
+    short = np.arange(3)
+    assert truncate(short, 4) is short
+    with pytest.raises(ValueError):
+        truncate(ids, 1)
+
+
+def test_pad_batch_pads_to_the_longest_with_a_mask():
+    input_ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert input_ids.dtype == np.int64 and mask.dtype == np.int64
+
+
+def test_sorted_batches_cover_every_index_longest_first():
+    lengths = np.array([3, 9, 1, 7, 5])
+    batches = sorted_batches(lengths, 2)
+    assert batches == [[1, 3], [4, 0], [2]]
+
+
+def test_length_grouped_batches_shuffle_groups_and_oversample():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=500)
+    batches = length_grouped_batches(lengths, batch_size=10, rng=np.random.default_rng(1))
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread < 10  # random batches of 10 from 3..60 spread ~45
+    labels = np.array([0] * 450 + [1] * 50)
+    drawn = length_grouped_batches(
+        lengths, batch_size=10, rng=np.random.default_rng(1), labels=labels
+    )
+    share = np.mean(labels[[i for b in drawn for i in b]])
+    assert 0.4 < share < 0.6
+
+
+def test_batching_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, sentune.batching; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
