@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score
 
-from sentune import analysis, config
+from sentune import analysis, config, runs
 from sentune.config import DataConfig
 from sentune.data import load_splits
-from sentune.search import MANIFEST
+from sentune.runs import MANIFEST
 
 SPACE_TEXT = """\
 description: synthetic
@@ -138,7 +136,7 @@ def small_run(tmp_path) -> Path:
 
 
 def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small_run):
-    table = analysis.leaderboard(analysis.load_run(small_run))
+    table = analysis.leaderboard(runs.open_run(small_run))
     assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
     best = table.set_index("trial_id")
     assert best.loc["aaaa", config.OBJECTIVE] == 0.8
@@ -150,7 +148,7 @@ def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small
 
 
 def test_status_and_asha_rung_of_each_trial(small_run):
-    table = analysis.leaderboard(analysis.load_run(small_run)).set_index("trial_id")
+    table = analysis.leaderboard(runs.open_run(small_run)).set_index("trial_id")
     assert table["status"].to_dict() == {
         "eeee": "unfinished",
         "aaaa": "completed",
@@ -180,11 +178,8 @@ def test_status_and_asha_rung_of_each_trial(small_run):
     ],
 )
 def test_asha_rungs_follow_ray(grace, factor, max_epochs, strategy, rungs):
-    manifest = {
-        "budget": {"grace_period": grace, "reduction_factor": factor, "max_epochs": max_epochs},
-        "strategy": strategy,
-    }
-    assert analysis.asha_rungs(manifest) == rungs
+    budget = config.BudgetConfig(grace_period=grace, reduction_factor=factor, max_epochs=max_epochs)
+    assert analysis.asha_rungs(budget, strategy) == rungs
 
 
 def test_a_killed_run_keeps_what_finished(small_run):
@@ -197,7 +192,7 @@ def test_a_killed_run_keeps_what_finished(small_run):
     broken = small_run / "gggg"
     broken.mkdir()
     (broken / "params.json").write_text('{"head.dropout": 0.')
-    run = analysis.load_run(small_run)
+    run = runs.open_run(small_run)
     table = analysis.leaderboard(run).set_index("trial_id")
     assert "gggg" not in table.index
     assert table.loc["aaaa", "epochs"] == 2
@@ -211,7 +206,7 @@ def test_a_killed_run_keeps_what_finished(small_run):
 
 
 def test_learning_curves_are_long_with_wall_time(small_run):
-    curves = analysis.learning_curves(analysis.load_run(small_run))
+    curves = analysis.learning_curves(runs.open_run(small_run))
     assert list(curves.columns[:2]) == ["trial_id", config.EPOCH]
     assert len(curves) == 3 + 1 + 2 + 1 + 2
     aaaa = curves[curves["trial_id"] == "aaaa"]
@@ -221,7 +216,7 @@ def test_learning_curves_are_long_with_wall_time(small_run):
 
 
 def test_optimization_history_is_monotone_in_start_and_time_order(small_run):
-    run = analysis.load_run(small_run)
+    run = runs.open_run(small_run)
     table, curves = analysis.leaderboard(run), analysis.learning_curves(run)
     by_trial, by_time = analysis.optimization_history(table, curves)
     assert by_trial["trial_id"].tolist()[:2] == ["aaaa", "dddd"]  # dddd and aaaa start at 0
@@ -233,7 +228,7 @@ def test_optimization_history_is_monotone_in_start_and_time_order(small_run):
 
 
 def test_search_params_are_parsed_from_the_manifest(small_run):
-    run = analysis.load_run(small_run)
+    run = runs.open_run(small_run)
     found = analysis.search_params(run.manifest)
     assert list(found) == SEARCHED
     assert found["head.pooling"].args == ("cls", "mean")
@@ -257,7 +252,7 @@ def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:
 
 
 def test_fidelity_is_the_highest_epoch_that_enough_trials_reached(tmp_path):
-    curves = analysis.learning_curves(analysis.load_run(_equal_fidelity_run(tmp_path)))
+    curves = analysis.learning_curves(runs.open_run(_equal_fidelity_run(tmp_path)))
     assert analysis.fidelity(curves) == (2.0, 12)
     # Six trials at epoch 3 of 12 is enough (half, and at least four).
     four = curves[
@@ -268,7 +263,7 @@ def test_fidelity_is_the_highest_epoch_that_enough_trials_reached(tmp_path):
 
 
 def test_importance_compares_trials_at_equal_fidelity(tmp_path):
-    run = analysis.load_run(_equal_fidelity_run(tmp_path))
+    run = runs.open_run(_equal_fidelity_run(tmp_path))
     frame = analysis.parameter_importance(run, seeds=2, bootstraps=5)
     assert list(frame.columns) == analysis.IMPORTANCE_COLUMNS
     assert frame["param"].iloc[0] == "head.dropout"
@@ -288,7 +283,7 @@ def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
     write_manifest(run_dir)
     write_trial(run_dir, "a", params(0.1), [0.5])
     write_trial(run_dir, "b", params(0.2), [0.6])
-    frame = analysis.parameter_importance(analysis.load_run(run_dir), seeds=1, bootstraps=1)
+    frame = analysis.parameter_importance(runs.open_run(run_dir), seeds=1, bootstraps=1)
     assert frame["importance_mean"].isna().all()
     assert "only 2 trial(s)" in frame["note"].iloc[0]
 
@@ -300,7 +295,7 @@ def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
     )
     for i in range(5):
         write_trial(one, f"t{i}", params(0.1 * i), [0.5 + 0.05 * i])
-    frame = analysis.parameter_importance(analysis.load_run(one), seeds=1, bootstraps=1)
+    frame = analysis.parameter_importance(runs.open_run(one), seeds=1, bootstraps=1)
     assert frame["importance_mean"].isna().all()
     assert "only one searched parameter" in frame["note"].iloc[0]
 
@@ -319,7 +314,7 @@ def test_analyze_without_data_and_write_tables(small_run, tmp_path):
 
 
 @pytest.fixture
-def csv_manifest(tmp_path, tiny_csv, tiny_model_dir) -> dict:
+def csv_manifest(tmp_path, tiny_csv, tiny_model_dir) -> runs.Manifest:
     """A manifest whose data is the tiny CSV and whose model is the tiny BERT."""
     data_cfg = DataConfig(dataset=str(tiny_csv))
     _, stats = load_splits(data_cfg)
@@ -331,34 +326,12 @@ def csv_manifest(tmp_path, tiny_csv, tiny_model_dir) -> dict:
         "stats": stats,
     }
     manifest["model_path"] = str(tiny_model_dir)
-    return manifest
-
-
-def test_floor_is_tfidf_logistic_regression_on_the_same_splits(csv_manifest, tmp_path):
-    data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
-    floor = analysis.reference_floor(data, recorded_fingerprint=csv_manifest["data"]["fingerprint"])
-    frames, _ = load_splits(DataConfig(**csv_manifest["data"]["config"]))
-    model = analysis.build_floor_model().fit(frames["train"]["text"], frames["train"]["label"])
-    direct = f1_score(
-        frames["validation"]["label"], model.predict(frames["validation"]["text"]), average="macro"
-    )
-    assert floor.val_macro_f1 == pytest.approx(direct)
-    assert floor.train_size == len(frames["train"])
-    assert floor.val_size == len(frames["validation"])
-    assert floor.fingerprint_matches
-
-
-def test_a_changed_source_is_flagged(csv_manifest, tmp_path, caplog):
-    csv_manifest["data"]["fingerprint"] = "stale"
-    with caplog.at_level(logging.WARNING, logger="sentune.analysis"):
-        data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
-    assert "the source changed" in caplog.text
-    assert not analysis.reference_floor(data, recorded_fingerprint="stale").fingerprint_matches
+    manifest["space"]["fixed"] = {"train.max_length": 8}
+    return runs.Manifest.from_dict(manifest)
 
 
 def test_token_lengths_give_the_share_each_max_length_truncates(csv_manifest, tmp_path):
-    data = analysis.load_run_data(csv_manifest, cache_dir=tmp_path / "cache")
-    csv_manifest["space"]["fixed"] = {"train.max_length": 8}
+    data = runs.load_data(csv_manifest, cache_dir=tmp_path / "cache")
     tokens = analysis.token_lengths(data, csv_manifest)
     assert len(tokens.lengths) == len(data.train)
     assert tokens.cuts["max_length"].tolist() == [8]

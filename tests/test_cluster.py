@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sentune import analysis, search
+from sentune import analysis, runs
 
 pytestmark = pytest.mark.slow
 
@@ -138,9 +138,9 @@ def test_search_survives_a_lost_node(
         deadline = time.monotonic() + 300
         killed = False
         while driver.poll() is None and time.monotonic() < deadline:
-            runs = list(storage.glob("*/"))
-            if runs and not killed:
-                on_worker = [t for t, ips in _node_ips(runs[0]).items() if WORKER_IP in ips]
+            found = list(storage.glob("*/"))
+            if found and not killed:
+                on_worker = [t for t, ips in _node_ips(found[0]).items() if WORKER_IP in ips]
                 if on_worker:
                     _kill_namespace(WORKER)  # the worker node dies mid-trial
                     killed = True
@@ -158,9 +158,9 @@ def test_search_survives_a_lost_node(
     assert set().union(*ips.values()) >= {HEAD_IP, WORKER_IP}
     statuses = {
         p.parent.name: json.loads(p.read_text())["status"]
-        for p in run_dir.glob(f"*/{search.TRIAL_STATUS}")
+        for p in run_dir.glob(f"*/{runs.TRIAL_STATUS}")
     }
     assert len(statuses) == 4 and set(statuses.values()) <= {"completed", "error"}
     assert "retrying" not in statuses.values()
-    table = analysis.leaderboard(analysis.load_run(run_dir))
+    table = analysis.leaderboard(runs.open_run(run_dir))
     assert len(table) == 4

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from sentune import analysis, cli, export, predict
+from sentune import analysis, cli, config, export, predict, runs
 from sentune.batching import pad_batch
 from sentune.errors import ExportError, RunError
-from sentune.search import MANIFEST
+from sentune.runs import MANIFEST
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +34,11 @@ def exported(tiny_run, tmp_path_factory) -> export.ExportResult:
 
 
 def _prepared_data(tiny_run, cache_dir: Path):
-    from sentune.config import DataConfig
-    from sentune.data import prepare
-
-    manifest = json.loads((tiny_run / MANIFEST).read_text())
-    return prepare(
-        DataConfig(**manifest["data"]["config"]), manifest["model_path"], cache_dir=cache_dir
-    )
+    return runs.load_data(runs.read_manifest(tiny_run), cache_dir=cache_dir)
 
 
 def test_exports_the_leaderboards_best_checkpoint(tiny_run, exported):
-    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    table = analysis.leaderboard(runs.open_run(tiny_run))
     assert exported.winner.trial_id == table.iloc[0]["trial_id"]
     assert exported.winner.checkpoint == Path(table.iloc[0]["checkpoint"])
     assert exported.path.name == "export" and exported.path.parent.name == tiny_run.name
@@ -108,18 +102,21 @@ def test_metrics_score_every_format_on_the_test_split(exported):
     assert set(metrics["formats"]) == {"pytorch", "onnx", "int8"}
     for name, splits in metrics["formats"].items():
         test = splits["test"]
-        for key in ("macro_f1", "f1_weighted", "accuracy", "precision", "recall"):
+        # One name per metric from the trial to the export: `test_macro_f1`, `val_macro_f1`.
+        for key in ("test_macro_f1", "test_f1_weighted", "test_accuracy"):
             assert key in test, (name, key)
-        assert set(test["precision"]) == set(metrics["labels"])
+        for label in metrics["labels"]:
+            assert f"test_precision/{label}" in test and f"test_recall/{label}" in test
+        assert splits["validation"][config.OBJECTIVE] >= 0
         matrix = np.array(test["confusion_matrix"])
         assert matrix.shape == (3, 3) and matrix.sum() == test["n"]
         gap = metrics["val_to_test_gap_macro_f1"][name]
-        assert gap == pytest.approx(test["macro_f1"] - splits["validation"]["macro_f1"])
+        assert gap == pytest.approx(test["test_macro_f1"] - splits["validation"][config.OBJECTIVE])
     # ONNX predicts the same labels as PyTorch, so every score is the same.
     assert metrics["formats"]["onnx"]["test"] == metrics["formats"]["pytorch"]["test"]
     drop = metrics["int8_test_macro_f1_drop"]
-    pytorch_f1 = metrics["formats"]["pytorch"]["test"]["macro_f1"]
-    assert drop == pytest.approx(pytorch_f1 - metrics["formats"]["int8"]["test"]["macro_f1"])
+    pytorch_f1 = metrics["formats"]["pytorch"]["test"]["test_macro_f1"]
+    assert drop == pytest.approx(pytorch_f1 - metrics["formats"]["int8"]["test"]["test_macro_f1"])
     assert metrics["search_val_macro_f1"] == exported.winner.val_macro_f1
     card = (exported.path / "README.md").read_text()
     assert "held-out test split" in card and "from_pretrained" in card
@@ -191,7 +188,7 @@ def test_existing_export_needs_force(tiny_run, exported, capsys):
 
 
 def test_trial_option_exports_that_trial(tiny_run, tmp_path):
-    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    table = analysis.leaderboard(runs.open_run(tiny_run))
     second = table.iloc[1]["trial_id"]
     options = export.ExportOptions(
         trial=second, formats=("hf",), cache_dir=tmp_path / "cache", **_FAST

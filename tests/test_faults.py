@@ -9,20 +9,42 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sentune import analysis, config, search, space
-from sentune.trial import FAULT_KEY, TRAINING_STATE_FILE
+from sentune import config, runs, search, space
+from sentune.analysis import leaderboard
+from sentune.runs import TRAINING_STATE_FILE, open_run
 
 pytestmark = pytest.mark.slow
 
 
-def _faulty_spec(folder: Path, write_tiny_space, model_dir, csv, fault: str, **budget):
-    spec = space.load(write_tiny_space(folder, model_dir, csv, **budget))
-    return replace(spec, fixed={**spec.fixed, FAULT_KEY: fault})
+# Trial hooks are built by factories: Ray's pickler sends a nested function by value, so the
+# trial workers need not import this test module.
+def _fail_once():
+    """A trial hook: the first attempt fails after its first evaluation; a retry goes on."""
+
+    def hook(metrics, resumed):
+        if not resumed:
+            raise RuntimeError("injected failure (error-once)")
+
+    return hook
+
+
+def _out_of_memory():
+    """A trial hook: every attempt runs out of memory after its first evaluation."""
+
+    def hook(metrics, resumed):
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+
+    return hook
+
+
+def _spec(folder: Path, write_tiny_space, model_dir, csv, **budget):
+    return space.load(write_tiny_space(folder, model_dir, csv, **budget))
 
 
 def _options(folder: Path, **values) -> search.SearchOptions:
@@ -43,12 +65,13 @@ def _epochs(trial_dir: Path) -> list[float]:
 def test_a_failed_trial_is_retried_from_its_checkpoint(
     ray_session, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
 ):
-    spec = _faulty_spec(
-        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, "error-once",
+    spec = _spec(
+        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv,
         trials=2, max_epochs=2, concurrency=2,
     )  # fmt: skip
-    run_dir = search.run(spec, options=_options(tmp_path, strategy="random-fifo"))
-    table = analysis.leaderboard(analysis.load_run(run_dir))
+    options = _options(tmp_path, strategy="random-fifo", trial_hook=_fail_once())
+    run_dir = search.run(spec, options=options)
+    table = leaderboard(open_run(run_dir))
     assert len(table) == 2
     assert (table["status"] == "completed").all() and table["error"].eq("").all()
     for trial_id in table["trial_id"]:
@@ -56,7 +79,7 @@ def test_a_failed_trial_is_retried_from_its_checkpoint(
         # Ray recorded the failure; the retry continued after epoch 1 instead of starting over.
         assert "injected failure" in (trial_dir / "error.txt").read_text()
         assert _epochs(trial_dir) == [1, 2]
-        status = json.loads((trial_dir / search.TRIAL_STATUS).read_text())
+        status = json.loads((trial_dir / runs.TRIAL_STATUS).read_text())
         assert status == {"status": "completed", "failures": 1}
         kept = list(trial_dir.glob("checkpoint_*"))
         assert len(kept) == 1 and not (kept[0] / TRAINING_STATE_FILE).exists()
@@ -67,18 +90,17 @@ def test_a_trial_that_keeps_failing_is_recorded_with_its_reason(
 ):
     from sentune import cli
 
-    spec = _faulty_spec(
-        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, "oom", trials=1, max_epochs=3
-    )
-    run_dir = search.run(spec, options=_options(tmp_path, max_failures=1, strategy="tpe-fifo"))
-    table = analysis.leaderboard(analysis.load_run(run_dir))
+    spec = _spec(tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, trials=1, max_epochs=3)
+    options = _options(tmp_path, max_failures=1, strategy="tpe-fifo", trial_hook=_out_of_memory())
+    run_dir = search.run(spec, options=options)
+    table = leaderboard(open_run(run_dir))
     assert table["status"].tolist() == ["error"]
     assert "out of memory" in table["error"][0]
     assert "lower train.batch_size and keep train.effective_batch_size" in table["error"][0]
     # Two attempts: the retry continued from epoch 1's checkpoint and failed after epoch 2.
     trial_dir = run_dir / table["trial_id"][0]
     assert _epochs(trial_dir) == [1, 2]
-    assert json.loads((trial_dir / search.TRIAL_STATUS).read_text())["failures"] == 2
+    assert json.loads((trial_dir / runs.TRIAL_STATUS).read_text())["failures"] == 2
     assert cli.main(["leaderboard", str(run_dir), "--analysis", str(tmp_path / "a")]) == 0
     assert "failed: " in capsys.readouterr().out
 
@@ -125,7 +147,7 @@ def _trial_results(run_dir: Path) -> dict[str, list[dict]]:
 def _finished(run_dir: Path) -> set[str]:
     return {
         p.parent.name
-        for p in run_dir.glob(f"*/{search.TRIAL_STATUS}")
+        for p in run_dir.glob(f"*/{runs.TRIAL_STATUS}")
         if json.loads(p.read_text())["status"] == "completed"
     }
 
@@ -198,7 +220,7 @@ def test_sigkilled_driver_resumes_without_losing_finished_trials(
             assert after[trial_id][: len(rows)] == rows
         epochs = [r[config.EPOCH] for r in after[trial_id]]
         assert epochs == sorted(set(epochs))
-    table = analysis.leaderboard(analysis.load_run(run_dir))
+    table = leaderboard(open_run(run_dir))
     assert len(table) == 4 and table["error"].eq("").all()
     assert all(len(list((run_dir / t).glob("checkpoint_*"))) == 1 for t in table["trial_id"])
 

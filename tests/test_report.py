@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_analysis import params, write_manifest, write_trial
 
-from sentune import analysis, cli, report
+from sentune import analysis, cli, report, runs
 
 PANELS = (
     "leaderboard",
@@ -86,7 +86,7 @@ def test_report_of_a_finished_run(tiny_run, tiny_report, capfd):
 def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
     run_dir = tmp_path / "trials" / tiny_run.name
     shutil.copytree(tiny_run, run_dir)
-    table = analysis.leaderboard(analysis.load_run(run_dir))
+    table = analysis.leaderboard(runs.open_run(run_dir))
     completed = table[table["status"] == "completed"]["trial_id"].tolist()
     # Killed mid-write: one trial's last line is cut, another's results are gone altogether.
     cut = run_dir / completed[0] / "result.json"

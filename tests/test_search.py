@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentune import analysis, cli, config, search, space
+from sentune import analysis, cli, config, runs, search, space
 from sentune.errors import ResourceError
 
 pytestmark = pytest.mark.slow
 
 
 def test_search_runs_every_trial_and_asha_stops_some(tiny_run):
-    run = analysis.load_run(tiny_run)
+    run = runs.open_run(tiny_run)
     table = analysis.leaderboard(run)
     assert len(table) == 6
     assert table["stopped_early"].sum() >= 1
@@ -26,7 +26,7 @@ def test_search_runs_every_trial_and_asha_stops_some(tiny_run):
 
 
 def test_leaderboard_contract(tiny_run):
-    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    table = analysis.leaderboard(runs.open_run(tiny_run))
     for column in (
         "trial_id",
         config.OBJECTIVE,
@@ -41,7 +41,7 @@ def test_leaderboard_contract(tiny_run):
     scores = table[config.OBJECTIVE].tolist()
     assert scores == sorted(scores, reverse=True)
     # Best-epoch scoring: each trial's score is the max over its reported epochs.
-    run = analysis.load_run(tiny_run)
+    run = runs.open_run(tiny_run)
     for _, row in table.iterrows():
         history = run.histories[row["trial_id"]]
         assert row[config.OBJECTIVE] == history[config.OBJECTIVE].max()
@@ -50,7 +50,7 @@ def test_leaderboard_contract(tiny_run):
 
 
 def test_each_trial_keeps_one_checkpoint_of_its_best_epoch(tiny_run):
-    table = analysis.leaderboard(analysis.load_run(tiny_run))
+    table = analysis.leaderboard(runs.open_run(tiny_run))
     for _, row in table.iterrows():
         checkpoint = Path(row["checkpoint"])
         assert (checkpoint / "model.safetensors").is_file()
@@ -60,12 +60,17 @@ def test_each_trial_keeps_one_checkpoint_of_its_best_epoch(tiny_run):
 
 
 def test_manifest_records_the_run(tiny_run):
-    manifest = json.loads((tiny_run / search.MANIFEST).read_text())
+    manifest = json.loads((tiny_run / runs.MANIFEST).read_text())
     assert manifest["space"]["searched"] == ["head.dropout", "train.learning_rate"]
     assert manifest["data"]["fingerprint"]
     assert manifest["versions"]["ray"] and manifest["versions"]["torch"]
     assert manifest["budget"]["trials"] == 6
     assert "device" in manifest and "host" in manifest
+    typed = runs.read_manifest(tiny_run)
+    assert typed.space.searched == manifest["space"]["searched"]
+    assert typed.budget.trials == 6 and typed.seed == manifest["seed"]
+    assert typed.data.config.dataset == manifest["data"]["config"]["dataset"]
+    assert runs.Manifest.from_dict(typed.to_dict()) == typed
 
 
 def test_cli_leaderboard_writes_csv(tiny_run, tmp_path, capsys):

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from sentune import config
+from sentune.batching import sorted_batches
 from sentune.config import DataConfig, TrainConfig, TrialSettings
 from sentune.data import prepare
+from sentune.evaluate import compute_metrics
 from sentune.model import build_model, load_model
 from sentune.trial import (
     _linear_warmup_decay,
     _parameter_groups,
     collate,
-    compute_metrics,
-    evaluation_batches,
     resolve_precision,
     run_trial,
     training_batches,
@@ -78,7 +78,7 @@ def test_trial_improves_and_keeps_its_best_checkpoint(tiny_data, tiny_model_dir,
     val = tiny_data.validation
     preds = []
     with torch.no_grad():
-        for indices in evaluation_batches(val, 64):
+        for indices in sorted_batches(val.lengths, 64):
             batch = collate(
                 [val.truncated(32)[i] for i in indices],
                 val.labels[indices],
@@ -151,7 +151,7 @@ def test_oversampling_balances_classes(tiny_data):
 
 def test_evaluation_batches_are_length_sorted(tiny_data):
     split = tiny_data.validation
-    batches = evaluation_batches(split, 8)
+    batches = sorted_batches(split.lengths, 8)
     longest = [split.lengths[b].max() for b in batches]
     assert longest == sorted(longest, reverse=True)
     assert sorted(i for b in batches for i in b) == list(range(len(split)))
@@ -228,7 +228,7 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
 ):
     import shutil
 
-    from sentune.trial import STATE_FILE, TRAINING_STATE_FILE
+    from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
     settings = TrialSettings(
         model=str(tiny_model_dir),
@@ -267,15 +267,18 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
 
 
 def test_out_of_memory_says_what_to_shrink(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import FAULT_KEY, TrialOutOfMemory
+    from sentune.trial import TrialOutOfMemory
+
+    def out_of_memory(metrics, checkpoint):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
 
     settings = TrialSettings(
         model=str(tiny_model_dir), max_epochs=1, precision="fp32", checkpoint_dir=str(tmp_path)
     )
     with pytest.raises(TrialOutOfMemory, match="lower train.batch_size and keep"):
         run_trial(
-            {"train.max_length": 32, FAULT_KEY: "oom"},
+            {"train.max_length": 32},
             tiny_data,
-            lambda m, c: None,
+            out_of_memory,
             settings=settings,
         )

@@ -1,8 +1,9 @@
-"""Read a run folder into plain data: the leaderboard, learning curves, parameter importance,
-the TF-IDF reference floor and the winner's confusion matrix. No figures (`report.py` draws).
+"""A run read into plain data: the leaderboard, learning curves, parameter importance, token
+lengths and summaries. No figures (`report.py` draws them) and no model runs (`evaluate.py` scores
+the floor and the winner; `analyze` gathers everything the report shows).
 
-Reads only files (Tune's `result.json` and `params.json` per trial, and sentune's manifest), so
-it works on a finished, interrupted or still-running search without the search process or Ray.
+Reads the run through `runs.py`, so it works on a finished, interrupted or still-running search
+without the search process or Ray.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from sentune import config
-from sentune.errors import RunError
-from sentune.search import MANIFEST, TRIAL_STATUS
+from sentune import config, runs
+from sentune.runs import Manifest, Run, open_run
 
 if TYPE_CHECKING:
     from sentune.data import PreparedData
+    from sentune.evaluate import Confusion, Floor
     from sentune.space import Param
 
 log = logging.getLogger(__name__)
@@ -66,93 +67,16 @@ MIN_FIDELITY_TRIALS = 4
 MIN_IMPORTANCE_TRIALS = 3
 
 
-@dataclass(frozen=True)
-class Run:
-    """A run folder read back: its manifest and one history DataFrame per trial."""
-
-    path: Path
-    manifest: dict[str, Any]
-    params: dict[str, dict[str, Any]]
-    histories: dict[str, pd.DataFrame]
-    errors: dict[str, str]
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run folder written by `search.run` (finished, interrupted or still running).
-
-    Args:
-        run_dir: `trials/<space>-<timestamp>`.
-
-    Returns:
-        The manifest, each trial's parameters, per-evaluation history and error (if any).
-        A trial whose `params.json` is not (yet) readable is left out; a `result.json` cut short
-        by a crash keeps its readable lines.
-    """
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise RunError(f"{run_dir}: not a sentune run (no {MANIFEST}); pass a trials/<run> folder")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(
-            f"{manifest_path}: unreadable manifest ({exc.msg}); was it edited?"
-        ) from None
-    params, histories, errors = {}, {}, {}
-    for trial_dir in sorted(p for p in run_dir.iterdir() if (p / "params.json").is_file()):
-        trial_id = trial_dir.name
-        try:
-            params[trial_id] = json.loads((trial_dir / "params.json").read_text())
-        except json.JSONDecodeError:
-            log.warning("%s: params.json is cut short; leaving the trial out", trial_dir)
-            continue
-        histories[trial_id] = _read_results(trial_dir / "result.json")
-        error = _trial_error(trial_dir)
-        if error:
-            errors[trial_id] = error
-    return Run(run_dir, manifest, params, histories, errors)
-
-
-def _trial_error(trial_dir: Path) -> str:
-    """Why the trial failed for good, or "". Ray keeps `error.txt` after a retry that succeeded;
-    the search's own record (`TRIAL_STATUS`) says which failures were final."""
-    try:
-        status = json.loads((trial_dir / TRIAL_STATUS).read_text())
-    except (OSError, ValueError):
-        status = {}
-    if status:
-        return (status.get("error") or "failed") if status.get("status") == "error" else ""
-    error = trial_dir / "error.txt"
-    if not error.is_file():
-        return ""
-    lines = error.read_text().strip().splitlines()
-    return lines[-1] if lines else "failed"
-
-
-def _read_results(path: Path) -> pd.DataFrame:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short by a crash ends the readable history
-            if isinstance(row, dict) and config.OBJECTIVE in row and config.EPOCH in row:
-                rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def asha_rungs(manifest: dict[str, Any]) -> list[float]:
+def asha_rungs(budget: config.BudgetConfig, strategy: str) -> list[float]:
     """The epochs at which ASHA compares trials (its rungs), ending with `max_epochs`.
 
     Ray's `ASHAScheduler` puts rungs at `grace_period * reduction_factor**k` up to `max_epochs`;
     a FIFO strategy has no rung before the last epoch.
     """
-    budget = manifest["budget"]
-    max_epochs = float(budget["max_epochs"])
-    if str(manifest.get("strategy", "")).endswith("fifo"):
+    max_epochs = float(budget.max_epochs)
+    if strategy.endswith("fifo"):
         return [max_epochs]
-    grace, factor = float(budget["grace_period"]), float(budget["reduction_factor"])
+    grace, factor = float(budget.grace_period), float(budget.reduction_factor)
     count = int(math.log(max_epochs / grace) / math.log(factor) + 1)
     rungs = [grace * factor**k for k in range(count)]
     return sorted({r for r in rungs if r < max_epochs} | {max_epochs})
@@ -166,9 +90,9 @@ def leaderboard(run: Run) -> pd.DataFrame:
     `unfinished` (running, or the search was killed); `rung` is the last ASHA rung it reached
     (an epoch count, 0 before the first).
     """
-    searched = run.manifest["space"]["searched"]
-    max_epochs = run.manifest["budget"]["max_epochs"]
-    rungs = asha_rungs(run.manifest)
+    searched = run.manifest.space.searched
+    max_epochs = run.manifest.budget.max_epochs
+    rungs = asha_rungs(run.manifest.budget, run.manifest.strategy)
     rows = []
     for trial_id, params in run.params.items():
         history = run.histories.get(trial_id, pd.DataFrame())
@@ -200,7 +124,8 @@ def leaderboard(run: Run) -> pd.DataFrame:
             row["status"] = "stopped" if done else "unfinished"
         row["stopped_early"] = row["status"] == "stopped"
         row["rung"] = max((r for r in rungs if r <= row["epochs"]), default=0.0)
-        row["checkpoint"] = _checkpoint(run.path / trial_id)
+        best_checkpoint = runs.best_checkpoint(run.trial_dir(trial_id))
+        row["checkpoint"] = str(best_checkpoint) if best_checkpoint else ""
         row.update({key: params.get(key) for key in searched})
         rows.append(row)
     table = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS + list(searched))
@@ -215,21 +140,6 @@ def _column_max(history: pd.DataFrame, column: str) -> float:
 
 def _column_mean(history: pd.DataFrame, column: str) -> float:
     return float(history[column].mean()) if column in history else float("nan")
-
-
-def _checkpoint(trial_dir: Path) -> str:
-    """The trial's best checkpoint. An unfinished trial also keeps its latest one (to resume
-    from); each says its evaluation's score in `trial_state.json`."""
-    from sentune.trial import STATE_FILE
-
-    def score(folder: Path) -> float:
-        try:
-            return json.loads((folder / STATE_FILE).read_text())["metrics"][config.OBJECTIVE]
-        except (OSError, ValueError, KeyError):
-            return float("-inf")
-
-    kept = sorted(p for p in trial_dir.glob("checkpoint_*") if (p / "config.json").is_file())
-    return str(max(kept, key=score)) if kept else ""
 
 
 def learning_curves(run: Run) -> pd.DataFrame:
@@ -322,15 +232,15 @@ IMPORTANCE_COLUMNS = [
 ]
 
 
-def search_params(manifest: dict[str, Any]) -> dict[str, Param]:
+def search_params(manifest: Manifest) -> dict[str, Param]:
     """The searched parameters of a run and their distributions, parsed from the manifest's copy
     of the space file (restricted to the keys the run actually searched)."""
     from sentune import space
 
-    searched = manifest["space"]["searched"]
+    searched = manifest.space.searched
     with tempfile.TemporaryDirectory(prefix="sentune-space-") as folder:
-        path = Path(folder) / f"{manifest['space']['name']}.yaml"
-        path.write_text(manifest["space"]["text"])
+        path = Path(folder) / f"{manifest.space.name}.yaml"
+        path.write_text(manifest.space.text)
         spec = space.load(path)
     return {key: spec.params[key] for key in searched if key in spec.params}
 
@@ -374,7 +284,7 @@ def parameter_importance(
     importances a handful of trials can actually support.
 
     Args:
-        run: `load_run(...)`.
+        run: `runs.open_run(...)`.
         curves: `learning_curves(run)` (computed when None).
         seeds: Forest seeds per resample.
         bootstraps: Resamples of the trials (with replacement), including the original set.
@@ -455,7 +365,7 @@ def _params_or_observed(run: Run) -> dict[str, Param]:
     except SentuneError as exc:
         log.warning("space of %s does not load (%s); using observed values", run.path, exc)
     out = {}
-    for key in run.manifest["space"]["searched"]:
+    for key in run.manifest.space.searched:
         seen = [p.get(key) for p in run.params.values()]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in seen)
         if numeric and len(set(seen)) > 1:
@@ -533,85 +443,6 @@ def _fanova_fits(
 # --- data of the run: floor, token lengths, winner's confusion ----------------------------
 
 
-def load_run_data(manifest: dict[str, Any], *, cache_dir: str | Path = ".cache/sentune"):
-    """The run's splits rebuilt from its manifest, tokenized with its model's tokenizer.
-
-    Warns when the rebuilt data's fingerprint differs from the one the search recorded (the
-    source changed since): the floor and the winner's confusion matrix are then computed on
-    other data than the search saw.
-
-    Returns:
-        `PreparedData` (the test split is in it but nothing here reads it).
-    """
-    from sentune.config import DataConfig
-    from sentune.data import prepare
-
-    data = prepare(
-        DataConfig(**manifest["data"]["config"]), manifest["model_path"], cache_dir=cache_dir
-    )
-    recorded = manifest["data"].get("fingerprint")
-    if recorded and data.fingerprint != recorded:
-        log.warning(
-            "the data rebuilt for %s has fingerprint %s, the search saw %s: the source changed "
-            "since the search; floor and confusion matrix use the new data",
-            manifest.get("run"),
-            data.fingerprint,
-            recorded,
-        )
-    return data
-
-
-class Floor(NamedTuple):
-    """The TF-IDF + logistic-regression reference on the run's own train/validation splits."""
-
-    val_macro_f1: float
-    val_accuracy: float
-    train_size: int
-    val_size: int
-    fingerprint: str
-    #: False when the rebuilt data differs from the data the search saw.
-    fingerprint_matches: bool
-    method: str
-
-
-FLOOR_METHOD = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression (balanced, C=2)"
-
-
-def reference_floor(data: PreparedData, *, recorded_fingerprint: str | None = None) -> Floor:
-    """Train TF-IDF + logistic regression on the train split, score macro-F1 on validation.
-
-    A fine-tuned encoder that does not beat this floor on the same examples is not done. The
-    test split is never read.
-    """
-    from sklearn.metrics import accuracy_score, f1_score
-
-    model = build_floor_model()
-    model.fit(data.train.texts, data.train.labels)
-    preds = model.predict(data.validation.texts)
-    labels = data.validation.labels
-    return Floor(
-        val_macro_f1=float(f1_score(labels, preds, average="macro", zero_division=0)),
-        val_accuracy=float(accuracy_score(labels, preds)),
-        train_size=len(data.train),
-        val_size=len(data.validation),
-        fingerprint=data.fingerprint,
-        fingerprint_matches=recorded_fingerprint in (None, data.fingerprint),
-        method=FLOOR_METHOD,
-    )
-
-
-def build_floor_model():
-    """The floor's unfitted scikit-learn pipeline (seeded; deterministic)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    return make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegression(C=2.0, max_iter=2000, class_weight="balanced", random_state=0),
-    )
-
-
 class TokenLengths(NamedTuple):
     """Token counts of the training texts and what each candidate max_length cuts."""
 
@@ -621,13 +452,13 @@ class TokenLengths(NamedTuple):
     cuts: pd.DataFrame
 
 
-def token_lengths(data: PreparedData, manifest: dict[str, Any]) -> TokenLengths:
+def token_lengths(data: PreparedData, manifest: Manifest) -> TokenLengths:
     """Train-split token lengths and the share of texts each max_length of the run truncates."""
     from sentune.errors import SentuneError
 
     key = "train.max_length"
     lengths = np.asarray(data.train.lengths)
-    searched = key in manifest["space"]["searched"]
+    searched = key in manifest.space.searched
     if searched:
         try:
             param = search_params(manifest)[key]
@@ -635,8 +466,7 @@ def token_lengths(data: PreparedData, manifest: dict[str, Any]) -> TokenLengths:
         except (SentuneError, KeyError):
             values = []
     else:
-        fixed = manifest["space"].get("fixed", {})
-        values = [fixed.get(key, config.TrainConfig.max_length)]
+        values = [manifest.space.fixed.get(key, config.TrainConfig.max_length)]
     cuts = pd.DataFrame(
         {
             "max_length": [int(v) for v in sorted(set(values))],
@@ -650,80 +480,33 @@ def token_lengths(data: PreparedData, manifest: dict[str, Any]) -> TokenLengths:
     return TokenLengths(lengths, cuts)
 
 
-class Confusion(NamedTuple):
-    """The winner's predictions on the validation split."""
-
-    trial_id: str
-    checkpoint: str
-    #: Rows: true label, columns: predicted label (counts).
-    matrix: pd.DataFrame
-    #: `label`, `precision`, `recall`, `f1`, `support`.
-    per_class: pd.DataFrame
-    val_macro_f1: float
-
-
-def winner_confusion(
-    table: pd.DataFrame,
-    data: PreparedData,
-    run: Run,
-    *,
-    batch_size: int = 64,
-) -> Confusion | None:
-    """Load the best trial's kept checkpoint and predict the validation split.
-
-    Returns None when no trial has a checkpoint.
-    """
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-    from transformers.utils import logging as hf_logging
-
-    from sentune.model import load_model
-    from sentune.trial import predict_logits
+def winner_confusion(table: pd.DataFrame, data: PreparedData, run: Run) -> Confusion | None:
+    """The best trial with a kept checkpoint, scored on the validation split (None: no
+    checkpoint yet)."""
+    from sentune.evaluate import checkpoint_confusion
 
     kept = table[table["checkpoint"].fillna("").astype(str) != ""]
     if not len(kept):
         return None
     winner = kept.iloc[0]
-    max_length = int(
-        run.params.get(winner["trial_id"], {}).get("train.max_length")
-        or config.TrainConfig.max_length
-    )
-    # A progress bar per weight load is noise in a report's log.
-    hf_logging.disable_progress_bar()
-    model = load_model(winner["checkpoint"]).eval()
-    split = data.validation
-    logits = predict_logits(
-        model, split, ids=split.truncated(max_length), pad_id=data.pad_id, batch_size=batch_size
-    )
-    preds = logits.argmax(-1).numpy()
-    names = list(data.label_names)
-    label_ids = list(range(len(names)))
-    matrix = confusion_matrix(split.labels, preds, labels=label_ids)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        split.labels, preds, labels=label_ids, zero_division=0
-    )
-    return Confusion(
+    return checkpoint_confusion(
+        winner["checkpoint"],
+        data,
         trial_id=str(winner["trial_id"]),
-        checkpoint=str(winner["checkpoint"]),
-        matrix=pd.DataFrame(matrix, index=names, columns=names),
-        per_class=pd.DataFrame(
-            {
-                "label": names,
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-                "support": support,
-            }
-        ),
-        val_macro_f1=float(
-            f1_score(split.labels, preds, labels=label_ids, average="macro", zero_division=0)
-        ),
+        max_length=trial_max_length(run, str(winner["trial_id"])),
     )
 
 
-def data_summary(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+def trial_max_length(run: Run, trial_id: str) -> int:
+    """The max_length a trial trained with (its parameter, else the default)."""
+    value = run.params.get(trial_id, {}).get("train.max_length")
+    return int(value or config.TrainConfig.max_length)
+
+
+def data_summary(manifest: Manifest) -> dict[str, pd.DataFrame]:
     """The run's data as the manifest recorded it: split sizes with class balance, and what
     cleaning dropped (by reason)."""
-    stats = manifest["data"].get("stats", {})
+    stats = manifest.data.stats
     counts = stats.get("class_counts", {})
     rows = []
     for split, size in stats.get("split_sizes", {}).items():
@@ -738,11 +521,11 @@ def data_summary(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     source = stats.get("source", {})
     facts = pd.DataFrame(
         [
-            ("dataset", manifest["data"].get("config", {}).get("dataset")),
+            ("dataset", manifest.data.config.dataset),
             ("source", source.get("path") or source.get("hub_id") or source.get("name")),
             ("rows read", stats.get("rows_read")),
             ("rows dropped", int(dropped["rows"].sum()) if len(dropped) else 0),
-            ("fingerprint", manifest["data"].get("fingerprint")),
+            ("fingerprint", manifest.data.fingerprint),
             ("train token lengths", stats.get("train_token_lengths")),
         ],
         columns=["item", "value"],
@@ -750,24 +533,24 @@ def data_summary(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     return {"splits": pd.DataFrame(rows), "dropped": dropped, "facts": facts}
 
 
-def manifest_summary(manifest: dict[str, Any]) -> pd.DataFrame:
+def manifest_summary(manifest: Manifest) -> pd.DataFrame:
     """The manifest's facts a reader checks first (versions, commit, device, budget), flat."""
     items: list[tuple[str, Any]] = [
-        ("run", manifest.get("run")),
-        ("started", manifest.get("started")),
-        ("space", f"{manifest['space'].get('name')} ({manifest['space'].get('path')})"),
-        ("description", manifest["space"].get("description")),
-        ("model", f"{manifest.get('model')} ({manifest.get('model_path')})"),
-        ("strategy", manifest.get("strategy")),
-        ("seed", manifest.get("seed")),
-        ("git commit", manifest.get("git_commit")),
-        ("host", manifest.get("host")),
-        ("device", manifest.get("device")),
-        ("address", manifest.get("address") or "local"),
+        ("run", manifest.run),
+        ("started", manifest.started),
+        ("space", f"{manifest.space.name} ({manifest.space.path})"),
+        ("description", manifest.space.description),
+        ("model", f"{manifest.model} ({manifest.model_path})"),
+        ("strategy", manifest.strategy),
+        ("seed", manifest.seed),
+        ("git commit", manifest.git_commit),
+        ("host", manifest.host),
+        ("device", manifest.device),
+        ("address", manifest.address or "local"),
     ]
-    items += [(f"budget.{k}", v) for k, v in manifest.get("budget", {}).items()]
-    items += [(f"fixed {k}", v) for k, v in manifest["space"].get("fixed", {}).items()]
-    items += [(f"version {k}", v) for k, v in manifest.get("versions", {}).items()]
+    items += [(f"budget.{k}", v) for k, v in asdict(manifest.budget).items()]
+    items += [(f"fixed {k}", v) for k, v in manifest.space.fixed.items()]
+    items += [(f"version {k}", v) for k, v in manifest.versions.items()]
     return pd.DataFrame(
         [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in items],
         columns=["item", "value"],
@@ -799,7 +582,7 @@ class RunAnalysis:
 def analyze(
     run_dir: str | Path,
     *,
-    cache_dir: str | Path = ".cache/sentune",
+    cache_dir: str | Path = config.CACHE_DIR,
     seeds: int = 3,
     bootstraps: int = 10,
     with_data: bool = True,
@@ -817,7 +600,7 @@ def analyze(
         A `RunAnalysis`; parts that fail (a moved dataset, a missing checkpoint) are None with
         a note, so a report of what exists is always possible.
     """
-    run = load_run(run_dir)
+    run = open_run(run_dir)
     table = leaderboard(run)
     curves = learning_curves(run)
     result = RunAnalysis(
@@ -825,7 +608,7 @@ def analyze(
         table=table,
         curves=curves,
         history=optimization_history(table, curves),
-        rungs=asha_rungs(run.manifest),
+        rungs=asha_rungs(run.manifest.budget, run.manifest.strategy),
         notes={},
     )
     result.data = _part(result, "data", data_summary, run.manifest)
@@ -837,12 +620,16 @@ def analyze(
         for part in ("floor", "tokens", "confusion"):
             result.notes[part] = "skipped (the data was not rebuilt)"
         return result
-    data = _part(result, "floor", load_run_data, run.manifest, cache_dir=cache_dir)
+    from sentune.evaluate import reference_floor
+
+    data = _part(
+        result, "floor", runs.load_data, run.manifest, cache_dir=cache_dir, allow_changed=True
+    )
     if data is None:
         for part in ("tokens", "confusion"):
             result.notes[part] = result.notes["floor"]
         return result
-    recorded = run.manifest["data"].get("fingerprint")
+    recorded = run.manifest.data.fingerprint
     result.floor = _part(result, "floor", reference_floor, data, recorded_fingerprint=recorded)
     result.tokens = _part(result, "tokens", token_lengths, data, run.manifest)
     result.confusion = _part(result, "confusion", winner_confusion, table, data, run)
@@ -866,20 +653,9 @@ def write_tables(result: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
     whole or not at all."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"leaderboard": _write_csv(result.table, out_dir / "leaderboard.csv")}
+    written = {"leaderboard": runs.write_csv(result.table, out_dir / "leaderboard.csv")}
     if result.importance is not None:
-        written["importance"] = _write_csv(result.importance, out_dir / "importance.csv")
+        written["importance"] = runs.write_csv(result.importance, out_dir / "importance.csv")
     if result.floor is not None:
-        path = out_dir / "floor.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result.floor._asdict(), indent=1))
-        tmp.replace(path)
-        written["floor"] = path
+        written["floor"] = runs.write_json(out_dir / "floor.json", result.floor._asdict())
     return written
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sentune import config, search, space
+from sentune import config, runs, search, space
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData
 from sentune.errors import SentuneError, SpaceError
@@ -131,10 +131,10 @@ class BenchOptions:
     budget_s: float = 240.0
     target: float | None = None
     out_root: Path = Path("analysis/bench")
-    storage: Path = Path("trials")
+    storage: Path = Path(config.STORAGE_DIR)
     precision: str = "auto"
     device: str = "auto"
-    cache_dir: Path = Path(".cache/sentune")
+    cache_dir: Path = Path(config.CACHE_DIR)
     num_cpus: int | None = None
     peer_threads: int | None = None
     throughput: bool = True
@@ -302,7 +302,6 @@ def run_tune(
     spec: SearchSpec, strategy: str, *, seed: int, storage: Path, options: BenchOptions
 ) -> MethodRun:
     """One Ray Tune search with `strategy`, read back as its evaluations."""
-    from sentune import analysis
 
     search_options = search.SearchOptions(
         storage=storage,
@@ -315,7 +314,7 @@ def run_tune(
     )
     started = time.time()
     run_dir = search.run(spec, options=search_options)
-    run = analysis.load_run(run_dir)
+    run = runs.open_run(run_dir)
     return MethodRun(
         method=strategy,
         seed=seed,
@@ -443,8 +442,9 @@ def run_peer(
     )
     from transformers.utils import logging as hf_logging
 
+    from sentune.evaluate import compute_metrics
     from sentune.model import build_model, class_weights, load_tokenizer
-    from sentune.trial import compute_metrics, resolve_precision
+    from sentune.trial import resolve_precision
 
     if threads:
         torch.set_num_threads(threads)
@@ -789,7 +789,7 @@ def measure_evaluation(model, data: PreparedData, train: TrainConfig, precision:
     the training batch size, dynamic padding, autocast), on CPU or CUDA."""
     import torch
 
-    from sentune.trial import predict_logits
+    from sentune.evaluate import predict_logits
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
@@ -832,8 +832,8 @@ def measure_trainer(
     )
     from transformers.utils import logging as hf_logging
 
+    from sentune.evaluate import compute_metrics
     from sentune.model import build_model, class_weights, load_tokenizer
-    from sentune.trial import compute_metrics
 
     if threads:
         torch.set_num_threads(threads)
@@ -1087,9 +1087,6 @@ def write_results(
 
 def bench_manifest(spec: SearchSpec, options: BenchOptions, results: BenchResults) -> dict:
     """What the benchmark was: space, settings, seeds, target, commit, versions, host, device."""
-    import platform
-    import socket
-
     return {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "space": {
@@ -1106,14 +1103,10 @@ def bench_manifest(spec: SearchSpec, options: BenchOptions, results: BenchResult
         "peer_unmapped": peer_unmapped(spec),
         "target": results.target,
         "target_source": results.target_source,
-        "git_commit": search._git_commit(),
-        "versions": search._versions(),
-        "host": {
-            "name": socket.gethostname(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "device": search._device_description(),
+        "git_commit": runs.git_commit(),
+        "versions": runs.package_versions(),
+        "host": runs.host_description(),
+        "device": runs.device_description(),
     }
 
 

@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from sentune import config
 from sentune.errors import SentuneError
 
 log = logging.getLogger("sentune")
@@ -119,22 +120,26 @@ def _parser() -> argparse.ArgumentParser:
         help="address the dashboard listens on (default 127.0.0.1; tunnel to it instead)",
     )
     search.add_argument("--dashboard-port", type=int)
-    search.add_argument("--storage", type=Path, default=Path("trials"), help="runs folder")
-    search.add_argument("--analysis", type=Path, default=Path("analysis"), help="derived folder")
+    search.add_argument(
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help="runs folder"
+    )
+    search.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help="derived folder"
+    )
     search.set_defaults(func=_search)
 
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
     board.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
-    board.add_argument("--storage", type=Path, default=Path("trials"))
-    board.add_argument("--analysis", type=Path, default=Path("analysis"))
+    board.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
+    board.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
     board.set_defaults(func=_leaderboard)
 
     report = commands.add_parser(
         "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
     )
     report.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
-    report.add_argument("--storage", type=Path, default=Path("trials"))
-    report.add_argument("--analysis", type=Path, default=Path("analysis"))
+    report.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
+    report.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
     report.add_argument(
         "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
     )
@@ -186,11 +191,12 @@ def _search(args: argparse.Namespace) -> int:
 def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
     """A resumed search is the search that was started: its space and budget cannot change."""
     from sentune.errors import RunError
-    from sentune.search import DEFAULT_STRATEGY, read_manifest
+    from sentune.runs import read_manifest
+    from sentune.search import DEFAULT_STRATEGY
 
     manifest = read_manifest(args.resume)
-    name = manifest["space"]["name"]
-    if args.space is not None and args.space not in (name, manifest["space"]["path"]):
+    name = manifest.space.name
+    if args.space is not None and args.space not in (name, manifest.space.path):
         raise RunError(
             f"{args.resume} is a run of space {name!r}, not {args.space!r}; drop the space "
             f"or pass {name}"
@@ -252,30 +258,20 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
 
 
 def _latest_run(storage: Path) -> Path:
-    from sentune.errors import RunError
-    from sentune.search import MANIFEST
+    from sentune.runs import latest_run
 
-    runs = sorted(
-        (p for p in storage.glob("*/") if (p / MANIFEST).is_file()),
-        key=lambda p: (p / MANIFEST).stat().st_mtime,
-    )
-    if not runs:
-        raise RunError(f"no runs in {storage}/; run `make search SPACE=heads` first")
-    return runs[-1]
+    return latest_run(storage)
 
 
 def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
     import pandas as pd
 
-    from sentune import analysis, config
+    from sentune import analysis, runs
 
-    run = analysis.load_run(run_dir)
-    table = analysis.leaderboard(run)
+    table = analysis.leaderboard(runs.open_run(run_dir))
     out = analysis_root / Path(run_dir).name
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "leaderboard.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(out / "leaderboard.csv")
+    runs.write_csv(table, out / "leaderboard.csv")
     shown = table.drop(columns=["checkpoint", "error", config.VAL_LOSS])
     with pd.option_context(
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
@@ -307,9 +303,9 @@ def _add_export_parsers(commands) -> None:
     export.add_argument("--force", action="store_true", help="replace an existing export")
     export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
-    export.add_argument("--storage", type=Path, default=Path("trials"))
-    export.add_argument("--analysis", type=Path, default=Path("analysis"))
-    export.add_argument("--cache-dir", type=Path, default=Path(".cache/sentune"))
+    export.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
+    export.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
+    export.add_argument("--cache-dir", type=Path, default=Path(config.CACHE_DIR))
     export.set_defaults(func=_export)
 
     predict = commands.add_parser("predict", help="classify texts with an export (onnxruntime)")
@@ -344,7 +340,8 @@ def _export(args: argparse.Namespace) -> int:
     print(f"\nExported trial {result.winner.trial_id} of {run_dir} to {result.path}")
     print(f"\nScores (test split never seen by the search):\n{export.format_scores(metrics)}")
     if "int8_test_macro_f1_drop" in metrics:
-        test = {name: f["test"]["macro_f1"] for name, f in metrics["formats"].items()}
+        test_f1 = config.metric_name(config.TEST, config.MACRO_F1)
+        test = {name: f["test"][test_f1] for name, f in metrics["formats"].items()}
         print(
             f"int8 quantization: test macro-F1 {test['int8']:.4f} vs {test['pytorch']:.4f} in "
             f"PyTorch (drop {metrics['int8_test_macro_f1_drop']:.4f})"
@@ -417,7 +414,9 @@ def _add_bench_parser(commands) -> None:
     bench.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--no-throughput", action="store_true", help="skip the throughput part")
-    bench.add_argument("--storage", type=Path, default=Path("trials"), help="Ray runs folder")
+    bench.add_argument(
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help="Ray runs folder"
+    )
     bench.add_argument("--out", type=Path, default=Path("analysis/bench"), help="results folder")
     bench.set_defaults(func=_bench)
 

@@ -11,18 +11,34 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-# --- metrics reported to Tune each evaluation (DESIGN.md contract) -------------------------
-OBJECTIVE = "val_macro_f1"
+# --- metrics: each has one name from the trial to the export -------------------------------
+#: A metric's name is `<split>_<metric>` (`val_macro_f1`, `test_macro_f1`); build it with
+#: `metric_name`. Per-class metrics are `<split>_precision/<label>` and `<split>_recall/<label>`.
+MACRO_F1 = "macro_f1"
+F1_WEIGHTED = "f1_weighted"
+ACCURACY = "accuracy"
+LOSS = "loss"
+PRECISION = "precision"
+RECALL = "recall"
+VAL, TEST, TRAIN = "val", "test", "train"
+
+
+def metric_name(split: str, metric: str) -> str:
+    """The one name of `metric` on `split`: `metric_name("val", MACRO_F1) == "val_macro_f1"`."""
+    return f"{split}_{metric}"
+
+
+#: The objective of every search (DESIGN.md contract): validation macro-F1, maximised.
+OBJECTIVE = metric_name(VAL, MACRO_F1)
 MODE = "max"
-VAL_F1_WEIGHTED = "val_f1_weighted"
-VAL_ACCURACY = "val_accuracy"
-VAL_LOSS = "val_loss"
+VAL_F1_WEIGHTED = metric_name(VAL, F1_WEIGHTED)
+VAL_ACCURACY = metric_name(VAL, ACCURACY)
+VAL_LOSS = metric_name(VAL, LOSS)
+TRAIN_LOSS = metric_name(TRAIN, LOSS)
 EPOCH = "epoch"
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"
-TRAIN_LOSS = "train_loss"
-#: Per-class metrics are reported as f"val_precision/{label}" and f"val_recall/{label}".
-VAL_PRECISION_PREFIX = "val_precision/"
-VAL_RECALL_PREFIX = "val_recall/"
+VAL_PRECISION_PREFIX = metric_name(VAL, PRECISION) + "/"
+VAL_RECALL_PREFIX = metric_name(VAL, RECALL) + "/"
 
 POOLINGS = ("cls", "pooler", "mean")
 ACTIVATIONS = ("gelu", "relu", "tanh")
@@ -195,3 +211,11 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "budget.gpus_per_trial": (0.0, None),
     "budget.time_budget_s": (1, None),
 }
+
+# --- where things are written (the CLI's defaults; each option dataclass points here) -------
+#: Ray Tune's storage: one folder per run.
+STORAGE_DIR = "trials"
+#: What is derived from a run: `analysis/<run>/` (leaderboard, report, export, bench results).
+ANALYSIS_DIR = "analysis"
+#: Token ids cached between searches, keyed by the data fingerprint and the tokenizer.
+CACHE_DIR = ".cache/sentune"

@@ -17,7 +17,6 @@ failed export leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -26,21 +25,20 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix
 
-from sentune import config
-from sentune.analysis import Run, leaderboard, load_run
-from sentune.batching import pad_batch
-from sentune.config import DataConfig
-from sentune.data import PreparedData, Split, prepare
-from sentune.errors import DataError, ExportError, RunError
+from sentune import config, runs
+from sentune.analysis import leaderboard
+from sentune.batching import pad_batch, sorted_batches
+from sentune.data import PreparedData, Split
+from sentune.errors import ExportError, RunError
+from sentune.evaluate import split_scores
 from sentune.model import load_model
 from sentune.predict import (
     EXPORT_MANIFEST,
@@ -52,7 +50,7 @@ from sentune.predict import (
     import_onnxruntime,
     run_session,
 )
-from sentune.trial import compute_metrics, evaluation_batches
+from sentune.runs import Manifest, Run
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class ExportOptions:
     latency_runs: int = 100
     throughput_batches: int = 20
     warmup: int = 5
-    cache_dir: Path = Path(".cache/sentune")
+    cache_dir: Path = Path(config.CACHE_DIR)
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ def export_winner(
     run_dir: str | Path,
     *,
     out_dir: str | Path | None = None,
-    analysis_root: str | Path = Path("analysis"),
+    analysis_root: str | Path = Path(config.ANALYSIS_DIR),
     options: ExportOptions = ExportOptions(),
 ) -> ExportResult:
     """Export, check, score and benchmark the winner (or `options.trial`) of a run.
@@ -151,12 +149,12 @@ def export_winner(
     Raises:
         RunError: The run has no finished trial, or `options.trial` is not one of its trials.
         ExportError: The export exists (without `force`), or a parity check fails.
-        DataError: The data no longer matches the run's fingerprint.
+        RunError: The data no longer matches the run's fingerprint.
     """
     formats = _check_formats(options.formats)
     if {"onnx", "int8"} & set(formats):
         import_onnxruntime()
-    run = load_run(run_dir)
+    run = runs.open_run(run_dir)
     winner = select_winner(run, options.trial)
     out = Path(out_dir) if out_dir else Path(analysis_root) / run.path.name / EXPORT_DIR
     _check_target(out, force=options.force)
@@ -242,12 +240,14 @@ def format_scores(metrics: dict[str, Any]) -> str:
         "| format | val macro-F1 | test macro-F1 | test weighted F1 | test accuracy | val→test |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    weighted = config.metric_name(config.TEST, config.F1_WEIGHTED)
+    accuracy = config.metric_name(config.TEST, config.ACCURACY)
     for name, splits in metrics["formats"].items():
-        val, test = splits["validation"], splits["test"]
+        val_f1, test_f1 = _f1(splits, "validation"), _f1(splits, "test")
+        test = splits["test"]
         lines.append(
-            f"| {name} | {val['macro_f1']:.4f} | {test['macro_f1']:.4f} | "
-            f"{test['f1_weighted']:.4f} | {test['accuracy']:.4f} | "
-            f"{test['macro_f1'] - val['macro_f1']:+.4f} |"
+            f"| {name} | {val_f1:.4f} | {test_f1:.4f} | {test[weighted]:.4f} | "
+            f"{test[accuracy]:.4f} | {test_f1 - val_f1:+.4f} |"
         )
     return "\n".join(lines)
 
@@ -280,18 +280,10 @@ def _check_target(out: Path, *, force: bool) -> None:
 
 def _load_data(run: Run, winner: Winner, *, cache_dir: Path) -> PreparedData:
     """The run's data rebuilt from its manifest, checked against the recorded fingerprint."""
-    recorded = run.manifest["data"]
-    model_path = str(run.manifest.get("model_path", ""))
     # The checkpoint holds the same tokenizer; it serves when the base model folder is gone.
+    model_path = run.manifest.model_path
     tokenizer = model_path if Path(model_path).is_dir() else str(winner.checkpoint)
-    data = prepare(DataConfig(**recorded["config"]), tokenizer, cache_dir=cache_dir)
-    if data.fingerprint != recorded["fingerprint"]:
-        raise DataError(
-            f"{run.path}: the data changed since the search (fingerprint {data.fingerprint}, the "
-            f"run recorded {recorded['fingerprint']}); restore the dataset "
-            f"{recorded['config']['dataset']!r} the search used"
-        )
-    return data
+    return runs.load_data(run.manifest, cache_dir=cache_dir, tokenizer=tokenizer)
 
 
 # --- writing and checking the models ---------------------------------------------------------
@@ -494,24 +486,10 @@ def _parity_batches(split: Split, max_length: int, pad_id: int, n: int):
 def _predict_split(engine: Engine, split: Split, max_length: int, pad_id: int) -> np.ndarray:
     ids = split.truncated(max_length)
     preds = np.empty(len(split), dtype=np.int64)
-    for indices in evaluation_batches(split, _EVAL_BATCH):
+    for indices in sorted_batches(split.lengths, _EVAL_BATCH):
         input_ids, mask = pad_batch([ids[i] for i in indices], pad_id=pad_id)
         preds[indices] = engine(input_ids, mask).argmax(-1)
     return preds
-
-
-def _split_metrics(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict[str, Any]:
-    raw = compute_metrics(labels, preds, names)
-    return {
-        "n": len(labels),
-        "macro_f1": raw[config.OBJECTIVE],
-        "f1_weighted": raw[config.VAL_F1_WEIGHTED],
-        "accuracy": raw[config.VAL_ACCURACY],
-        "precision": {n: raw[config.VAL_PRECISION_PREFIX + n] for n in names},
-        "recall": {n: raw[config.VAL_RECALL_PREFIX + n] for n in names},
-        "support": {n: int((labels == i).sum()) for i, n in enumerate(names)},
-        "confusion_matrix": confusion_matrix(labels, preds, labels=range(len(names))).tolist(),
-    }
 
 
 def _score(
@@ -527,19 +505,22 @@ def _score(
     for name, engine in engines.items():
         started = time.perf_counter()
         formats[name] = {
-            split_name: _split_metrics(
-                split.labels, _predict_split(engine, split, winner.max_length, data.pad_id), names
+            split_name: split_scores(
+                split.labels,
+                _predict_split(engine, split, winner.max_length, data.pad_id),
+                names,
+                split=prefix,
             )
-            for split_name, split in (("validation", data.validation), ("test", data.test))
+            for split_name, prefix, split in _scored_splits(data)
         }
         log.info(
             "%s: test macro-F1 %.4f (validation %.4f), scored in %.1f s",
             name,
-            formats[name]["test"]["macro_f1"],
-            formats[name]["validation"]["macro_f1"],
+            _f1(formats[name], "test"),
+            _f1(formats[name], "validation"),
             time.perf_counter() - started,
         )
-    gap = {name: f["test"]["macro_f1"] - f["validation"]["macro_f1"] for name, f in formats.items()}
+    gap = {name: _f1(f, "test") - _f1(f, "validation") for name, f in formats.items()}
     metrics: dict[str, Any] = {
         "run": run.path.name,
         "trial_id": winner.trial_id,
@@ -558,9 +539,20 @@ def _score(
         "parity": parity,
     }
     if "int8" in formats:
-        base = formats["pytorch"]["test"]["macro_f1"]
-        metrics["int8_test_macro_f1_drop"] = base - formats["int8"]["test"]["macro_f1"]
+        base = _f1(formats["pytorch"], "test")
+        metrics["int8_test_macro_f1_drop"] = base - _f1(formats["int8"], "test")
     return metrics
+
+
+def _scored_splits(data: PreparedData):
+    """(name in metrics.json, metric prefix, split) of the scored splits."""
+    return (("validation", config.VAL, data.validation), ("test", config.TEST, data.test))
+
+
+def _f1(scores: dict[str, Any], split: str) -> float:
+    """Macro-F1 of one format on `validation` or `test` in `metrics.json`."""
+    prefix = config.VAL if split == "validation" else config.TEST
+    return scores[split][config.metric_name(prefix, config.MACRO_F1)]
 
 
 # --- benchmark -------------------------------------------------------------------------------
@@ -658,7 +650,7 @@ def _export_manifest(
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, default=str) + "\n")
+    runs.write_json(path, value)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -711,17 +703,16 @@ def _model_card(
     formats: tuple[str, ...],
 ) -> str:
     manifest = run.manifest
-    stats = manifest["data"].get("stats", {})
     names = metrics["labels"]
     test = metrics["formats"]["pytorch"]["test"]
-    space = manifest["space"]
+    space = manifest.space
     lines = [
         f"# Sentiment classifier — {run.path.name}, trial {winner.trial_id}",
         "",
         f"Fine-tuned with sentune from {_base_model(manifest)} to classify text as "
         f"{', '.join(names)}.",
-        f"Winner of the `{space['name']}` search (rank {winner.rank} by best-epoch validation "
-        f"macro-F1, epoch {winner.best_epoch:g}); run commit `{manifest.get('git_commit')}`.",
+        f"Winner of the `{space.name}` search (rank {winner.rank} by best-epoch validation "
+        f"macro-F1, epoch {winner.best_epoch:g}); run commit `{manifest.git_commit}`.",
         "",
         "## Files",
         "",
@@ -729,18 +720,18 @@ def _model_card(
         "",
         "## Data",
         "",
-        *_data_lines(manifest["data"], stats),
+        *_data_lines(manifest),
         "",
         "## Search",
         "",
-        f"{space.get('description') or ''}".strip(),
+        space.description.strip(),
         "",
-        f"Strategy `{manifest.get('strategy', 'tpe-asha')}`, budget: "
-        + ", ".join(f"{k} {v}" for k, v in manifest.get("budget", {}).items() if v is not None)
+        f"Strategy `{manifest.strategy}`, budget: "
+        + ", ".join(f"{k} {v}" for k, v in asdict(manifest.budget).items() if v is not None)
         + ".",
         "",
         "```yaml",
-        space.get("text", "").rstrip(),
+        space.text.rstrip(),
         "```",
         "",
         "## Chosen configuration",
@@ -764,6 +755,8 @@ def _model_card(
             "int8 quantization changes test macro-F1 by "
             f"{0.0 - metrics['int8_test_macro_f1_drop']:+.4f}."
         )
+    test_precision = config.metric_name(config.TEST, config.PRECISION)
+    test_recall = config.metric_name(config.TEST, config.RECALL)
     lines += [
         "",
         "Per class on the test split (PyTorch):",
@@ -771,7 +764,8 @@ def _model_card(
         "| class | support | precision | recall |",
         "|---|---:|---:|---:|",
         *(
-            f"| {n} | {test['support'][n]} | {test['precision'][n]:.4f} | {test['recall'][n]:.4f} |"
+            f"| {n} | {test['support'][n]} | {test[f'{test_precision}/{n}']:.4f} | "
+            f"{test[f'{test_recall}/{n}']:.4f} |"
             for n in names
         ),
         "",
@@ -837,39 +831,39 @@ def _files_lines(formats: tuple[str, ...]) -> list[str]:
     ]
 
 
-def _data_lines(data: dict[str, Any], stats: dict[str, Any]) -> list[str]:
-    cfg = data["config"]
+def _data_lines(manifest: Manifest) -> list[str]:
+    cfg, stats, label_names = manifest.data.config, manifest.data.stats, manifest.data.label_names
     source = stats.get("source", {})
-    where = source.get("hub_id") or source.get("path") or cfg["dataset"]
+    where = source.get("hub_id") or source.get("path") or cfg.dataset
     lines = [
-        f"Dataset `{cfg['dataset']}` ({source.get('kind', 'unknown')}: `{where}`), "
-        f"fingerprint `{data['fingerprint']}`; {stats.get('rows_read', '?')} rows read.",
+        f"Dataset `{cfg.dataset}` ({source.get('kind', 'unknown')}: `{where}`), "
+        f"fingerprint `{manifest.data.fingerprint}`; {stats.get('rows_read', '?')} rows read.",
         "Cleaning: HTML tags and entities, broken encodings and control characters repaired or "
-        f"removed; texts under {cfg['min_words']} words, empty texts, duplicates and texts with "
+        f"removed; texts under {cfg.min_words} words, empty texts, duplicates and texts with "
         "conflicting labels dropped; dropped rows: "
         + ", ".join(f"{k} {v}" for k, v in stats.get("dropped", {}).items())
         + ".",
-        f"Stratified split (seed {cfg['seed']}; validation {cfg['val_fraction']}, test "
-        f"{cfg['test_fraction']} of the source's train split where it has none"
-        + (f"; train subsampled to {cfg['train_size']}" if cfg.get("train_size") else "")
-        + (f"; validation subsampled to {cfg['val_size']}" if cfg.get("val_size") else "")
+        f"Stratified split (seed {cfg.seed}; validation {cfg.val_fraction}, test "
+        f"{cfg.test_fraction} of the source's train split where it has none"
+        + (f"; train subsampled to {cfg.train_size}" if cfg.train_size else "")
+        + (f"; validation subsampled to {cfg.val_size}" if cfg.val_size else "")
         + ").",
         "",
-        "| split | examples | " + " | ".join(data.get("label_names", [])) + " |",
-        "|---|---:|" + "---:|" * len(data.get("label_names", [])),
+        "| split | examples | " + " | ".join(label_names) + " |",
+        "|---|---:|" + "---:|" * len(label_names),
     ]
     for split, size in stats.get("split_sizes", {}).items():
         counts = stats.get("class_counts", {}).get(split, {})
         lines.append(
             f"| {split} | {size} | "
-            + " | ".join(str(counts.get(n, "")) for n in data.get("label_names", []))
+            + " | ".join(str(counts.get(n, "")) for n in label_names)
             + " |"
         )
     return lines
 
 
-def _base_model(manifest: dict[str, Any]) -> str:
-    name, path = manifest["model"], manifest.get("model_path") or manifest["model"]
+def _base_model(manifest: Manifest) -> str:
+    name, path = manifest.model, manifest.model_path or manifest.model
     return f"`{name}`" if name == path else f"`{name}` (`{path}`)"
 
 

@@ -118,13 +118,13 @@ tr.floor td{background:#eaf6ea;font-style:italic}
 
 def _page(result: RunAnalysis, body: str) -> str:
     manifest = result.run.manifest
-    title = f"sentune report: {manifest.get('run', result.run.path.name)}"
+    title = f"sentune report: {manifest.run}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p class='lead'>{html.escape(_headline(result))}</p>"
-        f"<p class='caption'>{html.escape(manifest['space'].get('description') or '')}</p>"
+        f"<p class='caption'>{html.escape(manifest.space.description)}</p>"
         f"{body}</body></html>\n"
     )
 
@@ -176,7 +176,7 @@ def _table_html(
 
 def _leaderboard_with_floor(result: RunAnalysis) -> tuple[pd.DataFrame, int | None]:
     """The leaderboard's shown columns with the floor inserted at its rank (row index)."""
-    searched = result.run.manifest["space"]["searched"]
+    searched = result.run.manifest.space.searched
     columns = [
         "trial_id",
         config.OBJECTIVE,
@@ -305,7 +305,7 @@ def _panel_importance(result: RunAnalysis, go) -> dict[str, Any]:
 
 
 def _panel_parallel(result: RunAnalysis, go) -> dict[str, Any]:
-    searched = result.run.manifest["space"]["searched"]
+    searched = result.run.manifest.space.searched
     scored = result.table.dropna(subset=[config.OBJECTIVE])
     panel = {
         "id": "parallel",
@@ -479,7 +479,7 @@ def _panel_curves(result: RunAnalysis, go) -> dict[str, Any]:
 
 
 def _panel_slices(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
-    searched = result.run.manifest["space"]["searched"]
+    searched = result.run.manifest.space.searched
     scored = result.table.dropna(subset=[config.OBJECTIVE])
     panel = {
         "id": "slices",
@@ -525,7 +525,7 @@ def _panel_slices(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
 
 def _is_log(result: RunAnalysis, key: str) -> bool:
     """A loguniform parameter, or a learning rate whose values span a decade or more."""
-    text = result.run.manifest["space"].get("text", "")
+    text = result.run.manifest.space.text
     line = next((ln for ln in text.splitlines() if ln.strip().startswith(key + ":")), "")
     if "loguniform" in line:
         return True
@@ -576,7 +576,7 @@ def _panel_data(result: RunAnalysis, go) -> dict[str, Any]:
     if summary is None:
         panel["note"] = result.notes.get("data", "not computed")
         return panel
-    counts = result.run.manifest["data"].get("stats", {}).get("class_counts", {})
+    counts = result.run.manifest.data.stats.get("class_counts", {})
     if counts:
         fig = go.Figure()
         labels = list(next(iter(counts.values())))

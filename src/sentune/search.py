@@ -15,46 +15,25 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import json
 import logging
 import os
-import platform
 import shutil
-import socket
-import subprocess
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from importlib import metadata
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sentune import config
-from sentune.config import BudgetConfig, DataConfig, TrialSettings
+from sentune import config, runs
+from sentune.config import BudgetConfig, TrialSettings
 from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.space import SearchSpec
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "sentune.json"
-#: Per trial, written by the driver: {"status": "completed"|"error"|"retrying", "failures": n,
-#: "error": one line}. A trial retried after a failure keeps Ray's `error.txt`; this says whether
-#: the failure was its last word.
-TRIAL_STATUS = "sentune_status.json"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_VERSIONED = (
-    "sentune",
-    "torch",
-    "transformers",
-    "accelerate",
-    "ray",
-    "optuna",
-    "datasets",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-)
 
 
 @dataclass(frozen=True)
@@ -92,19 +71,23 @@ class SearchOptions:
         strategy: A name of `STRATEGIES` (sampler + scheduler).
         max_failures: Retries of a failed trial (from its latest checkpoint) before it is
             recorded as errored.
+        trial_hook: Called in the trial's process after each report with the metrics and
+            whether the trial continued from a checkpoint; what it raises fails the trial (the
+            fault-tolerance tests inject failures through it). Pickled to the trial workers.
     """
 
     address: str | None = None
-    storage: Path = Path("trials")
+    storage: Path = Path(config.STORAGE_DIR)
     precision: str = "auto"
     device: str = "auto"
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     num_cpus: int | None = None
-    cache_dir: Path = Path(".cache/sentune")
+    cache_dir: Path = Path(config.CACHE_DIR)
     strategy: str = DEFAULT_STRATEGY
     max_failures: int = 1
+    trial_hook: Callable[[dict[str, Any], bool], None] | None = None
 
 
 def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
@@ -146,7 +129,16 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     with _removed_unless_started(run_dir, options):
         with _storage_errors(run_dir):
             run_dir.mkdir(parents=True)
-            write_manifest(run_dir, spec=spec, data=data, settings=settings, options=options)
+            manifest = runs.new_manifest(
+                run_dir,
+                spec=spec,
+                data=data,
+                settings=settings,
+                strategy=options.strategy,
+                max_failures=options.max_failures,
+                address=options.address,
+            )
+            runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
         with _ray(options):
             strategy = STRATEGIES[options.strategy]
@@ -176,55 +168,31 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     from sentune.model import resolve_model
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = runs.read_manifest(run_dir)
     if not tune.Tuner.can_restore(str(run_dir.resolve())):
         raise RunError(
             f"{run_dir}: the search never started (no Tune state in it); start a new one with "
-            f"`sentune search {manifest['space']['name']}`"
+            f"`sentune search {manifest.space.name}`"
         )
-    settings_values = manifest.get("settings", {})
-    if not settings_values.get("resumable"):
+    if not manifest.settings.resumable:
         raise RunError(f"{run_dir}: written by a sentune without resumable checkpoints; rerun it")
-    data_cfg = DataConfig(**manifest["data"]["config"])
-    budget = BudgetConfig(**manifest["budget"])
-    model_path = resolve_model(manifest["model"])
-    data = prepare(data_cfg, model_path, cache_dir=options.cache_dir)
-    if data.fingerprint != manifest["data"]["fingerprint"]:
-        raise RunError(
-            f"{run_dir}: the data changed since the run started (fingerprint {data.fingerprint}, "
-            f"was {manifest['data']['fingerprint']}); restore the data or start a new search"
-        )
-    settings = replace(TrialSettings(**settings_values), model=model_path)
-    options = replace(options, address=options.address or manifest.get("address"))
+    budget = manifest.budget
+    model_path = resolve_model(manifest.model)
+    # The model is resolved again: the run may continue on another machine.
+    data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
+    settings = replace(manifest.settings, model=model_path)
+    options = replace(options, address=options.address or manifest.address)
     log.info("resuming %s", run_dir)
     with _ray(options):
         tuner = tune.Tuner.restore(
             str(run_dir.resolve()),
-            trainable=_trainable_with_resources(data, settings, budget),
+            trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
             resume_unfinished=True,
             resume_errored=True,
         )
         grid = tuner.fit()
     _finish(run_dir, grid, budget, options)
     return run_dir
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The manifest of a run folder.
-
-    Raises:
-        RunError: The folder is not a sentune run.
-    """
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise RunError(
-            f"{run_dir}: not a sentune run (no {MANIFEST}); pass a trials/<run> folder written by "
-            "`sentune search`"
-        )
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RunError(f"{path}: unreadable manifest ({err}); the run cannot be used") from None
 
 
 def resume_command(run_dir: Path, options: SearchOptions) -> str:
@@ -297,15 +265,11 @@ def _removed_unless_started(run_dir: Path, options: SearchOptions):
     try:
         yield
     except BaseException:
-        if not _any_trial_reported(run_dir):
+        if not runs.any_trial_reported(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             log.error("the search stopped; continue it with: %s", resume_command(run_dir, options))
         raise
-
-
-def _any_trial_reported(run_dir: Path) -> bool:
-    return any(p.stat().st_size > 0 for p in run_dir.glob("*/result.json"))
 
 
 @contextmanager
@@ -323,12 +287,12 @@ def _ray(options: SearchOptions):
 def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -> None:
     """Keep each finished trial's best checkpoint only; say how to continue an unfinished
     search or retry its errored trials."""
-    statuses = {d.name: _read_status(d) for d in run_dir.iterdir() if (d / "params.json").is_file()}
+    statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
-        if status.get("status") == "completed":
-            _keep_best_checkpoint(run_dir / name)
-    failed = [name for name, s in statuses.items() if s.get("status") == "error"]
-    finished = sum(1 for s in statuses.values() if s.get("status") in ("completed", "error"))
+        if status.get("status") == runs.COMPLETED:
+            runs.keep_best_checkpoint(run_dir / name)
+    failed = [name for name, s in statuses.items() if s.get("status") == runs.ERROR]
+    finished = sum(1 for s in statuses.values() if s.get("status") in (runs.COMPLETED, runs.ERROR))
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     if unfinished or (budget.time_budget_s is None and finished < budget.trials):
         log.warning(
@@ -345,33 +309,6 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
             ", ".join(sorted(failed)),
             resume_command(run_dir, options),
         )
-
-
-def _read_status(trial_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((trial_dir / TRIAL_STATUS).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _keep_best_checkpoint(trial_dir: Path) -> None:
-    """Delete all but the best checkpoint of a finished trial, and its training state."""
-    from sentune.trial import STATE_FILE, TRAINING_STATE_FILE
-
-    def score(folder: Path) -> float:
-        try:
-            return json.loads((folder / STATE_FILE).read_text())["metrics"][config.OBJECTIVE]
-        except (OSError, ValueError, KeyError):
-            return float("-inf")
-
-    kept = sorted(trial_dir.glob("checkpoint_*"))
-    if not kept:
-        return
-    best = max(kept, key=score)  # the earliest of equals: `max` keeps the first
-    for folder in kept:
-        if folder != best:
-            shutil.rmtree(folder, ignore_errors=True)
-    (best / TRAINING_STATE_FILE).unlink(missing_ok=True)
 
 
 def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
@@ -448,11 +385,13 @@ def _keep_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _trainable_with_resources(data: PreparedData, settings: TrialSettings, budget: BudgetConfig):
+def _trainable_with_resources(
+    data: PreparedData, settings: TrialSettings, budget: BudgetConfig, hook=None
+):
     from ray import tune
 
     return tune.with_resources(
-        tune.with_parameters(_trainable, data=data, settings=settings),
+        tune.with_parameters(_trainable, data=data, settings=settings, hook=hook),
         {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
     )
 
@@ -468,7 +407,7 @@ def _build_tuner(
     from ray import tune
 
     budget = spec.budget
-    trainable = _trainable_with_resources(data, settings, budget)
+    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
     return tune.Tuner(
         trainable,
         param_space=spec.param_space(),
@@ -530,7 +469,9 @@ def _trial_name(trial) -> str:
     return trial.trial_id
 
 
-def _trainable(trial_config: dict[str, Any], *, data: PreparedData, settings: TrialSettings):
+def _trainable(
+    trial_config: dict[str, Any], *, data: PreparedData, settings: TrialSettings, hook=None
+):
     """The Tune function trainable: `run_trial` with a callback that reports to Tune."""
     from ray import tune
     from transformers.utils import logging as hf_logging
@@ -541,13 +482,16 @@ def _trainable(trial_config: dict[str, Any], *, data: PreparedData, settings: Tr
     hf_logging.disable_progress_bar()
     workdir = Path(tempfile.mkdtemp(prefix="sentune-trial-"))
 
+    latest = tune.get_checkpoint()
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
+        if hook is not None:
+            hook(metrics, latest is not None)
 
     try:
         resume_from = None
-        latest = tune.get_checkpoint()
         if latest is not None:
             # A retry after a failure, or a resumed search: continue where the trial left off.
             resume_from = Path(latest.to_directory(str(workdir / "resume")))
@@ -574,13 +518,13 @@ def _trial_ledger():
 
     class TrialLedger(Callback):
         def on_trial_recover(self, iteration, trials, trial, **info):
-            _write_status(trial, "retrying")
+            _write_status(trial, runs.RETRYING)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            _write_status(trial, "completed")
+            _write_status(trial, runs.COMPLETED)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            _write_status(trial, "error")
+            _write_status(trial, runs.ERROR)
 
     return TrialLedger()
 
@@ -589,112 +533,5 @@ def _write_status(trial, status: str) -> None:
     folder = Path(trial.path)
     if not folder.is_dir():
         return  # storage that is not a local or shared folder: Ray's files only
-    record: dict[str, Any] = {"status": status, "failures": trial.run_metadata.num_failures}
-    if status != "completed":
-        record["error"] = _error_line(trial)
-    tmp = folder / (TRIAL_STATUS + ".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(folder / TRIAL_STATUS)
-
-
-def _error_line(trial) -> str:
-    """The last line of the trial's latest failure (the exception and its message)."""
-    try:
-        text = Path(trial.error_file).read_text()
-    except (OSError, TypeError):
-        return "failed (no error file)"
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "failed"
-
-
-def write_manifest(
-    run_dir: Path,
-    *,
-    spec: SearchSpec,
-    data: PreparedData,
-    settings: TrialSettings,
-    options: SearchOptions,
-) -> dict[str, Any]:
-    """Record what this run is: space, budget, seed, commit, versions, data, host and device."""
-    manifest = {
-        "run": run_dir.name,
-        "started": dt.datetime.now().isoformat(timespec="seconds"),
-        "space": {
-            "name": spec.name,
-            "path": str(spec.path),
-            "text": Path(spec.path).read_text(),
-            "description": spec.description,
-            "searched": sorted(spec.params),
-            "fixed": spec.fixed,
-        },
-        "model": spec.model,
-        "model_path": settings.model,
-        "data": {
-            "config": asdict(spec.data),
-            "fingerprint": data.fingerprint,
-            "label_names": list(data.label_names),
-            "stats": data.stats,
-        },
-        "budget": asdict(spec.budget),
-        "seed": spec.budget.seed,
-        "settings": asdict(settings),
-        "strategy": options.strategy,
-        "max_failures": options.max_failures,
-        "address": options.address,
-        "git_commit": _git_commit(),
-        "versions": _versions(),
-        "host": {
-            "name": socket.gethostname(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "device": _device_description(),
-    }
-    tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(run_dir / MANIFEST)
-    return manifest
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def _device_description() -> dict[str, Any]:
-    import torch
-
-    from sentune.trial import cpu_has_bf16
-
-    device: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_bf16": cpu_has_bf16(),
-    }
-    if torch.cuda.is_available():
-        device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return device
+    error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
+    runs.write_trial_status(folder, status, failures=trial.run_metadata.num_failures, error=error)

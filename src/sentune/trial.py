@@ -12,7 +12,6 @@ length-grouped training batches and length-sorted evaluation batches with dynami
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,29 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from sentune import config
-from sentune.batching import length_grouped_batches, pad_batch, sorted_batches
+from sentune.batching import length_grouped_batches, pad_batch
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
+from sentune.evaluate import compute_metrics, predict_logits
+from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
 log = logging.getLogger(__name__)
 
 #: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far
 #: (and at every evaluation when `TrialSettings.resumable`).
 Report = Callable[[dict[str, Any], "Path | None"], None]
-#: In each checkpoint: the evaluation's metrics and whether it was the best so far (JSON).
-STATE_FILE = "trial_state.json"
-#: In each checkpoint of a resumable trial: what continuing needs besides the weights
-#: (optimizer, scheduler, step, epoch, RNG states, best-so-far). Plain tensors, dicts and lists,
-#: read back with `torch.load(weights_only=True)`.
-TRAINING_STATE_FILE = "training_state.pt"
-#: Test hook, set as a trial config key by the fault-tolerance tests only: after its first
-#: evaluation the trial raises, `"error-once"` in its first attempt only (a resumed trial goes
-#: on), `"oom"` in every attempt (a CUDA out-of-memory error).
-FAULT_KEY = "_test.fault"
 
 
 class TrialOutOfMemory(ResourceError):
@@ -164,7 +154,6 @@ def _run_trial(
         steps_per_epoch=steps_per_epoch,
         report=report,
         precision=precision,
-        fault=trial_config.get(FAULT_KEY),
     )
     if resume_from is not None:
         loop.restore(resume_from)
@@ -277,11 +266,6 @@ def training_batches(
     )
 
 
-def evaluation_batches(split: Split, batch_size: int) -> list[list[int]]:
-    """Batches of examples sorted by length (longest first, so memory peaks at once)."""
-    return sorted_batches(split.lengths, batch_size)
-
-
 def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
     """Pad a batch of token id arrays to its longest member."""
     input_ids, mask = pad_batch(ids, pad_id=pad_id)
@@ -290,63 +274,6 @@ def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
         torch.from_numpy(mask),
         torch.as_tensor(labels, dtype=torch.long),
     )
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    split: Split,
-    *,
-    ids: list[np.ndarray],
-    pad_id: int,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    autocast: Callable[[], Any] = contextlib.nullcontext,
-) -> torch.Tensor:
-    """fp32 logits of every example of `split` (in split order), from length-sorted batches.
-
-    Args:
-        model: A model in eval mode.
-        split: The examples (for their lengths and labels).
-        ids: Their token ids, truncated to the trial's max_length (`split.truncated(n)`).
-        pad_id: The tokenizer's padding id.
-        batch_size: Examples per forward pass.
-        device: Where the model is.
-        autocast: A context manager factory for mixed precision (none by default).
-    """
-    out = torch.empty(len(split), model.config.num_labels)
-    for indices in evaluation_batches(split, batch_size):
-        batch = collate([ids[i] for i in indices], split.labels[indices], pad_id=pad_id)
-        with autocast():
-            logits = model(
-                input_ids=batch.input_ids.to(device),
-                attention_mask=batch.attention_mask.to(device),
-            ).logits
-        out[indices] = logits.float().cpu()
-    return out
-
-
-def compute_metrics(
-    labels: np.ndarray, preds: np.ndarray, label_names: list[str]
-) -> dict[str, float]:
-    """Validation metrics by their `config` names: macro/weighted F1, accuracy, per-class P/R."""
-    ids = list(range(len(label_names)))
-    precision, recall, _, _ = precision_recall_fscore_support(
-        labels, preds, labels=ids, zero_division=0
-    )
-    metrics = {
-        config.OBJECTIVE: float(
-            f1_score(labels, preds, labels=ids, average="macro", zero_division=0)
-        ),
-        config.VAL_F1_WEIGHTED: float(
-            f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)
-        ),
-        config.VAL_ACCURACY: float(accuracy_score(labels, preds)),
-    }
-    for i, name in enumerate(label_names):
-        metrics[config.VAL_PRECISION_PREFIX + name] = float(precision[i])
-        metrics[config.VAL_RECALL_PREFIX + name] = float(recall[i])
-    return metrics
 
 
 class _Loop:
@@ -366,7 +293,6 @@ class _Loop:
         steps_per_epoch: int,
         report: Report,
         precision: str,
-        fault: str | None = None,
     ):
         self.accelerator = accelerator
         self.model = model
@@ -389,8 +315,6 @@ class _Loop:
         self.epoch = 0
         self.position = 0
         self.epoch_rng_state = self.rng.bit_generator.state
-        self.resumed = False
-        self.fault = fault
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.workdir = Path(settings.checkpoint_dir or tempfile.mkdtemp(prefix="sentune-trial-"))
@@ -445,7 +369,6 @@ class _Loop:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.best, self.history = state["best"], state["history"]
         self.train_s = state["train_s"]
-        self.resumed = True
         log.info("resumed at epoch %s, step %d", self.epoch, self.step)
 
     def _optimizer_step(self, group: list[list[int]]) -> None:
@@ -530,13 +453,6 @@ class _Loop:
             checkpoint = self._save_checkpoint(metrics, best=improved)
         log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
         self.report(metrics, checkpoint)
-        if self.fault == "oom" or (self.fault == "error-once" and not self.resumed):
-            self._inject_fault()
-
-    def _inject_fault(self) -> None:
-        if self.fault == "oom":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
-        raise RuntimeError(f"injected failure ({FAULT_KEY}: error-once)")
 
     def _save_checkpoint(self, metrics: dict[str, Any], *, best: bool) -> Path:
         """Write the model to `<workdir>/best` (or `latest` when it is not the best so far),

@@ -1,0 +1,93 @@
+"""evaluate.py: the metrics (one name each), the TF-IDF floor and a checkpoint's confusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from sentune import config, runs
+from sentune.config import DataConfig
+from sentune.data import load_splits, prepare
+from sentune.evaluate import (
+    build_floor_model,
+    compute_metrics,
+    reference_floor,
+    split_scores,
+)
+from sentune.runs import DataRecord, Manifest, SpaceRecord
+
+
+def test_metrics_are_named_once_per_split():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 2, 0])
+    val = compute_metrics(labels, preds, ["neg", "neu", "pos"])
+    assert val[config.OBJECTIVE] == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert val[config.VAL_ACCURACY] == pytest.approx(accuracy_score(labels, preds))
+    assert val[config.VAL_PRECISION_PREFIX + "neu"] == pytest.approx(2 / 3)
+    assert val[config.VAL_RECALL_PREFIX + "neg"] == pytest.approx(0.5)
+    test = split_scores(labels, preds, ["neg", "neu", "pos"], split=config.TEST)
+    assert test[config.metric_name(config.TEST, config.MACRO_F1)] == val[config.OBJECTIVE]
+    assert test["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert test["support"] == {"neg": 2, "neu": 2, "pos": 2}
+    assert not any(key.startswith("val_") for key in test)
+
+
+def _manifest(tiny_csv, tiny_model_dir, fingerprint: str | None = None) -> Manifest:
+    cfg = DataConfig(dataset=str(tiny_csv))
+    _, stats = load_splits(cfg)
+    return Manifest(
+        run="csv-20260101-000000",
+        started="2026-01-01T00:00:00",
+        space=SpaceRecord(name="csv", path="csv.yaml", text=""),
+        model="tiny",
+        model_path=str(tiny_model_dir),
+        data=DataRecord(
+            config=cfg,
+            fingerprint=fingerprint or stats["fingerprint"],
+            label_names=stats["label_names"],
+            stats=stats,
+        ),
+        budget=config.BudgetConfig(),
+        settings=config.TrialSettings(),
+    )
+
+
+def test_floor_is_tfidf_logistic_regression_on_the_same_splits(tiny_csv, tiny_model_dir, tmp_path):
+    manifest = _manifest(tiny_csv, tiny_model_dir)
+    data = runs.load_data(manifest, cache_dir=tmp_path / "cache")
+    floor = reference_floor(data, recorded_fingerprint=manifest.data.fingerprint)
+    frames, _ = load_splits(manifest.data.config)
+    model = build_floor_model().fit(frames["train"]["text"], frames["train"]["label"])
+    direct = f1_score(
+        frames["validation"]["label"], model.predict(frames["validation"]["text"]), average="macro"
+    )
+    assert floor.val_macro_f1 == pytest.approx(direct)
+    assert floor.train_size == len(frames["train"])
+    assert floor.val_size == len(frames["validation"])
+    assert floor.fingerprint_matches
+
+
+def test_a_changed_source_is_refused_or_flagged(tiny_csv, tiny_model_dir, tmp_path, caplog):
+    from sentune.errors import RunError
+
+    manifest = _manifest(tiny_csv, tiny_model_dir, fingerprint="stale")
+    with pytest.raises(RunError, match="the data changed since the search"):
+        runs.load_data(manifest, cache_dir=tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="sentune.runs"):
+        data = runs.load_data(manifest, cache_dir=tmp_path / "cache", allow_changed=True)
+    assert "the source changed" in caplog.text
+    assert not reference_floor(data, recorded_fingerprint="stale").fingerprint_matches
+
+
+def test_checkpoint_confusion_scores_the_validation_split(tiny_csv, tiny_model_dir, tmp_path):
+    from sentune.evaluate import checkpoint_confusion
+    from sentune.model import build_model
+
+    data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
+    model = build_model(str(tiny_model_dir), config.HeadConfig(), label_names=data.label_names)
+    model.save_pretrained(tmp_path / "ckpt")
+    confusion = checkpoint_confusion(str(tmp_path / "ckpt"), data, trial_id="t", max_length=16)
+    assert int(confusion.matrix.to_numpy().sum()) == len(data.validation)
+    assert confusion.per_class["support"].sum() == len(data.validation)
+    assert 0.0 <= confusion.val_macro_f1 <= 1.0
