@@ -23,13 +23,40 @@ def test_shipped_spaces_include_the_documented_ones():
     assert {"smoke", "heads", "optim", "data", "full"} <= set(space.list_spaces())
 
 
-def test_spaces_do_not_repeat_defaults():
-    for name in space.list_spaces():
-        spec = space.load(name)
-        for key, value in spec.fixed.items():
-            section, field = key.split(".", 1)
-            default = getattr(config.SECTIONS[section](), field)
-            assert value != default, f"{name}: {key} repeats the default {default!r}"
+@pytest.mark.parametrize("name", space.list_spaces())
+def test_spaces_do_not_repeat_defaults(name):
+    """Neither `fixed` nor the `data`/`budget` sections of a space file repeat a default."""
+    raw = space.parse_yaml(space.find_space(name).read_text())
+    written = dict(raw.get("fixed") or {})
+    for section in ("data", "budget"):
+        written.update({f"{section}.{k}": v for k, v in (raw.get(section) or {}).items()})
+    assert written, f"{name} sets nothing"
+    # DESIGN.md: a space file names its model and dataset, default or not.
+    written.pop("data.dataset", None)
+    for key, value in written.items():
+        section, field = key.split(".", 1)
+        default = getattr(config.SECTIONS[section](), field)
+        assert value != default, f"{name}: {key} repeats the default {default!r}"
+
+
+@pytest.mark.parametrize("name", space.list_spaces())
+def test_optuna_and_tune_draw_from_the_same_domain(name):
+    """`Param.suggest` (define-by-run) stays inside what `Param.to_tune` would draw."""
+    import optuna
+
+    spec = space.load(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        for key, param in spec.params.items():
+            value = param.suggest(trial, key)
+            if param.kind == "choice":
+                assert value in param.args, (key, value)
+            else:
+                assert param.args[0] <= value <= param.args[1], (key, value)
+                if param.kind in ("int", "qrandint"):
+                    assert isinstance(value, int), (key, value)
+        study.tell(trial, 0.0)
 
 
 def test_values_and_domains(tmp_path):

@@ -375,20 +375,9 @@ def _params_or_observed(run: Run) -> dict[str, Param]:
     return out
 
 
-def _optuna_distribution(param: Param):
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if param.kind == "choice":
-        return CategoricalDistribution(list(param.args))
-    low, high = param.args[0], param.args[1]
-    if param.kind in ("int", "qrandint"):
-        return IntDistribution(int(low), int(high))
-    # Tune's quniform rounds to multiples of q, which need not fit an Optuna step grid.
-    return FloatDistribution(float(low), float(high), log=param.kind == "loguniform")
+def _observed_distribution(param: Param):
+    # Observed quniform values are multiples of q, not always on Optuna's grid: no step here.
+    return param.to_optuna(grid=False)
 
 
 def _clip(value: Any, distribution) -> Any:
@@ -413,7 +402,7 @@ def _fanova_fits(
     from optuna.importance import FanovaImportanceEvaluator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {key: _optuna_distribution(p) for key, p in params.items()}
+    distributions = {key: _observed_distribution(p) for key, p in params.items()}
     frozen = [
         optuna.trial.create_trial(
             params={k: _clip(values[k], d) for k, d in distributions.items()},

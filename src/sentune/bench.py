@@ -58,7 +58,7 @@ from sentune import config, runs, search, space
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData
 from sentune.errors import SentuneError, SpaceError
-from sentune.space import Param, SearchSpec
+from sentune.space import SearchSpec
 
 log = logging.getLogger(__name__)
 
@@ -353,24 +353,6 @@ def peer_unmapped(spec: SearchSpec) -> list[str]:
     return sorted(key for key in spec.params if key not in mapped)
 
 
-def suggest(trial, key: str, param: Param) -> Any:
-    """Draw one searched parameter from an Optuna trial (same distribution as the Tune domain)."""
-    kind, args = param.kind, param.args
-    if kind == "choice":
-        return trial.suggest_categorical(key, list(args))
-    if kind == "uniform":
-        return trial.suggest_float(key, args[0], args[1])
-    if kind == "loguniform":
-        return trial.suggest_float(key, args[0], args[1], log=True)
-    if kind == "quniform":
-        return trial.suggest_float(key, args[0], args[1], step=args[2])
-    if kind == "int":
-        return trial.suggest_int(key, args[0], args[1])
-    if kind == "qrandint":
-        return trial.suggest_int(key, args[0], args[1], step=args[2])
-    raise AssertionError(f"unhandled distribution {kind}")
-
-
 def peer_values(spec: SearchSpec, trial=None) -> dict[str, Any]:
     """A peer trial's tunable values by dotted key: defaults, the space's fixed values, and
     (with a trial) the searched values it can express. Optuna returns the same value when a
@@ -380,7 +362,7 @@ def peer_values(spec: SearchSpec, trial=None) -> dict[str, Any]:
     if trial is not None:
         for key, param in spec.params.items():
             if key not in peer_unmapped(spec):
-                values[key] = suggest(trial, key, param)
+                values[key] = param.suggest(trial, key)
     return values
 
 

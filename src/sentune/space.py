@@ -55,6 +55,39 @@ class Param:
             return tune.randint(self.args[0], self.args[1] + 1)
         return getattr(tune, self.kind)(*self.args)
 
+    def to_optuna(self, *, grid: bool = True):
+        """The Optuna distribution of this parameter (the same values as `to_tune`).
+
+        Args:
+            grid: Keep the step of `quniform`/`qrandint`. Tune rounds `quniform` to multiples of
+                q, which need not lie on Optuna's `low + k*q` grid: analysis of observed values
+                passes False.
+        """
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "choice":
+            return CategoricalDistribution(list(self.args))
+        low, high = self.args[0], self.args[1]
+        step = self.args[2] if grid and self.kind in ("quniform", "qrandint") else None
+        if self.kind in ("int", "qrandint"):
+            return IntDistribution(int(low), int(high), step=int(step or 1))
+        return FloatDistribution(float(low), float(high), log=self.kind == "loguniform", step=step)
+
+    def suggest(self, trial, key: str) -> Any:
+        """Draw this parameter from an Optuna trial (define-by-run), by its `to_optuna` form."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        dist = self.to_optuna()
+        if isinstance(dist, CategoricalDistribution):
+            return trial.suggest_categorical(key, list(dist.choices))
+        if isinstance(dist, IntDistribution):
+            return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
 
 @dataclass(frozen=True)
 class SearchSpec:
