@@ -89,6 +89,11 @@ def test_mean_pooling_ignores_padding(tiny_model_dir, batch):
 def test_invalid_head_is_a_model_error(tiny_model_dir):
     with pytest.raises(ModelError, match="head.pooling: 'max'"):
         _build(tiny_model_dir, pooling="max")
+    # The bounds are config.LIMITS, the same a space file is checked against.
+    with pytest.raises(ModelError, match=r"head.dropout: 0.97 is outside \[0.0, 0.95\]"):
+        _build(tiny_model_dir, dropout=0.97)
+    with pytest.raises(ModelError, match=r"head.layers: 4 is outside \[0, 3\]"):
+        _build(tiny_model_dir, layers=4)
     with pytest.raises(ModelError, match="class_weights: 2 weights for 3 labels"):
         build_model(
             str(tiny_model_dir), HeadConfig(), label_names=list(LABELS), class_weights=[1, 2]

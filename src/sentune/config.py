@@ -219,3 +219,15 @@ STORAGE_DIR = "trials"
 ANALYSIS_DIR = "analysis"
 #: Token ids cached between searches, keyed by the data fingerprint and the tokenizer.
 CACHE_DIR = ".cache/sentune"
+
+
+def outside_limits(key: str, value: float) -> str | None:
+    """Why `value` is outside the `LIMITS` of `key` (e.g. "0.99 is outside [0.0, 0.95]"), or None.
+
+    The one bounds check: space files, the CLI and the model's own config all ask it.
+    """
+    low, high = LIMITS.get(key, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        return f"{value!r} is outside {bounds}"
+    return None

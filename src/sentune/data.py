@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from sentune.batching import truncate
-from sentune.config import DataConfig
+from sentune.config import CACHE_DIR, DataConfig
 from sentune.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -209,13 +209,14 @@ def load_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict]:
 
 
 def prepare(
-    cfg: DataConfig, tokenizer_path: str, *, cache_dir: str | Path = ".cache/sentune"
+    cfg: DataConfig, tokenizer_path: str, *, cache_dir: str | Path = CACHE_DIR
 ) -> PreparedData:
     """Load the splits, then tokenize them once (untruncated), caching the ids on disk.
 
     The cache is keyed by the data fingerprint and the tokenizer (its name, plus a hash of its
-    files for a local folder or its vocabulary size otherwise); a second call loads the ids
-    without loading the tokenizer.
+    files for a local folder or its vocabulary size otherwise). With a local tokenizer folder a
+    second call loads the ids without loading the tokenizer; a hub id is loaded to read its
+    vocabulary size.
 
     Args:
         cfg: The data settings.

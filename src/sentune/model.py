@@ -31,7 +31,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from sentune.config import ACTIVATIONS, IMBALANCE, POOLINGS, HeadConfig
+from sentune.config import ACTIVATIONS, IMBALANCE, POOLINGS, HeadConfig, outside_limits
 from sentune.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -287,12 +287,14 @@ def _check_head(config: SentimentConfig) -> None:
         raise ModelError(
             f"head.activation: {config.activation!r} is not one of {', '.join(ACTIVATIONS)}"
         )
-    if config.head_layers < 0:
-        raise ModelError(f"head.layers: needs 0 or more, got {config.head_layers}")
-    if config.head_width is not None and config.head_width < 1:
-        raise ModelError(f"head.width: needs a positive width or None, got {config.head_width}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ModelError(f"head.dropout: needs 0 <= dropout < 1, got {config.dropout}")
+    for key, value in (
+        ("head.layers", config.head_layers),
+        ("head.width", config.head_width),
+        ("head.dropout", config.dropout),
+    ):
+        problem = None if value is None else outside_limits(key, value)
+        if problem:
+            raise ModelError(f"{key}: {problem}")
     weights = config.class_weights
     if weights is not None and len(weights) != config.num_labels:
         raise ModelError(

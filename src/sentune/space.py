@@ -292,10 +292,9 @@ def _check_value(where: str, key: str, value: Any) -> Any:
         value = float(value)
     if not math.isfinite(value):
         raise SpaceError(f"{where}: {key}: needs a finite number, got {value!r}")
-    low, high = config.LIMITS.get(key, (None, None))
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise SpaceError(f"{where}: {key}: {value!r} is outside {bounds}")
+    problem = config.outside_limits(key, value)
+    if problem:
+        raise SpaceError(f"{where}: {key}: {problem}")
     if key == "budget.gpus_per_trial" and value > 1 and value != int(value):
         raise SpaceError(
             f"{where}: {key}: a fraction of a GPU must be at most 1, got {value!r}; "

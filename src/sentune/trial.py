@@ -115,17 +115,13 @@ def _run_trial(
     head = config.build_section("head", trial_config)
     train = config.build_section("train", trial_config)
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = _resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    # accelerate keeps its state per process; a process that runs several trials (a benchmark,
-    # a test, a reused Ray actor) must drop the previous trial's precision and device first.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    _reset_accelerate()
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=_mixed_precision(precision))
     set_seed(train.seed)
 
@@ -158,6 +154,19 @@ def _run_trial(
     if resume_from is not None:
         loop.restore(resume_from)
     return loop.run()
+
+
+def _reset_accelerate() -> None:
+    """Forget the previous trial's accelerate state (precision, device, accumulation).
+
+    accelerate keeps its state per process; a process that runs several trials (a benchmark, a
+    test, a reused Ray actor) must drop it before building a new `Accelerator`. accelerate has
+    no public call for this: `_reset_state` is private (accelerate 1.x), used here only.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def _load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
