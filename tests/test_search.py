@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -99,3 +100,29 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sentune")]
     assert len(err) == 1
     assert err[0].startswith("sentune: error: unknown space 'no-such-space'; known spaces:")
+
+
+def test_the_terminal_shows_trial_events_and_an_estimate_not_tune_tables(
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    """A whole `sentune search` as a user runs it: a line per trial event with progress and an
+    estimate, the leaderboard and the summary; Tune's tables and warnings only with -v."""
+    import subprocess
+    import sys
+
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=4, max_epochs=2)
+    argv = [
+        sys.executable, "-m", "sentune.cli", "search", str(space_file), "--no-dashboard",
+        "--precision", "fp32", "--storage", str(tmp_path / "trials"),
+        "--analysis", str(tmp_path / "analysis"),
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    started = [line for line in lines if " started: " in line and line.startswith("trial ")]
+    assert len(started) == 4, done.stderr[-3000:]
+    assert any("trials done" in line and "left]" in line for line in lines)
+    assert sum("Trial status" in line for line in lines) == 0
+    assert not any("snapshotting" in line for line in lines)
+    assert len(lines) <= 80, "\n".join(lines)

@@ -171,6 +171,7 @@ def _search(args: argparse.Namespace) -> int:
         dashboard_port=args.dashboard_port,
         strategy=args.strategy,
         max_failures=args.max_failures,
+        verbose=args.verbose,
     )
     if args.resume is not None:
         _check_resume_args(args, overrides)

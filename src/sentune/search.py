@@ -71,6 +71,8 @@ class SearchOptions:
         strategy: A name of `STRATEGIES` (sampler + scheduler).
         max_failures: Retries of a failed trial (from its latest checkpoint) before it is
             recorded as errored.
+        verbose: Ray Tune's status tables, Ray's warnings and the trials' own output in the
+            terminal; otherwise one line per trial event with an estimate (`progress.py`).
         trial_hook: Called in the trial's process after each report with the metrics and
             whether the trial continued from a checkpoint; what it raises fails the trial (the
             fault-tolerance tests inject failures through it). Pickled to the trial workers.
@@ -87,6 +89,7 @@ class SearchOptions:
     cache_dir: Path = Path(config.CACHE_DIR)
     strategy: str = DEFAULT_STRATEGY
     max_failures: int = 1
+    verbose: bool = False
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None
 
 
@@ -361,7 +364,7 @@ def start_ray(options: SearchOptions):
             dashboard_host=options.dashboard_host,
             dashboard_port=options.dashboard_port,
             configure_logging=False,
-            log_to_driver=True,
+            log_to_driver=options.verbose,
         )
     else:
         context = ray.init(address=options.address, configure_logging=False)
@@ -434,8 +437,8 @@ def _build_tuner(
                 checkpoint_score_order=config.MODE,
             ),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            callbacks=[_trial_ledger()],
-            verbose=1,
+            callbacks=[_trial_ledger(), _progress_reporter(spec, options)],
+            verbose=1 if options.verbose else 0,
         ),
     )
 
@@ -504,6 +507,52 @@ def _trainable(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _progress_reporter(spec: SearchSpec, options: SearchOptions, *, finished: int = 0):
+    """A Tune callback that prints one line per trial event with an estimate (`progress.py`).
+
+    Unless `options.verbose`, Tune's own status tables and Ray Tune's repeated warnings (e.g.
+    "Experiment state snapshotting ...") are silenced: this is the terminal view.
+    """
+    from ray.tune import Callback
+
+    from sentune.analysis import asha_rungs
+    from sentune.progress import SearchProgress
+
+    if not options.verbose:
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    progress = SearchProgress(
+        total=spec.budget.trials,
+        max_epochs=spec.budget.max_epochs,
+        rungs=asha_rungs(spec.budget, options.strategy),
+    )
+    searched = set(spec.params)
+
+    class ProgressReporter(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            params = {k: v for k, v in trial.config.items() if k in searched}
+            progress.on_start(trial.trial_id, params)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if config.OBJECTIVE in result and config.EPOCH in result:
+                progress.on_result(
+                    trial.trial_id, float(result[config.EPOCH]), float(result[config.OBJECTIVE])
+                )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.on_complete(trial.trial_id)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            progress.on_retry(trial.trial_id, runs.last_error_line(trial.error_file))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.on_error(trial.trial_id, runs.last_error_line(trial.error_file))
+
+    return ProgressReporter()
 
 
 def _trial_ledger():

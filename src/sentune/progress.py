@@ -1,0 +1,127 @@
+"""A search's progress in the terminal: one line per trial event, each with an estimate.
+
+Ray-free: `search.py` feeds it from a Ray Tune callback, a test feeds it directly. The estimate
+needs no model of ASHA: wall seconds per trained epoch so far (concurrency included) times the
+epochs still expected, where a trial still to come is expected to train as many epochs as the
+finished ones did on average (the full budget until one has finished).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sentune import config
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `4m12s`, `1h03m`."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass
+class SearchProgress:
+    """Turns trial events into terminal lines.
+
+    Args:
+        total: The trial budget.
+        max_epochs: Epochs of a trial that is never stopped.
+        rungs: Epochs at which ASHA compares trials (`analysis.asha_rungs`), to say "passed".
+        write: Where lines go (stderr by default).
+        clock: Seconds, monotonic (a test passes a fake one).
+    """
+
+    total: int
+    max_epochs: int
+    rungs: list[float] = field(default_factory=list)
+    write: Callable[[str], None] = _stderr
+    clock: Callable[[], float] = time.monotonic
+    started_at: float | None = None
+    epochs: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, str] = field(default_factory=dict)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def on_start(self, trial_id: str, params: dict) -> None:
+        """A trial started (or restarted after a failure) with these searched values."""
+        if self.started_at is None:
+            self.started_at = self.clock()
+        self.epochs.setdefault(trial_id, 0.0)
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
+        self._emit(f"trial {trial_id} started: {shown or 'defaults'}")
+
+    def on_result(self, trial_id: str, epoch: float, score: float) -> None:
+        """A trial reported an evaluation."""
+        previous = self.epochs.get(trial_id, 0.0)
+        self.epochs[trial_id] = max(previous, epoch)
+        self.best[trial_id] = max(self.best.get(trial_id, float("-inf")), score)
+        passed = [r for r in self.rungs if previous >= r > 0 and epoch > r and r < self.max_epochs]
+        note = f" (passed the epoch-{passed[-1]:g} rung)" if passed else ""
+        self._emit(
+            f"trial {trial_id} epoch {epoch:g}/{self.max_epochs}: "
+            f"{config.OBJECTIVE} {score:.4f}{note}"
+        )
+
+    def on_complete(self, trial_id: str) -> None:
+        """A trial ended without error: completed (full budget) or stopped by the scheduler."""
+        epochs = self.epochs.get(trial_id, 0.0)
+        status = "completed" if epochs >= self.max_epochs else "stopped"
+        self.finished[trial_id] = status
+        best = self.best.get(trial_id)
+        score = f", best {config.OBJECTIVE} {best:.4f}" if best is not None else ""
+        self._emit(f"trial {trial_id} {status} after {epochs:g} epoch(s){score}")
+
+    def on_error(self, trial_id: str, error: str) -> None:
+        """A trial failed for good."""
+        self.finished[trial_id] = "error"
+        self._emit(f"trial {trial_id} failed: {error}")
+
+    def on_retry(self, trial_id: str, error: str) -> None:
+        """A trial failed and will continue from its latest checkpoint."""
+        self._emit(f"trial {trial_id} failed ({error}); retrying from its latest checkpoint")
+
+    # --- the estimate ----------------------------------------------------------------------
+
+    def status(self) -> str:
+        """`3/10 trials done, 7 epochs, 4m12s elapsed, ~9m00s left`."""
+        elapsed = self.clock() - self.started_at if self.started_at is not None else 0.0
+        parts = [
+            f"{len(self.finished)}/{self.total} trials done",
+            f"{sum(self.epochs.values()):g} epochs",
+            f"{format_duration(elapsed)} elapsed",
+        ]
+        left = self.seconds_left(elapsed)
+        if left is not None:
+            parts.append(f"~{format_duration(left)} left")
+        return ", ".join(parts)
+
+    def seconds_left(self, elapsed: float) -> float | None:
+        """Estimated wall seconds until the budget is spent (None before the first epoch)."""
+        trained = sum(self.epochs.values())
+        if trained <= 0:
+            return None
+        done = [self.epochs[t] for t in self.finished if t in self.epochs]
+        per_trial = sum(done) / len(done) if done else float(self.max_epochs)
+        running = [t for t in self.epochs if t not in self.finished]
+        expected = sum(max(per_trial, self.epochs[t]) - self.epochs[t] for t in running)
+        expected += max(0, self.total - len(self.epochs)) * per_trial
+        return elapsed / trained * expected
+
+    def _emit(self, line: str) -> None:
+        self.write(f"{line}  [{self.status()}]")
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
