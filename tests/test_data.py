@@ -286,6 +286,20 @@ def test_truncated_keeps_sep_last(tiny_csv, tiny_model_dir, tmp_path):
             assert short[:5].tolist() == ids[:5].tolist()
 
 
+def test_truncated_by_strategy_keeps_the_head_the_tail_or_both(tiny_csv, tiny_model_dir, tmp_path):
+    prepared = data.prepare(_cfg(tiny_csv), str(tiny_model_dir), cache_dir=tmp_path)
+    split = prepared.validation
+    long = [i for i, ids in enumerate(split.input_ids) if len(ids) >= 9]
+    assert long
+    head, tail, both = (split.truncated(6, s) for s in ("head", "tail", "head_tail"))
+    for i in long:
+        ids = split.input_ids[i].tolist()
+        assert head[i].tolist() == ids[:5] + ids[-1:]
+        assert tail[i].tolist() == ids[:1] + ids[-5:]
+        # 4 tokens of room: 1 from the start of the text, 3 from its end.
+        assert both[i].tolist() == ids[:2] + ids[-4:]
+
+
 # --- Hugging Face datasets (no hub here: load_dataset is replaced) ---------------------------
 
 

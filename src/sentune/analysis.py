@@ -683,16 +683,19 @@ def winner_confusion(
     if not len(kept):
         return None
     winner = kept.iloc[0]
-    max_length = int(
-        run.params.get(winner["trial_id"], {}).get("train.max_length")
-        or config.TrainConfig.max_length
-    )
+    params = run.params.get(winner["trial_id"], {})
+    max_length = int(params.get("train.max_length") or config.TrainConfig.max_length)
+    truncation = params.get("train.truncation") or config.TrainConfig.truncation
     # A progress bar per weight load is noise in a report's log.
     hf_logging.disable_progress_bar()
     model = load_model(winner["checkpoint"]).eval()
     split = data.validation
     logits = predict_logits(
-        model, split, ids=split.truncated(max_length), pad_id=data.pad_id, batch_size=batch_size
+        model,
+        split,
+        ids=split.truncated(max_length, truncation),
+        pad_id=data.pad_id,
+        batch_size=batch_size,
     )
     preds = logits.argmax(-1).numpy()
     names = list(data.label_names)

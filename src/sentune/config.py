@@ -29,6 +29,9 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 #: How class imbalance is handled: loss weights (none/balanced/sqrt) or oversampling.
 IMBALANCE = ("none", "balanced", "sqrt", "oversample")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Which tokens of a text longer than `train.max_length` are kept: the first ones (`head`), the
+#: last ones (`tail`) or both ends (`head_tail`); see `batching.truncate`.
+TRUNCATIONS = ("head", "tail", "head_tail")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class TrainConfig:
     #: Examples per optimizer step; gradient accumulation makes up the difference.
     effective_batch_size: int = 32
     max_length: int = 128
+    #: Which tokens of a longer text are kept (`TRUNCATIONS`).
+    truncation: str = "head"
     imbalance: str = "none"
     max_grad_norm: float = 1.0
     #: Evaluate every N optimizer steps as well as at each epoch's end (None: epochs only).
@@ -167,6 +172,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "head.pooling": POOLINGS,
     "head.activation": ACTIVATIONS,
     "train.imbalance": IMBALANCE,
+    "train.truncation": TRUNCATIONS,
 }
 #: Inclusive numeric bounds of fields (None: unbounded on that side).
 LIMITS: dict[str, tuple[float | None, float | None]] = {

@@ -117,16 +117,18 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def truncated(self, max_length: int) -> list[np.ndarray]:
-        """Token ids cut to `max_length`, keeping the final special token ([SEP]) last.
+    def truncated(self, max_length: int, strategy: str = "head") -> list[np.ndarray]:
+        """Token ids cut to `max_length`, keeping [CLS] first and [SEP] last.
 
         Args:
             max_length: The most tokens per text, special tokens included (at least 2).
+            strategy: Which text tokens are kept: `head`, `tail` or `head_tail`
+                (see `batching.truncate`).
 
         Returns:
             One int32 array per text; texts that fit are returned unchanged (not copied).
         """
-        return [truncate(ids, max_length) for ids in self.input_ids]
+        return [truncate(ids, max_length, strategy) for ids in self.input_ids]
 
 
 @dataclass(frozen=True, eq=False)

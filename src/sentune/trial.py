@@ -308,7 +308,7 @@ def predict_logits(
     Args:
         model: A model in eval mode.
         split: The examples (for their lengths and labels).
-        ids: Their token ids, truncated to the trial's max_length (`split.truncated(n)`).
+        ids: Their token ids, cut as the trial cut them (`split.truncated(n, strategy)`).
         pad_id: The tokenizer's padding id.
         batch_size: Examples per forward pass.
         device: Where the model is.
@@ -380,8 +380,8 @@ class _Loop:
         self.report = report
         self.precision = precision
         self.pad_id = data.pad_id
-        self.train_ids = data.train.truncated(train.max_length)
-        self.val_ids = data.validation.truncated(train.max_length)
+        self.train_ids = data.train.truncated(train.max_length, train.truncation)
+        self.val_ids = data.validation.truncated(train.max_length, train.truncation)
         self.rng = np.random.default_rng(train.seed)
         self.step = 0
         # Where training stands: the epoch in progress, the next batch group in it, and the
