@@ -16,6 +16,7 @@ from sentune import analysis, config
 from sentune.config import DataConfig
 from sentune.data import load_splits
 from sentune.search import MANIFEST
+from sentune.space import Param
 
 SPACE_TEXT = """\
 description: synthetic
@@ -238,6 +239,20 @@ def test_search_params_are_parsed_from_the_manifest(small_run):
     assert list(found) == SEARCHED
     assert found["head.pooling"].args == ("cls", "mean")
     assert found["train.learning_rate"].kind == "loguniform"
+
+
+def test_searched_quantiles_are_the_choice_the_run_resolved(tmp_path):
+    text = SPACE_TEXT + "  train.max_length: {quantiles: [0.5, 0.95]}\n"
+    searched = [*SEARCHED, "train.max_length"]
+    manifest = write_manifest(
+        tmp_path / "trials" / "q-20260101-000000",
+        searched=searched,
+        space_text=text,
+        max_length={"rule": "quantiles [0.5, 0.95]", "values": [32, 64], "limit": 512},
+    )
+    found = analysis.search_params(manifest)
+    assert list(found) == searched
+    assert found["train.max_length"] == Param("choice", (32, 64))
 
 
 def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:

@@ -324,7 +324,8 @@ IMPORTANCE_COLUMNS = [
 
 def search_params(manifest: dict[str, Any]) -> dict[str, Param]:
     """The searched parameters of a run and their distributions, parsed from the manifest's copy
-    of the space file (restricted to the keys the run actually searched)."""
+    of the space file (restricted to the keys the run actually searched); max_length quantiles
+    are the choice the run resolved them to (the manifest's `max_length` entry)."""
     from sentune import space
 
     searched = manifest["space"]["searched"]
@@ -332,7 +333,11 @@ def search_params(manifest: dict[str, Any]) -> dict[str, Param]:
         path = Path(folder) / f"{manifest['space']['name']}.yaml"
         path.write_text(manifest["space"]["text"])
         spec = space.load(path)
-    return {key: spec.params[key] for key in searched if key in spec.params}
+    params = {key: spec.params[key] for key in searched if key in spec.params}
+    key = space.MAX_LENGTH_KEY
+    if key in params and params[key].kind == "quantiles":
+        params[key] = space.Param("choice", tuple((manifest.get("max_length") or {})["values"]))
+    return params
 
 
 def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:

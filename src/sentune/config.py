@@ -29,6 +29,15 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 #: How class imbalance is handled: loss weights (none/balanced/sqrt) or oversampling.
 IMBALANCE = ("none", "balanced", "sqrt", "oversample")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: `train.max_length: auto` in a space file: the smallest multiple of `MAX_LENGTH_MULTIPLE` tokens
+#: that covers the `MAX_LENGTH_QUANTILE` of the training texts' token lengths, capped at the
+#: model's limit; `{quantiles: [...]}` under `search:` searches several such values.
+MAX_LENGTH_AUTO = "auto"
+MAX_LENGTH_QUANTILE = 0.95
+MAX_LENGTH_MULTIPLE = 32
+#: A max_length that truncates more than this share of the training texts is warned about when a
+#: search starts, and named as the likely cause when the TF-IDF floor beats the best trial.
+TRUNCATION_WARN_SHARE = 0.2
 #: Which tokens of a text longer than `train.max_length` are kept: the first ones (`head`), the
 #: last ones (`tail`) or both ends (`head_tail`); see `batching.truncate`.
 TRUNCATIONS = ("head", "tail", "head_tail")

@@ -33,7 +33,7 @@ from sentune import config
 from sentune.config import BudgetConfig, DataConfig, TrialSettings
 from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.space import SearchSpec
+from sentune.space import MAX_LENGTH_KEY, MaxLength, SearchSpec, resolve_max_length
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     model_path = resolve_model(spec.model)
     _check_max_length(spec, model_path)
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
+    # Once, before the run folder: trials and the manifest see the same concrete values.
+    spec, max_length = max_length_for_data(spec, data, model_path)
     run_name = f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = options.storage / run_name
     settings = TrialSettings(
@@ -146,7 +148,14 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     with _removed_unless_started(run_dir, options):
         with _storage_errors(run_dir):
             run_dir.mkdir(parents=True)
-            write_manifest(run_dir, spec=spec, data=data, settings=settings, options=options)
+            write_manifest(
+                run_dir,
+                spec=spec,
+                data=data,
+                settings=settings,
+                options=options,
+                max_length=max_length,
+            )
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
         with _ray(options):
             strategy = STRATEGIES[options.strategy]
@@ -394,13 +403,63 @@ def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
 def _check_max_length(spec: SearchSpec, model_path: str) -> None:
     from sentune.model import encoder_max_length
 
+    param = spec.params.get(MAX_LENGTH_KEY)
+    if spec.fixed.get(MAX_LENGTH_KEY) == config.MAX_LENGTH_AUTO or (
+        param is not None and param.kind == "quantiles"
+    ):
+        return  # resolved from the data later, capped at the model's limit
     limit = encoder_max_length(model_path)
-    longest = max(spec.values("train.max_length"))
+    longest = max(spec.values(MAX_LENGTH_KEY))
     if longest > limit:
         raise SpaceError(
             f"{spec.path}: train.max_length {longest} exceeds the model's limit of {limit} "
             f"tokens; use at most {limit}"
         )
+
+
+def max_length_for_data(
+    spec: SearchSpec, data: PreparedData, model_path: str
+) -> tuple[SearchSpec, MaxLength]:
+    """Resolve `train.max_length: auto` or `{quantiles: […]}` against the training split, say
+    what the values truncate, and warn when even the longest cuts more than
+    `config.TRUNCATION_WARN_SHARE` of the training texts.
+
+    Returns:
+        The spec with concrete max_length values, and how they were chosen.
+    """
+    from sentune.model import encoder_max_length
+
+    limit = encoder_max_length(model_path)
+    spec, chosen = resolve_max_length(spec, data.train.lengths, limit=limit)
+    points = data.stats.get("train_token_lengths", {})
+    spread = ", ".join(f"{k} {points[k]}" for k in ("p50", "p95", "max") if k in points)
+    log.info(
+        "train.max_length %s (%s; the model takes %d) truncates %s of the %d training texts "
+        "(%s tokens)",
+        ", ".join(map(str, chosen.values)),
+        chosen.rule,
+        limit,
+        ", ".join(f"{chosen.truncated_share[v]:.1%}" for v in chosen.values),
+        len(data.train),
+        spread,
+    )
+    longest = max(chosen.values)
+    share = chosen.truncated_share[longest]
+    if share > config.TRUNCATION_WARN_SHARE:
+        fix = (
+            f"set {MAX_LENGTH_KEY}: auto or a longer value"
+            if longest < limit
+            else "the model takes no more"
+        )
+        log.warning(
+            "train.max_length %d truncates %.1f%% of the training texts (more than %.0f%%): "
+            "%s, or keep both ends of each text with train.truncation: head_tail",
+            longest,
+            100 * share,
+            100 * config.TRUNCATION_WARN_SHARE,
+            fix,
+        )
+    return spec, chosen
 
 
 def start_ray(options: SearchOptions):
@@ -614,8 +673,10 @@ def write_manifest(
     data: PreparedData,
     settings: TrialSettings,
     options: SearchOptions,
+    max_length: MaxLength | None = None,
 ) -> dict[str, Any]:
-    """Record what this run is: space, budget, seed, commit, versions, data, host and device."""
+    """Record what this run is: space, budget, seed, commit, versions, data, how max_length was
+    chosen, host and device."""
     manifest = {
         "run": run_dir.name,
         "started": dt.datetime.now().isoformat(timespec="seconds"),
@@ -635,6 +696,7 @@ def write_manifest(
             "label_names": list(data.label_names),
             "stats": data.stats,
         },
+        "max_length": max_length.record() if max_length is not None else None,
         "budget": asdict(spec.budget),
         "seed": spec.budget.seed,
         "settings": asdict(settings),

@@ -15,16 +15,21 @@ into the dataclasses of `config.py` (which alone hold the defaults)::
 Distributions: `choice: [a, b, …]`, `uniform: [low, high]`, `quniform: [low, high, q]`,
 `loguniform: [low, high]`, `int: [low, high]` and `qrandint: [low, high, q]` (integer bounds
 inclusive). Every problem raises `SpaceError` naming the file, the key and the fix.
+
+`train.max_length` may follow the data: `auto` (fixed) or `{quantiles: [0.5, 0.9, 0.99]}`
+(searched) are resolved once against the training split's token lengths by
+`resolve_max_length`, before any trial runs.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import yaml
 
 from sentune import config
@@ -34,7 +39,9 @@ from sentune.errors import SpaceError
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
 _TOP_KEYS = ("description", "model", "data", "budget", "fixed", "search")
-DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint")
+DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
+#: The one key whose values can come from the data (`auto`, `quantiles`).
+MAX_LENGTH_KEY = "train.max_length"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Param:
         """The Ray Tune domain of this parameter."""
         from ray import tune
 
+        assert self.kind != "quantiles", "resolve_max_length turns quantiles into a choice first"
         if self.kind == "choice":
             return tune.choice(list(self.args))
         if self.kind == "int":
@@ -162,6 +170,91 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
     )
 
 
+# --- max_length from the data ----------------------------------------------------------------
+
+
+class MaxLength(NamedTuple):
+    """The `train.max_length` values of a search, how they were chosen and what each cuts."""
+
+    #: `auto p95`, `quantiles [0.5, 0.9]`, `fixed`, `default`, or `searched <distribution>`.
+    rule: str
+    values: tuple[int, ...]
+    #: Share of the training texts longer than each value (they are truncated).
+    truncated_share: dict[int, float]
+    #: The model's limit in tokens (auto and quantile values are capped there).
+    limit: int
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form the run manifest keeps (`max_length`)."""
+        return {
+            "rule": self.rule,
+            "values": list(self.values),
+            "truncated_share": {str(v): share for v, share in self.truncated_share.items()},
+            "limit": self.limit,
+        }
+
+
+def covering_max_length(lengths: np.ndarray, quantile: float, *, limit: int) -> int:
+    """The smallest multiple of `config.MAX_LENGTH_MULTIPLE` tokens into which at least
+    `quantile` of the texts fit whole, capped at `limit`.
+
+    Args:
+        lengths: Token count of each training text, special tokens included.
+        quantile: The share of texts to cover, in (0, 1].
+        limit: The model's longest input.
+    """
+    lengths = np.asarray(lengths)
+    if not len(lengths) or not 0 < quantile <= 1:
+        raise ValueError(f"need token lengths and a quantile in (0, 1], got {quantile}")
+    # inverted_cdf: the shortest observed length that `quantile` of the texts do not exceed.
+    covered = int(np.quantile(lengths, quantile, method="inverted_cdf"))
+    step = config.MAX_LENGTH_MULTIPLE
+    return min(-(-covered // step) * step, limit)
+
+
+def resolve_max_length(
+    spec: SearchSpec, lengths: np.ndarray, *, limit: int
+) -> tuple[SearchSpec, MaxLength]:
+    """Turn `train.max_length: auto` and `{quantiles: […]}` into concrete token counts.
+
+    `auto` becomes the value covering `config.MAX_LENGTH_QUANTILE` of the texts; quantiles
+    become a `choice` of the values covering each (deduplicated; one value is fixed instead).
+    A spec with concrete values comes back unchanged, with what its values truncate.
+
+    Args:
+        spec: A loaded space.
+        lengths: Token count of each training text, special tokens included.
+        limit: The model's longest input.
+
+    Returns:
+        The spec with concrete values, and how they were chosen.
+    """
+    key = MAX_LENGTH_KEY
+    fixed, params = dict(spec.fixed), dict(spec.params)
+    param = params.get(key)
+    if fixed.get(key) == config.MAX_LENGTH_AUTO:
+        quantile = config.MAX_LENGTH_QUANTILE
+        rule = f"auto p{quantile * 100:g}"
+        fixed[key] = covering_max_length(lengths, quantile, limit=limit)
+    elif param is not None and param.kind == "quantiles":
+        rule = f"quantiles [{', '.join(f'{q:g}' for q in param.args)}]"
+        values = sorted({covering_max_length(lengths, q, limit=limit) for q in param.args})
+        if len(values) == 1:
+            del params[key]
+            fixed[key] = values[0]
+        else:
+            params[key] = Param("choice", tuple(values))
+    elif param is not None:
+        rule = f"searched {param.kind}"
+    else:
+        rule = "fixed" if key in fixed else "default"
+    resolved = replace(spec, fixed=fixed, params=params)
+    values = tuple(sorted({int(v) for v in resolved.values(key)}))
+    lengths = np.asarray(lengths)
+    shares = {v: float((lengths > v).mean()) if len(lengths) else 0.0 for v in values}
+    return resolved, MaxLength(rule, values, shares, limit)
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads `1e-5` (no dot) as a string; people write learning rates that way."""
 
@@ -242,6 +335,12 @@ def _check_value(where: str, key: str, value: Any) -> Any:
         if optional:
             return None
         raise SpaceError(f"{where}: {key}: needs a value, got null")
+    if value == config.MAX_LENGTH_AUTO and not kind.startswith("str"):
+        if key != MAX_LENGTH_KEY:
+            raise SpaceError(
+                f"{where}: {key}: auto is only for {MAX_LENGTH_KEY}; give {key} a value"
+            )
+        return value
     if kind.startswith("str"):
         if not isinstance(value, str):
             raise SpaceError(f"{where}: {key}: needs a string, got {value!r}")
@@ -294,12 +393,19 @@ def _param(where: str, key: str, spec: Any) -> Param:
         raise SpaceError(
             f"{where}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}"
         )
+    if kind == "quantiles":
+        return _quantiles(where, key, args)
     if not isinstance(args, list) or not args:
         raise SpaceError(f"{where}: {kind} needs a list of values, got {args!r}")
     if kind == "choice":
         values = [_check_value(where, key, v) for v in args]
         if len(set(map(repr, values))) != len(values):
             raise SpaceError(f"{where}: choice has repeated values {args!r}; list each once")
+        if config.MAX_LENGTH_AUTO in values:
+            raise SpaceError(
+                f"{where}: auto cannot be one choice among others; search quantiles of the "
+                "token lengths instead, e.g. {quantiles: [0.5, 0.9, 0.99]}"
+            )
         return Param(kind, tuple(values))
 
     arity = 3 if kind in ("quniform", "qrandint") else 2
@@ -326,6 +432,23 @@ def _param(where: str, key: str, spec: Any) -> Param:
     _check_value(where, key, low)
     _check_value(where, key, high)
     return Param(kind, tuple(args))
+
+
+def _quantiles(where: str, key: str, args: Any) -> Param:
+    if key != MAX_LENGTH_KEY:
+        raise SpaceError(
+            f"{where}: quantiles is only for {MAX_LENGTH_KEY}; give {key} another distribution, "
+            "e.g. {choice: [a, b]}"
+        )
+    numbers = isinstance(args, list) and all(
+        isinstance(a, int | float) and not isinstance(a, bool) for a in args
+    )
+    if not numbers or not args or not all(0 < a <= 1 for a in args):
+        raise SpaceError(
+            f"{where}: quantiles needs a non-empty list of numbers in (0, 1], got {args!r}; "
+            "e.g. {quantiles: [0.5, 0.9, 0.99]}"
+        )
+    return Param("quantiles", tuple(float(a) for a in args))
 
 
 def _check_budget(where: str, budget: BudgetConfig) -> None:
