@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 from pathlib import Path
 
 import datasets
@@ -236,6 +237,26 @@ def test_train_and_val_subsample(tiny_csv):
     whole = full["train"]["label"].value_counts(normalize=True)
     ratios = frames["train"]["label"].value_counts(normalize=True)
     assert np.allclose(ratios[whole.index], whole, atol=0.02)
+
+
+def test_sizes_from_a_space_file_are_caps(tiny_csv, caplog):
+    full, full_stats = data.load_splits(_cfg(tiny_csv))
+    capped = _cfg(tiny_csv, train_size=5000, val_size=30, capped_sizes=("train_size", "val_size"))
+    with caplog.at_level(logging.INFO, logger="sentune.data"):
+        frames, stats = data.load_splits(capped)
+    assert stats["split_sizes"] == {"train": len(full["train"]), "validation": 30, "test": 60}
+    assert frames["train"]["text"].tolist() == full["train"]["text"].tolist()
+    assert "data.train_size is 5000 (a cap, from the space file)" in caplog.text
+    assert "val_size is 30 (a cap" not in caplog.text  # a cap the data reaches is exact
+    # A size from the command line (not a cap) that the data cannot meet stays an error.
+    with pytest.raises(DataError, match="set data.train_size to at most"):
+        data.load_splits(_cfg(tiny_csv, train_size=5000, capped_sizes=("val_size",)))
+
+
+def test_caps_leave_the_fingerprint_of_unchanged_inputs_alone(tiny_csv):
+    _, exact = data.load_splits(_cfg(tiny_csv, train_size=100))
+    _, capped = data.load_splits(_cfg(tiny_csv, train_size=100, capped_sizes=("train_size",)))
+    assert exact["fingerprint"] == capped["fingerprint"]
 
 
 # --- tokenization ----------------------------------------------------------------------------

@@ -108,6 +108,18 @@ def test_auto_and_quantiles_resolve_to_concrete_values(tmp_path):
     assert spec == fixed and chosen.rule == "fixed" and chosen.values == (48,)
 
 
+def test_sizes_in_a_space_file_are_caps_and_command_line_sizes_exact():
+    spec = space.load("smoke")
+    assert spec.data.capped_sizes == ("train_size", "val_size")
+    spec = space.load("smoke", overrides={"data.val_size": 200})
+    assert spec.data.capped_sizes == ("train_size",)
+    assert spec.data.val_size == 200
+    spec = space.load("full", overrides={"data.train_size": 2000})
+    assert spec.data.capped_sizes == ()
+    with pytest.raises(SpaceError, match="unknown parameter 'data.capped_sizes'"):
+        space.load("smoke", overrides={"data.capped_sizes": ["train_size"]})
+
+
 def test_auto_from_the_command_line():
     spec = space.load("heads", overrides={"train.max_length": "auto"})
     assert spec.fixed["train.max_length"] == "auto"

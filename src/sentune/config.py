@@ -8,7 +8,7 @@ repeat a default. Metric names are constants here; the objective is written once
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # --- metrics reported to Tune each evaluation (DESIGN.md contract) -------------------------
@@ -59,6 +59,14 @@ class DataConfig:
     test_fraction: float = 0.1
     min_words: int = 3
     seed: int = 0
+    #: The size fields (`train_size`, `val_size`) that a space file gave: caps, so a smaller
+    #: split is used whole; sizes from the command line are exact. Set by `space.load`, not by
+    #: users (no dotted key), and left out of the data fingerprint.
+    capped_sizes: tuple[str, ...] = field(default=(), metadata={"internal": True})
+
+    def __post_init__(self):
+        # A manifest read back from JSON gives a list.
+        object.__setattr__(self, "capped_sizes", tuple(self.capped_sizes))
 
 
 @dataclass(frozen=True)
@@ -125,9 +133,14 @@ TUNABLE_SECTIONS = ("head", "train")
 
 
 def dotted_keys(section: str | None = None) -> list[str]:
-    """All dotted keys (`head.dropout`, …), optionally of one section."""
+    """All dotted keys (`head.dropout`, …), optionally of one section; internal fields have none."""
     names = [section] if section else list(SECTIONS)
-    return [f"{name}.{f.name}" for name in names for f in fields(SECTIONS[name])]
+    return [
+        f"{name}.{f.name}"
+        for name in names
+        for f in fields(SECTIONS[name])
+        if not f.metadata.get("internal")
+    ]
 
 
 def field_type(key: str) -> str:

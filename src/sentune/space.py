@@ -137,6 +137,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
     if not isinstance(model, str) or not model:
         raise SpaceError(f"{where}: model: give a model name or folder, got {model!r}")
     data = _section_values(where, "data", raw.get("data"))
+    capped = {key for key in ("data.train_size", "data.val_size") if data.get(key) is not None}
     budget = _section_values(where, "budget", raw.get("budget"))
     fixed = _fixed_values(where, raw.get("fixed"))
     params = _params(where, raw.get("search"))
@@ -148,7 +149,9 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         if key == "model":
             model = value
         elif key.startswith("data."):
+            _check_key(origin, key, tunable=False)
             data[key] = _check_value(origin, key, value)
+            capped.discard(key)  # a size given on the command line is exact
         elif key.startswith("budget."):
             budget[key] = _check_value(origin, key, value)
         else:
@@ -156,6 +159,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
             fixed[key] = _check_value(origin, key, value)
             params.pop(key, None)
 
+    data["data.capped_sizes"] = tuple(sorted(key.split(".", 1)[1] for key in capped))
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
     return SearchSpec(
