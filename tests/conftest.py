@@ -38,6 +38,18 @@ def make_texts(n: int, seed: int = 0, imbalance=(0.4, 0.4, 0.2)) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def make_reviews(n: int, seed: int = 0, words: tuple[int, int] = (200, 1000)) -> pd.DataFrame:
+    """`n` long negative/positive texts of the fixture vocabulary, one word in ten a cue word."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ("negative", "positive")[i % 2]
+        size = rng.randint(*words)
+        text = [rng.choice(_CUES[label] if rng.random() < 0.1 else _FILLER) for _ in range(size)]
+        rows.append({"text": " ".join(text), "label": label})
+    return pd.DataFrame(rows)
+
+
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     """A 600-row CSV (`text`, `label`) with three imbalanced classes."""

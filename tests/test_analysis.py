@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentune import analysis, config, runs
+from sentune import analysis, config, evaluate, runs
 from sentune.config import DataConfig
 from sentune.data import load_splits
 from sentune.runs import MANIFEST
+from sentune.space import Param
 
 SPACE_TEXT = """\
 description: synthetic
@@ -235,6 +237,20 @@ def test_search_params_are_parsed_from_the_manifest(small_run):
     assert found["train.learning_rate"].kind == "loguniform"
 
 
+def test_searched_quantiles_are_the_choice_the_run_resolved(tmp_path):
+    text = SPACE_TEXT + "  train.max_length: {quantiles: [0.5, 0.95]}\n"
+    searched = [*SEARCHED, "train.max_length"]
+    manifest = write_manifest(
+        tmp_path / "trials" / "q-20260101-000000",
+        searched=searched,
+        space_text=text,
+        max_length={"rule": "quantiles [0.5, 0.95]", "values": [32, 64], "limit": 512},
+    )
+    found = analysis.search_params(runs.Manifest.from_dict(manifest))
+    assert list(found) == searched
+    assert found["train.max_length"] == Param("choice", (32, 64))
+
+
 def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:
     """At epoch 2 (reached by all) dropout decides; epoch 1, every trial's best, is decided
     by pooling; only two trials reach epoch 3."""
@@ -337,3 +353,60 @@ def test_token_lengths_give_the_share_each_max_length_truncates(csv_manifest, tm
     assert tokens.cuts["max_length"].tolist() == [8]
     assert tokens.cuts["truncated_share"].iloc[0] == pytest.approx((tokens.lengths > 8).mean())
     assert not tokens.cuts["searched"].any()
+
+
+def _floor(value: float, train_size: int = 500) -> evaluate.Floor:
+    return evaluate.Floor(
+        val_macro_f1=value,
+        val_accuracy=value,
+        train_size=train_size,
+        val_size=100,
+        fingerprint="0000",
+        fingerprint_matches=True,
+        method=evaluate.FLOOR_METHOD,
+    )
+
+
+def _lengths(*lengths: int) -> analysis.TokenLengths:
+    return analysis.TokenLengths(np.array(lengths), pd.DataFrame())
+
+
+def test_floor_verdict_names_the_likely_causes(tmp_path):
+    run_dir = tmp_path / "trials" / "long-20260101-000000"
+    write_manifest(run_dir)  # max_epochs 3
+    write_trial(run_dir, "aaaa", params(0.1), [0.5, 0.6, 0.64])  # max_length 64, improving
+    write_trial(run_dir, "bbbb", params(0.2), [0.55, 0.5])
+    run = runs.open_run(run_dir)
+    table = analysis.leaderboard(run)
+    long_texts = _lengths(*[248] * 9, 40)
+    verdict = analysis.floor_verdict(run, table, _floor(0.77), long_texts)
+    assert (verdict.trial_id, verdict.best, verdict.floor) == ("aaaa", 0.64, 0.77)
+    assert verdict.max_length == 64 and verdict.truncated_share == pytest.approx(0.9)
+    assert verdict.still_improving and verdict.epochs == 3 and verdict.max_epochs == 3
+    assert verdict.causes == ("truncation", "too few epochs", "too little data")
+    # Short texts and plenty of data: only the epochs remain.
+    verdict = analysis.floor_verdict(run, table, _floor(0.77, train_size=5000), _lengths(20, 30))
+    assert verdict.causes == ("too few epochs",)
+    # Without token lengths, the share the search recorded for that max_length.
+    run = dataclasses.replace(
+        run,
+        manifest=dataclasses.replace(
+            run.manifest, max_length={"values": [64], "truncated_share": {"64": 0.35}}
+        ),
+    )
+    verdict = analysis.floor_verdict(run, table, _floor(0.77, train_size=5000))
+    assert verdict.truncated_share == 0.35 and verdict.causes[0] == "truncation"
+    # A best trial above the floor, or no floor: nothing to say.
+    assert analysis.floor_verdict(run, table, _floor(0.6), long_texts) is None
+    assert analysis.floor_verdict(run, table, None, long_texts) is None
+
+
+def test_floor_verdict_of_a_trial_past_its_peak_names_no_cause(tmp_path):
+    run_dir = tmp_path / "trials" / "peak-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "aaaa", params(0.1), [0.6, 0.7, 0.65])
+    run = runs.open_run(run_dir)
+    table = analysis.leaderboard(run)
+    verdict = analysis.floor_verdict(run, table, _floor(0.7, train_size=5000), _lengths(20, 30))
+    assert verdict.best == verdict.floor == 0.7  # a tie does not beat the floor either
+    assert not verdict.still_improving and verdict.causes == ()

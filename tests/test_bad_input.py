@@ -181,6 +181,21 @@ CASES = [
         "no training examples left to carve the test split from",
     ),
     (
+        "max-length-quantile-above-one",
+        lambda c: _search(c, _space(c, search={"train.max_length": {"quantiles": [0.5, 1.5]}})),
+        "quantiles needs a non-empty list of numbers in (0, 1], got [0.5, 1.5]",
+    ),
+    (
+        "auto-on-another-key",
+        lambda c: _search(c, c["space"], "--set", "head.dropout=auto"),
+        "head.dropout: auto is only for train.max_length",
+    ),
+    (
+        "unknown-truncation",
+        lambda c: _search(c, c["space"], "--set", "train.truncation=middle"),
+        "train.truncation: 'middle' is not one of head, tail, head_tail",
+    ),
+    (
         "train-size-above-the-data",
         lambda c: _search(c, c["space"], "--train-size", "100000"),
         "set data.train_size to at most",

@@ -20,6 +20,27 @@ def test_truncate_keeps_the_final_special_token():
         truncate(ids, 1)
 
 
+def test_truncate_strategies_keep_the_chosen_ends():
+    cls, sep = 101, 102
+    ids = np.array([cls, *range(1, 21), sep])  # 20 text tokens
+    assert truncate(ids, 10, "head").tolist() == [cls, *range(1, 9), sep]
+    assert truncate(ids, 10, "tail").tolist() == [cls, *range(13, 21), sep]
+    # 8 tokens of room: a quarter (2) from the start, the other 6 from the end.
+    assert truncate(ids, 10, "head_tail").tolist() == [cls, 1, 2, *range(15, 21), sep]
+    assert truncate(ids.tolist(), 10, "head_tail") == [cls, 1, 2, *range(15, 21), sep]
+    assert truncate(ids, 2, "head_tail").tolist() == [cls, sep]
+    for strategy in ("head", "tail", "head_tail"):
+        assert truncate(ids, 22, strategy) is ids
+        assert len(truncate(ids, 7, strategy)) == 7
+    # Sun et al. 2019 kept head 128 + tail 382 of 512; a quarter of 510 is 127.
+    long = np.arange(2000)
+    cut = truncate(long, 512, "head_tail")
+    assert cut[:128].tolist() == list(range(128))  # [CLS] and 127 head tokens
+    assert cut[128:].tolist() == list(range(2000 - 384, 2000))  # 383 tail tokens and [SEP]
+    with pytest.raises(ValueError, match="unknown truncation"):
+        truncate(ids, 10, "middle")
+
+
 def test_pad_batch_pads_to_the_longest_with_a_mask():
     input_ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
     assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]

@@ -229,7 +229,7 @@ def test_peer_maps_the_space_onto_training_arguments(tiny_setup):
     assert args["gradient_accumulation_steps"] == 32 // values["train.batch_size"]
     assert args["warmup_steps"] == pytest.approx(TrainConfig().warmup_ratio)
     searched_max_length = space.load("data")
-    assert bench.peer_unmapped(searched_max_length) == ["train.max_length"]
+    assert bench.peer_unmapped(searched_max_length) == ["train.max_length", "train.truncation"]
 
 
 def test_peer_runs_on_the_tiny_model(tiny_setup):

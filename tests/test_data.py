@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 from pathlib import Path
 
 import datasets
@@ -238,6 +239,26 @@ def test_train_and_val_subsample(tiny_csv):
     assert np.allclose(ratios[whole.index], whole, atol=0.02)
 
 
+def test_sizes_from_a_space_file_are_caps(tiny_csv, caplog):
+    full, full_stats = data.load_splits(_cfg(tiny_csv))
+    capped = _cfg(tiny_csv, train_size=5000, val_size=30, capped_sizes=("train_size", "val_size"))
+    with caplog.at_level(logging.INFO, logger="sentune.data"):
+        frames, stats = data.load_splits(capped)
+    assert stats["split_sizes"] == {"train": len(full["train"]), "validation": 30, "test": 60}
+    assert frames["train"]["text"].tolist() == full["train"]["text"].tolist()
+    assert "data.train_size is 5000 (a cap, from the space file)" in caplog.text
+    assert "val_size is 30 (a cap" not in caplog.text  # a cap the data reaches is exact
+    # A size from the command line (not a cap) that the data cannot meet stays an error.
+    with pytest.raises(DataError, match="set data.train_size to at most"):
+        data.load_splits(_cfg(tiny_csv, train_size=5000, capped_sizes=("val_size",)))
+
+
+def test_caps_leave_the_fingerprint_of_unchanged_inputs_alone(tiny_csv):
+    _, exact = data.load_splits(_cfg(tiny_csv, train_size=100))
+    _, capped = data.load_splits(_cfg(tiny_csv, train_size=100, capped_sizes=("train_size",)))
+    assert exact["fingerprint"] == capped["fingerprint"]
+
+
 # --- tokenization ----------------------------------------------------------------------------
 
 
@@ -284,6 +305,20 @@ def test_truncated_keeps_sep_last(tiny_csv, tiny_model_dir, tmp_path):
             assert short is ids
         else:
             assert short[:5].tolist() == ids[:5].tolist()
+
+
+def test_truncated_by_strategy_keeps_the_head_the_tail_or_both(tiny_csv, tiny_model_dir, tmp_path):
+    prepared = data.prepare(_cfg(tiny_csv), str(tiny_model_dir), cache_dir=tmp_path)
+    split = prepared.validation
+    long = [i for i, ids in enumerate(split.input_ids) if len(ids) >= 9]
+    assert long
+    head, tail, both = (split.truncated(6, s) for s in ("head", "tail", "head_tail"))
+    for i in long:
+        ids = split.input_ids[i].tolist()
+        assert head[i].tolist() == ids[:5] + ids[-1:]
+        assert tail[i].tolist() == ids[:1] + ids[-5:]
+        # 4 tokens of room: 1 from the start of the text, 3 from its end.
+        assert both[i].tolist() == ids[:2] + ids[-4:]
 
 
 # --- Hugging Face datasets (no hub here: load_dataset is replaced) ---------------------------

@@ -56,6 +56,25 @@ def test_exports_the_leaderboards_best_checkpoint(tiny_run, exported):
     ):
         assert (exported.path / name).is_file(), name
     assert not [p for p in exported.path.parent.iterdir() if p.name.startswith(".")]
+    recorded = json.loads((exported.path / "export.json").read_text())
+    assert recorded["truncation"] == "head" == exported.winner.truncation
+
+
+def test_the_winner_carries_its_truncation_into_export_json(tmp_path):
+    from types import SimpleNamespace
+
+    from test_analysis import params, write_manifest, write_trial
+
+    run_dir = tmp_path / "trials" / "synthetic-20260101-000000"
+    write_manifest(run_dir)
+    trial = {**params(0.1), "train.truncation": "head_tail"}
+    write_trial(run_dir, "aaaa", trial, [0.5, 0.8], checkpoint=True)
+    run = runs.open_run(run_dir)
+    winner = export.select_winner(run)
+    assert (winner.truncation, winner.max_length) == ("head_tail", 64)
+    data = SimpleNamespace(label_names=["negative", "neutral", "positive"], pad_id=0)
+    recorded = export._export_manifest(run, winner, data, ("onnx",))
+    assert recorded["truncation"] == "head_tail" and recorded["max_length"] == 64
 
 
 def test_hf_folder_round_trips_with_identical_logits(exported):

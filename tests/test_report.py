@@ -7,9 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import params, write_manifest, write_trial
+from test_analysis import _floor, params, write_manifest, write_trial
 
 from sentune import analysis, cli, report, runs
 
@@ -64,6 +65,32 @@ def test_synthetic_report_without_data_says_what_is_missing(tmp_path):
     summary = report.summary(result, report=path)
     assert "importance (fANOVA at epoch 1, 6 trials" in summary
     assert f"report: {path}" in summary
+
+
+def test_summary_and_headline_lead_with_the_floor_when_it_beats_the_best_trial(tmp_path):
+    run_dir = tmp_path / "trials" / "synthetic-20260101-000000"
+    write_manifest(run_dir)
+    for i in range(3):
+        scores = [0.5 + 0.02 * i, 0.55 + 0.02 * i, 0.6 + 0.02 * i]
+        write_trial(run_dir, f"t{i}", params(0.1 * i), scores)
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=2)
+    assert result.verdict is None  # no floor without the data
+    result.floor = _floor(0.77, train_size=600)
+    result.tokens = analysis.TokenLengths(np.full(50, 248), pd.DataFrame())
+    result.verdict = analysis.floor_verdict(result.run, result.table, result.floor, result.tokens)
+    first = report.summary(result).splitlines()[0]
+    assert first.startswith("The TF-IDF floor (0.7700) beats the best trial (0.6400, trial t2)")
+    assert "likely causes: truncation (max_length 64 cuts 100.0% of the training texts" in first
+    assert "too few epochs (still improving at its last epoch, 3 of 3; raise budget." in first
+    assert "too little data (600 training examples" in first
+    assert report._headline(result).startswith(first)
+    assert report.summary(result).splitlines()[1].startswith("Top trials of")
+
+    result.floor = _floor(0.5)
+    result.verdict = analysis.floor_verdict(result.run, result.table, result.floor, result.tokens)
+    assert result.verdict is None
+    assert report.summary(result).startswith("Top trials of")
+    assert report._headline(result).startswith("3 trials")
 
 
 @pytest.mark.slow

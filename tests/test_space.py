@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from sentune import config, space
+from sentune import config, search, space
 from sentune.errors import SpaceError
+
+#: Token lengths shaped like the tweets with MiniLM: p50 30, p95 40, the longest 121.
+TWEET_LIKE = np.concatenate([np.full(25, 20), np.full(25, 30), np.full(45, 40), [54] * 4, [121]])
 
 
 @pytest.mark.parametrize("name", space.list_spaces())
@@ -13,7 +17,9 @@ def test_every_shipped_space_loads(name):
     spec = space.load(name)
     assert spec.name == name
     assert spec.params, f"{name} searches nothing"
-    tune_space = spec.param_space()
+    spec, chosen = space.resolve_max_length(spec, TWEET_LIKE, limit=512)
+    assert chosen.values and all(isinstance(v, int) for v in chosen.values)
+    tune_space = search.tune_param_space(spec)
     assert set(spec.params) <= set(tune_space)
     for key in tune_space:
         assert key in config.dotted_keys()
@@ -41,7 +47,7 @@ def test_spaces_do_not_repeat_defaults(name):
 
 @pytest.mark.parametrize("name", space.list_spaces())
 def test_optuna_and_tune_draw_from_the_same_domain(name):
-    """`Param.suggest` (define-by-run) stays inside what `Param.to_tune` would draw."""
+    """`Param.suggest` (define-by-run) stays inside what `search.tune_domain` would draw."""
     import optuna
 
     spec = space.load(name)
@@ -77,7 +83,7 @@ def test_values_and_domains(tmp_path):
     assert spec.values("head.layers") == [0, 2]
     assert spec.values("train.learning_rate") == [1e-4]
     assert spec.values("train.max_length") == [config.TrainConfig().max_length]
-    layers = spec.param_space()["head.layers"]
+    layers = search.tune_param_space(spec)["head.layers"]
     assert {layers.sample() for _ in range(200)} == {0, 1, 2}  # inclusive upper bound
 
 
@@ -87,6 +93,67 @@ def test_overrides_fix_searched_keys_and_replace_budget():
     assert spec.model == "x"
     assert "head.dropout" not in spec.params
     assert spec.fixed["head.dropout"] == 0.2
+
+
+def test_auto_covers_the_quantile_in_multiples_of_32_capped_at_the_limit():
+    lengths = np.arange(1, 1001)  # p95: 950 tokens
+    assert config.MAX_LENGTH_QUANTILE == 0.95
+    assert space.covering_max_length(lengths, 0.95, limit=4096) == 960
+    assert space.covering_max_length(lengths, 0.95, limit=512) == 512
+    assert space.covering_max_length(lengths, 0.5, limit=4096) == 512  # p50 is 500
+    assert space.covering_max_length(np.array([64] * 10), 1.0, limit=512) == 64
+    assert space.covering_max_length(np.array([65] * 10), 1.0, limit=512) == 96
+    for q in (0.3, 0.9, 0.95, 1.0):
+        value = space.covering_max_length(TWEET_LIKE, q, limit=512)
+        assert value % 32 == 0 and (TWEET_LIKE <= value).mean() >= q
+
+
+def test_auto_and_quantiles_resolve_to_concrete_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "fixed: {train.max_length: auto}\nsearch: {head.dropout: {uniform: [0.1, 0.3]}}\n"
+    )
+    spec, chosen = space.resolve_max_length(space.load(path), TWEET_LIKE, limit=512)
+    assert spec.fixed["train.max_length"] == 64
+    assert chosen.rule == "auto p95" and chosen.values == (64,)
+    assert chosen.truncated_share == {64: pytest.approx(0.01)}
+    assert chosen.record()["truncated_share"] == {"64": pytest.approx(0.01)}
+
+    path.write_text("search: {train.max_length: {quantiles: [0.25, 0.5, 0.95, 1.0]}}\n")
+    spec, chosen = space.resolve_max_length(space.load(path), TWEET_LIKE, limit=100)
+    assert spec.params["train.max_length"] == space.Param("choice", (32, 64, 100))
+    assert chosen.rule == "quantiles [0.25, 0.5, 0.95, 1]" and chosen.values == (32, 64, 100)
+    assert chosen.truncated_share[100] == pytest.approx(0.01)  # the one text over the cap
+    assert {search.tune_param_space(spec)["train.max_length"].sample() for _ in range(100)} == {
+        32,
+        64,
+        100,
+    }
+
+    path.write_text("search: {train.max_length: {quantiles: [0.6, 0.9]}}\n")
+    spec, chosen = space.resolve_max_length(space.load(path), TWEET_LIKE, limit=512)
+    assert "train.max_length" not in spec.params and spec.fixed["train.max_length"] == 64
+
+    fixed = space.load("heads", overrides={"train.max_length": 48})
+    spec, chosen = space.resolve_max_length(fixed, TWEET_LIKE, limit=512)
+    assert spec == fixed and chosen.rule == "fixed" and chosen.values == (48,)
+
+
+def test_sizes_in_a_space_file_are_caps_and_command_line_sizes_exact():
+    spec = space.load("smoke")
+    assert spec.data.capped_sizes == ("train_size", "val_size")
+    spec = space.load("smoke", overrides={"data.val_size": 200})
+    assert spec.data.capped_sizes == ("train_size",)
+    assert spec.data.val_size == 200
+    spec = space.load("full", overrides={"data.train_size": 2000})
+    assert spec.data.capped_sizes == ()
+    with pytest.raises(SpaceError, match="unknown parameter 'data.capped_sizes'"):
+        space.load("smoke", overrides={"data.capped_sizes": ["train_size"]})
+
+
+def test_auto_from_the_command_line():
+    spec = space.load("heads", overrides={"train.max_length": "auto"})
+    assert spec.fixed["train.max_length"] == "auto"
 
 
 BAD = {
@@ -116,6 +183,29 @@ BAD = {
     "fractional gpu above 1": ("budget: {gpus_per_trial: 1.5}", "at most 1"),
     "string for number": ("budget: {trials: many}", "needs a number"),
     "unknown budget field": ("budget: {trails: 3}", "unknown parameter 'budget.trails'"),
+    "quantile above 1": (
+        "search: {train.max_length: {quantiles: [0.5, 1.5]}}",
+        "quantiles needs a non-empty list of numbers in (0, 1], got [0.5, 1.5]",
+    ),
+    "no quantiles": ("search: {train.max_length: {quantiles: []}}", "non-empty list"),
+    "quantile zero": ("search: {train.max_length: {quantiles: [0]}}", "in (0, 1]"),
+    "quantiles elsewhere": (
+        "search: {head.width: {quantiles: [0.5]}}",
+        "quantiles is only for train.max_length",
+    ),
+    "auto elsewhere": (
+        "fixed: {head.width: auto}",
+        "head.width: auto is only for train.max_length",
+    ),
+    "auto data size": ("data: {train_size: auto}", "auto is only for train.max_length"),
+    "auto in a choice": (
+        "search: {train.max_length: {choice: [auto, 64]}}",
+        "search quantiles of the token lengths instead",
+    ),
+    "unknown truncation": (
+        "fixed: {train.truncation: middle}",
+        "'middle' is not one of head, tail, head_tail",
+    ),
 }
 
 

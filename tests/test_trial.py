@@ -123,6 +123,40 @@ def test_accumulation_counts_optimizer_steps(tiny_data, tiny_model_dir, tmp_path
     assert reports[-1][0]["step"] == math.ceil(math.ceil(len(tiny_data.train) / 8) / 4)
 
 
+def test_head_tail_trial_feeds_the_first_and_last_tokens(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    from sentune import evaluate, trial
+    from sentune.batching import truncate
+
+    fed = []
+    real_collate, real_pad = trial.collate, evaluate.pad_batch
+
+    def recording_collate(ids, labels, *, pad_id):  # training batches
+        fed.extend(tuple(x.tolist()) for x in ids)
+        return real_collate(ids, labels, pad_id=pad_id)
+
+    def recording_pad(ids, *, pad_id):  # evaluation batches
+        fed.extend(tuple(x.tolist()) for x in ids)
+        return real_pad(ids, pad_id=pad_id)
+
+    monkeypatch.setattr(trial, "collate", recording_collate)
+    monkeypatch.setattr(evaluate, "pad_batch", recording_pad)
+    _train(
+        tiny_data,
+        tiny_model_dir,
+        tmp_path,
+        epochs=1,
+        **{"train.max_length": 6, "train.truncation": "head_tail"},
+    )
+    every = [*tiny_data.train.input_ids, *tiny_data.validation.input_ids]
+    head_tail = {tuple(truncate(x, 6, "head_tail").tolist()) for x in every}
+    head = {tuple(truncate(x, 6, "head").tolist()) for x in every}
+    assert fed and set(fed) <= head_tail
+    assert set(fed) - head  # the cut differs from the head-only one
+    assert len(fed) == len(tiny_data.train) + len(tiny_data.validation)
+
+
 def test_training_batches_cover_each_example_once_and_group_lengths(tiny_data):
     split = tiny_data.train
     train = TrainConfig(batch_size=16, max_length=32)

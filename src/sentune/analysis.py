@@ -234,7 +234,8 @@ IMPORTANCE_COLUMNS = [
 
 def search_params(manifest: Manifest) -> dict[str, Param]:
     """The searched parameters of a run and their distributions, parsed from the manifest's copy
-    of the space file (restricted to the keys the run actually searched)."""
+    of the space file (restricted to the keys the run actually searched); max_length quantiles
+    are the choice the run resolved them to (the manifest's `max_length` entry)."""
     from sentune import space
 
     searched = manifest.space.searched
@@ -242,7 +243,11 @@ def search_params(manifest: Manifest) -> dict[str, Param]:
         path = Path(folder) / f"{manifest.space.name}.yaml"
         path.write_text(manifest.space.text)
         spec = space.load(path)
-    return {key: spec.params[key] for key in searched if key in spec.params}
+    params = {key: spec.params[key] for key in searched if key in spec.params}
+    key = space.MAX_LENGTH_KEY
+    if key in params and params[key].kind == "quantiles":
+        params[key] = space.Param("choice", tuple((manifest.max_length or {})["values"]))
+    return params
 
 
 def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:
@@ -432,6 +437,80 @@ def _fanova_fits(
 # --- data of the run: floor, token lengths, winner's confusion ----------------------------
 
 
+#: Why the TF-IDF floor may beat the best trial, in the order `FloorVerdict.causes` names them.
+FLOOR_CAUSES = ("truncation", "too few epochs", "too little data")
+#: Fewer training examples than this is named as a likely cause when the floor wins: TF-IDF
+#: needs far fewer examples than fine-tuning an encoder does.
+SMALL_TRAIN_SIZE = 2000
+
+
+class FloorVerdict(NamedTuple):
+    """The TF-IDF floor matches or beats the best trial; what the likely causes are."""
+
+    trial_id: str
+    #: Validation macro-F1 of the best trial and of the floor.
+    best: float
+    floor: float
+    #: The best trial's max_length and the share of training texts it truncates (nan: unknown).
+    max_length: int
+    truncated_share: float
+    #: Its last evaluation was its best: it was still improving when it stopped.
+    still_improving: bool
+    epochs: float
+    max_epochs: int
+    train_size: int
+    #: The likely causes among `FLOOR_CAUSES`, in that order; empty when none stands out.
+    causes: tuple[str, ...]
+
+
+def floor_verdict(
+    run: Run, table: pd.DataFrame, floor: Floor | None, tokens: TokenLengths | None = None
+) -> FloorVerdict | None:
+    """When the best trial does not beat the floor, say why it likely lost.
+
+    Causes: `truncation` (its max_length truncates more than `config.TRUNCATION_WARN_SHARE` of
+    the training texts), `too few epochs` (its last evaluation was its best) and `too little
+    data` (fewer than `SMALL_TRAIN_SIZE` training examples).
+
+    Args:
+        run: The run (the best trial's parameters, the budget, the recorded max_length shares).
+        table: Its leaderboard, best first.
+        floor: The reference floor (None: no verdict).
+        tokens: Training token lengths; without them the shares the search recorded are used.
+
+    Returns:
+        None when there is no floor or no scored trial, or the best trial beats the floor.
+    """
+    scored = table.dropna(subset=[config.OBJECTIVE])
+    if floor is None or not len(scored) or scored.iloc[0][config.OBJECTIVE] > floor.val_macro_f1:
+        return None
+    best = scored.iloc[0]
+    max_length = trial_max_length(run, str(best["trial_id"]))
+    if tokens is not None and len(tokens.lengths):
+        share = float((tokens.lengths > max_length).mean())
+    else:
+        recorded = (run.manifest.max_length or {}).get("truncated_share", {})
+        share = float(recorded.get(str(max_length), float("nan")))
+    still_improving = bool(best["best_epoch"] >= best["epochs"])
+    found = {
+        "truncation": share > config.TRUNCATION_WARN_SHARE,
+        "too few epochs": still_improving,
+        "too little data": floor.train_size < SMALL_TRAIN_SIZE,
+    }
+    return FloorVerdict(
+        trial_id=str(best["trial_id"]),
+        best=float(best[config.OBJECTIVE]),
+        floor=floor.val_macro_f1,
+        max_length=max_length,
+        truncated_share=share,
+        still_improving=still_improving,
+        epochs=float(best["epochs"]),
+        max_epochs=int(run.manifest.budget.max_epochs),
+        train_size=floor.train_size,
+        causes=tuple(cause for cause in FLOOR_CAUSES if found[cause]),
+    )
+
+
 class TokenLengths(NamedTuple):
     """Token counts of the training texts and what each candidate max_length cuts."""
 
@@ -483,6 +562,7 @@ def winner_confusion(table: pd.DataFrame, data: PreparedData, run: Run) -> Confu
         data,
         trial_id=str(winner["trial_id"]),
         max_length=trial_max_length(run, str(winner["trial_id"])),
+        truncation=trial_truncation(run, str(winner["trial_id"])),
     )
 
 
@@ -490,6 +570,11 @@ def trial_max_length(run: Run, trial_id: str) -> int:
     """The max_length a trial trained with (its parameter, else the default)."""
     value = run.params.get(trial_id, {}).get("train.max_length")
     return int(value or config.TrainConfig.max_length)
+
+
+def trial_truncation(run: Run, trial_id: str) -> str:
+    """How a trial cut long texts (its parameter, else the default)."""
+    return run.params.get(trial_id, {}).get("train.truncation") or config.TrainConfig.truncation
 
 
 def data_summary(manifest: Manifest) -> dict[str, pd.DataFrame]:
@@ -561,6 +646,8 @@ class RunAnalysis:
     rungs: list[float]
     importance: pd.DataFrame | None = None
     floor: Floor | None = None
+    #: Set when the floor matches or beats the best trial.
+    verdict: FloorVerdict | None = None
     tokens: TokenLengths | None = None
     confusion: Confusion | None = None
     data: dict[str, pd.DataFrame] | None = None
@@ -621,6 +708,9 @@ def analyze(
     recorded = run.manifest.data.fingerprint
     result.floor = _part(result, "floor", reference_floor, data, recorded_fingerprint=recorded)
     result.tokens = _part(result, "tokens", token_lengths, data, run.manifest)
+    result.verdict = _part(
+        result, "verdict", floor_verdict, run, table, result.floor, result.tokens
+    )
     result.confusion = _part(result, "confusion", winner_confusion, table, data, run)
     if result.confusion is None and "confusion" not in result.notes:
         result.notes["confusion"] = "no trial has a checkpoint yet"

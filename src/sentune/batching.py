@@ -1,9 +1,10 @@
 """Torch-free batching shared by training, evaluation and serving.
 
 Token ids come in as one integer array (or list) per text, special tokens included. This module
-cuts them to a `max_length`, groups texts of similar length into batches and pads a batch to its
-longest member; `trial.py` wraps the padded arrays in tensors, `predict.py` hands them to
-onnxruntime. One implementation, so that serving sees what training saw.
+cuts them to a `max_length` (keeping the head, the tail or both ends of the text), groups texts
+of similar length into batches and pads a batch to its longest member; `trial.py` wraps the
+padded arrays in tensors, `predict.py` hands them to onnxruntime. One implementation, so that
+serving sees what training saw.
 """
 
 from __future__ import annotations
@@ -12,27 +13,44 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sentune.config import TRUNCATIONS
+
+#: `head_tail` truncation keeps this share of the room for text tokens from the start of the text
+#: and the rest from its end. Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification")
+#: found head 128 + tail 382 of 510 best on IMDb, about a quarter head; 510 tokens give 127 + 383.
+HEAD_TAIL_HEAD_SHARE = 0.25
 #: Training batches are sorted by length inside windows of this many batches, then shuffled.
 LENGTH_GROUP_WINDOW = 50
 
 
-def truncate(ids: Sequence[int] | np.ndarray, max_length: int):
-    """Cut one text's token ids to `max_length`, keeping the final special token ([SEP]) last.
+def truncate(ids: Sequence[int] | np.ndarray, max_length: int, strategy: str = "head"):
+    """Cut one text's token ids to `max_length`, keeping the special tokens at both ends.
 
     Args:
         ids: Token ids with the special tokens ([CLS] first, [SEP] last).
         max_length: The most tokens, special tokens included (at least 2).
+        strategy: Which text tokens are kept (`config.TRUNCATIONS`): `head` the first ones,
+            `tail` the last ones, `head_tail` the first quarter of the room and the last three
+            quarters (`HEAD_TAIL_HEAD_SHARE`).
 
     Returns:
-        `ids` itself when it fits (not copied), else the first `max_length - 1` ids and the last.
+        `ids` itself when it fits (not copied), else `max_length` ids of the same type:
+        [CLS], the kept text tokens, [SEP].
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
+    if strategy not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {strategy!r}; use one of {', '.join(TRUNCATIONS)}")
     if len(ids) <= max_length:
         return ids
+    room = max_length - 2  # text tokens between [CLS] and [SEP]
+    head = {"head": room, "tail": 0, "head_tail": int(room * HEAD_TAIL_HEAD_SHARE)}[strategy]
+    tail = room - head
+    end = len(ids) - 1  # the position of [SEP]
+    pieces = (ids[: 1 + head], ids[end - tail : end], ids[end:])
     if isinstance(ids, np.ndarray):
-        return np.concatenate((ids[: max_length - 1], ids[-1:]))
-    return [*ids[: max_length - 1], ids[-1]]
+        return np.concatenate(pieces)
+    return [*pieces[0], *pieces[1], *pieces[2]]
 
 
 def pad_batch(ids: Sequence[Sequence[int]], *, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -189,8 +189,10 @@ def run_benchmark(
     specs = {
         seed: load_spec(space_name, overrides, seed=seed, options=options) for seed in options.seeds
     }
+    data, model_path = _prepare(specs[options.seeds[0]], options)
+    # max_length auto/quantiles resolve against the data once, so the peer sees the same values.
+    specs = {s: search.max_length_for_data(spec, data, model_path)[0] for s, spec in specs.items()}
     base = specs[options.seeds[0]]
-    data, model_path = _prepare(base, options)
     storage = options.storage / f"bench-{stamp}"
     context = (
         search.start_ray(search.SearchOptions(dashboard=False, num_cpus=options.num_cpus))

@@ -8,7 +8,7 @@ repeat a default. Metric names are constants here; the objective is written once
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # --- metrics: each has one name from the trial to the export -------------------------------
@@ -45,6 +45,18 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 #: How class imbalance is handled: loss weights (none/balanced/sqrt) or oversampling.
 IMBALANCE = ("none", "balanced", "sqrt", "oversample")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: `train.max_length: auto` in a space file: the smallest multiple of `MAX_LENGTH_MULTIPLE` tokens
+#: that covers the `MAX_LENGTH_QUANTILE` of the training texts' token lengths, capped at the
+#: model's limit; `{quantiles: [...]}` under `search:` searches several such values.
+MAX_LENGTH_AUTO = "auto"
+MAX_LENGTH_QUANTILE = 0.95
+MAX_LENGTH_MULTIPLE = 32
+#: A max_length that truncates more than this share of the training texts is warned about when a
+#: search starts, and named as the likely cause when the TF-IDF floor beats the best trial.
+TRUNCATION_WARN_SHARE = 0.2
+#: Which tokens of a text longer than `train.max_length` are kept: the first ones (`head`), the
+#: last ones (`tail`) or both ends (`head_tail`); see `batching.truncate`.
+TRUNCATIONS = ("head", "tail", "head_tail")
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,14 @@ class DataConfig:
     test_fraction: float = 0.1
     min_words: int = 3
     seed: int = 0
+    #: The size fields (`train_size`, `val_size`) that a space file gave: caps, so a smaller
+    #: split is used whole; sizes from the command line are exact. Set by `space.load`, not by
+    #: users (no dotted key), and left out of the data fingerprint.
+    capped_sizes: tuple[str, ...] = field(default=(), metadata={"internal": True})
+
+    def __post_init__(self):
+        # A manifest read back from JSON gives a list.
+        object.__setattr__(self, "capped_sizes", tuple(self.capped_sizes))
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,8 @@ class TrainConfig:
     #: Examples per optimizer step; gradient accumulation makes up the difference.
     effective_batch_size: int = 32
     max_length: int = 128
+    #: Which tokens of a longer text are kept (`TRUNCATIONS`).
+    truncation: str = "head"
     imbalance: str = "none"
     max_grad_norm: float = 1.0
     #: Evaluate every N optimizer steps as well as at each epoch's end (None: epochs only).
@@ -127,9 +149,14 @@ TUNABLE_SECTIONS = ("head", "train")
 
 
 def dotted_keys(section: str | None = None) -> list[str]:
-    """All dotted keys (`head.dropout`, …), optionally of one section."""
+    """All dotted keys (`head.dropout`, …), optionally of one section; internal fields have none."""
     names = [section] if section else list(SECTIONS)
-    return [f"{name}.{f.name}" for name in names for f in fields(SECTIONS[name])]
+    return [
+        f"{name}.{f.name}"
+        for name in names
+        for f in fields(SECTIONS[name])
+        if not f.metadata.get("internal")
+    ]
 
 
 def field_type(key: str) -> str:
@@ -183,6 +210,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "head.pooling": POOLINGS,
     "head.activation": ACTIVATIONS,
     "train.imbalance": IMBALANCE,
+    "train.truncation": TRUNCATIONS,
 }
 #: Inclusive numeric bounds of fields (None: unbounded on that side).
 LIMITS: dict[str, tuple[float | None, float | None]] = {

@@ -117,16 +117,18 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def truncated(self, max_length: int) -> list[np.ndarray]:
-        """Token ids cut to `max_length`, keeping the final special token ([SEP]) last.
+    def truncated(self, max_length: int, strategy: str = "head") -> list[np.ndarray]:
+        """Token ids cut to `max_length`, keeping [CLS] first and [SEP] last.
 
         Args:
             max_length: The most tokens per text, special tokens included (at least 2).
+            strategy: Which text tokens are kept: `head`, `tail` or `head_tail`
+                (see `batching.truncate`).
 
         Returns:
             One int32 array per text; texts that fit are returned unchanged (not copied).
         """
-        return [truncate(ids, max_length) for ids in self.input_ids]
+        return [truncate(ids, max_length, strategy) for ids in self.input_ids]
 
 
 @dataclass(frozen=True, eq=False)
@@ -646,12 +648,24 @@ def _split(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.Dat
 
 
 def _subsample(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Stratified subsamples of the sizes `cfg` asks for; a size in `cfg.capped_sizes` (from a
+    space file) is a cap, others (from the command line) are exact."""
     frames = dict(frames)
     for name, key in (("train", "train_size"), ("validation", "val_size")):
         size = getattr(cfg, key)
         if size is None:
             continue
         available, classes = len(frames[name]), frames[name]["label"].nunique()
+        if size > available and key in cfg.capped_sizes:
+            logger.info(
+                "data.%s is %d (a cap, from the space file) but the %s split has %d examples; "
+                "using all of them",
+                key,
+                size,
+                name,
+                available,
+            )
+            size = available
         if size > available:
             raise DataError(
                 f"data.{key} is {size} but the {name} split has only {available} examples; "
@@ -692,7 +706,10 @@ def _check_labels(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str]
 
 
 def _fingerprint(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> str:
-    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    # Whether a size is a cap changes no data that loads either way: it stays out of the hash,
+    # so unchanged inputs keep the fingerprint (and token cache) they had.
+    settings = {k: v for k, v in asdict(cfg).items() if k != "capped_sizes"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for name in SPLITS:
         digest.update(f"\x1d{name}\x1d".encode())
         for column in ("text", "label"):

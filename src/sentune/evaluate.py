@@ -94,7 +94,7 @@ def predict_logits(
     Args:
         model: A model in eval mode.
         split: The examples (for their lengths).
-        ids: Their token ids, truncated to the trial's max_length (`split.truncated(n)`).
+        ids: Their token ids, cut as the trial cut them (`split.truncated(n, strategy)`).
         pad_id: The tokenizer's padding id.
         batch_size: Examples per forward pass.
         device: Where the model is.
@@ -189,6 +189,7 @@ def checkpoint_confusion(
     *,
     trial_id: str,
     max_length: int,
+    truncation: str = config.TrainConfig.truncation,
     batch_size: int = 64,
 ) -> Confusion:
     """Load a checkpoint and predict the validation split: confusion matrix and per-class scores."""
@@ -201,7 +202,11 @@ def checkpoint_confusion(
     model = load_model(checkpoint).eval()
     split = data.validation
     logits = predict_logits(
-        model, split, ids=split.truncated(max_length), pad_id=data.pad_id, batch_size=batch_size
+        model,
+        split,
+        ids=split.truncated(max_length, truncation),
+        pad_id=data.pad_id,
+        batch_size=batch_size,
     )
     preds = logits.argmax(-1).numpy()
     names = list(data.label_names)

@@ -67,7 +67,12 @@ ONNX_OPSET = 18
 PARITY_ATOL = 1e-4
 #: Names of the scored and benchmarked formats, in table order.
 ENGINES = ("pytorch", "onnx", "int8")
-_CHECKPOINT_SKIP = ("config.json", "model.safetensors", "trial_state.json")
+_CHECKPOINT_SKIP = (
+    runs.MODEL_CONFIG_FILE,
+    "model.safetensors",
+    runs.STATE_FILE,
+    runs.TRAINING_STATE_FILE,
+)
 _EVAL_BATCH = 64
 TOKENIZATION_NOTE = (
     "excluded: inputs are tokenized and padded before timing, for every format alike"
@@ -112,6 +117,12 @@ class Winner:
     val_macro_f1: float
     best_epoch: float
     max_length: int
+    #: How the trial cut longer texts (`config.TRUNCATIONS`); serving cuts the same way.
+    truncation: str = "head"
+
+    def truncated(self, split: Split) -> list[np.ndarray]:
+        """The token ids of `split` cut as the trial cut them."""
+        return split.truncated(self.max_length, self.truncation)
 
 
 @dataclass(frozen=True)
@@ -217,6 +228,7 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
         val_macro_f1=float(row[config.OBJECTIVE]),
         best_epoch=float(row["best_epoch"]),
         max_length=int(train.max_length),
+        truncation=train.truncation,
     )
 
 
@@ -313,7 +325,7 @@ def _write_models(
             "onnxruntime inference); use a model with a fast tokenizer"
         )
     wrapper = _LogitsOnly(model).eval()
-    probe = _parity_batches(data.validation, winner.max_length, data.pad_id, options.parity_texts)
+    probe = _parity_batches(winner.truncated(data.validation), data.pad_id, options.parity_texts)
 
     def pytorch(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -475,16 +487,15 @@ def _check_parity(name, engine: Engine, probe, reference, *, strict: bool) -> di
     return result
 
 
-def _parity_batches(split: Split, max_length: int, pad_id: int, n: int):
-    ids = split.truncated(max_length)[:n]
+def _parity_batches(ids: list[np.ndarray], pad_id: int, n: int):
+    ids = ids[:n]
     return [pad_batch(ids[i : i + 32], pad_id=pad_id) for i in range(0, len(ids), 32)]
 
 
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _predict_split(engine: Engine, split: Split, max_length: int, pad_id: int) -> np.ndarray:
-    ids = split.truncated(max_length)
+def _predict_split(engine: Engine, split: Split, ids: list[np.ndarray], pad_id: int) -> np.ndarray:
     preds = np.empty(len(split), dtype=np.int64)
     for indices in sorted_batches(split.lengths, _EVAL_BATCH):
         input_ids, mask = pad_batch([ids[i] for i in indices], pad_id=pad_id)
@@ -507,7 +518,7 @@ def _score(
         formats[name] = {
             split_name: split_scores(
                 split.labels,
-                _predict_split(engine, split, winner.max_length, data.pad_id),
+                _predict_split(engine, split, winner.truncated(split), data.pad_id),
                 names,
                 split=prefix,
             )
@@ -527,6 +538,7 @@ def _score(
         "leaderboard_rank": winner.rank,
         "best_epoch": winner.best_epoch,
         "max_length": winner.max_length,
+        "truncation": winner.truncation,
         "labels": names,
         "data_fingerprint": data.fingerprint,
         "search_val_macro_f1": winner.val_macro_f1,
@@ -566,7 +578,7 @@ def _benchmark(
     options: ExportOptions,
 ) -> dict[str, Any]:
     """Latency at batch 1 and throughput at batch 32 on real test texts, after warm-up calls."""
-    ids = data.test.truncated(winner.max_length)
+    ids = winner.truncated(data.test)
     singles = [
         pad_batch([ids[i % len(ids)]], pad_id=data.pad_id)
         for i in range(options.warmup + options.latency_runs)
@@ -601,7 +613,8 @@ def _benchmark(
         "threads": threads,
         "thread_setting": "intra-op threads of PyTorch and onnxruntime (inter-op 1 for ORT)",
         "tokenization": TOKENIZATION_NOTE,
-        "texts": f"test split, in split order, truncated to max_length {winner.max_length}",
+        "texts": f"test split, in split order, truncated to max_length {winner.max_length} "
+        f"({winner.truncation})",
         "precision": "fp32 (PyTorch eager, ONNX); int8 weights, dynamic activations (int8)",
         "warmup_calls": options.warmup,
         "batch1_runs": options.latency_runs,
@@ -642,6 +655,7 @@ def _export_manifest(
         "checkpoint": str(winner.checkpoint),
         "labels": list(data.label_names),
         "max_length": winner.max_length,
+        "truncation": winner.truncation,
         "pad_id": data.pad_id,
         "onnx_inputs": list(ONNX_INPUTS),
         "onnx_opset": ONNX_OPSET,
@@ -805,6 +819,7 @@ def _model_card(
         "",
         "No `trust_remote_code`: importing `sentune.model` registers the model class.",
         "",
+        *_truncation_lines(winner),
         "With onnxruntime only (no torch):",
         "",
         "```",
@@ -815,6 +830,19 @@ def _model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _truncation_lines(winner: Winner) -> list[str]:
+    if winner.truncation == "head":
+        return []
+    return [
+        f"This model was trained on `{winner.truncation}` truncation (see `sentune.batching`): "
+        "the tokenizer's own truncation keeps the head of a longer text only. Tokenize without "
+        "truncation and cut the ids with "
+        f'`sentune.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
+        "`sentune predict` does.",
+        "",
+    ]
 
 
 def _files_lines(formats: tuple[str, ...]) -> list[str]:

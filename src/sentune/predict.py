@@ -17,7 +17,8 @@ from typing import TextIO
 
 import numpy as np
 
-from sentune.batching import pad_batch, sorted_batches
+from sentune.batching import pad_batch, sorted_batches, truncate
+from sentune.config import TRUNCATIONS
 from sentune.errors import ExportError
 
 #: Files of an export folder that inference reads.
@@ -98,14 +99,18 @@ class Predictor:
             )
         self.label_names: list[str] = list(manifest["labels"])
         self.max_length: int = int(manifest["max_length"])
+        #: How the trial cut longer texts; an export written before this was recorded: `head`.
+        self.truncation: str = manifest.get("truncation", "head")
         self.pad_id: int = int(manifest["pad_id"])
         self.model_file = model_file
-        self._tokenizer = _load_tokenizer(folder / TOKENIZER_FILE, self.max_length)
+        self._tokenizer = _load_tokenizer(folder / TOKENIZER_FILE)
         self._session = build_session(model_file, threads=threads)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids with special tokens, truncated to the export's `max_length`."""
-        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+        """Token ids with special tokens, cut to the export's `max_length` the way its trial
+        cut them (`batching.truncate` with the export's `truncation`)."""
+        encoded = self._tokenizer.encode_batch(list(texts))
+        return [truncate(enc.ids, self.max_length, self.truncation) for enc in encoded]
 
     def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Logits (len(texts), num_labels); batches group texts of similar length."""
@@ -146,10 +151,15 @@ def read_export_manifest(folder: Path) -> dict:
             manifest[key]  # noqa: B018 - presence check
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ExportError(f"{path}: unreadable export manifest ({exc}); re-export it") from None
+    if manifest.get("truncation", "head") not in TRUNCATIONS:
+        raise ExportError(
+            f"{path}: unknown truncation {manifest['truncation']!r} (known: "
+            f"{', '.join(TRUNCATIONS)}); re-export it with this sentune"
+        )
     return manifest
 
 
-def _load_tokenizer(path: Path, max_length: int):
+def _load_tokenizer(path: Path):
     try:
         from tokenizers import Tokenizer
     except ImportError:
@@ -157,8 +167,9 @@ def _load_tokenizer(path: Path, max_length: int):
     if not path.is_file():
         raise ExportError(f"{path.parent}: has no {path.name}; re-export it with `--force`")
     tokenizer = Tokenizer.from_file(str(path))
-    # The same cut as training: special tokens kept, the text cut to fit `max_length`.
-    tokenizer.enable_truncation(max_length)
+    # Untruncated, as `data.prepare` tokenizes: `batching.truncate` then cuts as training did
+    # (the library's own truncation keeps the head only).
+    tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import RunAnalysis
+from sentune.analysis import FloorVerdict, RunAnalysis
 from sentune.errors import SentuneError
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ def _headline(result: RunAnalysis) -> str:
         f"{counts[s]} {s}" for s in ("completed", "stopped", "unfinished", "error") if s in counts
     ]
     text = ", ".join(parts) + "."
+    if result.verdict is not None:
+        text = f"{_verdict_line(result.verdict)} {text}"
     scored = table.dropna(subset=[config.OBJECTIVE])
     if len(scored):
         best = scored.iloc[0]
@@ -145,6 +147,33 @@ def _headline(result: RunAnalysis) -> str:
             text += f"; TF-IDF floor {result.floor.val_macro_f1:.4f} ({gap:+.4f})"
         text += "."
     return text
+
+
+def _verdict_line(verdict: FloorVerdict) -> str:
+    """One sentence: the floor beats (or ties with) the best trial, and the likely causes."""
+    reasons = {
+        "truncation": f"truncation (max_length {verdict.max_length} cuts "
+        f"{verdict.truncated_share:.1%} of the training texts; try train.max_length: auto or "
+        "train.truncation: head_tail)",
+        "too few epochs": (
+            f"too few epochs (still improving at its last epoch, {verdict.epochs:g} of "
+            f"{verdict.max_epochs}; raise budget.max_epochs)"
+            if verdict.epochs >= verdict.max_epochs
+            else f"too few epochs (still improving when it stopped at epoch {verdict.epochs:g} "
+            f"of {verdict.max_epochs})"
+        ),
+        "too little data": f"too little data ({verdict.train_size} training examples; "
+        "TF-IDF needs fewer than fine-tuning)",
+    }
+    beats = "beats" if verdict.floor > verdict.best else "ties with"
+    line = (
+        f"The TF-IDF floor ({verdict.floor:.4f}) {beats} the best trial ({verdict.best:.4f}, "
+        f"trial {verdict.trial_id})"
+    )
+    if not verdict.causes:
+        return f"{line}; truncation, epochs and data size look fine: check the learning rate."
+    plural = "s" if len(verdict.causes) > 1 else ""
+    return f"{line}; likely cause{plural}: {'; '.join(reasons[c] for c in verdict.causes)}."
 
 
 def _table_html(
@@ -668,6 +697,8 @@ def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 5) ->
     else:
         shown = shown.head(top + (rank is not None))
     lines = [f"Top trials of {result.run.path} (best epoch's {config.OBJECTIVE}):"]
+    if result.verdict is not None:
+        lines.insert(0, _verdict_line(result.verdict))
     with pd.option_context(
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
     ):

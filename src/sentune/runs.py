@@ -117,6 +117,8 @@ class Manifest:
         strategy: The search strategy's name (sampler + scheduler).
         max_failures: Retries of a failed trial.
         address: The Ray cluster joined (None: local Ray).
+        max_length: How `train.max_length` was chosen from the data (`space.MaxLength.record`:
+            rule, values, truncated share of each), None for runs that predate it.
         git_commit, versions, host, device: Where and with what the run was made.
     """
 
@@ -131,6 +133,7 @@ class Manifest:
     strategy: str = "tpe-asha"
     max_failures: int = 1
     address: str | None = None
+    max_length: dict[str, Any] | None = None
     git_commit: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
@@ -175,6 +178,7 @@ def new_manifest(
     strategy: str,
     max_failures: int,
     address: str | None,
+    max_length: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of a new run of `spec` (a `space.SearchSpec`) on prepared `data`."""
     return Manifest(
@@ -201,6 +205,7 @@ def new_manifest(
         strategy=strategy,
         max_failures=max_failures,
         address=address,
+        max_length=max_length,
         git_commit=git_commit(),
         versions=package_versions(),
         host=host_description(),

@@ -29,7 +29,7 @@ from sentune import config, runs
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.space import SearchSpec
+from sentune.space import MAX_LENGTH_KEY, MaxLength, Param, SearchSpec, resolve_max_length
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     model_path = resolve_model(spec.model)
     _check_max_length(spec, model_path)
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
+    # Once, before the run folder: trials and the manifest see the same concrete values.
+    spec, max_length = max_length_for_data(spec, data, model_path)
     run_name = f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = options.storage / run_name
     settings = TrialSettings(
@@ -140,6 +142,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 strategy=options.strategy,
                 max_failures=options.max_failures,
                 address=options.address,
+                max_length=max_length.record(),
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
@@ -334,13 +337,63 @@ def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
 def _check_max_length(spec: SearchSpec, model_path: str) -> None:
     from sentune.model import encoder_max_length
 
+    param = spec.params.get(MAX_LENGTH_KEY)
+    if spec.fixed.get(MAX_LENGTH_KEY) == config.MAX_LENGTH_AUTO or (
+        param is not None and param.kind == "quantiles"
+    ):
+        return  # resolved from the data later, capped at the model's limit
     limit = encoder_max_length(model_path)
-    longest = max(spec.values("train.max_length"))
+    longest = max(spec.values(MAX_LENGTH_KEY))
     if longest > limit:
         raise SpaceError(
             f"{spec.path}: train.max_length {longest} exceeds the model's limit of {limit} "
             f"tokens; use at most {limit}"
         )
+
+
+def max_length_for_data(
+    spec: SearchSpec, data: PreparedData, model_path: str
+) -> tuple[SearchSpec, MaxLength]:
+    """Resolve `train.max_length: auto` or `{quantiles: […]}` against the training split, say
+    what the values truncate, and warn when even the longest cuts more than
+    `config.TRUNCATION_WARN_SHARE` of the training texts.
+
+    Returns:
+        The spec with concrete max_length values, and how they were chosen.
+    """
+    from sentune.model import encoder_max_length
+
+    limit = encoder_max_length(model_path)
+    spec, chosen = resolve_max_length(spec, data.train.lengths, limit=limit)
+    points = data.stats.get("train_token_lengths", {})
+    spread = ", ".join(f"{k} {points[k]}" for k in ("p50", "p95", "max") if k in points)
+    log.info(
+        "train.max_length %s (%s; the model takes %d) truncates %s of the %d training texts "
+        "(%s tokens)",
+        ", ".join(map(str, chosen.values)),
+        chosen.rule,
+        limit,
+        ", ".join(f"{chosen.truncated_share[v]:.1%}" for v in chosen.values),
+        len(data.train),
+        spread,
+    )
+    longest = max(chosen.values)
+    share = chosen.truncated_share[longest]
+    if share > config.TRUNCATION_WARN_SHARE:
+        fix = (
+            f"set {MAX_LENGTH_KEY}: auto or a longer value"
+            if longest < limit
+            else "the model takes no more"
+        )
+        log.warning(
+            "train.max_length %d truncates %.1f%% of the training texts (more than %.0f%%): "
+            "%s, or keep both ends of each text with train.truncation: head_tail",
+            longest,
+            100 * share,
+            100 * config.TRUNCATION_WARN_SHARE,
+            fix,
+        )
+    return spec, chosen
 
 
 def start_ray(options: SearchOptions):
@@ -413,7 +466,7 @@ def _build_tuner(
     trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
     return tune.Tuner(
         trainable,
-        param_space=spec.param_space(),
+        param_space=tune_param_space(spec),
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
@@ -441,6 +494,24 @@ def _build_tuner(
             verbose=1 if options.verbose else 0,
         ),
     )
+
+
+def tune_param_space(spec: SearchSpec) -> dict[str, Any]:
+    """The Tune `param_space`: fixed values and searched domains, by dotted key."""
+    return {**spec.fixed, **{k: tune_domain(p) for k, p in spec.params.items()}}
+
+
+def tune_domain(param: Param):
+    """The Ray Tune domain of a searched parameter (the values `Param.to_optuna` describes)."""
+    from ray import tune
+
+    assert param.kind != "quantiles", "resolve_max_length turns quantiles into a choice first"
+    if param.kind == "choice":
+        return tune.choice(list(param.args))
+    if param.kind == "int":
+        # tune.randint excludes its upper bound; space files are inclusive.
+        return tune.randint(param.args[0], param.args[1] + 1)
+    return getattr(tune, param.kind)(*param.args)
 
 
 def _searcher(sampler: str, spec: SearchSpec):

@@ -15,16 +15,21 @@ into the dataclasses of `config.py` (which alone hold the defaults)::
 Distributions: `choice: [a, b, …]`, `uniform: [low, high]`, `quniform: [low, high, q]`,
 `loguniform: [low, high]`, `int: [low, high]` and `qrandint: [low, high, q]` (integer bounds
 inclusive). Every problem raises `SpaceError` naming the file, the key and the fix.
+
+`train.max_length` may follow the data: `auto` (fixed) or `{quantiles: [0.5, 0.9, 0.99]}`
+(searched) are resolved once against the training split's token lengths by
+`resolve_max_length`, before any trial runs.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import yaml
 
 from sentune import config
@@ -34,7 +39,9 @@ from sentune.errors import SpaceError
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
 _TOP_KEYS = ("description", "model", "data", "budget", "fixed", "search")
-DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint")
+DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
+#: The one key whose values can come from the data (`auto`, `quantiles`).
+MAX_LENGTH_KEY = "train.max_length"
 
 
 @dataclass(frozen=True)
@@ -44,19 +51,8 @@ class Param:
     kind: str
     args: tuple
 
-    def to_tune(self):
-        """The Ray Tune domain of this parameter."""
-        from ray import tune
-
-        if self.kind == "choice":
-            return tune.choice(list(self.args))
-        if self.kind == "int":
-            # tune.randint excludes its upper bound; space files are inclusive.
-            return tune.randint(self.args[0], self.args[1] + 1)
-        return getattr(tune, self.kind)(*self.args)
-
     def to_optuna(self, *, grid: bool = True):
-        """The Optuna distribution of this parameter (the same values as `to_tune`).
+        """The Optuna distribution of this parameter (the values `search.tune_domain` draws).
 
         Args:
             grid: Keep the step of `quniform`/`qrandint`. Tune rounds `quniform` to multiples of
@@ -103,10 +99,6 @@ class SearchSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     #: Dotted keys of the tunable sections, searched.
     params: dict[str, Param] = field(default_factory=dict)
-
-    def param_space(self) -> dict[str, Any]:
-        """The Tune `param_space`: fixed values and searched domains, by dotted key."""
-        return {**self.fixed, **{k: p.to_tune() for k, p in self.params.items()}}
 
     def values(self, key: str) -> list[Any]:
         """The values a tunable key can take in this search (a range as its two ends)."""
@@ -162,6 +154,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
     if not isinstance(model, str) or not model:
         raise SpaceError(f"{where}: model: give a model name or folder, got {model!r}")
     data = _section_values(where, "data", raw.get("data"))
+    capped = {key for key in ("data.train_size", "data.val_size") if data.get(key) is not None}
     budget = _section_values(where, "budget", raw.get("budget"))
     fixed = _fixed_values(where, raw.get("fixed"))
     params = _params(where, raw.get("search"))
@@ -173,7 +166,9 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         if key == "model":
             model = value
         elif key.startswith("data."):
+            _check_key(origin, key, tunable=False)
             data[key] = _check_value(origin, key, value)
+            capped.discard(key)  # a size given on the command line is exact
         elif key.startswith("budget."):
             budget[key] = _check_value(origin, key, value)
         else:
@@ -181,6 +176,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
             fixed[key] = _check_value(origin, key, value)
             params.pop(key, None)
 
+    data["data.capped_sizes"] = tuple(sorted(key.split(".", 1)[1] for key in capped))
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
     return SearchSpec(
@@ -193,6 +189,91 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         fixed=fixed,
         params=params,
     )
+
+
+# --- max_length from the data ----------------------------------------------------------------
+
+
+class MaxLength(NamedTuple):
+    """The `train.max_length` values of a search, how they were chosen and what each cuts."""
+
+    #: `auto p95`, `quantiles [0.5, 0.9]`, `fixed`, `default`, or `searched <distribution>`.
+    rule: str
+    values: tuple[int, ...]
+    #: Share of the training texts longer than each value (they are truncated).
+    truncated_share: dict[int, float]
+    #: The model's limit in tokens (auto and quantile values are capped there).
+    limit: int
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form the run manifest keeps (`max_length`)."""
+        return {
+            "rule": self.rule,
+            "values": list(self.values),
+            "truncated_share": {str(v): share for v, share in self.truncated_share.items()},
+            "limit": self.limit,
+        }
+
+
+def covering_max_length(lengths: np.ndarray, quantile: float, *, limit: int) -> int:
+    """The smallest multiple of `config.MAX_LENGTH_MULTIPLE` tokens into which at least
+    `quantile` of the texts fit whole, capped at `limit`.
+
+    Args:
+        lengths: Token count of each training text, special tokens included.
+        quantile: The share of texts to cover, in (0, 1].
+        limit: The model's longest input.
+    """
+    lengths = np.asarray(lengths)
+    if not len(lengths) or not 0 < quantile <= 1:
+        raise ValueError(f"need token lengths and a quantile in (0, 1], got {quantile}")
+    # inverted_cdf: the shortest observed length that `quantile` of the texts do not exceed.
+    covered = int(np.quantile(lengths, quantile, method="inverted_cdf"))
+    step = config.MAX_LENGTH_MULTIPLE
+    return min(-(-covered // step) * step, limit)
+
+
+def resolve_max_length(
+    spec: SearchSpec, lengths: np.ndarray, *, limit: int
+) -> tuple[SearchSpec, MaxLength]:
+    """Turn `train.max_length: auto` and `{quantiles: […]}` into concrete token counts.
+
+    `auto` becomes the value covering `config.MAX_LENGTH_QUANTILE` of the texts; quantiles
+    become a `choice` of the values covering each (deduplicated; one value is fixed instead).
+    A spec with concrete values comes back unchanged, with what its values truncate.
+
+    Args:
+        spec: A loaded space.
+        lengths: Token count of each training text, special tokens included.
+        limit: The model's longest input.
+
+    Returns:
+        The spec with concrete values, and how they were chosen.
+    """
+    key = MAX_LENGTH_KEY
+    fixed, params = dict(spec.fixed), dict(spec.params)
+    param = params.get(key)
+    if fixed.get(key) == config.MAX_LENGTH_AUTO:
+        quantile = config.MAX_LENGTH_QUANTILE
+        rule = f"auto p{quantile * 100:g}"
+        fixed[key] = covering_max_length(lengths, quantile, limit=limit)
+    elif param is not None and param.kind == "quantiles":
+        rule = f"quantiles [{', '.join(f'{q:g}' for q in param.args)}]"
+        values = sorted({covering_max_length(lengths, q, limit=limit) for q in param.args})
+        if len(values) == 1:
+            del params[key]
+            fixed[key] = values[0]
+        else:
+            params[key] = Param("choice", tuple(values))
+    elif param is not None:
+        rule = f"searched {param.kind}"
+    else:
+        rule = "fixed" if key in fixed else "default"
+    resolved = replace(spec, fixed=fixed, params=params)
+    values = tuple(sorted({int(v) for v in resolved.values(key)}))
+    lengths = np.asarray(lengths)
+    shares = {v: float((lengths > v).mean()) if len(lengths) else 0.0 for v in values}
+    return resolved, MaxLength(rule, values, shares, limit)
 
 
 class _Loader(yaml.SafeLoader):
@@ -275,6 +356,12 @@ def _check_value(where: str, key: str, value: Any) -> Any:
         if optional:
             return None
         raise SpaceError(f"{where}: {key}: needs a value, got null")
+    if value == config.MAX_LENGTH_AUTO and not kind.startswith("str"):
+        if key != MAX_LENGTH_KEY:
+            raise SpaceError(
+                f"{where}: {key}: auto is only for {MAX_LENGTH_KEY}; give {key} a value"
+            )
+        return value
     if kind.startswith("str"):
         if not isinstance(value, str):
             raise SpaceError(f"{where}: {key}: needs a string, got {value!r}")
@@ -326,12 +413,19 @@ def _param(where: str, key: str, spec: Any) -> Param:
         raise SpaceError(
             f"{where}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}"
         )
+    if kind == "quantiles":
+        return _quantiles(where, key, args)
     if not isinstance(args, list) or not args:
         raise SpaceError(f"{where}: {kind} needs a list of values, got {args!r}")
     if kind == "choice":
         values = [_check_value(where, key, v) for v in args]
         if len(set(map(repr, values))) != len(values):
             raise SpaceError(f"{where}: choice has repeated values {args!r}; list each once")
+        if config.MAX_LENGTH_AUTO in values:
+            raise SpaceError(
+                f"{where}: auto cannot be one choice among others; search quantiles of the "
+                "token lengths instead, e.g. {quantiles: [0.5, 0.9, 0.99]}"
+            )
         return Param(kind, tuple(values))
 
     arity = 3 if kind in ("quniform", "qrandint") else 2
@@ -358,6 +452,23 @@ def _param(where: str, key: str, spec: Any) -> Param:
     _check_value(where, key, low)
     _check_value(where, key, high)
     return Param(kind, tuple(args))
+
+
+def _quantiles(where: str, key: str, args: Any) -> Param:
+    if key != MAX_LENGTH_KEY:
+        raise SpaceError(
+            f"{where}: quantiles is only for {MAX_LENGTH_KEY}; give {key} another distribution, "
+            "e.g. {choice: [a, b]}"
+        )
+    numbers = isinstance(args, list) and all(
+        isinstance(a, int | float) and not isinstance(a, bool) for a in args
+    )
+    if not numbers or not args or not all(0 < a <= 1 for a in args):
+        raise SpaceError(
+            f"{where}: quantiles needs a non-empty list of numbers in (0, 1], got {args!r}; "
+            "e.g. {quantiles: [0.5, 0.9, 0.99]}"
+        )
+    return Param("quantiles", tuple(float(a) for a in args))
 
 
 def _check_budget(where: str, budget: BudgetConfig) -> None:

@@ -315,8 +315,8 @@ class _Loop:
         self.report = report
         self.precision = precision
         self.pad_id = data.pad_id
-        self.train_ids = data.train.truncated(train.max_length)
-        self.val_ids = data.validation.truncated(train.max_length)
+        self.train_ids = data.train.truncated(train.max_length, train.truncation)
+        self.val_ids = data.validation.truncated(train.max_length, train.truncation)
         self.rng = np.random.default_rng(train.seed)
         self.step = 0
         # Where training stands: the epoch in progress, the next batch group in it, and the
