@@ -2,10 +2,11 @@
 
 Both train the same model class (encoder + sentune head) from the same pretrained weights on the
 same examples, for the same epochs, batch size, max_length, learning rate, warmup, weight decay,
-precision and threads (the measurements live in `sentune.bench`, which uses them too). The
-Trainer follows the standard recipe: tokenize with truncation, pad each batch with
-`DataCollatorWithPadding`, shuffle at random. Prints training throughput (samples/s, evaluation
-excluded), evaluation and wall time, validation macro-F1 and peak memory of both, and the ratios.
+precision, threads and device (the measurements live in `sentune.bench.throughput`, which the
+bench uses too). The Trainer follows the standard recipe of `sentune.bench.trainer`: tokenize
+with truncation, pad each batch with `DataCollatorWithPadding`, shuffle at random. Prints
+training throughput (samples/s, evaluation excluded), evaluation and wall time, validation
+macro-F1 and peak memory of both, and the ratios.
 
     python benchmarks/trial_vs_trainer.py --train-size 2000 --epochs 1
 """
@@ -19,8 +20,13 @@ from dataclasses import replace
 import torch
 
 from sentune import config
-from sentune.bench import measure_trainer, measure_trial_loop, run_isolated
-from sentune.config import DataConfig, TrainConfig
+from sentune.bench.throughput import (
+    Measurement,
+    measure_trainer,
+    measure_trial_loop,
+    run_isolated,
+)
+from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
 from sentune.model import resolve_model
 from sentune.trial import resolve_precision
@@ -47,11 +53,18 @@ def main() -> None:
         f"precision {precision}, {args.threads} threads, device {device}"
     )
 
-    kwargs = {"epochs": args.epochs, "precision": precision, "threads": args.threads}
+    measurement = Measurement(
+        train=train,
+        head=HeadConfig(),
+        epochs=args.epochs,
+        precision=precision,
+        device=device,
+        threads=args.threads,
+    )
     results = {
         # Each in a fresh process, so that each peak memory reading is its own.
-        "trainer": run_isolated(measure_trainer, data, model_path, train, **kwargs),
-        "sentune": run_isolated(measure_trial_loop, data, model_path, train, **kwargs),
+        "trainer": run_isolated(measure_trainer, data, model_path, measurement),
+        "sentune": run_isolated(measure_trial_loop, data, model_path, measurement),
     }
     print()
     print(

@@ -1,153 +1,29 @@
-"""The benchmark machinery: curves from synthetic trial logs, the method registry, the peer and
-the throughput measurements on the tiny model, and the GPU check's CPU smoke path."""
+"""The benchmark machinery: the method registry and the runner, the peer and the throughput
+measurements on the tiny model, the whole benchmark under Ray, and the GPU check's CPU smoke
+path (the numbers from synthetic logs are in test_bench_curves.py)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sentune import bench, config, search, space
-from sentune.bench import (
-    METHODS,
-    PEER,
-    BenchOptions,
-    MethodRun,
-    anytime_curve,
-    compute_results,
-    curve_bands,
-    time_to_target,
-    trial_overheads,
-)
-from sentune.config import DataConfig, TrainConfig
+from sentune.bench import METHODS, PEER, BenchOptions, MethodRun, anytime_curve, runner
+from sentune.bench.methods import REPORT_COLUMNS
+from sentune.bench.throughput import Measurement
+from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
+from sentune.errors import ResourceError
 
 F1 = config.OBJECTIVE
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _reports(rows):
-    return pd.DataFrame(rows, columns=["trial_id", "timestamp", "time_total_s", F1, "train_s"])
-
-
-# Two trials running side by side, then a third; timestamps in whole seconds as Tune writes them.
-# Report order (by timestamp, then time_total_s):
-#   a@102 (a=2)            -> trial_s 2            best 0.50
-#   b@103 (a=2, b=3)       -> trial_s 5            best 0.60
-#   a@104 (a=4, b=3)       -> trial_s 7            best 0.60 (a scored 0.55)
-#   b@106 (a=4, b=6)       -> trial_s 10           best 0.70
-#   c@107 (a=4, b=6, c=1)  -> trial_s 11           best 0.70 (c scored 0.40)
-SYNTHETIC = _reports(
-    [
-        ("b", 106, 6.0, 0.70, 5.0),
-        ("a", 102, 2.0, 0.50, 1.5),
-        ("c", 107, 1.0, 0.40, 0.5),
-        ("a", 104, 4.0, 0.55, 3.0),
-        ("b", 103, 3.0, 0.60, 2.5),
-    ]
-)
-
-
-def test_anytime_curve_from_synthetic_logs():
-    curve = anytime_curve(SYNTHETIC, started=100.0)
-    assert curve["trial_id"].tolist() == ["a", "b", "a", "b", "c"]
-    assert curve["trial_s"].tolist() == [2.0, 5.0, 7.0, 10.0, 11.0]
-    assert curve["wall_s"].tolist() == [2.0, 3.0, 4.0, 6.0, 7.0]
-    assert curve["best"].tolist() == [0.50, 0.60, 0.60, 0.70, 0.70]
-
-
-def test_anytime_curve_breaks_timestamp_ties_by_trial_time():
-    reports = _reports([("x", 10, 5.0, 0.3, 4.0), ("y", 10, 1.0, 0.6, 0.5)])
-    curve = anytime_curve(reports)
-    assert curve["trial_id"].tolist() == ["y", "x"]
-    assert curve["trial_s"].tolist() == [1.0, 6.0]
-    assert curve["best"].tolist() == [0.6, 0.6]
-
-
-def test_time_to_target():
-    curve = anytime_curve(SYNTHETIC, started=100.0)
-    assert time_to_target(curve, 0.6) == 5.0
-    assert time_to_target(curve, 0.65, x="trial_s") == 10.0
-    assert time_to_target(curve, 0.65, x="wall_s") == 6.0
-    assert time_to_target(curve, 0.5) == 2.0
-    assert math.isnan(time_to_target(curve, 0.71))
-
-
-def test_curve_bands_median_and_spread_over_seeds():
-    first = anytime_curve(SYNTHETIC, started=100.0).assign(method="m", seed=0)
-    # A second seed: best 0.4 at trial-second 1, 0.8 at 11.
-    second = anytime_curve(
-        _reports([("p", 1, 1.0, 0.4, 0.5), ("q", 2, 10.0, 0.8, 9.0)]), started=0.0
-    ).assign(method="m", seed=1)
-    bands = curve_bands(pd.concat([first, second]), x="trial_s", points=12)
-    assert bands["value"].tolist() == list(np.linspace(0.0, 11.0, 12))
-    at = bands.set_index("value")
-    assert math.isnan(at.loc[0.0, "median"]) and at.loc[0.0, "n"] == 0
-    # At 1: only seed 1 has a value.
-    assert at.loc[1.0, "median"] == pytest.approx(0.4) and at.loc[1.0, "n"] == 1
-    # At 5: seed 0 best 0.6, seed 1 best 0.4.
-    assert at.loc[5.0, "median"] == pytest.approx(0.5)
-    assert (at.loc[5.0, "min"], at.loc[5.0, "max"]) == (pytest.approx(0.4), pytest.approx(0.6))
-    # At 11: 0.7 and 0.8.
-    assert at.loc[11.0, "median"] == pytest.approx(0.75)
-    assert at.loc[11.0, "q25"] == pytest.approx(0.725)
-
-
-def test_trial_overheads():
-    table = trial_overheads(SYNTHETIC, eval_s=0.25).set_index("trial_id")
-    assert table.loc["a", "wall_s"] == 4.0 and table.loc["a", "train_s"] == 3.0
-    assert table.loc["a", "evaluations"] == 2
-    assert table.loc["a", "nontrain_s"] == pytest.approx(1.0)
-    assert table.loc["a", "overhead_s"] == pytest.approx(0.5)
-    assert table.loc["c", "overhead_s"] == pytest.approx(0.25)
-
-
-def test_compute_results_target_is_the_peers_median_best():
-    runs = [
-        MethodRun("tpe-asha", 0, SYNTHETIC, started=100.0, trials=3),
-        MethodRun(
-            PEER,
-            0,
-            _reports([("p0", 103, 3.0, 0.6, None), ("p1", 110, 8.0, 0.65, None)]),
-            started=100.0,
-            trials=2,
-            peak_rss_mb=123.0,
-        ),
-    ]
-    results = compute_results(runs, pd.DataFrame(), target=None, budget_s=60.0)
-    assert results.target == pytest.approx(0.65)
-    rows = results.results.set_index("method")
-    assert rows.loc["tpe-asha", "final_best"] == pytest.approx(0.70)
-    assert rows.loc["tpe-asha", "time_to_target_trial_s"] == 10.0
-    assert rows.loc["tpe-asha", "time_to_target_wall_s"] == 6.0
-    assert rows.loc[PEER, "time_to_target_trial_s"] == 11.0
-    assert rows.loc[PEER, "peak_rss_mb"] == 123.0
-    summary = results.summary.set_index("method")
-    assert summary.loc["tpe-asha", "speedup_vs_peer_trial_s"] == pytest.approx(11.0 / 10.0)
-    assert summary.loc["tpe-asha", "speedup_vs_peer_wall_s"] == pytest.approx(10.0 / 6.0)
-    assert math.isnan(rows.loc["tpe-asha", "overhead_s_mean"])  # no eval_s without throughput
-    # With the throughput table, one evaluation's time gives Ray trials' overhead.
-    throughput = pd.DataFrame(
-        [
-            {"loop": "HF Trainer", "samples_per_s": 10.0, "eval_s": 0.3, "overhead_s": math.nan},
-            {"loop": "sentune trial", "samples_per_s": 15.0, "eval_s": 0.25, "overhead_s": 0.1},
-        ]
-    ).assign(threads=1, peak_rss_mb=500.0)
-    with_eval = compute_results(runs, throughput, target=None, budget_s=60.0)
-    overhead = with_eval.results.set_index("method").loc["tpe-asha", "overhead_s_mean"]
-    assert overhead == pytest.approx((0.5 + 0.5 + 0.25) / 3)
-    text = "\n".join(bench.headlines(with_eval))
-    assert "1.50x" in text and "1.10x" in text
-    assert f"Ray costs about {overhead - 0.1:.1f} s" in text
-    # Without the peer, and a target nobody reaches.
-    alone = compute_results(runs[:1], pd.DataFrame(), target=0.9, budget_s=60.0)
-    assert alone.summary.loc[0, "reached"] == 0
-    assert math.isinf(alone.summary.loc[0, "ttt_trial_s_median"])
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
 
 
 def test_registry_has_every_strategy_and_the_peer():
@@ -158,18 +34,19 @@ def test_registry_has_every_strategy_and_the_peer():
 
 def test_every_method_runs_through_the_factory(monkeypatch, tmp_path, tiny_model_dir, tiny_csv):
     calls = []
+    empty = pd.DataFrame(columns=REPORT_COLUMNS)
 
     def fake_tune(spec, strategy, *, seed, storage, options):
-        calls.append((strategy, seed, spec.budget.time_budget_s, spec.budget.seed))
-        return MethodRun(strategy, seed, SYNTHETIC, started=100.0)
+        calls.append((strategy, seed, spec.budget.time_budget_s, spec.budget.seed, options.device))
+        return MethodRun(strategy, seed, empty, started=100.0)
 
-    def fake_peer(spec, data, model_path, *, seed, budget_s, precision, threads):
-        calls.append((PEER, seed, budget_s, spec.budget.seed))
-        return MethodRun(PEER, seed, SYNTHETIC, started=100.0)
+    def fake_peer(spec, data, model_path, *, seed, budget_s, precision, device, threads):
+        calls.append((PEER, seed, budget_s, spec.budget.seed, device))
+        return MethodRun(PEER, seed, empty, started=100.0)
 
-    monkeypatch.setattr(bench, "run_tune", fake_tune)
-    monkeypatch.setattr(bench, "run_peer", fake_peer)
-    options = BenchOptions(seeds=(3,), budget_s=30.0, isolate=False)
+    monkeypatch.setattr(runner, "run_tune", fake_tune)
+    monkeypatch.setattr(runner, "run_peer", fake_peer)
+    options = BenchOptions(seeds=(3,), budget_s=30.0, device="cpu", isolate=False)
     space_file = _tiny_space(tmp_path, tiny_model_dir, tiny_csv)
     spec = bench.load_spec(space_file, None, seed=3, options=options)
     assert spec.budget.time_budget_s == 30.0 and spec.budget.trials > 1000
@@ -178,7 +55,8 @@ def test_every_method_runs_through_the_factory(monkeypatch, tmp_path, tiny_model
             name, spec, seed=3, data=None, model_path="", storage=tmp_path, options=options
         )
         assert run.method == name
-    assert calls == [(name, 3, 30.0, 3) for name in METHODS]
+    # The device reaches every method, the peer included.
+    assert calls == [(name, 3, 30.0, 3, "cpu") for name in METHODS]
 
 
 def test_unknown_method_is_a_user_error():
@@ -186,6 +64,26 @@ def test_unknown_method_is_a_user_error():
 
     with pytest.raises(SpaceError, match="unknown bench method 'grid'"):
         bench.run_benchmark("smoke", options=BenchOptions(methods=("grid",)))
+
+
+@no_cuda
+def test_a_device_this_host_lacks_fails_before_any_search(tmp_path):
+    options = BenchOptions(device="cuda", out_root=tmp_path / "out", storage=tmp_path / "trials")
+    with pytest.raises(ResourceError, match="--device cuda"):
+        bench.run_benchmark("smoke", options=options)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "trials").exists()
+
+
+def test_only_search_imports_ray():
+    for path in sorted((ROOT / "src/sentune/bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n == "ray" or n.startswith("ray.") for n in names), path.name
 
 
 def _tiny_space(folder: Path, model_dir: Path, csv: Path) -> Path:
@@ -223,7 +121,7 @@ def test_peer_maps_the_space_onto_training_arguments(tiny_setup):
     values = bench.peer_values(spec, trial)
     # Suggesting twice in one trial gives the same values (model_init and hp_space agree).
     assert bench.peer_values(spec, trial) == values
-    args = bench.peer_training_args(values)
+    args = bench.training_fields(values)
     assert args["learning_rate"] == values["train.learning_rate"]
     assert args["per_device_train_batch_size"] == values["train.batch_size"]
     assert args["gradient_accumulation_steps"] == 32 // values["train.batch_size"]
@@ -254,6 +152,51 @@ def test_peer_stops_at_the_budget(tiny_setup):
     run = bench.run_peer(spec, data, model_path, seed=1, budget_s=1.0, precision="fp32", threads=1)
     assert run.trials == 1
     assert (run.reports["timestamp"] - run.started <= 1.0).all()
+
+
+@no_cuda
+def test_the_peer_and_the_throughput_run_on_the_device_asked_for(tiny_setup):
+    # Before any training: a device the host lacks is refused, not silently replaced by the CPU.
+    spec, data, model_path = tiny_setup
+    with pytest.raises(ResourceError, match="--device cuda"):
+        bench.run_peer(spec, data, model_path, seed=0, budget_s=5.0, device="cuda", n_trials=1)
+    options = BenchOptions(precision="fp32", device="cuda", isolate=False)
+    with pytest.raises(ResourceError, match="--device cuda"):
+        bench.measure_throughput(spec, data, model_path, options=options)
+    measurement = Measurement(
+        train=TrainConfig(max_length=32),
+        head=HeadConfig(),
+        epochs=1,
+        precision="fp32",
+        device="cuda",
+        threads=1,
+    )
+    for measure in (bench.measure_trainer, bench.measure_trial_loop):
+        with pytest.raises(ResourceError, match="--device cuda"):
+            measure(data, model_path, measurement)
+
+
+def test_the_trainer_setup_follows_the_configuration_and_the_device(tiny_setup, tmp_path):
+    spec, data, model_path = tiny_setup
+    values = {**bench.peer_values(spec), "train.batch_size": 16, "head.layers": 1}
+    trainer = bench.build_trainer(
+        data,
+        model_path,
+        values,
+        output_dir=str(tmp_path),
+        epochs=2,
+        precision="fp32",
+        device="cpu",
+    )
+    assert trainer.args.use_cpu and trainer.args.device.type == "cpu"
+    assert trainer.args.per_device_train_batch_size == 16
+    assert trainer.args.per_device_eval_batch_size == 32
+    assert trainer.args.gradient_accumulation_steps == 2
+    assert trainer.args.num_train_epochs == 2
+    assert len(trainer.train_dataset) == len(data.train)
+    assert len(trainer.eval_dataset) == len(data.validation)
+    assert max(len(ids) for ids in trainer.train_dataset["input_ids"]) <= 32
+    assert trainer.model.config.head_layers == 1
 
 
 def test_throughput_measurements_on_the_tiny_model(tiny_setup, tmp_path):

@@ -146,7 +146,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
-        with _ray(options):
+        with ray_session(options):
             strategy = STRATEGIES[options.strategy]
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
@@ -189,7 +189,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     settings = replace(manifest.settings, model=model_path)
     options = replace(options, address=options.address or manifest.address)
     log.info("resuming %s", run_dir)
-    with _ray(options):
+    with ray_session(options):
         tuner = tune.Tuner.restore(
             str(run_dir.resolve()),
             trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
@@ -279,7 +279,13 @@ def _removed_unless_started(run_dir: Path, options: SearchOptions):
 
 
 @contextmanager
-def _ray(options: SearchOptions):
+def ray_session(options: SearchOptions):
+    """Ray for the body of a `with` block: joined or started by `start_ray`, and shut down after
+    it when this call started it (Ray already running in this process is left running).
+
+    Args:
+        options: The cluster address, CPUs and dashboard of a local Ray.
+    """
     context = start_ray(options)
     try:
         yield

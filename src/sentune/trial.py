@@ -119,7 +119,7 @@ def _run_trial(
 
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     _reset_accelerate()
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=_mixed_precision(precision))
@@ -206,7 +206,8 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """Turn `auto` into `cuda` when torch sees a GPU, else `cpu`; check an explicit choice."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,62 @@
+"""The module map of docs/architecture.md, checked on the source (imports parsed, not run)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sentune"
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            if node.module == "sentune":
+                found |= {f"sentune.{alias.name}" for alias in node.names}
+    return found
+
+
+def _name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_only_search_imports_ray(path):
+    if _name(path) == "sentune.search":
+        return
+    ray = sorted(m for m in _imports(path) if m == "ray" or m.startswith("ray."))
+    assert not ray, f"{_name(path)} imports {ray}; only sentune.search may"
+
+
+def test_analysis_imports_neither_search_nor_trial():
+    imported = _imports(PACKAGE / "analysis.py")
+    assert not imported & {"sentune.search", "sentune.trial"}, imported
+
+
+@pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
+def test_light_modules_do_not_import_torch_at_module_level(name):
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module)
+    assert not {m for m in top if m == "torch" or m.startswith("torch.")}, top
+
+
+def test_run_folder_names_are_known_to_runs_only():
+    for path in MODULES:
+        if _name(path) in ("sentune.runs",):
+            continue
+        text = path.read_text()
+        for literal in ('"sentune.json"', '"sentune_status.json"', '"trial_state.json"'):
+            assert literal not in text, f"{_name(path)} spells {literal}; ask runs.py"
