@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_analysis import params, write_manifest, write_trial
 
-from sentune import analysis, cli, report, runs
+from sentune import analysis, browser, cli, report, runs
 
 PANELS = (
     "leaderboard",
@@ -102,26 +102,11 @@ def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_renders_every_panel_in_headless_chromium(tiny_report):
-    if report.find_chromium() is None:
+    if browser.find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    check = report.check_render(tiny_report / "report.html")
+    check = browser.check_render(tiny_report / "report.html")
     assert check.errors == []
     assert set(check.figures) == FIGURES
     assert all(check.figures.values()), check.figures
-    png = report.screenshot(tiny_report / "report.html", tiny_report / "report.png")
+    png = browser.screenshot(tiny_report / "report.html", tiny_report / "report.png")
     assert png.stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_the_render_check_sees_a_script_error(tmp_path):
-    if report.find_chromium() is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    page = tmp_path / "broken.html"
-    page.write_text(
-        "<!DOCTYPE html><html><head></head><body>"
-        '<div class="plotly-graph-div" id="fig-x-0"></div>'
-        "<script>undefinedFunction();</script></body></html>"
-    )
-    check = report.check_render(page)
-    assert any("undefinedFunction" in e for e in check.errors)
-    assert check.figures == {"fig-x-0": False}

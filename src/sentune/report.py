@@ -1,20 +1,15 @@
 """Draw a run's analysis: one self-contained HTML report (Plotly, no CDN) and a terminal summary.
 
 Everything drawn here is computed by `analysis.py`; this module only turns that data into
-figures, tables and text.
+figures, tables and text. Screenshots and render checks of the report are `browser.py`'s job.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
-import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -694,108 +689,3 @@ def _importance_line(result: RunAnalysis) -> str:
     )
     epoch, n = frame["fidelity_epoch"].iloc[0], int(frame["n_trials"].iloc[0])
     return f"importance (fANOVA at epoch {epoch:g}, {n} trials; mean [5-95%]): {items}"
-
-
-# --- headless browser: screenshot and render check ---------------------------------------
-
-_CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-_CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
-_MARKER = "sentune-render-check"
-#: Injected first into a copy of the report: records script errors and console errors, then,
-#: once the page has loaded, writes which figure divs Plotly rendered into a marker element.
-_PROBE = (
-    """<script>
-window.__sentuneErrors = [];
-window.addEventListener("error", function (e) { window.__sentuneErrors.push(String(e.message)); });
-window.addEventListener("unhandledrejection", function (e) {
-  window.__sentuneErrors.push("unhandled rejection: " + String(e.reason)); });
-(function () { var original = console.error; console.error = function () {
-  window.__sentuneErrors.push(Array.prototype.join.call(arguments, " "));
-  return original.apply(console, arguments); }; })();
-window.addEventListener("load", function () { setTimeout(function () {
-  var figures = Array.prototype.map.call(document.querySelectorAll("div.plotly-graph-div"),
-    function (d) { return {id: d.id, rendered: !!d.querySelector(".plot-container svg")}; });
-  var out = document.createElement("pre"); out.id = "MARKER";
-  out.textContent = JSON.stringify({errors: window.__sentuneErrors, figures: figures});
-  document.body.appendChild(out); }, 1000); });
-</script>"""
-).replace("MARKER", _MARKER)
-
-
-def find_chromium() -> str | None:
-    """The path of a Chromium (or Chrome) executable, or None."""
-    return next((path for name in _CHROMIUM if (path := shutil.which(name))), None)
-
-
-def _chromium(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
-    browser = find_chromium()
-    if browser is None:
-        raise SentuneError(
-            "no Chromium found for the screenshot; install it (Debian: apt-get install chromium)"
-        )
-    with tempfile.TemporaryDirectory(prefix="sentune-chromium-") as profile:
-        return subprocess.run(
-            [browser, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def screenshot(report: str | Path, png: str | Path, *, timeout: float = 120) -> Path:
-    """Save a PNG of the top of the report (1400 x 2000 pixels) with headless Chromium."""
-    png = Path(png).resolve()
-    done = _chromium(
-        [
-            f"--screenshot={png}",
-            "--window-size=1400,2000",
-            "--virtual-time-budget=10000",
-            Path(report).resolve().as_uri(),
-        ],
-        timeout=timeout,
-    )
-    if not png.is_file():
-        tail = "\n".join(done.stderr.strip().splitlines()[-3:])
-        raise SentuneError(f"Chromium wrote no screenshot of {report}: {tail}")
-    return png
-
-
-class RenderCheck(NamedTuple):
-    """What a headless browser saw when it opened the report."""
-
-    #: JavaScript errors and console errors, in order.
-    errors: list[str]
-    #: Figure div ids and whether Plotly drew each.
-    figures: dict[str, bool]
-
-
-def check_render(report: str | Path, *, timeout: float = 180) -> RenderCheck:
-    """Open a copy of the report in headless Chromium and report script errors and which
-    figures were drawn (a probe script injected before anything else records both)."""
-    text = Path(report).read_text(encoding="utf-8")
-    probed = text.replace("<head>", "<head>" + _PROBE, 1)
-    with tempfile.TemporaryDirectory(prefix="sentune-check-") as folder:
-        copy = Path(folder) / "report.html"
-        copy.write_text(probed, encoding="utf-8")
-        done = _chromium(
-            ["--dump-dom", "--virtual-time-budget=15000", copy.as_uri()], timeout=timeout
-        )
-    found = re.search(rf'<pre id="{_MARKER}">(.*?)</pre>', done.stdout, re.S)
-    if not found:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        return RenderCheck([f"the page never finished loading: {tail}"], {})
-    data = json.loads(html.unescape(found.group(1)))
-    return RenderCheck(
-        errors=list(data["errors"]), figures={f["id"]: f["rendered"] for f in data["figures"]}
-    )
