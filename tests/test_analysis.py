@@ -319,9 +319,9 @@ def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
 def test_analyze_without_data_and_write_tables(small_run, tmp_path):
     result = analysis.analyze(small_run, with_data=False, seeds=1, bootstraps=2)
     assert result.floor is None and "floor" in result.notes
-    assert result.data["splits"]["examples"].tolist() == [10, 4, 4]
-    assert result.data["dropped"]["rows"].sum() == 4
-    assert "git commit" in result.manifest["item"].tolist()
+    assert result.data.splits["examples"].tolist() == [10, 4, 4]
+    assert result.data.dropped["rows"].sum() == 4
+    assert "git_commit" in result.manifest["item"].tolist()
     written = analysis.write_tables(result, tmp_path / "out")
     table = pd.read_csv(written["leaderboard"])
     assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
@@ -410,3 +410,147 @@ def test_floor_verdict_of_a_trial_past_its_peak_names_no_cause(tmp_path):
     verdict = analysis.floor_verdict(run, table, _floor(0.7, train_size=5000), _lengths(20, 30))
     assert verdict.best == verdict.floor == 0.7  # a tie does not beat the floor either
     assert not verdict.still_improving and verdict.causes == ()
+
+
+# --- what the report draws, as data ------------------------------------------------------
+
+#: Flow style, as JSON: a scan of the YAML text's lines for "key: loguniform" finds nothing here.
+FLOW_SPACE = json.dumps(
+    {
+        "search": {
+            "head.dropout": {"uniform": [0.0, 0.5]},
+            "head.layers": {"choice": [0, 1, 2]},
+            "head.width": {"choice": [128, 384]},
+            "train.learning_rate": {"loguniform": [1e-5, 1e-3]},
+        }
+    }
+)
+FLOW_SEARCHED = ["head.dropout", "head.layers", "head.width", "train.learning_rate"]
+
+
+def test_axes_follow_the_space_even_in_flow_style(tmp_path):
+    run_dir = tmp_path / "trials" / "flow-20260101-000000"
+    write_manifest(run_dir, searched=FLOW_SEARCHED, space_text=FLOW_SPACE)
+    write_trial(
+        run_dir,
+        "a",
+        {"head.layers": 1, "head.width": 384, "head.dropout": 0.1, "train.learning_rate": 1e-4},
+        [0.5],
+    )
+    write_trial(
+        run_dir,
+        "b",
+        {"head.layers": 2, "head.width": 128, "head.dropout": 0.2, "train.learning_rate": 1e-5},
+        [0.6],
+    )
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    axes = result.axes
+    assert {k: a.scale for k, a in axes.items()} == {
+        "head.dropout": "linear",
+        "head.layers": "category",
+        "head.width": "category",
+        "train.learning_rate": "log",
+    }
+    # Every choice of the space, in its order, even those no trial drew.
+    assert axes["head.layers"].categories == ("0", "1", "2")
+    assert axes["head.width"].categories == ("128", "384")
+    values = result.param_values.set_index("trial_id")
+    assert values.loc["b", "head.layers"] == "2" and values.loc["a", "head.width"] == "384"
+    assert values.loc["a", "train.learning_rate"] == pytest.approx(1e-4)
+
+
+def test_param_values_label_choices_whatever_pandas_made_of_them():
+    axes = analysis.param_axes(
+        {
+            "head.layers": Param("choice", (0, 1, 2)),
+            "flag": Param("choice", (True, False)),
+            "train.learning_rate": Param("choice", (1e-5, 3e-3)),
+            "head.dropout": Param("uniform", (0.0, 0.5)),
+        }
+    )
+    # A trial without a value turns the column of ints into floats (1.0, NaN).
+    table = pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "head.layers": [1.0, np.nan],
+            "flag": [False, True],
+            "train.learning_rate": [0.003, 1e-05],
+            "head.dropout": [0.25, 0.5],
+        }
+    )
+    values = analysis.param_values(table, axes)
+    assert values["head.layers"].tolist() == ["1", ""]
+    assert values["flag"].tolist() == ["false", "true"]
+    assert values["train.learning_rate"].tolist() == ["0.003", "1e-05"]
+    assert values["head.dropout"].tolist() == [0.25, 0.5]
+
+
+def test_board_ranks_the_floor_among_the_trials(small_run):
+    table = analysis.leaderboard(runs.open_run(small_run))
+    board = analysis.board_with_floor(table, SEARCHED, _floor(0.7))
+    assert board.table["trial_id"].tolist() == [
+        "eeee",
+        "aaaa",
+        "TF-IDF floor",
+        "cccc",
+        "bbbb",
+        "dddd",
+    ]
+    assert board.floor_row == 2
+    assert board.table.loc[2, config.OBJECTIVE] == 0.7
+    assert list(board.table.columns) == analysis.BOARD_COLUMNS + SEARCHED
+    # cccc ties with the floor: it does not beat it, but ranks above it.
+    assert analysis.board_with_floor(table, SEARCHED, _floor(0.65)).floor_row == 3
+    assert analysis.board_with_floor(table, SEARCHED, None).floor_row is None
+
+
+def test_compute_time_sums_the_trials_and_spans_the_search(small_run):
+    result = analysis.analyze(small_run, with_data=False, seeds=1, bootstraps=1)
+    # Last time_total_s per trial: aaaa 30, bbbb 10, cccc 20, dddd 10, eeee 20.
+    assert result.compute.trials_s == pytest.approx(90)
+    # aaaa and dddd start at 0, eeee (start 20) reports last at 40.
+    assert result.compute.wall_s == pytest.approx(40)
+    assert result.whole_epochs
+    curves = result.curves.assign(**{config.EPOCH: result.curves[config.EPOCH] * 0.5})
+    assert not analysis.whole_epochs(curves)
+
+
+def _stats_manifest(run_dir: Path, **stats) -> runs.Manifest:
+    manifest = write_manifest(run_dir)
+    manifest["data"]["stats"].update(stats)
+    manifest["data"]["config"]["train_size"] = 10
+    return runs.Manifest.from_dict(manifest)
+
+
+def test_data_summary_says_how_many_training_rows_were_used(tmp_path):
+    recorded = analysis.data_summary(
+        _stats_manifest(tmp_path / "a", available_sizes={"train": 40, "validation": 4, "test": 4})
+    )
+    assert (recorded.train_used, recorded.train_available) == (10, 40)
+    assert recorded.splits["available"].tolist() == [40, 4, 4]
+    facts = recorded.facts.set_index("item")["value"]
+    assert facts["training rows used"] == "10 of 40 (25.0%)"
+    assert recorded.class_shares.loc["train", "negative"] == pytest.approx(0.5)
+    # A run made before data.py recorded it: every cleaned row is in one split.
+    derived = analysis.data_summary(_stats_manifest(tmp_path / "b", rows_read=30))
+    assert derived.train_available == 30 - 4 - 4 - 4
+    unknown = analysis.data_summary(_stats_manifest(tmp_path / "c"))
+    assert unknown.train_available is None
+    assert "not recorded" in unknown.facts.set_index("item")["value"]["training rows used"]
+
+
+def test_manifest_summary_is_flat_plain_text(small_run):
+    manifest = runs.open_run(small_run).manifest
+    frame = analysis.manifest_summary(manifest, params=analysis.search_params(manifest))
+    items = frame.set_index("item")["value"]
+    assert items["budget.max_epochs"] == "3"
+    assert items["versions.python"] == "3.11"
+    assert items["host.name"] == "test" and items["device.cpu"] == "x86_64"
+    assert items["space.fixed.train.max_length"] == "64"
+    assert items["space.search.head.pooling"] == "choice [cls, mean]"
+    assert items["data.label_names"] == "negative, neutral, positive"
+    assert items["address"] == "local"
+    assert frame["item"].tolist()[:2] == ["run", "started"]
+    # No nested JSON, no Python reprs, and the data's statistics are the data panel's.
+    assert not frame["value"].str.contains(r"[{}']|None|True|False").any()
+    assert not frame["item"].str.startswith(("data.stats", "space.text")).any()

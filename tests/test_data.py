@@ -232,6 +232,8 @@ def test_train_and_val_subsample(tiny_csv):
     full, _ = data.load_splits(_cfg(tiny_csv))
     frames, stats = data.load_splits(_cfg(tiny_csv, train_size=100, val_size=30))
     assert stats["split_sizes"] == {"train": 100, "validation": 30, "test": 60}
+    # What the subsample chose from is recorded (the report says "100 of 480").
+    assert stats["available_sizes"] == {name: len(full[name]) for name in full}
     assert set(frames["train"]["text"]) <= set(full["train"]["text"])
     assert frames["test"]["text"].tolist() == full["test"]["text"].tolist()
     whole = full["train"]["label"].value_counts(normalize=True)

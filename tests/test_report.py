@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import _floor, params, write_manifest, write_trial
+from test_analysis import FLOW_SEARCHED, FLOW_SPACE, _floor, params, write_manifest, write_trial
 
-from sentune import analysis, cli, report, runs
+from sentune import analysis, browser, cli, report, runs
+from sentune.evaluate import Floor
 
 PANELS = (
     "leaderboard",
@@ -129,26 +130,75 @@ def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_report_renders_every_panel_in_headless_chromium(tiny_report):
-    if report.find_chromium() is None:
+    if browser.find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    check = report.check_render(tiny_report / "report.html")
+    check = browser.check_render(tiny_report / "report.html")
     assert check.errors == []
     assert set(check.figures) == FIGURES
     assert all(check.figures.values()), check.figures
-    png = report.screenshot(tiny_report / "report.html", tiny_report / "report.png")
+    png = browser.screenshot(tiny_report / "report.html", tiny_report / "report.png")
     assert png.stat().st_size > 10_000
 
 
-@pytest.mark.slow
-def test_the_render_check_sees_a_script_error(tmp_path):
-    if report.find_chromium() is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    page = tmp_path / "broken.html"
-    page.write_text(
-        "<!DOCTYPE html><html><head></head><body>"
-        '<div class="plotly-graph-div" id="fig-x-0"></div>'
-        "<script>undefinedFunction();</script></body></html>"
-    )
-    check = report.check_render(page)
-    assert any("undefinedFunction" in e for e in check.errors)
-    assert check.figures == {"fig-x-0": False}
+@pytest.fixture
+def heads_result(tmp_path) -> analysis.RunAnalysis:
+    """A synthetic run of choice parameters (flow-style space), with a floor, no data."""
+    run_dir = tmp_path / "trials" / "heads-20260101-000000"
+    write_manifest(run_dir, searched=FLOW_SEARCHED, space_text=FLOW_SPACE)
+    for i, (layers, width) in enumerate([(0, 128), (1, 384), (2, 128), (1, 128)]):
+        values = {
+            "head.layers": layers,
+            "head.width": width,
+            "head.dropout": 0.1 * i,
+            "train.learning_rate": 10 ** -(i + 2),
+        }
+        write_trial(run_dir, f"t{i}", values, [0.5 + 0.05 * i, 0.55 + 0.05 * i], start=i)
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    result.floor = Floor(0.6, 0.6, 10, 4, "0000", True, "tf-idf")
+    return result
+
+
+def _figure(panels: list[report.Panel], panel_id: str):
+    return next(p for p in panels if p.id == panel_id).figures[0]
+
+
+def test_choices_are_categories_in_every_panel(heads_result):
+    panels = report.build_panels(heads_result)
+    dims = {d.label: d for d in _figure(panels, "parallel").data[0].dimensions}
+    assert dims["head.layers"].ticktext == ("0", "1", "2")
+    assert dims["head.layers"].tickvals == (0, 1, 2)
+    assert dims["head.width"].ticktext == ("128", "384")  # not a 128-384 range
+    assert dims["head.dropout"].tickformat == ".3~g"
+    assert dims["train.learning_rate (log)"].ticktext[0] == "1e-05"
+    slices = _figure(panels, "slices").layout
+    layers = next(a for a in (slices.xaxis, slices.xaxis2, slices.xaxis3) if a.type == "category")
+    assert tuple(layers.categoryarray) == ("0", "1", "2")
+    history = _figure(panels, "history").data[0]
+    assert any("head.layers=1<br>" in text for _, text in history.customdata)
+
+
+def test_curves_colour_each_trial_and_show_both_losses(heads_result):
+    fig = _figure(report.build_panels(heads_result), "curves")
+    f1 = [t for t in fig.data if t.showlegend is not False and t.legendgroup != "floor"]
+    assert [t.name for t in f1] == [f"t{i} (stopped)" for i in (3, 2, 1, 0)]  # best first
+    assert len({t.line.color for t in f1}) == 4
+    losses = [t for t in fig.data if t.name and t.name.endswith("validation loss")]
+    assert len(losses) == 4 and all(t.xaxis == "x2" for t in losses)
+    assert fig.layout.xaxis.dtick == 1
+
+
+def test_the_floor_is_labelled_in_the_legend_not_over_the_points(heads_result):
+    for panel in ("leaderboard", "history", "curves"):
+        fig = _figure(report.build_panels(heads_result), panel)
+        assert not [a for a in fig.layout.annotations if "floor" in (a.text or "")], panel
+        names = [t.name for t in fig.data if t.legendgroup == "floor"]
+        assert names == ["TF-IDF floor 0.600"], panel
+
+
+def test_the_page_has_contents_and_compute_time(heads_result, tmp_path):
+    text = report.write_report(heads_result, tmp_path / "out").read_text()
+    nav = text[text.index("<nav") : text.index("</nav>")]
+    for panel in PANELS:
+        assert f'href="#{panel}"' in nav and f'<section id="{panel}">' in text
+    # 4 trials of 20 s each; t0 starts first (0 s) and t3 (starts at 3 s) reports last at 23 s.
+    assert "Compute: 80 s of trial time in 23 s of wall time" in text

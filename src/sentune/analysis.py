@@ -8,11 +8,10 @@ without the search process or Ray.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -217,6 +216,73 @@ def optimization_history(table: pd.DataFrame, curves: pd.DataFrame) -> History:
     return History(by_trial, by_time)
 
 
+class Board(NamedTuple):
+    """The leaderboard as shown: its main columns, with the TF-IDF floor as a row at its rank."""
+
+    #: The shown columns of `leaderboard`, the floor's row (`trial_id` "TF-IDF floor") inserted.
+    table: pd.DataFrame
+    #: The floor's row position in `table` (None: no floor).
+    floor_row: int | None
+
+
+#: The leaderboard's columns the report and the terminal show, before the searched parameters.
+BOARD_COLUMNS = [
+    "trial_id",
+    config.OBJECTIVE,
+    "best_epoch",
+    "epochs",
+    "status",
+    "rung",
+    "train_s",
+    config.TRAIN_SAMPLES_PER_S,
+]
+FLOOR_LABEL = "TF-IDF floor"
+
+
+def board_with_floor(table: pd.DataFrame, searched: list[str], floor: Floor | None) -> Board:
+    """The leaderboard's shown columns with the floor ranked among the trials.
+
+    Args:
+        table: `leaderboard(run)`.
+        searched: The searched keys (their columns follow `BOARD_COLUMNS`).
+        floor: The TF-IDF floor, or None.
+
+    Returns:
+        A `Board`; trials that tie with the floor rank above it (they do not beat it).
+    """
+    shown = table[BOARD_COLUMNS + list(searched)].copy()
+    if floor is None:
+        return Board(shown, None)
+    rank = int((shown[config.OBJECTIVE] >= floor.val_macro_f1).sum())
+    row = pd.DataFrame([{"trial_id": FLOOR_LABEL, config.OBJECTIVE: floor.val_macro_f1}])
+    shown = pd.concat([shown.iloc[:rank], row, shown.iloc[rank:]], ignore_index=True)
+    return Board(shown, rank)
+
+
+class ComputeTime(NamedTuple):
+    """What the search cost."""
+
+    #: Sum over trials of each trial's training time so far (its last `time_total_s`).
+    trials_s: float
+    #: From the first trial's start to the last report.
+    wall_s: float
+
+
+def compute_time(curves: pd.DataFrame) -> ComputeTime:
+    """Total trial time and wall time of a run, from its learning curves (`learning_curves`);
+    NaN when the results carry no times."""
+    if not len(curves) or "time_total_s" not in curves or curves["time_total_s"].isna().all():
+        return ComputeTime(float("nan"), float("nan"))
+    trials = float(curves.groupby("trial_id")["time_total_s"].max().sum())
+    return ComputeTime(trials, float(curves["wall_s"].max()))
+
+
+def whole_epochs(curves: pd.DataFrame) -> bool:
+    """True when every evaluation sits at a whole epoch (the curves' axis ticks every epoch)."""
+    epochs = pd.to_numeric(curves.get(config.EPOCH, pd.Series(dtype=float)), errors="coerce")
+    return bool(len(epochs)) and bool((epochs.dropna() % 1 == 0).all())
+
+
 # --- parameter importance ----------------------------------------------------------------
 
 
@@ -248,6 +314,95 @@ def search_params(manifest: Manifest) -> dict[str, Param]:
     if key in params and params[key].kind == "quantiles":
         params[key] = space.Param("choice", tuple((manifest.max_length or {})["values"]))
     return params
+
+
+class ParamAxis(NamedTuple):
+    """How one searched parameter is drawn in every panel, decided by its distribution in the
+    run's space (never by its observed values: `choice: [0, 1, 2]` is three categories, not a
+    range from 0 to 2)."""
+
+    key: str
+    #: "category" (a `choice`), "log" (`loguniform`) or "linear" (every other range).
+    scale: str
+    #: A categorical parameter's choices in the space's order; empty otherwise.
+    choices: tuple = ()
+    #: The label of each choice (`value_label`), in the same order.
+    categories: tuple[str, ...] = ()
+
+    def label(self, value: Any) -> str:
+        """The label of a trial's value: its choice's label when it is one of the choices."""
+        for choice, text in zip(self.choices, self.categories, strict=True):
+            if _same_value(choice, value):
+                return text
+        return value_label(value)
+
+
+def value_label(value: Any) -> str:
+    """A parameter value as a reader sees it: `0.003`, `1e-05`, `mean`, `true`, `null`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def _same_value(choice: Any, value: Any) -> bool:
+    # pandas turns a column of ints with a gap into floats: 1.0 is the choice 1, True is not.
+    if isinstance(choice, bool | np.bool_) or isinstance(value, bool | np.bool_):
+        return (
+            isinstance(choice, bool | np.bool_)
+            and isinstance(value, bool | np.bool_)
+            and (bool(choice) == bool(value))
+        )
+    if isinstance(choice, int | float) and isinstance(value, int | float | np.number):
+        return float(choice) == float(value)
+    return choice == value
+
+
+def param_axes(params: dict[str, Param]) -> dict[str, ParamAxis]:
+    """The axis of each searched parameter, from its distribution.
+
+    Args:
+        params: `search_params(manifest)` (or the observed stand-in when the space no longer
+            loads).
+
+    Returns:
+        `{key: ParamAxis}` in the order of `params`.
+    """
+    axes = {}
+    for key, param in params.items():
+        if param.kind == "choice":
+            choices = tuple(param.args)
+            axes[key] = ParamAxis(key, "category", choices, tuple(value_label(c) for c in choices))
+        else:
+            axes[key] = ParamAxis(key, "log" if param.kind == "loguniform" else "linear")
+    return axes
+
+
+def param_values(table: pd.DataFrame, axes: dict[str, ParamAxis]) -> pd.DataFrame:
+    """The searched values of each trial as they are drawn, in the leaderboard's order.
+
+    Args:
+        table: `leaderboard(run)`.
+        axes: `param_axes(...)`.
+
+    Returns:
+        `trial_id`, then one column per parameter: a categorical parameter's choice label
+        (str, "" when the trial has no value), a numeric parameter's float.
+    """
+    frame = pd.DataFrame({"trial_id": table["trial_id"]})
+    for key, axis in axes.items():
+        values = table[key] if key in table else pd.Series([None] * len(table))
+        if axis.scale == "category":
+            frame[key] = [
+                "" if v is None or (isinstance(v, float) and math.isnan(v)) else axis.label(v)
+                for v in values
+            ]
+        else:
+            frame[key] = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+    return frame
 
 
 def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:
@@ -577,14 +732,34 @@ def trial_truncation(run: Run, trial_id: str) -> str:
     return run.params.get(trial_id, {}).get("train.truncation") or config.TrainConfig.truncation
 
 
-def data_summary(manifest: Manifest) -> dict[str, pd.DataFrame]:
-    """The run's data as the manifest recorded it: split sizes with class balance, and what
-    cleaning dropped (by reason)."""
+class DataSummary(NamedTuple):
+    """The run's data as the manifest recorded it."""
+
+    #: `split`, `examples` (used), `available` (before subsampling), then per label
+    #: "count (share)".
+    splits: pd.DataFrame
+    #: `reason`, `rows`: what cleaning dropped.
+    dropped: pd.DataFrame
+    #: `item`, `value`: dataset, source, rows read and dropped, training rows used, fingerprint.
+    facts: pd.DataFrame
+    #: Share of each label (columns) in each split (index).
+    class_shares: pd.DataFrame
+    #: Training examples the trials trained on.
+    train_used: int | None
+    #: Training examples there were before `data.train_size` subsampled (None: unknown).
+    train_available: int | None
+
+
+def data_summary(manifest: Manifest) -> DataSummary:
+    """The run's data as the manifest recorded it: split sizes before and after subsampling
+    with class balance, and what cleaning dropped (by reason)."""
     stats = manifest.data.stats
+    sizes = stats.get("split_sizes", {})
+    available = _available_sizes(manifest)
     counts = stats.get("class_counts", {})
     rows = []
-    for split, size in stats.get("split_sizes", {}).items():
-        row = {"split": split, "examples": size}
+    for split, size in sizes.items():
+        row = {"split": split, "examples": size, "available": available.get(split)}
         for label, count in counts.get(split, {}).items():
             row[label] = f"{count} ({count / size:.0%})" if size else str(count)
         rows.append(row)
@@ -592,6 +767,13 @@ def data_summary(manifest: Manifest) -> dict[str, pd.DataFrame]:
         [{"reason": k, "rows": v} for k, v in stats.get("dropped", {}).items()],
         columns=["reason", "rows"],
     )
+    shares = pd.DataFrame(
+        {
+            split: {k: v / (sum(c.values()) or 1) for k, v in c.items()}
+            for split, c in counts.items()
+        }
+    ).T
+    used, total = sizes.get("train"), available.get("train")
     source = stats.get("source", {})
     facts = pd.DataFrame(
         [
@@ -599,36 +781,96 @@ def data_summary(manifest: Manifest) -> dict[str, pd.DataFrame]:
             ("source", source.get("path") or source.get("hub_id") or source.get("name")),
             ("rows read", stats.get("rows_read")),
             ("rows dropped", int(dropped["rows"].sum()) if len(dropped) else 0),
+            ("training rows used", _used_of(used, total)),
             ("fingerprint", manifest.data.fingerprint),
-            ("train token lengths", stats.get("train_token_lengths")),
+            ("train token lengths", _flat_text(stats.get("train_token_lengths"))),
         ],
         columns=["item", "value"],
     )
-    return {"splits": pd.DataFrame(rows), "dropped": dropped, "facts": facts}
+    return DataSummary(pd.DataFrame(rows), dropped, facts, shares, used, total)
 
 
-def manifest_summary(manifest: Manifest) -> pd.DataFrame:
-    """The manifest's facts a reader checks first (versions, commit, device, budget), flat."""
-    items: list[tuple[str, Any]] = [
-        ("run", manifest.run),
-        ("started", manifest.started),
-        ("space", f"{manifest.space.name} ({manifest.space.path})"),
-        ("description", manifest.space.description),
-        ("model", f"{manifest.model} ({manifest.model_path})"),
-        ("strategy", manifest.strategy),
-        ("seed", manifest.seed),
-        ("git commit", manifest.git_commit),
-        ("host", manifest.host),
-        ("device", manifest.device),
-        ("address", manifest.address or "local"),
-    ]
-    items += [(f"budget.{k}", v) for k, v in asdict(manifest.budget).items()]
-    items += [(f"fixed {k}", v) for k, v in manifest.space.fixed.items()]
-    items += [(f"version {k}", v) for k, v in manifest.versions.items()]
-    return pd.DataFrame(
-        [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in items],
-        columns=["item", "value"],
-    )
+def _available_sizes(manifest: Manifest) -> dict[str, int]:
+    """Split sizes before subsampling: recorded by data.py, or, for a run made before it
+    recorded them, derived where that is exact."""
+    stats = manifest.data.stats
+    if "available_sizes" in stats:
+        return dict(stats["available_sizes"])
+    sizes, dropped = stats.get("split_sizes", {}), stats.get("dropped", {})
+    # Cleaning keeps every row in one split and only train (and validation, with
+    # data.val_size) is subsampled: what train chose from is the rest of the rows.
+    if manifest.data.config.val_size is not None or "rows_read" not in stats or not sizes:
+        return {}
+    kept = stats["rows_read"] - sum(dropped.values())
+    return {
+        "train": kept - sizes.get("validation", 0) - sizes.get("test", 0),
+        "validation": sizes.get("validation"),
+        "test": sizes.get("test"),
+    }
+
+
+def _used_of(used: int | None, total: int | None) -> str:
+    if used is None:
+        return "not recorded"
+    if not total:
+        return f"{used} (the count before subsampling was not recorded)"
+    return f"{used} of {total} ({used / total:.1%})" if used < total else f"all {used}"
+
+
+def _flat_text(value: Any) -> str:
+    """A value as plain text: dicts as `key: value` pairs, lists comma-separated."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_flat_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_flat_text(v) for v in value)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+#: Manifest fields a reader checks first, in this order; the rest follow as recorded.
+_MANIFEST_FIRST = ("run", "started", "space", "model", "model_path", "strategy", "seed")
+#: Shown elsewhere: the data's statistics (the data panel) and the space file's text.
+_MANIFEST_ELSEWHERE = ("data.stats", "space.text")
+
+
+def manifest_summary(manifest: Manifest, *, params: dict[str, Param] | None = None) -> pd.DataFrame:
+    """The manifest as a two-column table of plain values: nested fields flattened to
+    `key.sub` (e.g. `budget.max_epochs`, `versions.torch`), lists comma-separated.
+
+    Args:
+        manifest: The run's manifest.
+        params: The searched distributions; each becomes a `space.search.<key>` row
+            (`choice: 0, 1, 2`) in place of the bare list of searched keys.
+
+    Returns:
+        Columns `item` (the dotted field) and `value` (text).
+    """
+    raw = manifest.to_dict()
+    if params:
+        raw["space"] = {k: v for k, v in raw["space"].items() if k != "searched"}
+        raw["space"]["search"] = {
+            key: f"{p.kind} [{', '.join(value_label(a) for a in p.args)}]"
+            for key, p in params.items()
+        }
+    order = [k for k in _MANIFEST_FIRST if k in raw] + [k for k in raw if k not in _MANIFEST_FIRST]
+    items: list[tuple[str, str]] = []
+    for key in order:
+        items += _flatten(key, raw[key])
+    items = [(k, v) for k, v in items if not k.startswith(_MANIFEST_ELSEWHERE)]
+    if manifest.address is None:
+        items = [(k, "local" if k == "address" else v) for k, v in items]
+    return pd.DataFrame(items, columns=["item", "value"])
+
+
+def _flatten(key: str, value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, dict) and value:
+        return [pair for k, v in value.items() for pair in _flatten(f"{key}.{k}", v)]
+    return [(key, _flat_text(value))]
 
 
 # --- everything at once ------------------------------------------------------------------
@@ -650,9 +892,22 @@ class RunAnalysis:
     verdict: FloorVerdict | None = None
     tokens: TokenLengths | None = None
     confusion: Confusion | None = None
-    data: dict[str, pd.DataFrame] | None = None
+    data: DataSummary | None = None
     manifest: pd.DataFrame | None = None
     notes: dict[str, str] | None = None
+    #: How each searched parameter is drawn (`param_axes`).
+    axes: dict[str, ParamAxis] = field(default_factory=dict)
+    #: Each trial's searched values as drawn (`param_values`), leaderboard order.
+    param_values: pd.DataFrame | None = None
+    #: Trial time and wall time of the search (`compute_time`).
+    compute: ComputeTime = ComputeTime(float("nan"), float("nan"))
+    #: Every evaluation at a whole epoch (`whole_epochs`).
+    whole_epochs: bool = True
+
+    @property
+    def board(self) -> Board:
+        """The leaderboard as shown, with the floor at its rank (`board_with_floor`)."""
+        return board_with_floor(self.table, self.run.manifest.space.searched, self.floor)
 
 
 def analyze(
@@ -679,6 +934,8 @@ def analyze(
     run = open_run(run_dir)
     table = leaderboard(run)
     curves = learning_curves(run)
+    params = _params_or_observed(run)
+    axes = param_axes(params)
     result = RunAnalysis(
         run=run,
         table=table,
@@ -686,11 +943,22 @@ def analyze(
         history=optimization_history(table, curves),
         rungs=asha_rungs(run.manifest.budget, run.manifest.strategy),
         notes={},
+        axes=axes,
+        param_values=param_values(table, axes),
+        compute=compute_time(curves),
+        whole_epochs=whole_epochs(curves),
     )
     result.data = _part(result, "data", data_summary, run.manifest)
-    result.manifest = _part(result, "manifest", manifest_summary, run.manifest)
+    result.manifest = _part(result, "manifest", manifest_summary, run.manifest, params=params)
     result.importance = _part(
-        result, "importance", parameter_importance, run, curves, seeds=seeds, bootstraps=bootstraps
+        result,
+        "importance",
+        parameter_importance,
+        run,
+        curves,
+        seeds=seeds,
+        bootstraps=bootstraps,
+        params=params,
     )
     if not with_data:
         for part in ("floor", "tokens", "confusion"):

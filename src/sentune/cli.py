@@ -245,7 +245,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = False) -> Path:
     """Analyse a run, write its tables and report.html, and print the summary."""
-    from sentune import analysis, report
+    from sentune import analysis, browser, report
 
     log.info("analysing %s (importance, TF-IDF floor, the winner on validation)", run_dir)
     result = analysis.analyze(run_dir)
@@ -253,7 +253,7 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
     analysis.write_tables(result, out)
     path = report.write_report(result, out)
     if screenshot:
-        log.info("screenshot: %s", report.screenshot(path, out / "report.png"))
+        log.info("screenshot: %s", browser.screenshot(path, out / "report.png"))
     print("\n" + report.summary(result, report=path))
     return path
 

@@ -175,8 +175,9 @@ def load_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict]:
 
     Returns:
         `{"train", "validation", "test"}` DataFrames with columns `text` (str) and `label` (the
-        label name, str), and the stats: source, rows read, rows dropped by reason, split sizes,
-        class counts per split, label names and the data fingerprint.
+        label name, str), and the stats: source, rows read, rows dropped by reason, split sizes
+        before (`available_sizes`) and after (`split_sizes`) subsampling, class counts per split,
+        label names and the data fingerprint.
 
     Raises:
         DataError: The source cannot be found or read, or the data cannot make three splits.
@@ -198,6 +199,8 @@ def load_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict]:
         name: "source" if name in frames else "carved from train" for name in SPLITS
     }
     frames = _split(frames, cfg)
+    # Before subsampling: how many examples data.train_size / data.val_size chose from.
+    stats["available_sizes"] = {name: len(frames[name]) for name in SPLITS}
     frames = _subsample(frames, cfg)
     label_names = _check_labels(frames, cfg)
     stats["label_names"] = label_names

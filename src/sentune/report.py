@@ -1,18 +1,14 @@
 """Draw a run's analysis: one self-contained HTML report (Plotly, no CDN) and a terminal summary.
 
 Everything drawn here is computed by `analysis.py`; this module only turns that data into
-figures, tables and text.
+panels (figures, tables and text) and lays them out. Screenshots and render checks of the
+report are `browser.py`'s job.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
-import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,17 +22,48 @@ from sentune.errors import SentuneError
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-#: Colour of each trial status, the same in every panel.
+#: Colour of each trial status, the same in every panel that colours by status.
 STATUS_COLORS = {
     "completed": "#1f77b4",
     "stopped": "#ff7f0e",
     "unfinished": "#7f7f7f",
     "error": "#d62728",
 }
+#: Marker of each trial status where colour marks the trial (learning curves).
+STATUS_SYMBOLS = {
+    "completed": "circle",
+    "stopped": "x",
+    "unfinished": "circle-open",
+    "error": "triangle-up",
+}
 FLOOR_COLOR = "#2ca02c"
+#: Number format (d3) of parameter values and scores on axes: 3 significant digits, no
+#: trailing zeros (0.42, not 0.420000 or 0.675954).
+NUMBER_FORMAT = ".3~g"
 
 
-def _plotly():
+class Panel(NamedTuple):
+    """One section of the report: a title, a caption, and what it shows."""
+
+    #: The section's anchor (`#id`) and the prefix of its figures' div ids (`fig-<id>-<i>`).
+    id: str
+    title: str
+    caption: str
+    #: Why something is missing or what to keep in mind (shown highlighted; "" for none).
+    note: str = ""
+    #: Plotly figures, drawn in order.
+    figures: tuple = ()
+    #: HTML fragments (tables) after the figures.
+    html: tuple[str, ...] = ()
+
+
+class _Plotly(NamedTuple):
+    go: Any
+    pio: Any
+    make_subplots: Any
+
+
+def _plotly() -> _Plotly:
     """Plotly's modules, or a one-line error that says what to install."""
     try:
         import plotly.graph_objects as go
@@ -46,11 +73,12 @@ def _plotly():
         raise SentuneError(
             "the report needs plotly: pip install plotly (or reinstall sentune)"
         ) from None
-    return go, pio, make_subplots
+    return _Plotly(go, pio, make_subplots)
 
 
 def write_report(result: RunAnalysis, out_dir: str | Path) -> Path:
-    """Write `<out_dir>/report.html`: every panel of the run, plotly.js embedded once.
+    """Write `<out_dir>/report.html`: a table of contents, then every panel of the run,
+    plotly.js embedded once.
 
     Args:
         result: `analysis.analyze(run_dir)`.
@@ -59,47 +87,73 @@ def write_report(result: RunAnalysis, out_dir: str | Path) -> Path:
     Returns:
         The path of the report.
     """
-    go, pio, make_subplots = _plotly()
-    panels = [
-        _panel_leaderboard(result, go),
-        _panel_importance(result, go),
-        _panel_parallel(result, go),
-        _panel_history(result, go, make_subplots),
-        _panel_curves(result, go),
-        _panel_slices(result, go, make_subplots),
-        _panel_tokens(result, go),
-        _panel_data(result, go),
-        _panel_winner(result, go),
-        _panel_manifest(result),
-    ]
+    plotly = _plotly()
+    panels = build_panels(result)
     body, first = [], True
     for panel in panels:
-        parts = [f'<section id="{panel["id"]}"><h2>{html.escape(panel["title"])}</h2>']
-        parts.append(f'<p class="caption">{html.escape(panel["caption"])}</p>')
-        if panel.get("note"):
-            parts.append(f'<p class="note">{html.escape(panel["note"])}</p>')
-        for i, fig in enumerate(panel.get("figures", [])):
+        parts = [f'<section id="{panel.id}"><h2>{html.escape(panel.title)}</h2>']
+        parts.append(f'<p class="caption">{html.escape(panel.caption)}</p>')
+        if panel.note:
+            parts.append(f'<p class="note">{html.escape(panel.note)}</p>')
+        for i, fig in enumerate(panel.figures):
             fig.update_layout(template="plotly_white", margin={"t": 40, "l": 60, "r": 30})
             parts.append(
-                pio.to_html(
+                plotly.pio.to_html(
                     fig,
                     full_html=False,
                     include_plotlyjs=first,
-                    div_id=f"fig-{panel['id']}-{i}",
+                    div_id=f"fig-{panel.id}-{i}",
                     config={"displaylogo": False, "responsive": True},
                 )
             )
             first = False
-        parts.extend(panel.get("html", []))
+        parts.extend(panel.html)
         parts.append("</section>")
         body.append("\n".join(parts))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REPORT
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(_page(result, "\n".join(body)), encoding="utf-8")
+    tmp.write_text(_page(result, _contents(panels) + "\n".join(body)), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def build_panels(result: RunAnalysis) -> list[Panel]:
+    """Every panel of the report, in order (one builder per panel).
+
+    Args:
+        result: `analysis.analyze(run_dir)`.
+
+    Returns:
+        The panels; one whose data is missing carries a note saying why instead of a figure.
+    """
+    plotly = _plotly()
+    return [build(result, plotly) for build in _PANELS]
+
+
+def _contents(panels: list[Panel]) -> str:
+    """The table of contents: one anchor per panel."""
+    links = " ".join(f'<a href="#{p.id}">{html.escape(p.title)}</a>' for p in panels)
+    return f"<nav class='toc'><b>Contents:</b> {links}</nav>\n"
+
+
+def _compute_line(result: RunAnalysis) -> str:
+    trials_s, wall_s = result.compute
+    if np.isnan(trials_s):
+        return "Compute time: not recorded."
+    return (
+        f"Compute: {_duration(trials_s)} of trial time in {_duration(wall_s)} of wall time "
+        "(first trial start to last report)."
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 _STYLE = """
@@ -113,6 +167,8 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f4f
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.floor td{background:#eaf6ea;font-style:italic}
 .tables{display:flex;gap:32px;flex-wrap:wrap;align-items:flex-start}
+nav.toc{background:#f7f7f7;padding:6px 12px;margin:10px 0;line-height:1.8}
+nav.toc a{margin-right:14px;white-space:nowrap}
 """
 
 
@@ -123,7 +179,8 @@ def _page(result: RunAnalysis, body: str) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        f"<p class='lead'>{html.escape(_headline(result))}</p>"
+        f"<p class='lead'>{html.escape(_headline(result))} "
+        f"{html.escape(_compute_line(result))}</p>"
         f"<p class='caption'>{html.escape(manifest.space.description)}</p>"
         f"{body}</body></html>\n"
     )
@@ -203,32 +260,6 @@ def _table_html(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _leaderboard_with_floor(result: RunAnalysis) -> tuple[pd.DataFrame, int | None]:
-    """The leaderboard's shown columns with the floor inserted at its rank (row index)."""
-    searched = result.run.manifest.space.searched
-    columns = [
-        "trial_id",
-        config.OBJECTIVE,
-        "best_epoch",
-        "epochs",
-        "status",
-        "rung",
-        "train_s",
-        config.TRAIN_SAMPLES_PER_S,
-        *searched,
-    ]
-    shown = result.table[columns].copy()
-    if result.floor is None:
-        return shown, None
-    # Trials that tie with the floor rank above it; they do not beat it (see the headline).
-    rank = int((shown[config.OBJECTIVE] >= result.floor.val_macro_f1).sum())
-    floor_row = pd.DataFrame(
-        [{"trial_id": "TF-IDF floor", config.OBJECTIVE: result.floor.val_macro_f1}]
-    )
-    shown = pd.concat([shown.iloc[:rank], floor_row, shown.iloc[rank:]], ignore_index=True)
-    return shown, rank
-
-
 def _floor_note(result: RunAnalysis) -> str:
     if result.floor is None:
         return f"TF-IDF floor: {result.notes.get('floor', 'not computed')}"
@@ -242,9 +273,12 @@ def _floor_note(result: RunAnalysis) -> str:
     return note
 
 
-def _panel_leaderboard(result: RunAnalysis, go) -> dict[str, Any]:
-    shown, rank = _leaderboard_with_floor(result)
-    table_html = _table_html(shown, row_classes={rank: "floor"} if rank is not None else None)
+def _panel_leaderboard(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    go = plotly.go
+    board = result.board
+    table_html = _table_html(
+        board.table, row_classes={board.floor_row: "floor"} if board.floor_row is not None else None
+    )
     scored = result.table.dropna(subset=[config.OBJECTIVE])
     # Dots rather than bars: the differences that matter are small against the axis's zero.
     fig = go.Figure(
@@ -255,62 +289,68 @@ def _panel_leaderboard(result: RunAnalysis, go) -> dict[str, Any]:
             marker={"color": [STATUS_COLORS.get(s, "#999") for s in scored["status"]], "size": 12},
             text=scored["status"],
             hovertemplate="trial %{x}<br>%{y:.4f}<br>%{text}<extra></extra>",
+            showlegend=False,
         )
     )
     if result.floor is not None:
-        _floor_line(fig, result.floor.val_macro_f1)
+        _floor_line(fig, plotly, result.floor.val_macro_f1)
     fig.update_layout(
         height=340,
         xaxis_title="trial (best first)",
         yaxis_title=f"{config.OBJECTIVE} (best epoch)",
         xaxis_type="category",
     )
-    return {
-        "id": "leaderboard",
-        "title": "Leaderboard",
-        "caption": "Each trial scored by its best epoch's validation macro-F1, best first; dot "
+    return Panel(
+        id="leaderboard",
+        title="Leaderboard",
+        caption="Each trial scored by its best epoch's validation macro-F1, best first; dot "
         "colour is the trial's status (blue completed, orange stopped by ASHA, grey unfinished, "
-        "red failed); the green line is the TF-IDF floor.",
-        "note": _floor_note(result),
-        "figures": [fig],
-        "html": [table_html],
-    }
-
-
-def _floor_line(fig, value: float, **where) -> None:
-    fig.add_hline(
-        y=value,
-        line_dash="dash",
-        line_color=FLOOR_COLOR,
-        annotation_text=f"TF-IDF floor {value:.3f}",
-        annotation_position="bottom right",
-        **where,
+        "red failed); the dashed green line is the TF-IDF floor.",
+        note=_floor_note(result),
+        figures=(fig,),
+        html=(table_html,),
     )
 
 
-def _panel_importance(result: RunAnalysis, go) -> dict[str, Any]:
-    panel = {
-        "id": "importance",
-        "title": "Parameter importance (fANOVA, equal fidelity)",
-        "caption": "Share of the score's variance each parameter explains alone, among trials "
+def _floor_line(fig, plotly: _Plotly, value: float, *, row: int | None = None, col=None) -> None:
+    """The floor as a dashed line, labelled in the legend (a label on the plot covers points)."""
+    where = {"row": row, "col": col} if row is not None else {}
+    fig.add_hline(y=value, line_dash="dash", line_color=FLOOR_COLOR, **where)
+    if col in (None, 1):
+        fig.add_trace(
+            plotly.go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                line={"dash": "dash", "color": FLOOR_COLOR},
+                name=f"TF-IDF floor {value:.3f}",
+                legendgroup="floor",
+            ),
+            **where,
+        )
+
+
+def _panel_importance(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="importance",
+        title="Parameter importance (fANOVA, equal fidelity)",
+        caption="Share of the score's variance each parameter explains alone, among trials "
         "compared at the same epoch (their score at that epoch, not their best); bars are the "
         "mean over forest seeds and bootstrap resamples of the trials, whiskers span the 5th to "
         "95th percentile: a whisker that reaches zero is noise.",
-    }
+    )
     frame = result.importance
     if frame is None:
-        panel["note"] = result.notes.get("importance", "not computed")
-        return panel
+        return panel._replace(note=result.notes.get("importance", "not computed"))
     if frame["importance_mean"].isna().all():
-        panel["note"] = "; ".join(n for n in frame["note"].unique() if n)
-        return panel
+        return panel._replace(note="; ".join(n for n in frame["note"].unique() if n))
     epoch, n = frame["fidelity_epoch"].iloc[0], int(frame["n_trials"].iloc[0])
-    panel["note"] = f"{n} trials compared at epoch {epoch:g}." + "".join(
+    note = f"{n} trials compared at epoch {epoch:g}." + "".join(
         f" {r.param}: {r.note}." for r in frame.itertuples() if r.note
     )
     ordered = frame.iloc[::-1]
-    fig = go.Figure(
-        go.Bar(
+    fig = plotly.go.Figure(
+        plotly.go.Bar(
             x=ordered["importance_mean"],
             y=ordered["param"],
             orientation="h",
@@ -328,82 +368,132 @@ def _panel_importance(result: RunAnalysis, go) -> dict[str, Any]:
         xaxis_title=f"importance at epoch {epoch:g} ({n} trials)",
         xaxis_range=[0, max(1.0, float(ordered["high"].max()) * 1.05)],
     )
-    panel["figures"] = [fig]
-    panel["html"] = [_table_html(frame.drop(columns=["note"]), floats="{:.3f}")]
-    return panel
+    table = _table_html(frame.drop(columns=["note"]), floats="{:.3f}")
+    return panel._replace(note=note, figures=(fig,), html=(table,))
 
 
-def _panel_parallel(result: RunAnalysis, go) -> dict[str, Any]:
-    searched = result.run.manifest.space.searched
-    scored = result.table.dropna(subset=[config.OBJECTIVE])
-    panel = {
-        "id": "parallel",
-        "title": "Parallel coordinates",
-        "caption": "One line per scored trial through its parameter values, coloured by its "
-        "best validation macro-F1 (last axis).",
-    }
+def _scored_values(result: RunAnalysis) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scored trials' leaderboard rows and their parameter values as drawn, aligned."""
+    mask = result.table[config.OBJECTIVE].notna()
+    values = result.param_values
+    if values is None:
+        values = pd.DataFrame({"trial_id": result.table["trial_id"]})
+    return result.table[mask].reset_index(drop=True), values[mask.to_numpy()].reset_index(drop=True)
+
+
+def _categories(axis, labels: pd.Series) -> list[str]:
+    """The space's choices in its order, then any observed label the space no longer has."""
+    known = list(axis.categories)
+    return known + [v for v in dict.fromkeys(labels) if v not in known]
+
+
+def _panel_parallel(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="parallel",
+        title="Parallel coordinates",
+        caption="One line per scored trial through its parameter values, coloured by its "
+        "best validation macro-F1 (last axis); a categorical parameter has one tick per choice, "
+        "a log-uniform one a log axis.",
+    )
+    scored, values = _scored_values(result)
     if not len(scored):
-        panel["note"] = "no trial has been scored yet"
-        return panel
+        return panel._replace(note="no trial has been scored yet")
     dims = [
-        _dimension(np.log10(scored[key].astype(float)), f"log10 {key}")
-        if _is_log(result, key)
-        else _dimension(scored[key], key)
-        for key in searched
+        _dimension(result.axes.get(key), values[key] if key in values else scored[key], key)
+        for key in result.run.manifest.space.searched
     ]
-    dims.append(_dimension(scored[config.OBJECTIVE], config.OBJECTIVE))
-    fig = go.Figure(
-        go.Parcoords(
+    dims.append(
+        {
+            "label": config.OBJECTIVE,
+            "values": scored[config.OBJECTIVE].astype(float).tolist(),
+            "tickformat": NUMBER_FORMAT,
+        }
+    )
+    fig = plotly.go.Figure(
+        plotly.go.Parcoords(
             line={
                 "color": scored[config.OBJECTIVE],
                 "colorscale": "Viridis",
                 "showscale": True,
-                "colorbar": {"title": "F1"},
+                "colorbar": {"title": "F1", "tickformat": NUMBER_FORMAT},
             },
             dimensions=dims,
         )
     )
     fig.update_layout(height=420, margin={"l": 80, "r": 80})
-    panel["figures"] = [fig]
-    return panel
+    return panel._replace(figures=(fig,))
 
 
-def _dimension(values: pd.Series, label: str) -> dict[str, Any]:
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().all() and not values.map(lambda v: isinstance(v, bool)).any():
-        return {"label": label, "values": numeric.tolist()}
-    # Categories (strings, None, mixed) become evenly spaced ticks.
-    names = sorted({str(v) for v in values})
-    codes = [names.index(str(v)) for v in values]
-    return {
-        "label": label,
-        "values": codes,
-        "tickvals": list(range(len(names))),
-        "ticktext": names,
-        "range": [-0.5, len(names) - 0.5] if len(names) > 1 else [-1, 1],
-    }
+def _dimension(axis, values: pd.Series, key: str) -> dict[str, Any]:
+    """A parallel-coordinates axis: categorical as one tick per choice, log with ticks at the
+    real values, linear with readable numbers."""
+    if axis is None or axis.scale == "category":
+        labels = values.map(lambda v: v if isinstance(v, str) else str(v))
+        names = _categories(axis, labels) if axis is not None else sorted(set(labels))
+        return {
+            "label": key,
+            "values": [names.index(v) for v in labels],
+            "tickvals": list(range(len(names))),
+            "ticktext": names,
+            "range": [-0.25, len(names) - 0.75] if len(names) > 1 else [-1, 1],
+        }
+    numbers = values.astype(float)
+    if axis.scale == "log":
+        logs = np.log10(numbers)
+        ticks = np.linspace(logs.min(), logs.max(), 4) if logs.max() > logs.min() else logs[:1]
+        return {
+            "label": f"{key} (log)",
+            "values": logs.tolist(),
+            "tickvals": list(ticks),
+            "ticktext": [f"{10**t:.3g}" for t in ticks],
+        }
+    return {"label": key, "values": numbers.tolist(), "tickformat": NUMBER_FORMAT}
 
 
-def _panel_history(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
+def _hover_params(result: RunAnalysis, trial_ids: pd.Series) -> list[str]:
+    """Each trial's searched values for a hover: categorical as their choice, numbers `.3g`."""
+    values = result.param_values
+    if values is None:
+        return [""] * len(trial_ids)
+    by_trial = values.set_index("trial_id")
+    out = []
+    for trial_id in trial_ids:
+        if trial_id not in by_trial.index:
+            out.append("")
+            continue
+        row = by_trial.loc[trial_id]
+        out.append(
+            "<br>".join(
+                f"{key}={v if isinstance(v, str) else format(float(v), '.3g')}"
+                for key, v in row.items()
+            )
+        )
+    return out
+
+
+def _panel_history(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    go = plotly.go
     by_trial, by_time = result.history
-    panel = {
-        "id": "history",
-        "title": "Optimization history",
-        "caption": "Left: each trial's best score in the order trials started, with the best so "
+    panel = Panel(
+        id="history",
+        title="Optimization history",
+        caption="Left: each trial's best score in the order trials started, with the best so "
         "far. Right: the best score reported by any trial so far against wall-clock time since "
-        "the search started.",
-    }
+        "the search started. Hover a trial for its parameters.",
+    )
     if not len(by_trial):
-        panel["note"] = "no trial has been scored yet"
-        return panel
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial", "by wall time"))
+        return panel._replace(note="no trial has been scored yet")
+    fig = plotly.make_subplots(rows=1, cols=2, subplot_titles=("by trial", "by wall time"))
     fig.add_trace(
         go.Scatter(
             x=by_trial["trial_index"],
             y=by_trial["value"],
             mode="markers",
             name="trial",
-            text=by_trial["trial_id"],
+            customdata=np.stack(
+                [by_trial["trial_id"], _hover_params(result, by_trial["trial_id"])], axis=-1
+            ),
+            hovertemplate="trial %{customdata[0]}: %{y:.4f}<br>%{customdata[1]}<extra></extra>",
             marker={"color": "#1f77b4"},
         ),
         row=1,
@@ -427,7 +517,10 @@ def _panel_history(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
             y=by_time["value"],
             mode="markers",
             name="evaluation",
-            text=by_time["trial_id"],
+            customdata=np.stack(
+                [by_time["trial_id"], _hover_params(result, by_time["trial_id"])], axis=-1
+            ),
+            hovertemplate="trial %{customdata[0]}: %{y:.4f}<br>%{customdata[1]}<extra></extra>",
             marker={"color": "#aaaaaa", "size": 5},
         ),
         row=1,
@@ -448,86 +541,124 @@ def _panel_history(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
     )
     if result.floor is not None:
         for col in (1, 2):
-            _floor_line(fig, result.floor.val_macro_f1, row=1, col=col)
-    fig.update_xaxes(title_text="trial (start order)", row=1, col=1)
+            _floor_line(fig, plotly, result.floor.val_macro_f1, row=1, col=col)
+    fig.update_xaxes(title_text="trial (start order)", dtick=1, row=1, col=1)
     fig.update_xaxes(title_text="minutes since start", row=1, col=2)
     fig.update_yaxes(title_text=config.OBJECTIVE, row=1, col=1)
     fig.update_layout(height=380)
-    panel["figures"] = [fig]
-    return panel
+    return panel._replace(figures=(fig,))
 
 
-def _panel_curves(result: RunAnalysis, go) -> dict[str, Any]:
+def _trial_colors(trial_ids) -> dict[str, str]:
+    """One colour per trial (leaderboard order, so the best trial gets the first colour)."""
+    from plotly.colors import qualitative
+
+    palette = qualitative.Plotly + qualitative.Dark24
+    return {t: palette[i % len(palette)] for i, t in enumerate(trial_ids)}
+
+
+def _panel_curves(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    go = plotly.go
     curves, table = result.curves, result.table
-    panel = {
-        "id": "curves",
-        "title": "Learning curves",
-        "caption": "Validation macro-F1 after each epoch, one line per trial; a cross marks "
-        "where ASHA stopped a trial, a circle an unfinished one; dotted lines are ASHA's rungs.",
-    }
+    panel = Panel(
+        id="curves",
+        title="Learning curves",
+        caption="Left: validation macro-F1 after each epoch; right: validation loss (solid) and "
+        "training loss (dotted), where a widening gap is overfitting. One colour per trial "
+        "(click a trial in the legend to hide it); the marker is its status: circle completed, "
+        "cross stopped by ASHA, open circle unfinished, triangle failed. Dotted grey lines are "
+        "ASHA's rungs.",
+    )
     if not len(curves):
-        panel["note"] = "no evaluation has been reported yet"
-        return panel
+        return panel._replace(note="no evaluation has been reported yet")
     status = table.set_index("trial_id")["status"].to_dict()
-    fig = go.Figure()
-    for trial_id, group in curves.groupby("trial_id", sort=False):
+    # Leaderboard order: the legend lists the best trial first.
+    drawn = list(dict.fromkeys(curves["trial_id"]))
+    order = [t for t in table["trial_id"] if t in drawn] + [
+        t for t in drawn if t not in set(table["trial_id"])
+    ]
+    colors = _trial_colors(order)
+    groups = dict(tuple(curves.groupby("trial_id", sort=False)))
+    fig = plotly.make_subplots(
+        rows=1, cols=2, subplot_titles=(config.OBJECTIVE, "loss"), horizontal_spacing=0.08
+    )
+    for trial_id in order:
+        group = groups[trial_id]
         state = status.get(trial_id, "unfinished")
+        color = colors.get(trial_id, "#999")
+        style = {
+            "mode": "lines+markers",
+            "legendgroup": trial_id,
+            "marker": {"symbol": STATUS_SYMBOLS.get(state, "circle"), "size": 8, "color": color},
+        }
         fig.add_trace(
             go.Scatter(
                 x=group[config.EPOCH],
                 y=group[config.OBJECTIVE],
-                mode="lines+markers",
                 name=f"{trial_id} ({state})",
-                line={"color": STATUS_COLORS.get(state, "#999"), "width": 1.5},
-                marker={"size": 5},
-            )
+                line={"color": color, "width": 1.5},
+                hovertemplate=f"{trial_id} ({state}) epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+                **style,
+            ),
+            row=1,
+            col=1,
         )
-        if state in ("stopped", "unfinished"):
-            last = group.iloc[-1]
-            fig.add_trace(
-                go.Scatter(
-                    x=[last[config.EPOCH]],
-                    y=[last[config.OBJECTIVE]],
-                    mode="markers",
-                    marker={
-                        "symbol": "x" if state == "stopped" else "circle-open",
-                        "size": 12,
-                        "color": STATUS_COLORS[state],
-                    },
-                    showlegend=False,
-                    hovertemplate=f"{trial_id}: {state} at epoch %{{x}}<extra></extra>",
+        for column, dash, what in (
+            (config.VAL_LOSS, "solid", "validation loss"),
+            (config.TRAIN_LOSS, "dot", "training loss"),
+        ):
+            if column in group and group[column].notna().any():
+                fig.add_trace(
+                    go.Scatter(
+                        x=group[config.EPOCH],
+                        y=group[column],
+                        name=f"{trial_id} {what}",
+                        showlegend=False,
+                        line={"color": color, "width": 1.5, "dash": dash},
+                        hovertemplate=f"{trial_id} {what} epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+                        **style,
+                    ),
+                    row=1,
+                    col=2,
                 )
-            )
     for rung in result.rungs:
-        fig.add_vline(x=rung, line_dash="dot", line_color="#bbbbbb")
+        fig.add_vline(x=rung, line_dash="dot", line_color="#bbbbbb", row="all", col="all")
     if result.floor is not None:
-        _floor_line(fig, result.floor.val_macro_f1)
-    fig.update_layout(height=420, xaxis_title="epoch", yaxis_title=config.OBJECTIVE)
-    panel["figures"] = [fig]
-    return panel
+        _floor_line(fig, plotly, result.floor.val_macro_f1, row=1, col=1)
+    if result.whole_epochs:
+        # Whole epochs: a tick per epoch, and room for the markers at the first and last.
+        low, high = curves[config.EPOCH].min(), curves[config.EPOCH].max()
+        fig.update_xaxes(dtick=1, tick0=0, range=[low - 0.15, high + 0.15])
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=config.OBJECTIVE, row=1, col=1)
+    fig.update_yaxes(title_text="cross-entropy loss", row=1, col=2)
+    fig.update_layout(height=440, legend={"title": {"text": "trial (status)"}})
+    return panel._replace(figures=(fig,))
 
 
-def _panel_slices(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
+def _panel_slices(result: RunAnalysis, plotly: _Plotly) -> Panel:
     searched = result.run.manifest.space.searched
-    scored = result.table.dropna(subset=[config.OBJECTIVE])
-    panel = {
-        "id": "slices",
-        "title": "Slice plots",
-        "caption": "Each trial's best validation macro-F1 against one searched parameter at a "
-        "time, coloured by status (stopped trials trained fewer epochs).",
-    }
+    panel = Panel(
+        id="slices",
+        title="Slice plots",
+        caption="Each trial's best validation macro-F1 against one searched parameter at a "
+        "time, coloured by status (stopped trials trained fewer epochs); a categorical "
+        "parameter has one column per choice, a log-uniform one a log axis.",
+    )
+    scored, values = _scored_values(result)
     if not len(scored) or not searched:
-        panel["note"] = "no trial has been scored yet" if searched else "nothing was searched"
-        return panel
+        return panel._replace(
+            note="no trial has been scored yet" if searched else "nothing was searched"
+        )
     cols = min(3, len(searched))
     rows = int(np.ceil(len(searched) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=searched, shared_yaxes=True)
+    fig = plotly.make_subplots(rows=rows, cols=cols, subplot_titles=searched, shared_yaxes=True)
     for i, key in enumerate(searched):
-        values = scored[key]
-        numeric = pd.to_numeric(values, errors="coerce")
-        x = numeric if numeric.notna().all() else values.astype(str)
+        axis = result.axes.get(key)
+        x = values[key] if key in values else scored[key]
+        where = {"row": i // cols + 1, "col": i % cols + 1}
         fig.add_trace(
-            go.Scatter(
+            plotly.go.Scatter(
                 x=x,
                 y=scored[config.OBJECTIVE],
                 mode="markers",
@@ -539,47 +670,32 @@ def _panel_slices(result: RunAnalysis, go, make_subplots) -> dict[str, Any]:
                 showlegend=False,
                 hovertemplate=f"{key}=%{{x}}<br>%{{y:.4f}}<br>%{{text}}<extra></extra>",
             ),
-            row=i // cols + 1,
-            col=i % cols + 1,
+            **where,
         )
-        if _is_log(result, key):
-            fig.update_xaxes(type="log", row=i // cols + 1, col=i % cols + 1)
-        if not numeric.notna().all():
-            fig.update_xaxes(type="category", row=i // cols + 1, col=i % cols + 1)
+        if axis is None or axis.scale == "category":
+            order = _categories(axis, x.astype(str)) if axis is not None else None
+            fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, **where)
+        elif axis.scale == "log":
+            fig.update_xaxes(type="log", **where)
+        else:
+            fig.update_xaxes(tickformat=NUMBER_FORMAT, **where)
     fig.update_yaxes(title_text=config.OBJECTIVE, col=1)
     fig.update_layout(height=300 * rows)
-    panel["figures"] = [fig]
-    return panel
+    return panel._replace(figures=(fig,))
 
 
-def _is_log(result: RunAnalysis, key: str) -> bool:
-    """A loguniform parameter, or a learning rate whose values span a decade or more."""
-    text = result.run.manifest.space.text
-    line = next((ln for ln in text.splitlines() if ln.strip().startswith(key + ":")), "")
-    if "loguniform" in line:
-        return True
-    values = pd.to_numeric(result.table[key], errors="coerce").dropna()
-    return (
-        key == "train.learning_rate"
-        and len(values) > 0
-        and values.min() > 0
-        and (values.max() / values.min() >= 10)
-    )
-
-
-def _panel_tokens(result: RunAnalysis, go) -> dict[str, Any]:
-    panel = {
-        "id": "tokens",
-        "title": "Token lengths of the training texts",
-        "caption": "Tokens per training text (special tokens included) with the run's "
+def _panel_tokens(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="tokens",
+        title="Token lengths of the training texts",
+        caption="Tokens per training text (special tokens included) with the run's "
         "tokenizer; red lines are the max_length values of the run, labelled with the share of "
         "training texts each would truncate.",
-    }
+    )
     tokens = result.tokens
     if tokens is None:
-        panel["note"] = result.notes.get("tokens", "not computed")
-        return panel
-    fig = go.Figure(go.Histogram(x=tokens.lengths, nbinsx=60, marker_color="#1f77b4"))
+        return panel._replace(note=result.notes.get("tokens", "not computed"))
+    fig = plotly.go.Figure(plotly.go.Histogram(x=tokens.lengths, nbinsx=60, marker_color="#1f77b4"))
     for _, cut in tokens.cuts.iterrows():
         fig.add_vline(
             x=cut["max_length"],
@@ -589,63 +705,58 @@ def _panel_tokens(result: RunAnalysis, go) -> dict[str, Any]:
             annotation_position="top right",
         )
     fig.update_layout(height=360, xaxis_title="tokens per text", yaxis_title="training texts")
-    panel["figures"] = [fig]
-    panel["html"] = [_table_html(tokens.cuts, floats="{:.3f}")]
-    return panel
+    return panel._replace(figures=(fig,), html=(_table_html(tokens.cuts, floats="{:.3f}"),))
 
 
-def _panel_data(result: RunAnalysis, go) -> dict[str, Any]:
-    panel = {
-        "id": "data",
-        "title": "Data",
-        "caption": "Split sizes and class balance of the cleaned data the search saw, and the "
-        "rows cleaning dropped by reason (the test split is held out for the exported winner).",
-    }
+def _panel_data(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="data",
+        title="Data",
+        caption="Split sizes and class balance of the cleaned data the search saw ('available': "
+        "before data.train_size / data.val_size subsampled), and the rows cleaning dropped by "
+        "reason (the test split is held out for the exported winner).",
+    )
     summary = result.data
     if summary is None:
-        panel["note"] = result.notes.get("data", "not computed")
-        return panel
-    counts = result.run.manifest.data.stats.get("class_counts", {})
-    if counts:
-        fig = go.Figure()
-        labels = list(next(iter(counts.values())))
-        for label in labels:
-            splits = list(counts)
-            totals = [sum(counts[s].values()) or 1 for s in splits]
-            fig.add_trace(
-                go.Bar(
-                    x=splits,
-                    y=[counts[s].get(label, 0) / t for s, t in zip(splits, totals, strict=True)],
-                    name=label,
-                )
-            )
+        return panel._replace(note=result.notes.get("data", "not computed"))
+    figures = ()
+    shares = summary.class_shares
+    if len(shares):
+        fig = plotly.go.Figure(
+            [
+                plotly.go.Bar(x=list(shares.index), y=shares[label].tolist(), name=label)
+                for label in shares.columns
+            ]
+        )
         fig.update_layout(
             barmode="stack", height=300, yaxis_tickformat=".0%", yaxis_title="share of split"
         )
-        panel["figures"] = [fig]
-    panel["html"] = [
-        "<div class='tables'>"
-        + "".join(_table_html(summary[k]) for k in ("splits", "dropped", "facts"))
-        + "</div>"
-    ]
-    return panel
+        figures = (fig,)
+    note = ""
+    used, available = summary.train_used, summary.train_available
+    if used is not None and available and used < available:
+        note = (
+            f"The trials trained on {used} of the {available} training examples "
+            f"({used / available:.1%}): data.train_size subsampled them, stratified by class."
+        )
+    tables = "".join(_table_html(t) for t in (summary.splits, summary.dropped, summary.facts))
+    return panel._replace(note=note, figures=figures, html=(f"<div class='tables'>{tables}</div>",))
 
 
-def _panel_winner(result: RunAnalysis, go) -> dict[str, Any]:
-    panel = {
-        "id": "winner",
-        "title": "The winner on the validation split",
-        "caption": "Confusion matrix (rows: true class, columns: predicted) and per-class "
+def _panel_winner(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="winner",
+        title="The winner on the validation split",
+        caption="Confusion matrix (rows: true class, columns: predicted) and per-class "
         "precision and recall of the best trial's kept checkpoint on the validation split.",
-    }
+    )
     confusion = result.confusion
     if confusion is None:
-        panel["note"] = result.notes.get("confusion", "not computed")
-        return panel
+        return panel._replace(note=result.notes.get("confusion", "not computed"))
     matrix = confusion.matrix
     share = matrix.div(matrix.sum(axis=1).replace(0, 1), axis=0)
-    fig = go.Figure(
-        go.Heatmap(
+    fig = plotly.go.Figure(
+        plotly.go.Heatmap(
             z=share.values,
             x=[f"pred {c}" for c in matrix.columns],
             y=[f"true {c}" for c in matrix.index],
@@ -661,27 +772,48 @@ def _panel_winner(result: RunAnalysis, go) -> dict[str, Any]:
         )
     )
     fig.update_layout(height=380, width=560, yaxis_autorange="reversed")
-    panel["note"] = (
+    note = (
         f"Trial {confusion.trial_id}, checkpoint {confusion.checkpoint}: "
         f"{config.OBJECTIVE} {confusion.val_macro_f1:.4f} recomputed here."
     )
-    panel["figures"] = [fig]
-    panel["html"] = [_table_html(confusion.per_class, floats="{:.3f}")]
-    return panel
+    return panel._replace(
+        note=note,
+        figures=(fig,),
+        html=(_table_html(confusion.per_class, floats="{:.3f}"),),
+    )
 
 
-def _panel_manifest(result: RunAnalysis) -> dict[str, Any]:
-    panel = {
-        "id": "manifest",
-        "title": "Run manifest",
-        "caption": "What this run was: space, model, strategy, seed, git commit, package "
+def _panel_manifest(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="manifest",
+        title="Run manifest",
+        caption="What this run was: space, model, strategy, seed, git commit, package "
         "versions, host, device and budget, as recorded when the search started.",
-    }
+    )
     if result.manifest is None:
-        panel["note"] = result.notes.get("manifest", "not computed")
-        return panel
-    panel["html"] = [_table_html(result.manifest)]
-    return panel
+        return panel._replace(note=result.notes.get("manifest", "not computed"))
+    # Side by side by section (space, data, budget, versions, …) so the page stays short.
+    frame = result.manifest
+    section = frame["item"].map(lambda k: k.split(".", 1)[0] if "." in k else "run")
+    tables = "".join(
+        _table_html(frame[section == name].rename(columns={"item": name}))
+        for name in dict.fromkeys(section)
+    )
+    return panel._replace(html=(f"<div class='tables'>{tables}</div>",))
+
+
+_PANELS = (
+    _panel_leaderboard,
+    _panel_importance,
+    _panel_parallel,
+    _panel_history,
+    _panel_curves,
+    _panel_slices,
+    _panel_tokens,
+    _panel_data,
+    _panel_winner,
+    _panel_manifest,
+)
 
 
 # --- terminal ----------------------------------------------------------------------------
@@ -690,7 +822,7 @@ def _panel_manifest(result: RunAnalysis) -> dict[str, Any]:
 def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 5) -> str:
     """A few lines for the terminal: top trials with the floor at its rank, the most important
     parameters (with their spread) and where the report is."""
-    shown, rank = _leaderboard_with_floor(result)
+    shown, rank = result.board
     if rank is not None and rank > top:
         # The floor's row, after the top trials.
         shown = pd.concat([shown.head(top), shown.iloc[[rank]]], ignore_index=True)
@@ -725,108 +857,3 @@ def _importance_line(result: RunAnalysis) -> str:
     )
     epoch, n = frame["fidelity_epoch"].iloc[0], int(frame["n_trials"].iloc[0])
     return f"importance (fANOVA at epoch {epoch:g}, {n} trials; mean [5-95%]): {items}"
-
-
-# --- headless browser: screenshot and render check ---------------------------------------
-
-_CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-_CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
-_MARKER = "sentune-render-check"
-#: Injected first into a copy of the report: records script errors and console errors, then,
-#: once the page has loaded, writes which figure divs Plotly rendered into a marker element.
-_PROBE = (
-    """<script>
-window.__sentuneErrors = [];
-window.addEventListener("error", function (e) { window.__sentuneErrors.push(String(e.message)); });
-window.addEventListener("unhandledrejection", function (e) {
-  window.__sentuneErrors.push("unhandled rejection: " + String(e.reason)); });
-(function () { var original = console.error; console.error = function () {
-  window.__sentuneErrors.push(Array.prototype.join.call(arguments, " "));
-  return original.apply(console, arguments); }; })();
-window.addEventListener("load", function () { setTimeout(function () {
-  var figures = Array.prototype.map.call(document.querySelectorAll("div.plotly-graph-div"),
-    function (d) { return {id: d.id, rendered: !!d.querySelector(".plot-container svg")}; });
-  var out = document.createElement("pre"); out.id = "MARKER";
-  out.textContent = JSON.stringify({errors: window.__sentuneErrors, figures: figures});
-  document.body.appendChild(out); }, 1000); });
-</script>"""
-).replace("MARKER", _MARKER)
-
-
-def find_chromium() -> str | None:
-    """The path of a Chromium (or Chrome) executable, or None."""
-    return next((path for name in _CHROMIUM if (path := shutil.which(name))), None)
-
-
-def _chromium(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
-    browser = find_chromium()
-    if browser is None:
-        raise SentuneError(
-            "no Chromium found for the screenshot; install it (Debian: apt-get install chromium)"
-        )
-    with tempfile.TemporaryDirectory(prefix="sentune-chromium-") as profile:
-        return subprocess.run(
-            [browser, *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def screenshot(report: str | Path, png: str | Path, *, timeout: float = 120) -> Path:
-    """Save a PNG of the top of the report (1400 x 2000 pixels) with headless Chromium."""
-    png = Path(png).resolve()
-    done = _chromium(
-        [
-            f"--screenshot={png}",
-            "--window-size=1400,2000",
-            "--virtual-time-budget=10000",
-            Path(report).resolve().as_uri(),
-        ],
-        timeout=timeout,
-    )
-    if not png.is_file():
-        tail = "\n".join(done.stderr.strip().splitlines()[-3:])
-        raise SentuneError(f"Chromium wrote no screenshot of {report}: {tail}")
-    return png
-
-
-class RenderCheck(NamedTuple):
-    """What a headless browser saw when it opened the report."""
-
-    #: JavaScript errors and console errors, in order.
-    errors: list[str]
-    #: Figure div ids and whether Plotly drew each.
-    figures: dict[str, bool]
-
-
-def check_render(report: str | Path, *, timeout: float = 180) -> RenderCheck:
-    """Open a copy of the report in headless Chromium and report script errors and which
-    figures were drawn (a probe script injected before anything else records both)."""
-    text = Path(report).read_text(encoding="utf-8")
-    probed = text.replace("<head>", "<head>" + _PROBE, 1)
-    with tempfile.TemporaryDirectory(prefix="sentune-check-") as folder:
-        copy = Path(folder) / "report.html"
-        copy.write_text(probed, encoding="utf-8")
-        done = _chromium(
-            ["--dump-dom", "--virtual-time-budget=15000", copy.as_uri()], timeout=timeout
-        )
-    found = re.search(rf'<pre id="{_MARKER}">(.*?)</pre>', done.stdout, re.S)
-    if not found:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        return RenderCheck([f"the page never finished loading: {tail}"], {})
-    data = json.loads(html.unescape(found.group(1)))
-    return RenderCheck(
-        errors=list(data["errors"]), figures={f["id"]: f["rendered"] for f in data["figures"]}
-    )
