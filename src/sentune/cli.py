@@ -32,6 +32,9 @@ _OVERRIDES = {
 }
 
 
+_RUN_HELP = "a run name or trials/<run> folder (default: the latest finished run in --storage)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sentune` console script."""
     parser = _parser()
@@ -77,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="RUN",
         help="continue the interrupted search in trials/<run> (space and budget from its manifest)",
+    )
+    search.add_argument(
+        "--name",
+        help="name the run folder <storage>/NAME (default: <space>-<timestamp>); must be new",
     )
     search.add_argument(
         "--max-failures",
@@ -129,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(func=_search)
 
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
-    board.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    board.add_argument("run", nargs="?", help=_RUN_HELP)
     board.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
     board.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
     board.set_defaults(func=_leaderboard)
@@ -137,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
     )
-    report.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    report.add_argument("run", nargs="?", help=_RUN_HELP)
     report.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
     report.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
     report.add_argument(
@@ -171,6 +178,7 @@ def _search(args: argparse.Namespace) -> int:
         dashboard_port=args.dashboard_port,
         strategy=args.strategy,
         max_failures=args.max_failures,
+        name=args.name,
     )
     if args.resume is not None:
         _check_resume_args(args, overrides)
@@ -207,6 +215,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
             ("strategy", args.strategy != DEFAULT_STRATEGY),
             ("precision", args.precision != "auto"),
             ("device", args.device != "auto"),
+            ("name", args.name is not None),
         )
         if changed
     ]
@@ -231,13 +240,13 @@ def _parse_set(pairs: list[str]) -> dict:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     _show_leaderboard(run_dir, args.analysis)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     _write_report(run_dir, args.analysis, screenshot=args.screenshot)
     return 0
 
@@ -257,10 +266,14 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
     return path
 
 
-def _latest_run(storage: Path) -> Path:
-    from sentune.runs import latest_run
+def _resolve_run(run: str | None, storage: Path) -> Path:
+    """The run a command names (a path or a bare name), or the latest finished one, said aloud."""
+    from sentune.runs import resolve_run
 
-    return latest_run(storage)
+    run_dir, latest = resolve_run(run, storage)
+    if latest:
+        print(f"using {run_dir} (latest finished run)", file=sys.stderr)
+    return run_dir
 
 
 def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
@@ -292,7 +305,7 @@ def _add_export_parsers(commands) -> None:
     export = commands.add_parser(
         "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
     )
-    export.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    export.add_argument("run", nargs="?", help=_RUN_HELP)
     export.add_argument("--trial", help="export this trial id instead of the leaderboard's best")
     export.add_argument(
         "--formats",
@@ -332,7 +345,7 @@ def _export(args: argparse.Namespace) -> int:
         threads=args.threads,
         cache_dir=args.cache_dir,
     )
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     result = export.export_winner(
         run_dir, out_dir=args.out, analysis_root=args.analysis, options=options
     )
