@@ -324,10 +324,24 @@ def _add_export_parsers(commands) -> None:
     predict = commands.add_parser("predict", help="classify texts with an export (onnxruntime)")
     predict.add_argument("export_dir", type=Path, help="analysis/<run>/export")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    predict.add_argument("--file", type=Path, help="a CSV file of texts; writes CSV to stdout")
+    predict.add_argument(
+        "--file",
+        help="a CSV, TSV or JSONL file of texts, or - for stdin; every column is kept and the "
+        "prediction appended (label, p_<label> per class)",
+    )
     predict.add_argument("--column", default="text", help="the text column of --file")
+    predict.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        help="output format (default: table on a terminal, csv when piped)",
+    )
+    predict.add_argument(
+        "--skip-empty",
+        action="store_true",
+        help="leave rows with an empty text unlabelled instead of failing",
+    )
     predict.add_argument("--int8", action="store_true", help="use the int8 model")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per onnxruntime call")
     predict.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     predict.set_defaults(func=_predict)
 
@@ -373,13 +387,23 @@ def _predict(args: argparse.Namespace) -> int:
 
     if bool(args.file) == bool(args.texts):
         raise ExportError("sentune predict: give TEXT arguments or --file FILE (not both)")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     predictor = predict.Predictor(args.export_dir, int8=args.int8, threads=args.threads)
-    texts = predict.read_texts(args.file, args.column) if args.file else args.texts
-    predictions = predictor.predict(texts, batch_size=args.batch_size)
     if args.file:
-        predict.write_csv(predictions, sys.stdout)
+        source = "stdin" if args.file == "-" else args.file
+        table, column = predict.read_table(args.file), args.column
     else:
-        print("\n".join(predict.format_lines(predictions)))
+        source, column = "TEXT", "text"
+        table = predict.Table([column], [{column: text} for text in args.texts])
+    result = predict.predict_table(
+        predictor,
+        table,
+        column,
+        source=source,
+        skip_empty=args.skip_empty,
+        batch_size=args.batch_size,
+    )
+    predict.write_table(result, sys.stdout, fmt=fmt)
     return 0
 
 
