@@ -91,3 +91,22 @@ def test_checkpoint_confusion_scores_the_validation_split(tiny_csv, tiny_model_d
     assert int(confusion.matrix.to_numpy().sum()) == len(data.validation)
     assert confusion.per_class["support"].sum() == len(data.validation)
     assert 0.0 <= confusion.val_macro_f1 <= 1.0
+
+
+def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
+    from sentune.evaluate import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 300)
+    preds = np.where(rng.random(300) < 0.7, labels, rng.integers(0, 3, 300))
+    for metric, point in (
+        (config.MACRO_F1, f1_score(labels, preds, average="macro")),
+        (config.ACCURACY, accuracy_score(labels, preds)),
+    ):
+        interval = bootstrap_interval(labels, preds, metric, n=200, seed=0)
+        assert interval.low < point < interval.high
+        assert interval.high - interval.low < 0.2  # 300 examples: a few points either side
+        assert interval == bootstrap_interval(labels, preds, metric, n=200, seed=0)
+        assert interval != bootstrap_interval(labels, preds, metric, n=200, seed=1)
+    perfect = bootstrap_interval(labels, labels, config.MACRO_F1, n=50)
+    assert perfect.low == perfect.high == 1.0

@@ -366,6 +366,7 @@ def _export(args: argparse.Namespace) -> int:
     metrics = result.metrics
     print(f"\nExported trial {result.winner.trial_id} of {run_dir} to {result.path}")
     print(f"\nScores (test split never seen by the search):\n{export.format_scores(metrics)}")
+    print(f"\nTest scores with 95 % bootstrap intervals:\n{export.format_intervals(metrics)}")
     if "int8_test_macro_f1_drop" in metrics:
         test_f1 = config.metric_name(config.TEST, config.MACRO_F1)
         test = {name: f["test"][test_f1] for name, f in metrics["formats"].items()}
