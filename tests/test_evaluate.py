@@ -110,3 +110,22 @@ def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
         assert interval != bootstrap_interval(labels, preds, metric, n=200, seed=1)
     perfect = bootstrap_interval(labels, labels, config.MACRO_F1, n=50)
     assert perfect.low == perfect.high == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_match_scikit_learn_with_absent_classes(seed):
+    from sentune.evaluate import score
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, 40)  # class 3 never occurs; class 2 may never be predicted
+    preds = np.where(rng.random(40) < 0.5, labels, rng.integers(0, 2, 40))
+    ids = [0, 1, 2, 3]
+    assert score(config.MACRO_F1, labels, preds, ids) == pytest.approx(
+        f1_score(labels, preds, labels=ids, average="macro", zero_division=0)
+    )
+    assert score(config.F1_WEIGHTED, labels, preds, ids) == pytest.approx(
+        f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)
+    )
+    assert score(config.ACCURACY, labels, preds, ids) == pytest.approx(
+        accuracy_score(labels, preds)
+    )
