@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN",
-        help="continue the interrupted search in trials/<run> (space and budget from its manifest)",
+        help="continue the interrupted search in trials/<run> or run RUN of --storage (space "
+        "and budget from its manifest)",
     )
     search.add_argument(
         "--name",
@@ -256,6 +257,9 @@ def _search(args: argparse.Namespace) -> int:
         name=args.name,
     )
     if args.resume is not None:
+        from sentune.runs import resolve_run
+
+        args.resume, _ = resolve_run(str(args.resume), args.storage)  # a bare run name works too
         _check_resume_args(args, overrides)
         run_dir = search.resume(args.resume, options=options)
     else:
