@@ -9,7 +9,7 @@ ARGS   ?=
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report export test lint bench-trial bench gpu-check clean
+.PHONY: help install search leaderboard report export keys readme-keys test lint bench-trial bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,14 +26,23 @@ $(STAMP): pyproject.toml
 search: $(STAMP) ## run search_spaces/$(SPACE).yaml (ARGS="--trials 4 --address auto …")
 	$(BIN)/sentune search $(SPACE) $(ARGS)
 
-leaderboard: $(STAMP) ## print and save the leaderboard of the latest run (RUN=trials/<run>)
+leaderboard: $(STAMP) ## print and save the leaderboard of the latest finished run (RUN=<run>)
 	$(BIN)/sentune leaderboard $(RUN)
 
-report: $(STAMP) ## write analysis/<run>/report.html of the latest run (RUN=trials/<run>)
+report: $(STAMP) ## write analysis/<run>/report.html of the latest finished run (RUN=<run>)
 	$(BIN)/sentune report $(RUN)
 
-export: $(STAMP) ## export the winner of the latest run (RUN=trials/<run> ARGS="--trial ID --force")
+export: $(STAMP) ## export the winner of the latest finished run (RUN=<run> ARGS="--trial ID --force")
 	$(BIN)/sentune export $(RUN) $(ARGS)
+
+keys: $(STAMP) ## list every dotted key (type, default, allowed values, meaning)
+	$(BIN)/sentune keys
+
+# The README's table of dotted keys sits between two markers; a test keeps it equal to `sentune keys`.
+readme-keys: $(STAMP) ## rewrite the README's table of dotted keys from config.py
+	$(BIN)/python -c "import pathlib, re, sentune.config as c; p = pathlib.Path('README.md'); \
+	p.write_text(re.sub(r'(<!-- keys:start -->\n).*?(\n<!-- keys:end -->)', \
+	lambda m: m.group(1) + c.keys_table() + m.group(2), p.read_text(), flags=re.S))"
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)

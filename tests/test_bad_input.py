@@ -303,6 +303,26 @@ CASES = [
         "RAY_AUTH_MODE=disabled would let anyone on the network run code here",
     ),
     (
+        "search-name-that-is-not-a-folder-name",
+        lambda c: _search(c, c["space"], "--name", "../elsewhere"),
+        "--name '../elsewhere': not a safe folder name",
+    ),
+    (
+        "resume-with-a-name",
+        lambda c: ["search", "--resume", _fake_run(c), "--name", "other"],
+        "drop the overrides (name)",
+    ),
+    (
+        "leaderboard-of-an-unknown-run-name",
+        lambda c: ["leaderboard", "heads-nope", "--storage", str(c["storage"])],
+        "no run 'heads-nope': not a folder, nor a run in",
+    ),
+    (
+        "report-with-only-unfinished-runs",
+        lambda c: ["report", "--storage", str(Path(_fake_run(c)).parent)],
+        "no finished run in",
+    ),
+    (
         "leaderboard-of-a-folder-that-is-not-a-run",
         lambda c: ["leaderboard", _empty_dir(c)],
         "not a sentune run",
@@ -379,3 +399,14 @@ def test_disk_full_while_writing_the_manifest_leaves_no_run(ctx, capsys, monkeyp
     assert line.startswith("sentune: error: no space left on the device writing ")
     assert "free some space or pass --storage on a larger disk" in line
     assert not any(ctx["storage"].iterdir())
+
+
+def test_search_name_that_is_taken_is_refused_before_any_work(ctx, capsys):
+    taken = ctx["storage"] / "mine"
+    taken.mkdir(parents=True)
+    (taken / "keep.txt").write_text("someone's results")
+    argv = ["search", str(ctx["space"]), "--storage", str(ctx["storage"]), "--name", "mine"]
+    assert cli.main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--name 'mine':" in line and "already exists" in line
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]

@@ -206,6 +206,29 @@ def test_html_cleaning_keeps_non_tags():
     assert cleaned.tolist() == ["i <3 it, 2 < 3 > 1", "a b"]
 
 
+def test_training_cleaning_is_the_one_text_function():
+    from sentune.text import clean_text
+
+    raw = [
+        "great<br /><br />phone &amp; case",
+        "donâ€™t love\x07 this",
+        "&lt;b&gt; is text, not a tag",
+        "  tabs\tand\nnewlines  ",
+        "<br />",
+        None,
+    ]
+    cleaned = data._normalise_texts(pd.Series(raw, dtype=object)).tolist()
+    assert cleaned == [clean_text(t or "") for t in raw]
+    assert cleaned == [
+        "great phone & case",
+        "don’t love this",
+        "<b> is text, not a tag",
+        "tabs and newlines",
+        "",
+        "",
+    ]
+
+
 # --- splits ----------------------------------------------------------------------------------
 
 

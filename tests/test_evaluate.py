@@ -91,3 +91,41 @@ def test_checkpoint_confusion_scores_the_validation_split(tiny_csv, tiny_model_d
     assert int(confusion.matrix.to_numpy().sum()) == len(data.validation)
     assert confusion.per_class["support"].sum() == len(data.validation)
     assert 0.0 <= confusion.val_macro_f1 <= 1.0
+
+
+def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
+    from sentune.evaluate import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 300)
+    preds = np.where(rng.random(300) < 0.7, labels, rng.integers(0, 3, 300))
+    for metric, point in (
+        (config.MACRO_F1, f1_score(labels, preds, average="macro")),
+        (config.ACCURACY, accuracy_score(labels, preds)),
+    ):
+        interval = bootstrap_interval(labels, preds, metric, n=200, seed=0)
+        assert interval.low < point < interval.high
+        assert interval.high - interval.low < 0.2  # 300 examples: a few points either side
+        assert interval == bootstrap_interval(labels, preds, metric, n=200, seed=0)
+        assert interval != bootstrap_interval(labels, preds, metric, n=200, seed=1)
+    perfect = bootstrap_interval(labels, labels, config.MACRO_F1, n=50)
+    assert perfect.low == perfect.high == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_match_scikit_learn_with_absent_classes(seed):
+    from sentune.evaluate import score
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, 40)  # class 3 never occurs; class 2 may never be predicted
+    preds = np.where(rng.random(40) < 0.5, labels, rng.integers(0, 2, 40))
+    ids = [0, 1, 2, 3]
+    assert score(config.MACRO_F1, labels, preds, ids) == pytest.approx(
+        f1_score(labels, preds, labels=ids, average="macro", zero_division=0)
+    )
+    assert score(config.F1_WEIGHTED, labels, preds, ids) == pytest.approx(
+        f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)
+    )
+    assert score(config.ACCURACY, labels, preds, ids) == pytest.approx(
+        accuracy_score(labels, preds)
+    )

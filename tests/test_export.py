@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 
 from sentune import analysis, cli, config, export, predict, runs
 from sentune.batching import pad_batch
-from sentune.errors import ExportError, RunError
+from sentune.errors import DataError, ExportError, RunError
 from sentune.runs import MANIFEST
 
 pytestmark = pytest.mark.slow
@@ -75,6 +77,61 @@ def test_the_winner_carries_its_truncation_into_export_json(tmp_path):
     data = SimpleNamespace(label_names=["negative", "neutral", "positive"], pad_id=0)
     recorded = export._export_manifest(run, winner, data, ("onnx",))
     assert recorded["truncation"] == "head_tail" and recorded["max_length"] == 64
+
+
+def test_export_holds_no_local_path_and_no_training_state(tiny_run, exported, tmp_path):
+    import tempfile
+
+    assert not (exported.path / runs.TRAINING_STATE_FILE).exists()
+    assert not (exported.path / runs.STATE_FILE).exists()
+    # The tiny run's paths (model, data, run, checkpoint) all live under the temp folder.
+    roots = {tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve()), "/work"}
+    assert str(tiny_run).startswith(tempfile.gettempdir())
+    for path in exported.path.iterdir():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue  # weights and ONNX graphs
+        for root in roots:
+            assert root not in text, (path.name, root)
+    manifest = json.loads((exported.path / "export.json").read_text())
+    assert manifest["checkpoint"] == exported.winner.checkpoint.relative_to(tiny_run).as_posix()
+    encoder = json.loads((exported.path / "config.json").read_text())["encoder"]
+    assert encoder["id2label"] == {str(i): n for i, n in enumerate(exported.metrics["labels"])}
+
+
+def test_model_card_has_hub_metadata_recipe_and_intervals(tiny_run, exported):
+    card = (exported.path / "README.md").read_text()
+    assert card.startswith("---\n")
+    header = yaml.safe_load(card.split("---\n")[1])
+    for key in ("license", "base_model", "tags", "model-index"):
+        assert header[key], key
+    assert header["library_name"] == "transformers"
+    assert header["pipeline_tag"] == "text-classification"
+    result = header["model-index"][0]["results"][0]
+    f1 = result["metrics"][0]
+    test = exported.metrics["formats"]["pytorch"]["test"]
+    assert f1["type"] == "f1" and f1["value"] == pytest.approx(test["test_macro_f1"], abs=1e-4)
+    assert result["dataset"]["split"] == "test"
+    # The recipe: the searched values and the config.py defaults the trial ran with.
+    assert "## Training recipe" in card
+    assert "| `train.warmup_ratio` | 0.1 | default |" in card
+    assert "| `train.learning_rate` |" in card and "| searched |" in card
+    assert "| `train.batch_size` | `16` | fixed |" in card
+    assert "| `precision` | `fp32` | search setting |" in card
+    # Intervals hold their point estimate; the floor is scored on the same test split.
+    metrics = exported.metrics
+    for scores, intervals in (
+        (test, metrics["test_intervals"]),
+        (metrics["floor"], metrics["floor"]["intervals"]),
+    ):
+        for key in ("test_macro_f1", "test_accuracy"):
+            assert intervals[key]["low"] <= scores[key] <= intervals[key]["high"], key
+            assert intervals[key]["resamples"] == 1000 and intervals[key]["seed"] == 0
+    assert metrics["floor"]["n"] == test["n"]
+    assert "TF-IDF floor (trained on the same" in card and "[95 % CI]" in card
+    bench = json.loads((exported.path / "benchmark.json").read_text())
+    assert bench["cpu"] == runs.cpu_name() and bench["cpu"] in card
 
 
 def test_hf_folder_round_trips_with_identical_logits(exported):
@@ -170,21 +227,78 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
     assert result.labels == expected
     assert np.allclose(result.probabilities.sum(axis=1), 1.0)
 
-    assert cli.main(["predict", str(exported.path), *texts[:3]]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == expected[:3]
+    assert cli.main(["predict", str(exported.path), "--format", "table", *texts[:3]]) == 0
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["text", "label", *(f"p_{n}" for n in labels)]
+    assert [line.split()[-1 - len(labels)] for line in lines] == expected[:3]
 
 
-def test_predict_file_writes_csv(exported, tmp_path, capsys):
+def test_predict_cleans_text_as_training_did(tiny_run, exported, tmp_path):
+    from sentune import data
+    from sentune.model import load_tokenizer
+
+    raw = "great<br /><br />phone &amp; case"
+    cleaned = data._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning
+    assert cleaned == "great phone & case"
+    tokenizer = load_tokenizer(runs.read_manifest(tiny_run).model_path)
+    trained_ids = tokenizer([cleaned], add_special_tokens=True)["input_ids"][0]
+    predictor = predict.Predictor(exported.path)
+    assert predictor.tokenize([raw]) == [trained_ids]
+    assert predictor.tokenize([raw]) != [tokenizer([raw])["input_ids"][0]]  # cleaning mattered
+
+
+def test_predict_file_keeps_every_column(exported, tmp_path, capsys, monkeypatch):
+    labels = exported.metrics["labels"]
+    added = ["label", *(f"p_{n}" for n in labels)]
     source = tmp_path / "reviews.csv"
     source.write_text('id,body\n1,"great love, the best"\n2,awful terrible phone\n')
     assert cli.main(["predict", str(exported.path), "--file", str(source), "--column", "body"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["text"] for r in rows] == ["great love, the best", "awful terrible phone"]
-    labels = exported.metrics["labels"]
-    assert list(rows[0]) == ["text", "label", *(f"p_{n}" for n in labels)]
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))  # csv when piped
+    assert list(rows[0]) == ["id", "body", *added]
+    assert [(r["id"], r["body"]) for r in rows] == [
+        ("1", "great love, the best"),
+        ("2", "awful terrible phone"),
+    ]
+    assert all(r["label"] in labels for r in rows)
+    assert sum(float(rows[0][f"p_{n}"]) for n in labels) == pytest.approx(1.0, abs=1e-5)
     assert cli.main(["predict", str(exported.path), "--int8", "--file", str(source)]) == 2
-    assert "no column 'text'" in capsys.readouterr().err
+    assert "no column 'text' (columns: id, body); pass --column NAME" in capsys.readouterr().err
+
+    tsv = tmp_path / "reviews.tsv"
+    tsv.write_text("text\tstars\nlove it so much\t5\n")
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"text": "awful day", "user": {"id": 7}}\n{"text": "best phone"}\n')
+    for path, columns in ((tsv, ["text", "stars"]), (jsonl, ["text", "user"])):
+        assert (
+            cli.main(["predict", str(exported.path), "--file", str(path), "--format", "json"]) == 0
+        )
+        out = json.loads(capsys.readouterr().out)
+        assert list(out[0]) == [*columns, *added], path
+    assert out[0]["user"] == {"id": 7} and out[1]["user"] is None
+
+    # stdin, sniffed as JSON Lines
+    monkeypatch.setattr(sys, "stdin", io.StringIO(jsonl.read_text()))
+    assert cli.main(["predict", str(exported.path), "--file", "-", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["text"] for r in rows] == ["awful day", "best phone"]
+
+
+def test_predict_refuses_empty_texts_unless_asked(exported, tmp_path, capsys):
+    source = tmp_path / "gaps.csv"
+    source.write_text('text\ngreat phone\n""\n<br />\nawful\n')
+    assert cli.main(["predict", str(exported.path), "--file", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert "empty text in column 'text' at row 2, 3 (2 in all)" in err and "--skip-empty" in err
+    assert cli.main(["predict", str(exported.path), "--file", str(source), "--skip-empty"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [bool(r["label"]) for r in rows] == [True, False, False, True]
+    with pytest.raises(DataError, match="text 2 of 2 is empty"):
+        predict.Predictor(exported.path).predict(["fine", "  "])
+    assert cli.main(["predict", str(exported.path), "--file", str(tmp_path / "nope.csv")]) == 2
+    assert f"no such file: {tmp_path / 'nope.csv'}" in capsys.readouterr().err
+    (tmp_path / "a.xlsx").write_text("x")
+    assert cli.main(["predict", str(exported.path), "--file", str(tmp_path / "a.xlsx")]) == 2
+    assert "unsupported file type '.xlsx'" in capsys.readouterr().err
 
 
 def test_predict_path_does_not_import_torch(exported):

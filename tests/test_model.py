@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -166,6 +167,11 @@ def test_save_load_round_trip_is_exact(tiny_model_dir, batch, tmp_path, pooling)
         expected = model(**batch).logits
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    # One label set in config.json: the nested encoder config has no stale LABEL_0/LABEL_1.
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["encoder"]["id2label"] == {str(i): n for i, n in enumerate(LABELS)}
+    assert saved["encoder"]["label2id"] == {n: i for i, n in enumerate(LABELS)}
+    assert "LABEL_0" not in (tmp_path / "config.json").read_text()
 
     loaded, info = SentimentModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]

@@ -1,4 +1,4 @@
-"""`sentune search|leaderboard|report|export|predict`: the command line.
+"""`sentune search|leaderboard|report|export|predict|bench|keys`: the command line.
 
 A `SentuneError` becomes one line on stderr and exit code 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from sentune import config
@@ -30,6 +31,26 @@ _OVERRIDES = {
     "time_budget_s": "budget.time_budget_s",
     "seed": "budget.seed",
 }
+
+
+_DESCRIPTION = """\
+Hyperparameter search for fine-tuning BERT-family sentiment classifiers: Ray Tune runs the
+trials, Optuna proposes configurations, ASHA stops weak trials early on validation macro-F1.
+
+commands:
+  search       run a search space (search_spaces/<name>.yaml); start with `sentune search smoke`
+  leaderboard  print and save a run's leaderboard (default: the latest finished run)
+  report       write a run's one-file HTML report (importance, curves, TF-IDF floor, confusion)
+  export       export a run's winner: Hugging Face folder, ONNX, int8; test scores, model card
+  predict      classify texts or a CSV/TSV/JSONL file with an export (onnxruntime, no torch)
+  bench        compare search strategies against each other and Trainer.hyperparameter_search
+  keys         list every dotted key a space or --set can name, with its default
+
+`sentune COMMAND -h` explains a command's options.
+"""
+_STORAGE_HELP = "the runs folder (one subfolder per run)"
+_ANALYSIS_HELP = "the folder of derived results (analysis/<run>/)"
+_RUN_HELP = "a run name or trials/<run> folder (default: the latest finished run in --storage)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +82,40 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and shows each option's default, unless it has none or
+    its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            "default" in help_text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sentune")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sentune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sentune",
+        usage="%(prog)s [-h] [-v] [--version] COMMAND ...",
+        description=_DESCRIPTION,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # The description lists the commands in words; argparse's own list would repeat it.
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", help=argparse.SUPPRESS)
 
     search = commands.add_parser("search", help="run a search over a space")
     search.add_argument(
@@ -76,7 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN",
-        help="continue the interrupted search in trials/<run> (space and budget from its manifest)",
+        help="continue the interrupted search in trials/<run> or run RUN of --storage (space "
+        "and budget from its manifest)",
+    )
+    search.add_argument(
+        "--name",
+        help="name the run folder <storage>/NAME (default: <space>-<timestamp>); must be new",
     )
     search.add_argument(
         "--max-failures",
@@ -90,11 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--dataset", help="tweets, imdb, sst2, a hub dataset, a file or a folder")
     search.add_argument("--train-size", type=int, help="stratified subsample of the train split")
     search.add_argument("--val-size", type=int, help="stratified subsample of the validation split")
-    search.add_argument("--trials", type=int)
-    search.add_argument("--max-epochs", type=int)
+    search.add_argument("--trials", type=int, help="trials to run (budget.trials)")
+    search.add_argument("--max-epochs", type=int, help="epochs of a full trial (budget.max_epochs)")
     search.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     search.add_argument("--concurrency", type=int, help="trials running at once")
-    search.add_argument("--cpus-per-trial", type=float)
+    search.add_argument("--cpus-per-trial", type=float, help="CPUs reserved for each trial")
     search.add_argument("--gpus-per-trial", type=float, help="a fraction shares a GPU")
     search.add_argument("--time-budget-s", type=float, help="stop the search after this long")
     search.add_argument("--seed", type=int, help="seed of the Optuna sampler")
@@ -111,42 +167,69 @@ def _parser() -> argparse.ArgumentParser:
         default="tpe-asha",
         help="tpe-asha (default), random-asha, tpe-fifo, random-fifo",
     )
-    search.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    search.add_argument(
+        "--precision",
+        default="auto",
+        choices=config.PRECISIONS,
+        help="auto: fp16/bf16 on GPUs, bf16 on CPUs with native bf16, else fp32",
+    )
+    search.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where trials train"
+    )
     search.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     search.add_argument(
         "--dashboard-host",
         default="127.0.0.1",
         help="address the dashboard listens on (default 127.0.0.1; tunnel to it instead)",
     )
-    search.add_argument("--dashboard-port", type=int)
+    search.add_argument("--dashboard-port", type=int, help="dashboard port (default: Ray's, 8265)")
     search.add_argument(
-        "--storage", type=Path, default=Path(config.STORAGE_DIR), help="runs folder"
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
     )
     search.add_argument(
-        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help="derived folder"
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
     )
     search.set_defaults(func=_search)
 
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
-    board.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
-    board.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
-    board.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
+    board.add_argument("run", nargs="?", help=_RUN_HELP)
+    board.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP)
+    board.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
+    )
     board.set_defaults(func=_leaderboard)
 
     report = commands.add_parser(
         "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
     )
-    report.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
-    report.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
-    report.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
+    report.add_argument("run", nargs="?", help=_RUN_HELP)
+    report.add_argument(
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
+    )
+    report.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
+    )
     report.add_argument(
         "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
     )
     report.set_defaults(func=_report)
     _add_export_parsers(commands)
     _add_bench_parser(commands)
+    keys = commands.add_parser("keys", help="list the dotted keys of search spaces and --set")
+    keys.set_defaults(func=_keys)
+    for command in commands.choices.values():
+        command.formatter_class = _HelpFormatter
+        # Also after the subcommand (`sentune search heads -v`); SUPPRESS keeps the top-level
+        # flag's value when this one is not given.
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
     return parser
+
+
+def _keys(args: argparse.Namespace) -> int:
+    print(config.keys_table())
+    return 0
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -172,8 +255,12 @@ def _search(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         max_failures=args.max_failures,
         verbose=args.verbose,
+        name=args.name,
     )
     if args.resume is not None:
+        from sentune.runs import resolve_run
+
+        args.resume, _ = resolve_run(str(args.resume), args.storage)  # a bare run name works too
         _check_resume_args(args, overrides)
         run_dir = search.resume(args.resume, options=options)
     else:
@@ -208,6 +295,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
             ("strategy", args.strategy != DEFAULT_STRATEGY),
             ("precision", args.precision != "auto"),
             ("device", args.device != "auto"),
+            ("name", args.name is not None),
         )
         if changed
     ]
@@ -232,13 +320,13 @@ def _parse_set(pairs: list[str]) -> dict:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     _show_leaderboard(run_dir, args.analysis)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     _write_report(run_dir, args.analysis, screenshot=args.screenshot)
     return 0
 
@@ -258,10 +346,14 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
     return path
 
 
-def _latest_run(storage: Path) -> Path:
-    from sentune.runs import latest_run
+def _resolve_run(run: str | None, storage: Path) -> Path:
+    """The run a command names (a path or a bare name), or the latest finished one, said aloud."""
+    from sentune.runs import resolve_run
 
-    return latest_run(storage)
+    run_dir, latest = resolve_run(run, storage)
+    if latest:
+        print(f"using {run_dir} (latest finished run)", file=sys.stderr)
+    return run_dir
 
 
 def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
@@ -293,7 +385,7 @@ def _add_export_parsers(commands) -> None:
     export = commands.add_parser(
         "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
     )
-    export.add_argument("run", type=Path, nargs="?", help="trials/<run> (default: the latest)")
+    export.add_argument("run", nargs="?", help=_RUN_HELP)
     export.add_argument("--trial", help="export this trial id instead of the leaderboard's best")
     export.add_argument(
         "--formats",
@@ -304,18 +396,38 @@ def _add_export_parsers(commands) -> None:
     export.add_argument("--force", action="store_true", help="replace an existing export")
     export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
-    export.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR))
-    export.add_argument("--analysis", type=Path, default=Path(config.ANALYSIS_DIR))
-    export.add_argument("--cache-dir", type=Path, default=Path(config.CACHE_DIR))
+    export.add_argument(
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
+    )
+    export.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
+    )
+    export.add_argument(
+        "--cache-dir", type=Path, default=Path(config.CACHE_DIR), help="the token id cache"
+    )
     export.set_defaults(func=_export)
 
     predict = commands.add_parser("predict", help="classify texts with an export (onnxruntime)")
     predict.add_argument("export_dir", type=Path, help="analysis/<run>/export")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    predict.add_argument("--file", type=Path, help="a CSV file of texts; writes CSV to stdout")
+    predict.add_argument(
+        "--file",
+        help="a CSV, TSV or JSONL file of texts, or - for stdin; every column is kept and the "
+        "prediction appended (label, p_<label> per class)",
+    )
     predict.add_argument("--column", default="text", help="the text column of --file")
+    predict.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        help="output format (default: table on a terminal, csv when piped)",
+    )
+    predict.add_argument(
+        "--skip-empty",
+        action="store_true",
+        help="leave rows with an empty text unlabelled instead of failing",
+    )
     predict.add_argument("--int8", action="store_true", help="use the int8 model")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per onnxruntime call")
     predict.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     predict.set_defaults(func=_predict)
 
@@ -333,13 +445,14 @@ def _export(args: argparse.Namespace) -> int:
         threads=args.threads,
         cache_dir=args.cache_dir,
     )
-    run_dir = args.run or _latest_run(args.storage)
+    run_dir = _resolve_run(args.run, args.storage)
     result = export.export_winner(
         run_dir, out_dir=args.out, analysis_root=args.analysis, options=options
     )
     metrics = result.metrics
     print(f"\nExported trial {result.winner.trial_id} of {run_dir} to {result.path}")
     print(f"\nScores (test split never seen by the search):\n{export.format_scores(metrics)}")
+    print(f"\nTest scores with 95 % bootstrap intervals:\n{export.format_intervals(metrics)}")
     if "int8_test_macro_f1_drop" in metrics:
         test_f1 = config.metric_name(config.TEST, config.MACRO_F1)
         test = {name: f["test"][test_f1] for name, f in metrics["formats"].items()}
@@ -361,13 +474,23 @@ def _predict(args: argparse.Namespace) -> int:
 
     if bool(args.file) == bool(args.texts):
         raise ExportError("sentune predict: give TEXT arguments or --file FILE (not both)")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     predictor = predict.Predictor(args.export_dir, int8=args.int8, threads=args.threads)
-    texts = predict.read_texts(args.file, args.column) if args.file else args.texts
-    predictions = predictor.predict(texts, batch_size=args.batch_size)
     if args.file:
-        predict.write_csv(predictions, sys.stdout)
+        source = "stdin" if args.file == "-" else args.file
+        table, column = predict.read_table(args.file), args.column
     else:
-        print("\n".join(predict.format_lines(predictions)))
+        source, column = "TEXT", "text"
+        table = predict.Table([column], [{column: text} for text in args.texts])
+    result = predict.predict_table(
+        predictor,
+        table,
+        column,
+        source=source,
+        skip_empty=args.skip_empty,
+        batch_size=args.batch_size,
+    )
+    predict.write_table(result, sys.stdout, fmt=fmt)
     return 0
 
 
@@ -401,19 +524,29 @@ def _add_bench_parser(commands) -> None:
         help="cpu: CPU-sized data and length; space: the space's own (default: cpu unless "
         "--gpus-per-trial > 0)",
     )
-    bench.add_argument("--model")
-    bench.add_argument("--dataset")
-    bench.add_argument("--train-size", type=int)
-    bench.add_argument("--val-size", type=int)
-    bench.add_argument("--max-length", type=int)
-    bench.add_argument("--max-epochs", type=int)
-    bench.add_argument("--concurrency", type=int)
-    bench.add_argument("--cpus-per-trial", type=float)
-    bench.add_argument("--gpus-per-trial", type=float)
-    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--model", help="override the space's model")
+    bench.add_argument("--dataset", help="override the space's dataset")
+    bench.add_argument("--train-size", type=int, help="training examples (data.train_size)")
+    bench.add_argument("--val-size", type=int, help="validation examples (data.val_size)")
+    bench.add_argument("--max-length", type=int, help="tokens per text (train.max_length)")
+    bench.add_argument("--max-epochs", type=int, help="epochs of a full trial")
+    bench.add_argument("--concurrency", type=int, help="trials running at once")
+    bench.add_argument("--cpus-per-trial", type=float, help="CPUs reserved for each trial")
+    bench.add_argument("--gpus-per-trial", type=float, help="a fraction shares a GPU")
+    bench.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix any dotted key (repeatable)",
+    )
     bench.add_argument("--peer-threads", type=int, help="torch threads of the peer (default: all)")
-    bench.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument(
+        "--precision", default="auto", choices=config.PRECISIONS, help="as for search"
+    )
+    bench.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where trials train"
+    )
     bench.add_argument("--no-throughput", action="store_true", help="skip the throughput part")
     bench.add_argument(
         "--storage", type=Path, default=Path(config.STORAGE_DIR), help="Ray runs folder"

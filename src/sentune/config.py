@@ -8,8 +8,10 @@ repeat a default. Metric names are constants here; the objective is written once
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 # --- metrics: each has one name from the trial to the export -------------------------------
 #: A metric's name is `<split>_<metric>` (`val_macro_f1`, `test_macro_f1`); build it with
@@ -63,17 +65,23 @@ TRUNCATIONS = ("head", "tail", "head_tail")
 class DataConfig:
     """Where the examples come from and how they are split. Fixed for a whole search."""
 
+    #: `tweets` (embedded), a Hugging Face dataset, a local file or a folder of split files.
     dataset: str = "tweets"
-    #: Column names; None means the source's known names (or `text`/`label`).
+    #: The text column; None means the source's known name (or `text`).
     text_column: str | None = None
+    #: The label column; None means the source's known name (or `label`).
     label_column: str | None = None
     #: Stratified subsample of the training split (None: all of it); for CPU-sized runs.
     train_size: int | None = None
     #: Stratified subsample of the validation split (None: all of it).
     val_size: int | None = None
+    #: Share of the source carved out for validation when it has no validation split.
     val_fraction: float = 0.1
+    #: Share of the source carved out for test when it has no test split.
     test_fraction: float = 0.1
+    #: Texts with fewer words are dropped when the data is cleaned.
     min_words: int = 3
+    #: Seed of the split and the subsamples.
     seed: int = 0
     #: The size fields (`train_size`, `val_size`) that a space file gave: caps, so a smaller
     #: split is used whole; sizes from the command line are exact. Set by `space.load`, not by
@@ -89,12 +97,15 @@ class DataConfig:
 class HeadConfig:
     """The classification head on top of the encoder."""
 
+    #: The sentence vector: the [CLS] token, the encoder's pooler, or the mean of the tokens.
     pooling: str = "cls"
     #: Hidden layers between the pooled vector and the output layer (0-3).
     layers: int = 0
     #: Width of each hidden layer; None means the encoder's hidden size.
     width: int | None = None
+    #: Activation of the head's hidden layers.
     activation: str = "gelu"
+    #: Dropout before every linear layer of the head.
     dropout: float = 0.3
 
 
@@ -102,7 +113,9 @@ class HeadConfig:
 class TrainConfig:
     """The optimisation recipe of one trial."""
 
+    #: AdamW's peak learning rate.
     learning_rate: float = 5e-5
+    #: AdamW's weight decay (never on biases and LayerNorm weights).
     weight_decay: float = 0.01
     #: Linear warmup over this share of all optimizer steps, then linear decay to zero.
     warmup_ratio: float = 0.1
@@ -110,13 +123,17 @@ class TrainConfig:
     batch_size: int = 32
     #: Examples per optimizer step; gradient accumulation makes up the difference.
     effective_batch_size: int = 32
+    #: Tokens per text, special tokens included; longer texts are cut.
     max_length: int = 128
     #: Which tokens of a longer text are kept (`TRUNCATIONS`).
     truncation: str = "head"
+    #: Class weights in the loss (balanced, sqrt), oversampling, or none.
     imbalance: str = "none"
+    #: Gradient clipping norm.
     max_grad_norm: float = 1.0
     #: Evaluate every N optimizer steps as well as at each epoch's end (None: epochs only).
     eval_every_steps: int | None = None
+    #: Seed of the head's initialisation, the batches and dropout.
     seed: int = 0
 
 
@@ -124,13 +141,19 @@ class TrainConfig:
 class BudgetConfig:
     """How much searching to do and how ASHA cuts it short."""
 
+    #: Configurations to try.
     trials: int = 8
+    #: Epochs of a trial that is never stopped early.
     max_epochs: int = 3
+    #: Epochs every trial runs before ASHA may stop it.
     grace_period: int = 1
+    #: ASHA keeps the best 1/reduction_factor of the trials at each rung.
     reduction_factor: int = 2
     #: Trials running at once (None: as many as the resources allow).
     concurrency: int | None = None
+    #: CPUs reserved for each trial (also its torch threads).
     cpus_per_trial: float = 1.0
+    #: GPUs reserved for each trial; a fraction shares a GPU.
     gpus_per_trial: float = 0.0
     #: Stop the whole search after this many seconds (None: no limit).
     time_budget_s: float | None = None
@@ -259,3 +282,71 @@ def outside_limits(key: str, value: float) -> str | None:
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         return f"{value!r} is outside {bounds}"
     return None
+
+
+# --- the keys, described (`sentune keys`, the README's table) ----------------------------------
+
+
+class KeyRow(NamedTuple):
+    """One dotted key: its type, default, allowed values or limits, and its field comment."""
+
+    key: str
+    type: str
+    default: str
+    allowed: str
+    doc: str
+
+
+def describe_keys() -> list[KeyRow]:
+    """Every dotted key of the sections, in declaration order, described from this module.
+
+    The description is each field's `#:` comment in the dataclass source, so the README's table
+    (generated from this) cannot drift from the code.
+    """
+    rows = []
+    for section, cls in SECTIONS.items():
+        docs = _field_comments(cls)
+        for f in fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            key = f"{section}.{f.name}"
+            rows.append(
+                KeyRow(key, str(f.type), repr(f.default), _allowed(key), docs.get(f.name, ""))
+            )
+    return rows
+
+
+def keys_table() -> str:
+    """`describe_keys()` as a Markdown table (what `sentune keys` prints and README.md holds)."""
+    lines = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for row in describe_keys():
+        cells = [f"`{row.key}`", f"`{row.type}`", f"`{row.default}`", row.allowed, row.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _allowed(key: str) -> str:
+    if key in CHOICES:
+        return ", ".join(CHOICES[key])
+    low, high = LIMITS.get(key, (None, None))
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f"≥ {low:g}"
+    return f"{low:g} to {high:g}" if low is not None else f"≤ {high:g}"
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The `#:` comment lines right above each field of a dataclass, joined."""
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"(\w+)\s*:", stripped)
+        if match and pending:
+            comments[match.group(1)] = " ".join(pending)
+        pending = []
+    return comments

@@ -9,12 +9,10 @@ trial of a search (and the next search on the same data) reuses them.
 from __future__ import annotations
 
 import hashlib
-import html
 import importlib.metadata
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -28,6 +26,7 @@ from sklearn.model_selection import train_test_split
 from sentune.batching import truncate
 from sentune.config import CACHE_DIR, DataConfig
 from sentune.errors import DataError
+from sentune.text import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -528,35 +527,10 @@ def _hub_frame(
 
 # --- cleaning --------------------------------------------------------------------------------
 
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_WHITESPACE = re.compile(r"\s+")
-# A UTF-8 lead byte followed by a continuation byte, both read as cp1252/latin-1 characters.
-_MOJIBAKE = re.compile(
-    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6"
-    "\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
-)
-
-
-def _repair_mojibake(text: str) -> str:
-    """Undo UTF-8 read as cp1252 or latin-1 (`â€™` → `’`) when the whole text round-trips."""
-    for encoding in ("cp1252", "latin-1"):
-        try:
-            return text.encode(encoding).decode("utf-8")
-        except UnicodeError:
-            continue
-    return text
-
 
 def _normalise_texts(texts: pd.Series) -> pd.Series:
-    texts = texts.fillna("").astype(str)
-    broken = texts.str.contains(_MOJIBAKE)
-    texts = texts.where(~broken, texts[broken].map(_repair_mojibake))
-    texts = texts.str.replace(_HTML_TAG, " ", regex=True)
-    has_entity = texts.str.contains("&", regex=False)
-    texts = texts.where(~has_entity, texts[has_entity].map(html.unescape))
-    texts = texts.str.replace(_CONTROL, " ", regex=True)
-    return texts.str.replace(_WHITESPACE, " ", regex=True).str.strip()
+    """`text.clean_text` over a column; missing values become ""."""
+    return texts.fillna("").astype(str).map(clean_text)
 
 
 def _label_name(value: object) -> str:

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
-    accuracy_score,
     confusion_matrix,
-    f1_score,
     precision_recall_fscore_support,
 )
 
@@ -48,18 +46,93 @@ def compute_metrics(
     )
     name = lambda metric: config.metric_name(split, metric)  # noqa: E731
     metrics = {
-        name(config.MACRO_F1): float(
-            f1_score(labels, preds, labels=ids, average="macro", zero_division=0)
-        ),
-        name(config.F1_WEIGHTED): float(
-            f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)
-        ),
-        name(config.ACCURACY): float(accuracy_score(labels, preds)),
+        name(metric): score(metric, labels, preds, ids)
+        for metric in (config.MACRO_F1, config.F1_WEIGHTED, config.ACCURACY)
     }
     for i, label in enumerate(label_names):
         metrics[f"{name(config.PRECISION)}/{label}"] = float(precision[i])
         metrics[f"{name(config.RECALL)}/{label}"] = float(recall[i])
     return metrics
+
+
+def score(metric: str, labels: np.ndarray, preds: np.ndarray, label_ids: list[int]) -> float:
+    """One whole-split metric: `config.MACRO_F1`, `config.F1_WEIGHTED` or `config.ACCURACY`.
+
+    Args:
+        metric: The metric's name.
+        labels, preds: True and predicted label ids.
+        label_ids: Every label id (a class absent from a sample still counts in the macro mean).
+    """
+    return score_confusion(metric, confusion_matrix(labels, preds, labels=label_ids))
+
+
+def score_confusion(metric: str, matrix: np.ndarray) -> float:
+    """`score` from a confusion matrix (rows true, columns predicted): where each metric is
+    defined, as scikit-learn defines it with `zero_division=0`. The bootstrap resamples
+    confusion matrices, which is hundreds of times faster than rescoring resampled labels."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits, total = np.diag(matrix), matrix.sum()
+    if metric == config.ACCURACY:
+        return float(hits.sum() / total) if total else 0.0
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    # F1 = 2 tp / (2 tp + fp + fn); a class never seen nor predicted scores 0.
+    f1 = np.divide(
+        2 * hits, support + predicted, out=np.zeros_like(hits), where=support + predicted > 0
+    )
+    if metric == config.MACRO_F1:
+        return float(f1.mean())
+    if metric == config.F1_WEIGHTED:
+        return float((f1 * support).sum() / support.sum()) if support.sum() else 0.0
+    raise KeyError(f"unknown metric {metric!r}")
+
+
+class Interval(NamedTuple):
+    """A bootstrap confidence interval of a metric on one split."""
+
+    low: float
+    high: float
+    level: float
+    resamples: int
+    seed: int
+
+
+def bootstrap_interval(
+    labels: np.ndarray,
+    preds: np.ndarray,
+    metric: str,
+    n: int = 1000,
+    seed: int = 0,
+    *,
+    level: float = 0.95,
+    num_labels: int | None = None,
+) -> Interval:
+    """Percentile bootstrap interval of `metric` over resamples of the examples.
+
+    The examples are drawn with replacement `n` times (seeded, so an export is reproducible);
+    the interval is the central `level` share of the metric over the resamples.
+
+    Args:
+        labels, preds: True and predicted label ids of one split.
+        metric: A name `score` knows (`config.MACRO_F1`, `config.ACCURACY`, …).
+        n: Resamples.
+        seed: Seed of the resampling.
+        level: Coverage of the interval.
+        num_labels: Classes of the task (None: the largest id seen, plus one).
+
+    Returns:
+        `low`, `high` and how they were computed.
+    """
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    k = num_labels or int(max(labels.max(initial=0), preds.max(initial=0))) + 1
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(labels), size=(n, len(labels)))
+    # One confusion matrix per resample, counted at once: cell codes offset by resample.
+    codes = (labels * k + preds)[rows] + np.arange(n)[:, None] * (k * k)
+    matrices = np.bincount(codes.ravel(), minlength=n * k * k).reshape(n, k, k)
+    values = np.array([score_confusion(metric, m) for m in matrices])
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(float(low), float(high), level, n, seed)
 
 
 def split_scores(
@@ -141,10 +214,7 @@ def reference_floor(data: PreparedData, *, recorded_fingerprint: str | None = No
     A fine-tuned encoder that does not beat this floor on the same examples is not done. The
     test split is never read.
     """
-    model = build_floor_model()
-    model.fit(data.train.texts, data.train.labels)
-    preds = model.predict(data.validation.texts)
-    scores = compute_metrics(data.validation.labels, preds, list(data.label_names))
+    scores, _ = floor_scores(data, split=config.VAL)
     return Floor(
         val_macro_f1=scores[config.OBJECTIVE],
         val_accuracy=scores[config.VAL_ACCURACY],
@@ -154,6 +224,20 @@ def reference_floor(data: PreparedData, *, recorded_fingerprint: str | None = No
         fingerprint_matches=recorded_fingerprint in (None, data.fingerprint),
         method=FLOOR_METHOD,
     )
+
+
+def floor_scores(data: PreparedData, *, split: str) -> tuple[dict[str, Any], np.ndarray]:
+    """The floor trained on the train split and scored on `split` (`config.VAL` or
+    `config.TEST`): its `split_scores` and its predicted label ids.
+
+    Only the export scores the test split (beside the winner's test scores); the search and the
+    report never call this with `config.TEST`.
+    """
+    scored = {config.VAL: data.validation, config.TEST: data.test}[split]
+    model = build_floor_model()
+    model.fit(data.train.texts, data.train.labels)
+    preds = model.predict(scored.texts)
+    return split_scores(scored.labels, preds, list(data.label_names), split=split), preds
 
 
 def build_floor_model():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
+import re
 import shutil
 import tempfile
 import time
@@ -32,14 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from sentune import config, runs
 from sentune.analysis import leaderboard
 from sentune.batching import pad_batch, sorted_batches
 from sentune.data import PreparedData, Split
 from sentune.errors import ExportError, RunError
-from sentune.evaluate import split_scores
-from sentune.model import load_model
+from sentune.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
+from sentune.model import HUB_IDS, LICENSES, load_model
 from sentune.predict import (
     EXPORT_MANIFEST,
     INT8_FILE,
@@ -67,12 +68,19 @@ ONNX_OPSET = 18
 PARITY_ATOL = 1e-4
 #: Names of the scored and benchmarked formats, in table order.
 ENGINES = ("pytorch", "onnx", "int8")
+#: Checkpoint files not copied as they are: the weights and config are saved anew, the trial's
+#: state and the optimizer state of an interrupted run are training's business, not a model's.
 _CHECKPOINT_SKIP = (
     runs.MODEL_CONFIG_FILE,
     "model.safetensors",
     runs.STATE_FILE,
     runs.TRAINING_STATE_FILE,
 )
+#: Bootstrap resamples and seed of the test scores' 95 % intervals.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+#: The test metrics given with an interval, beside the TF-IDF floor's.
+INTERVAL_METRICS = (config.MACRO_F1, config.ACCURACY)
 _EVAL_BATCH = 64
 TOKENIZATION_NOTE = (
     "excluded: inputs are tokenized and padded before timing, for every format alike"
@@ -177,7 +185,9 @@ def export_winner(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        engines, parity = _write_models(winner, data, tmp, formats, options, threads)
+        engines, parity = _write_models(
+            winner, data, tmp, formats, options, threads, base_model=base_model_id(run.manifest)
+        )
         metrics = _score(engines, data, winner, run, parity)
         benchmark = _benchmark(engines, data, winner, threads, options)
         _write_json(tmp / METRICS_FILE, metrics)
@@ -308,6 +318,8 @@ def _write_models(
     formats: tuple[str, ...],
     options: ExportOptions,
     threads: int,
+    *,
+    base_model: str,
 ) -> tuple[dict[str, Engine], dict[str, Any]]:
     """Write each format into `folder`, check it against PyTorch; return the runnable engines."""
     from transformers.utils import logging as hf_logging
@@ -315,6 +327,7 @@ def _write_models(
     # Bars for loading and saving a few weights would only clutter the export's log.
     hf_logging.disable_progress_bar()
     model = load_model(winner.checkpoint).eval()
+    _make_portable(model, base_model)
     # The tokenizer travels in every export: `sentune predict` needs it.
     for item in winner.checkpoint.iterdir():
         if item.is_file() and item.name not in _CHECKPOINT_SKIP:
@@ -350,6 +363,14 @@ def _write_models(
             "pt2", _program_engine(program), probe, reference, strict=True
         )
     return engines, parity
+
+
+def _make_portable(model, base_model: str) -> None:
+    """Name the base model instead of the folders it was loaded from on the training machine:
+    `config.json` (`_name_or_path`, the nested encoder's too) must not hold local paths."""
+    model.config.name_or_path = base_model
+    if model.config.encoder is not None:
+        model.config.encoder = {**model.config.encoder, "_name_or_path": base_model}
 
 
 def _write_hf(model, folder: Path, probe, reference) -> dict[str, Any]:
@@ -513,17 +534,15 @@ def _score(
     """Every format on validation and on the held-out test split the search never saw."""
     names = list(data.label_names)
     formats: dict[str, Any] = {}
+    test_preds: dict[str, np.ndarray] = {}
     for name, engine in engines.items():
         started = time.perf_counter()
-        formats[name] = {
-            split_name: split_scores(
-                split.labels,
-                _predict_split(engine, split, winner.truncated(split), data.pad_id),
-                names,
-                split=prefix,
-            )
-            for split_name, prefix, split in _scored_splits(data)
-        }
+        formats[name] = {}
+        for split_name, prefix, split in _scored_splits(data):
+            preds = _predict_split(engine, split, winner.truncated(split), data.pad_id)
+            formats[name][split_name] = split_scores(split.labels, preds, names, split=prefix)
+            if prefix == config.TEST:
+                test_preds[name] = preds
         log.info(
             "%s: test macro-F1 %.4f (validation %.4f), scored in %.1f s",
             name,
@@ -549,11 +568,66 @@ def _score(
         "formats": formats,
         "val_to_test_gap_macro_f1": gap,
         "parity": parity,
+        "test_intervals": _intervals(data.test.labels, test_preds["pytorch"], len(names)),
+        "floor": _test_floor(data),
     }
     if "int8" in formats:
         base = _f1(formats["pytorch"], "test")
         metrics["int8_test_macro_f1_drop"] = base - _f1(formats["int8"], "test")
     return metrics
+
+
+def _intervals(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict[str, Any]:
+    """Bootstrap 95 % intervals of the test metrics in `INTERVAL_METRICS`, by metric name."""
+    return {
+        config.metric_name(config.TEST, metric): bootstrap_interval(
+            labels, preds, metric, n=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, num_labels=num_labels
+        )._asdict()
+        for metric in INTERVAL_METRICS
+    }
+
+
+def _test_floor(data: PreparedData) -> dict[str, Any]:
+    """The TF-IDF floor trained on the train split and scored on the test split, with intervals.
+
+    Only here does the floor see the test split: it puts the winner's test scores in context.
+    """
+    scores, preds = floor_scores(data, split=config.TEST)
+    kept = [config.metric_name(config.TEST, m) for m in (*INTERVAL_METRICS, config.F1_WEIGHTED)]
+    return {
+        "method": FLOOR_METHOD,
+        "train_size": len(data.train),
+        "n": scores["n"],
+        **{key: scores[key] for key in kept},
+        "intervals": _intervals(data.test.labels, preds, len(data.label_names)),
+    }
+
+
+def format_intervals(metrics: dict[str, Any]) -> str:
+    """The winner's and the TF-IDF floor's test scores with their 95 % intervals (Markdown)."""
+    keys = [config.metric_name(config.TEST, m) for m in INTERVAL_METRICS]
+    pytorch, floor = metrics["formats"]["pytorch"]["test"], metrics["floor"]
+
+    def cell(value: float, interval: dict[str, Any]) -> str:
+        return f"{value:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+
+    rows = [
+        ("this model (PyTorch)", pytorch, metrics["test_intervals"]),
+        (
+            f"TF-IDF floor (trained on the same {floor['train_size']} examples)",
+            floor,
+            floor["intervals"],
+        ),
+    ]
+    lines = [
+        "| model | " + " | ".join(f"{k} [95 % CI]" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for name, scores, intervals in rows:
+        lines.append(
+            f"| {name} | " + " | ".join(cell(scores[k], intervals[k]) for k in keys) + " |"
+        )
+    return "\n".join(lines)
 
 
 def _scored_splits(data: PreparedData):
@@ -623,7 +697,7 @@ def _benchmark(
         "mean_tokens_batch32": float(
             np.mean([m.sum(1).mean() for _, m in batches[options.warmup :]])
         ),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": runs.cpu_name(),
         "cpu_count": os.cpu_count(),
         "versions": versions,
         "results": results,
@@ -650,9 +724,10 @@ def _export_manifest(
     files = {"hf": "model.safetensors", "onnx": ONNX_FILE, "int8": INT8_FILE, "pt2": PT2_FILE}
     return {
         "run": run.path.name,
-        "run_dir": str(run.path),
         "trial_id": winner.trial_id,
-        "checkpoint": str(winner.checkpoint),
+        # Relative to the run folder: an export travels to machines without the run's paths.
+        "checkpoint": _relative_to(winner.checkpoint, run.path),
+        "base_model": base_model_id(run.manifest),
         "labels": list(data.label_names),
         "max_length": winner.max_length,
         "truncation": winner.truncation,
@@ -661,6 +736,13 @@ def _export_manifest(
         "onnx_opset": ONNX_OPSET,
         "formats": {f: files[f] for f in formats},
     }
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -721,9 +803,15 @@ def _model_card(
     test = metrics["formats"]["pytorch"]["test"]
     space = manifest.space
     lines = [
+        "---",
+        yaml.safe_dump(
+            _card_metadata(run, winner, metrics, formats), sort_keys=False, allow_unicode=True
+        ).rstrip(),
+        "---",
+        "",
         f"# Sentiment classifier — {run.path.name}, trial {winner.trial_id}",
         "",
-        f"Fine-tuned with sentune from {_base_model(manifest)} to classify text as "
+        f"Fine-tuned with sentune from `{base_model_id(manifest)}` to classify text as "
         f"{', '.join(names)}.",
         f"Winner of the `{space.name}` search (rank {winner.rank} by best-epoch validation "
         f"macro-F1, epoch {winner.best_epoch:g}); run commit `{manifest.git_commit}`.",
@@ -745,14 +833,17 @@ def _model_card(
         + ".",
         "",
         "```yaml",
-        space.text.rstrip(),
+        portable_text(space.text).rstrip(),
         "```",
         "",
-        "## Chosen configuration",
+        "## Training recipe",
         "",
-        "| key | value |",
-        "|---|---|",
-        *(f"| `{k}` | {_fmt(v)} |" for k, v in sorted(winner.params.items())),
+        "The chosen configuration and the defaults it ran with (`searched`: chosen by the "
+        "search; `fixed`: set by the space; `default`: sentune's `config.py`).",
+        "",
+        "| key | value | from |",
+        "|---|---|---|",
+        *(f"| `{key}` | {_fmt(value)} | {origin} |" for key, value, origin in _recipe(run, winner)),
         "",
         "## Scores",
         "",
@@ -760,6 +851,12 @@ def _model_card(
         "on the held-out test split, which the search never saw.",
         "",
         format_scores(metrics),
+        "",
+        f"Test scores with 95 % bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples of the "
+        f"{test['n']} test examples, seed {BOOTSTRAP_SEED}), beside the reference floor "
+        f"({metrics['floor']['method']}) trained on the same training split:",
+        "",
+        format_intervals(metrics),
         "",
         f"Validation macro-F1 reported during the search: {winner.val_macro_f1:.4f} (training "
         "precision); the scores above are recomputed in fp32.",
@@ -825,6 +922,7 @@ def _model_card(
         "```",
         'sentune predict EXPORT_DIR "the battery died after a day" "best purchase this year"',
         "sentune predict EXPORT_DIR --file reviews.csv --column text > predictions.csv",
+        "sentune predict EXPORT_DIR --file reviews.jsonl --format json   # every column kept",
         "sentune predict EXPORT_DIR --int8 ...   # the int8 model",
         "```",
         "",
@@ -862,9 +960,9 @@ def _files_lines(formats: tuple[str, ...]) -> list[str]:
 def _data_lines(manifest: Manifest) -> list[str]:
     cfg, stats, label_names = manifest.data.config, manifest.data.stats, manifest.data.label_names
     source = stats.get("source", {})
-    where = source.get("hub_id") or source.get("path") or cfg.dataset
+    where = portable_text(str(source.get("hub_id") or source.get("path") or cfg.dataset))
     lines = [
-        f"Dataset `{cfg.dataset}` ({source.get('kind', 'unknown')}: `{where}`), "
+        f"Dataset `{portable_text(cfg.dataset)}` ({source.get('kind', 'unknown')}: `{where}`), "
         f"fingerprint `{manifest.data.fingerprint}`; {stats.get('rows_read', '?')} rows read.",
         "Cleaning: HTML tags and entities, broken encodings and control characters repaired or "
         f"removed; texts under {cfg.min_words} words, empty texts, duplicates and texts with "
@@ -890,9 +988,101 @@ def _data_lines(manifest: Manifest) -> list[str]:
     return lines
 
 
-def _base_model(manifest: Manifest) -> str:
-    name, path = manifest.model, manifest.model_path or manifest.model
-    return f"`{name}`" if name == path else f"`{name}` (`{path}`)"
+def base_model_id(manifest: Manifest) -> str:
+    """The base model by its hub id (`sentence-transformers/all-MiniLM-L6-v2`), or by its folder
+    name when it was a local folder: never a path of the training machine."""
+    return HUB_IDS.get(manifest.model) or portable_text(manifest.model)
+
+
+#: An absolute POSIX path (not the `//` of a URL, not a fraction like `1/2`).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.@+~-]+/)*([\w.@+~-]+)/?")
+
+
+def portable_text(text: str) -> str:
+    """`text` with every absolute path replaced by its last component (the file or folder name).
+
+    A space file or a dataset named by its path on the training machine says nothing useful
+    elsewhere, and can say too much (user names, mount points).
+    """
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), text)
+
+
+def _recipe(run: Run, winner: Winner) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, origin) of the trial's head and training settings, then its epochs
+    and precision; origin is `searched`, `fixed` or `default`."""
+    space = run.manifest.space
+    rows = []
+    for section in config.TUNABLE_SECTIONS:
+        built = config.to_dotted(config.build_section(section, winner.params), section)
+        for key, value in built.items():
+            origin = (
+                "searched"
+                if key in space.searched
+                else "fixed"
+                if key in space.fixed or key in winner.params
+                else "default"
+            )
+            rows.append((key, value, origin))
+    budget = run.manifest.budget
+    rows.append(
+        ("epochs", f"best epoch {winner.best_epoch:g} of at most {budget.max_epochs}", "budget")
+    )
+    rows.append(("precision", _precision(run.manifest), "search setting"))
+    return rows
+
+
+def _precision(manifest: Manifest) -> str:
+    """The trials' precision; `auto` resolved as the trial resolved it on the run's device."""
+    chosen = manifest.settings.precision
+    if chosen != "auto":
+        return chosen
+    if manifest.budget.gpus_per_trial > 0:
+        return "auto (fp16 or bf16 on the GPU)"
+    return "auto → bf16 (native on the CPU)" if manifest.device.get("cpu_bf16") else "auto → fp32"
+
+
+def _card_metadata(
+    run: Run, winner: Winner, metrics: dict[str, Any], formats: tuple[str, ...]
+) -> dict[str, Any]:
+    """The model card's YAML header, as the Hugging Face Hub reads it."""
+    manifest = run.manifest
+    dataset = portable_text(manifest.data.config.dataset)
+    test = metrics["formats"]["pytorch"]["test"]
+    f1_key = config.metric_name(config.TEST, config.MACRO_F1)
+    accuracy_key = config.metric_name(config.TEST, config.ACCURACY)
+    tags = ["sentune", "sentiment-analysis", "text-classification"]
+    tags += [f for f in ("onnx",) if f in formats]
+    return {
+        "license": LICENSES.get(manifest.model, "other"),
+        "base_model": base_model_id(manifest),
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": tags,
+        "model-index": [
+            {
+                "name": f"{run.path.name}-{winner.trial_id}",
+                "results": [
+                    {
+                        "task": {"type": "text-classification", "name": "Sentiment analysis"},
+                        "dataset": {"name": dataset, "type": dataset, "split": "test"},
+                        "metrics": [
+                            {
+                                "type": "f1",
+                                "name": "macro-F1",
+                                "value": round(test[f1_key], 4),
+                                "args": {"average": "macro"},
+                            },
+                            {
+                                "type": "accuracy",
+                                "name": "accuracy",
+                                "value": round(test[accuracy_key], 4),
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _fmt(value: Any) -> str:

@@ -45,6 +45,19 @@ MODELS: dict[str, str] = {
     "distilbert-base-uncased": "distilbert-base-uncased",
     "roberta-base": "roberta-base",
 }
+#: The hub id and license of each registered model, for the exported model card's metadata.
+HUB_IDS: dict[str, str] = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "bert-base-uncased": "google-bert/bert-base-uncased",
+    "distilbert-base-uncased": "distilbert/distilbert-base-uncased",
+    "roberta-base": "FacebookAI/roberta-base",
+}
+LICENSES: dict[str, str] = {
+    "minilm": "apache-2.0",
+    "bert-base-uncased": "apache-2.0",
+    "distilbert-base-uncased": "apache-2.0",
+    "roberta-base": "mit",
+}
 #: Encoders whose position ids start after the padding index, so fewer positions are usable.
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
 _ACTIVATION_MODULES = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -182,6 +195,14 @@ class SentimentConfig(PretrainedConfig):
         self.dropout = dropout
         self.class_weights = list(class_weights) if class_weights is not None else None
         super().__init__(**kwargs)
+        if encoder is not None and "id2label" in kwargs:
+            # The encoder's own config keeps its generic LABEL_0/LABEL_1 otherwise, and a reader
+            # of the saved config.json would see two label sets; there is one: ours.
+            self.encoder = {
+                **encoder,
+                "id2label": {int(i): name for i, name in self.id2label.items()},
+                "label2id": {name: int(i) for i, name in self.id2label.items()},
+            }
 
 
 class SentimentModel(PreTrainedModel):

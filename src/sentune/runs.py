@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -241,20 +242,105 @@ def is_run(folder: Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
-def latest_run(storage: str | Path) -> Path:
+def latest_run(storage: str | Path, *, finished: bool = False) -> Path:
     """The run in `storage` whose manifest was written last.
 
+    Args:
+        storage: The runs folder (`trials/`).
+        finished: Only consider finished runs (`is_finished`), so that a search still running,
+            or one that was interrupted, is never picked by accident.
+
     Raises:
-        RunError: `storage` holds no run.
+        RunError: `storage` holds no (finished) run.
     """
     storage = Path(storage)
+    candidates = [p for p in storage.glob("*/") if is_run(p)] if storage.is_dir() else []
     runs = sorted(
-        (p for p in storage.glob("*/") if is_run(p)),
+        (p for p in candidates if not finished or is_finished(p)),
         key=lambda p: (p / MANIFEST).stat().st_mtime,
     )
     if not runs:
+        if finished and candidates:
+            raise RunError(
+                f"no finished run in {storage}/ ({len(candidates)} unfinished); pass a run by "
+                "name, or continue one with `sentune search --resume RUN`"
+            )
         raise RunError(f"no runs in {storage}/; run `sentune search <space>` first or pass a run")
     return runs[-1]
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether a run's search is over: every trial completed or errored for good, and (without
+    a time budget) as many trials ran as the budget asked for.
+
+    A search still running, or one interrupted before its last trial ended, is not finished.
+    """
+    run_dir = Path(run_dir)
+    try:
+        manifest = read_manifest(run_dir)
+    except RunError:
+        return False
+    folders = trial_dirs(run_dir)
+    done = [read_trial_status(d).get("status") in (COMPLETED, ERROR) for d in folders]
+    if not folders or not all(done):
+        return False
+    return manifest.budget.time_budget_s is not None or len(folders) >= manifest.budget.trials
+
+
+#: A run name is one folder name: letters, digits, `.`, `_` and `-`, starting with a letter or
+#: digit (no path separators, no `..`, nothing a shell would need quoted).
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def new_run_dir(storage: str | Path, space: str, *, name: str | None = None) -> Path:
+    """The folder of a new run: `<storage>/<name>`, or `<storage>/<space>-<timestamp>`.
+
+    Raises:
+        RunError: `name` is not a safe folder name, or that run already exists.
+    """
+    if name is None:
+        return Path(storage) / f"{space}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if not _RUN_NAME.fullmatch(name):
+        raise RunError(
+            f"--name {name!r}: not a safe folder name; use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 100 characters)"
+        )
+    run_dir = Path(storage) / name
+    if run_dir.exists():
+        raise RunError(
+            f"--name {name!r}: {run_dir} already exists; choose another name, or continue it "
+            f"with `sentune search --resume {run_dir}`"
+        )
+    return run_dir
+
+
+def resolve_run(run: str | Path | None, storage: str | Path) -> tuple[Path, bool]:
+    """The run folder a command was given: a path, a bare run name, or None for the latest.
+
+    Args:
+        run: `trials/<run>` (any path to a run folder), `<run>` (a folder in `storage`), or None.
+        storage: The runs folder that bare names and the latest run are looked up in.
+
+    Returns:
+        The run folder, and whether it was picked as the latest finished run (None given).
+
+    Raises:
+        RunError: No such run, or no finished run in `storage`.
+    """
+    if run is None:
+        return latest_run(storage, finished=True), True
+    path = Path(run)
+    if path.exists():
+        return path, False
+    named = Path(storage) / path
+    if len(path.parts) == 1 and named.exists():
+        return named, False
+    known = sorted(p.name for p in Path(storage).glob("*/") if is_run(p))
+    shown = ", ".join(known[-5:]) if known else "none"
+    raise RunError(
+        f"no run {str(run)!r}: not a folder, nor a run in {storage}/ (its latest runs: {shown}); "
+        "pass trials/<run> or a run name"
+    )
 
 
 # --- metadata: where and with what ------------------------------------------------------------
@@ -294,6 +380,19 @@ def host_description() -> dict[str, Any]:
     return {"name": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (`/proc/cpuinfo`'s "model name", e.g. "AMD EPYC 9454 48-Core
+    Processor"); elsewhere what `platform` knows (which may be only the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_description() -> dict[str, Any]:
     """The CPU (and whether it has native bf16) and the CUDA GPUs, if any."""
     import torch
@@ -301,7 +400,7 @@ def device_description() -> dict[str, Any]:
     from sentune.trial import cpu_has_bf16
 
     device: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_bf16": cpu_has_bf16(),
     }
     if torch.cuda.is_available():

@@ -13,7 +13,6 @@ each finished trial keeps only its best checkpoint, without the training state.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import logging
 import os
@@ -73,6 +72,7 @@ class SearchOptions:
             recorded as errored.
         verbose: Ray Tune's status tables, Ray's warnings and the trials' own output in the
             terminal; otherwise one line per trial event with an estimate (`progress.py`).
+        name: The run folder's name (`<storage>/<name>`); None names it `<space>-<timestamp>`.
         trial_hook: Called in the trial's process after each report with the metrics and
             whether the trial continued from a checkpoint; what it raises fails the trial (the
             fault-tolerance tests inject failures through it). Pickled to the trial workers.
@@ -90,11 +90,13 @@ class SearchOptions:
     strategy: str = DEFAULT_STRATEGY
     max_failures: int = 1
     verbose: bool = False
+    name: str | None = None
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None
 
 
 def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
-    """Run the search of `spec` and return its run folder (`<storage>/<space>-<timestamp>`).
+    """Run the search of `spec` and return its run folder (`<storage>/<space>-<timestamp>`, or
+    `<storage>/<options.name>`).
 
     Args:
         spec: A validated search space.
@@ -114,6 +116,9 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     _check_options(options)
     _check_resources(spec, options)
     _check_writable(options.storage)
+    # Before the data is prepared: a taken or unsafe --name fails at once.
+    run_dir = runs.new_run_dir(options.storage, spec.name, name=options.name)
+    run_name = run_dir.name
     from sentune.model import resolve_model
 
     model_path = resolve_model(spec.model)
@@ -121,8 +126,6 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
-    run_name = f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = options.storage / run_name
     settings = TrialSettings(
         model=model_path,
         max_epochs=spec.budget.max_epochs,

@@ -1,0 +1,93 @@
+"""The command line as a new user meets it: help, version, verbosity, the dotted keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from sentune import cli, config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    parser = cli._parser()
+    commands = _subparsers(parser)
+    assert {"search", "leaderboard", "report", "export", "predict", "bench", "keys"} <= set(
+        commands
+    )
+    for name, command in commands.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+        text = command.format_help()
+        assert "-v, --verbose" in text, name
+    search_help = " ".join(commands["search"].format_help().split())  # unwrapped
+    max_failures = search_help.split("--max-failures MAX_FAILURES ")[1].split("--model")[0]
+    assert "(default: 1)" in max_failures
+    assert "(default: trials)" in search_help and "(default: auto)" in search_help
+    assert "(default: None)" not in search_help
+
+
+def test_top_level_help_is_for_users_and_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["-h"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("search", "leaderboard", "report", "export", "predict", "bench", "keys"):
+        assert re.search(rf"^  {command} ", out, re.M), command
+    assert "SentuneError" not in out and "sentune search smoke" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sentune {metadata.version('sentune')}"
+
+
+@pytest.mark.parametrize(
+    "argv, verbose",
+    [
+        (["-v", "keys"], True),
+        (["keys", "-v"], True),
+        (["keys", "--verbose"], True),
+        (["keys"], False),
+    ],
+)
+def test_verbose_before_or_after_the_command(argv, verbose, monkeypatch, capsys):
+    levels = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
+    assert cli.main(argv) == 0
+    assert levels == [logging.DEBUG if verbose else logging.INFO]
+
+
+def test_keys_describe_every_dotted_key(capsys):
+    rows = config.describe_keys()
+    assert [r.key for r in rows] == config.dotted_keys()
+    by_key = {r.key: r for r in rows}
+    assert by_key["head.pooling"].allowed == ", ".join(config.POOLINGS)
+    assert by_key["head.dropout"].allowed == "0 to 0.95"
+    assert by_key["train.learning_rate"].default == repr(config.TrainConfig.learning_rate)
+    assert by_key["train.warmup_ratio"].doc.startswith("Linear warmup")
+    assert all(r.doc for r in rows), [r.key for r in rows if not r.doc]
+    assert cli.main(["keys"]) == 0
+    assert capsys.readouterr().out.strip() == config.keys_table()
+
+
+def test_readme_keys_table_is_the_generated_one():
+    text = README.read_text()
+    match = re.search(r"<!-- keys:start -->\n(.*?)\n<!-- keys:end -->", text, re.S)
+    assert match, "README.md lost its keys markers"
+    assert match.group(1) == config.keys_table(), "README keys table is stale: make readme-keys"

@@ -1,0 +1,150 @@
+"""The run folder: finished runs, the latest finished run, runs by name, the CPU's name."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from sentune import cli, config, runs
+from sentune.errors import RunError
+
+
+def _run(storage: Path, name: str, *, statuses=("completed",), trials=None, mtime=None, **budget):
+    """A run folder with a manifest and one trial folder per status (None: no status file)."""
+    run = storage / name
+    run.mkdir(parents=True)
+    budget.setdefault("trials", len(statuses) if trials is None else trials)
+    manifest = runs.Manifest(
+        run=name,
+        started="2026-01-01T00:00:00",
+        space=runs.SpaceRecord(name="tiny", path="tiny.yaml", text=""),
+        model="tiny",
+        model_path="tiny",
+        data=runs.DataRecord(config=config.DataConfig(), fingerprint="0", label_names=["a", "b"]),
+        budget=config.BudgetConfig(**budget),
+        settings=config.TrialSettings(resumable=True),
+    )
+    runs.write_manifest(run, manifest)
+    for i, status in enumerate(statuses):
+        trial = run / f"trial_{i}"
+        trial.mkdir()
+        (trial / runs.PARAMS_FILE).write_text("{}")
+        if status is not None:
+            runs.write_trial_status(trial, status, failures=0)
+    if mtime is not None:
+        os.utime(run / runs.MANIFEST, (mtime, mtime))
+    return run
+
+
+def test_finished_means_every_trial_ended_and_the_budget_ran(tmp_path):
+    assert runs.is_finished(_run(tmp_path, "done", statuses=("completed", "error")))
+    # A trial still running (no status yet), or being retried, is not the end of the search.
+    assert not runs.is_finished(_run(tmp_path, "running", statuses=("completed", None)))
+    assert not runs.is_finished(_run(tmp_path, "retrying", statuses=("completed", "retrying")))
+    # Interrupted between trials: two of four ran.
+    assert not runs.is_finished(_run(tmp_path, "cut", statuses=("completed",) * 2, trials=4))
+    # A time budget may end a search before its trial count.
+    assert runs.is_finished(
+        _run(tmp_path, "timed", statuses=("completed",) * 2, trials=4, time_budget_s=60)
+    )
+    assert not runs.is_finished(_run(tmp_path, "empty", statuses=()))
+    assert not runs.is_finished(tmp_path / "not-a-run")
+
+
+def test_latest_finished_run_skips_a_newer_search_still_running(tmp_path):
+    old = _run(tmp_path, "heads-old", mtime=1_000)
+    _run(tmp_path, "tweets-now", statuses=("completed", None), mtime=2_000)
+    assert runs.latest_run(tmp_path).name == "tweets-now"
+    assert runs.latest_run(tmp_path, finished=True) == old
+    assert runs.resolve_run(None, tmp_path) == (old, True)
+
+
+def test_no_finished_run_is_a_clear_error(tmp_path):
+    _run(tmp_path, "running", statuses=(None,))
+    with pytest.raises(RunError, match=r"no finished run in .* \(1 unfinished\)"):
+        runs.latest_run(tmp_path, finished=True)
+    with pytest.raises(RunError, match="no runs in"):
+        runs.resolve_run(None, tmp_path / "nothing")
+
+
+def test_a_run_is_found_by_bare_name_or_by_path(tmp_path, monkeypatch):
+    storage = tmp_path / "trials"
+    run = _run(storage, "heads-20261127-063258")
+    assert runs.resolve_run("heads-20261127-063258", storage) == (run, False)
+    assert runs.resolve_run(str(run), storage) == (run, False)
+    monkeypatch.chdir(tmp_path)
+    assert runs.resolve_run("trials/heads-20261127-063258", "elsewhere")[0].resolve() == run
+    with pytest.raises(RunError, match="no run 'heads-nope'.*heads-20261127-063258"):
+        runs.resolve_run("heads-nope", storage)
+
+
+def test_new_run_dir_names_and_refusals(tmp_path):
+    assert runs.new_run_dir(tmp_path, "heads", name="mine") == tmp_path / "mine"
+    assert re.fullmatch(r"heads-\d{8}-\d{6}", runs.new_run_dir(tmp_path, "heads").name)
+    for bad in ("../escape", "a/b", "", ".hidden", "two words", "x" * 101, "-flag"):
+        with pytest.raises(RunError, match="not a safe folder name"):
+            runs.new_run_dir(tmp_path, "heads", name=bad)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(RunError, match="already exists"):
+        runs.new_run_dir(tmp_path, "heads", name="taken")
+
+
+def test_cli_says_which_run_it_picked(tmp_path, monkeypatch, capsys):
+    storage = tmp_path / "trials"
+    old = _run(storage, "heads-old", mtime=1_000)
+    _run(storage, "tweets-now", statuses=(None,), mtime=2_000)
+    shown = []
+    monkeypatch.setattr(cli, "_show_leaderboard", lambda run_dir, analysis: shown.append(run_dir))
+    assert cli.main(["leaderboard", "--storage", str(storage)]) == 0
+    assert shown == [old]
+    assert f"using {old} (latest finished run)" in capsys.readouterr().err
+    assert cli.main(["leaderboard", "tweets-now", "--storage", str(storage)]) == 0
+    assert shown[-1] == storage / "tweets-now"
+    assert "latest finished" not in capsys.readouterr().err
+
+
+def test_cpu_name_is_the_model_name(monkeypatch):
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if lines:
+            assert runs.cpu_name() == lines[0].split(":", 1)[1].strip()
+    monkeypatch.setattr(runs.platform, "processor", lambda: "Fallback CPU")
+    real = Path.read_text
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda self, *a, **k: (_ for _ in ()).throw(OSError()) if self == cpuinfo else real(self),
+    )
+    assert runs.cpu_name() == "Fallback CPU"
+    assert runs.device_description()["cpu"] == "Fallback CPU"
+
+
+@pytest.mark.slow
+def test_a_real_search_is_finished_and_can_be_named(
+    ray_session, tiny_run, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, capsys
+):
+    assert runs.is_finished(tiny_run)  # ASHA-stopped trials count as completed
+    space = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=1, max_epochs=1)
+    storage = tmp_path / "trials"
+    argv = ["search", str(space), "--storage", str(storage), "--no-dashboard", "--name", "mine"]
+    argv += ["--analysis", str(tmp_path / "analysis"), "--precision", "fp32"]
+    assert cli.main(argv) == 0
+    assert runs.read_manifest(storage / "mine").run == "mine"
+    assert runs.is_finished(storage / "mine")
+    assert json.loads((storage / "mine" / runs.MANIFEST).read_text())["run"] == "mine"
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_resume_takes_a_bare_run_name(tmp_path, capsys):
+    storage = tmp_path / "trials"
+    run = _run(storage, "heads-cut", statuses=("completed", None))
+    argv = ["search", "--resume", "heads-cut", "--storage", str(storage), "--trials", "9"]
+    assert cli.main(argv) == 2  # found by name, then refused for its override
+    assert f"--resume continues {run} as it was started" in capsys.readouterr().err
