@@ -17,6 +17,7 @@ from sentune.errors import SentuneError
 log = logging.getLogger("sentune")
 
 #: CLI flags that override a space file, by the dotted key they set.
+#: Command-line flags that override a space's settings: flag (dest) → dotted key.
 _OVERRIDES = {
     "model": "model",
     "dataset": "data.dataset",
@@ -31,6 +32,38 @@ _OVERRIDES = {
     "time_budget_s": "budget.time_budget_s",
     "seed": "budget.seed",
 }
+#: Type and help of each override flag, shared by `search` and `bench`.
+_OVERRIDE_HELP: dict[str, tuple[type, str]] = {
+    "model": (str, "registered name (minilm, bert-base-uncased), hub id or folder"),
+    "dataset": (str, "tweets, imdb, sst2, a hub dataset, a file or a folder"),
+    "train_size": (int, "stratified subsample of the train split (data.train_size)"),
+    "val_size": (int, "stratified subsample of the validation split (data.val_size)"),
+    "max_length": (int, "tokens per text (train.max_length)"),
+    "trials": (int, "trials to run (budget.trials)"),
+    "max_epochs": (int, "epochs of a full trial (budget.max_epochs)"),
+    "grace_period": (int, "epochs before ASHA may stop a trial"),
+    "concurrency": (int, "trials running at once"),
+    "cpus_per_trial": (float, "CPUs reserved for each trial"),
+    "gpus_per_trial": (float, "a fraction shares a GPU"),
+    "time_budget_s": (float, "stop the search after this long"),
+    "seed": (int, "seed of the Optuna sampler"),
+}
+
+
+def _add_overrides(parser: argparse.ArgumentParser, names) -> None:
+    """Add the named override flags (and `set`: `--set KEY=VALUE`, repeatable) to a parser."""
+    for name in names:
+        if name == "set":
+            parser.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="fix any dotted key, e.g. --set train.learning_rate=1e-4 (repeatable)",
+            )
+            continue
+        kind, text = _OVERRIDE_HELP[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
 
 
 _DESCRIPTION = """\
@@ -137,30 +170,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--max-failures",
         type=int,
-        default=1,
+        default=config.MAX_FAILURES,
         help="retries of a failed trial from its last checkpoint before it counts as errored",
     )
-    search.add_argument(
-        "--model", help="registered name (minilm, bert-base-uncased), hub id or folder"
-    )
-    search.add_argument("--dataset", help="tweets, imdb, sst2, a hub dataset, a file or a folder")
-    search.add_argument("--train-size", type=int, help="stratified subsample of the train split")
-    search.add_argument("--val-size", type=int, help="stratified subsample of the validation split")
-    search.add_argument("--trials", type=int, help="trials to run (budget.trials)")
-    search.add_argument("--max-epochs", type=int, help="epochs of a full trial (budget.max_epochs)")
-    search.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
-    search.add_argument("--concurrency", type=int, help="trials running at once")
-    search.add_argument("--cpus-per-trial", type=float, help="CPUs reserved for each trial")
-    search.add_argument("--gpus-per-trial", type=float, help="a fraction shares a GPU")
-    search.add_argument("--time-budget-s", type=float, help="stop the search after this long")
-    search.add_argument("--seed", type=int, help="seed of the Optuna sampler")
-    search.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix any dotted key, e.g. --set train.learning_rate=1e-4 (repeatable)",
-    )
+    _add_overrides(search, (*_OVERRIDES, "set"))
     search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     search.add_argument(
         "--strategy",
@@ -169,18 +182,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--precision",
-        default="auto",
+        default=config.TrialSettings.precision,
         choices=config.PRECISIONS,
         help="auto: fp16/bf16 on GPUs, bf16 on CPUs with native bf16, else fp32",
     )
     search.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where trials train"
+        "--device",
+        default=config.TrialSettings.device,
+        choices=config.DEVICES,
+        help="where trials train",
     )
     search.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     search.add_argument(
         "--dashboard-host",
-        default="127.0.0.1",
-        help="address the dashboard listens on (default 127.0.0.1; tunnel to it instead)",
+        default=config.DASHBOARD_HOST,
+        help="address the dashboard listens on (keep loopback and tunnel to it)",
     )
     search.add_argument("--dashboard-port", type=int, help="dashboard port (default: Ray's, 8265)")
     search.add_argument(
@@ -293,8 +309,8 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
         flag
         for flag, changed in (
             ("strategy", args.strategy != DEFAULT_STRATEGY),
-            ("precision", args.precision != "auto"),
-            ("device", args.device != "auto"),
+            ("precision", args.precision != config.TrialSettings.precision),
+            ("device", args.device != config.TrialSettings.device),
             ("name", args.name is not None),
         )
         if changed
@@ -524,28 +540,23 @@ def _add_bench_parser(commands) -> None:
         help="cpu: CPU-sized data and length; space: the space's own (default: cpu unless "
         "--gpus-per-trial > 0)",
     )
-    bench.add_argument("--model", help="override the space's model")
-    bench.add_argument("--dataset", help="override the space's dataset")
-    bench.add_argument("--train-size", type=int, help="training examples (data.train_size)")
-    bench.add_argument("--val-size", type=int, help="validation examples (data.val_size)")
-    bench.add_argument("--max-length", type=int, help="tokens per text (train.max_length)")
-    bench.add_argument("--max-epochs", type=int, help="epochs of a full trial")
-    bench.add_argument("--concurrency", type=int, help="trials running at once")
-    bench.add_argument("--cpus-per-trial", type=float, help="CPUs reserved for each trial")
-    bench.add_argument("--gpus-per-trial", type=float, help="a fraction shares a GPU")
-    bench.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix any dotted key (repeatable)",
-    )
+    _add_overrides(
+        bench,
+        ("model", "dataset", "train_size", "val_size", "max_length", "max_epochs",
+         "concurrency", "cpus_per_trial", "gpus_per_trial", "set"),
+    )  # fmt: skip
     bench.add_argument("--peer-threads", type=int, help="torch threads of the peer (default: all)")
     bench.add_argument(
-        "--precision", default="auto", choices=config.PRECISIONS, help="as for search"
+        "--precision",
+        default=config.TrialSettings.precision,
+        choices=config.PRECISIONS,
+        help="as for search",
     )
     bench.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where trials train"
+        "--device",
+        default=config.TrialSettings.device,
+        choices=config.DEVICES,
+        help="where trials train",
     )
     bench.add_argument("--no-throughput", action="store_true", help="skip the throughput part")
     bench.add_argument(

@@ -47,6 +47,7 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 #: How class imbalance is handled: loss weights (none/balanced/sqrt) or oversampling.
 IMBALANCE = ("none", "balanced", "sqrt", "oversample")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
 #: `train.max_length: auto` in a space file: the smallest multiple of `MAX_LENGTH_MULTIPLE` tokens
 #: that covers the `MAX_LENGTH_QUANTILE` of the training texts' token lengths, capped at the
 #: model's limit; `{quantiles: [...]}` under `search:` searches several such values.
@@ -270,6 +271,10 @@ STORAGE_DIR = "trials"
 ANALYSIS_DIR = "analysis"
 #: Token ids cached between searches, keyed by the data fingerprint and the tokenizer.
 CACHE_DIR = ".cache/sentune"
+#: Retries of a failed trial (from its latest checkpoint) before it is recorded as errored.
+MAX_FAILURES = 1
+#: Where the Ray dashboard listens: loopback; users tunnel to it.
+DASHBOARD_HOST = "127.0.0.1"
 
 
 def outside_limits(key: str, value: float) -> str | None:

@@ -80,15 +80,15 @@ class SearchOptions:
 
     address: str | None = None
     storage: Path = Path(config.STORAGE_DIR)
-    precision: str = "auto"
-    device: str = "auto"
+    precision: str = TrialSettings.precision
+    device: str = TrialSettings.device
     dashboard: bool = True
-    dashboard_host: str = "127.0.0.1"
+    dashboard_host: str = config.DASHBOARD_HOST
     dashboard_port: int | None = None
     num_cpus: int | None = None
     cache_dir: Path = Path(config.CACHE_DIR)
     strategy: str = DEFAULT_STRATEGY
-    max_failures: int = 1
+    max_failures: int = config.MAX_FAILURES
     verbose: bool = False
     name: str | None = None
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None

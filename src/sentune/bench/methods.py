@@ -69,8 +69,8 @@ class BenchOptions:
     target: float | None = None
     out_root: Path = Path("analysis/bench")
     storage: Path = Path(config.STORAGE_DIR)
-    precision: str = "auto"
-    device: str = "auto"
+    precision: str = config.TrialSettings.precision
+    device: str = config.TrialSettings.device
     cache_dir: Path = Path(config.CACHE_DIR)
     num_cpus: int | None = None
     peer_threads: int | None = None
