@@ -137,7 +137,8 @@ def small_run(tmp_path) -> Path:
 
 def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small_run):
     table = analysis.leaderboard(runs.open_run(small_run))
-    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    # aaaa alone trained the full 3 epochs; the rest are compared at epoch 1, which all reached.
+    assert table["trial_id"].tolist() == ["aaaa", "eeee", "bbbb", "cccc", "dddd"]
     best = table.set_index("trial_id")
     assert best.loc["aaaa", config.OBJECTIVE] == 0.8
     assert best.loc["aaaa", "best_epoch"] == 2
@@ -145,6 +146,68 @@ def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small
     assert best.loc["aaaa", config.TRAIN_SAMPLES_PER_S] == pytest.approx(101.0)
     for column in analysis.LEADERBOARD_COLUMNS + SEARCHED:
         assert column in table.columns
+
+
+def _trial_order_run(tmp_path: Path) -> Path:
+    """Sequential ASHA: the first trial met every rung unopposed and alone trained 3 epochs;
+    at epoch 1 it ranked 4th, at epoch 2 the top three are within 0.005."""
+    run_dir = tmp_path / "trials" / "order-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "first", params(0.1), [0.60, 0.700, 0.7613], start=0)
+    write_trial(run_dir, "second", params(0.2), [0.66, 0.704], start=30)
+    write_trial(run_dir, "third", params(0.3), [0.65, 0.702], start=50)
+    write_trial(run_dir, "fourth", params(0.4), [0.64], start=70)
+    write_trial(run_dir, "fifth", params(0.5), [0.55], start=80)
+    return run_dir
+
+
+def test_leaderboard_compares_trials_at_equal_fidelity(tmp_path):
+    table = analysis.leaderboard(runs.open_run(_trial_order_run(tmp_path)))
+    assert table["trial_id"].tolist() == ["first", "second", "third", "fourth", "fifth"]
+    board = table.set_index("trial_id")
+    # The full-budget trial is ranked on its best epoch; the others at epoch 1, not at their best.
+    assert board.loc["first", "rank_epoch"] == 3
+    assert board.loc["first", "rank_score"] == pytest.approx(0.7613)
+    assert (board.drop(index="first")["rank_epoch"] == 1).all()
+    assert board.loc["second", "rank_score"] == pytest.approx(0.66)
+    assert board.loc["fourth", config.OBJECTIVE] == pytest.approx(0.64)
+    # Scored at epoch 1, "fourth" (0.64) beats "fifth" (0.55); "third" (0.65) beats "fourth"
+    # though by best epoch "third" got 0.702 from an extra epoch "fourth" never had.
+    for column, epoch in (("f1@1", 1), ("f1@2", 2), ("f1@3", 3)):
+        assert column == analysis.epoch_score_column(epoch)
+    assert board.loc["third", "f1@2"] == pytest.approx(0.702)
+    assert math.isnan(board.loc["fourth", "f1@2"]) and math.isnan(board.loc["second", "f1@3"])
+    assert board.loc["first", "f1@1"] == pytest.approx(0.60)
+    cols = table.columns.tolist()
+    assert cols.index("f1@3") < cols.index(SEARCHED[0])
+
+
+def test_leaderboard_ranks_the_full_budget_first_even_against_better_short_trials(tmp_path):
+    run_dir = tmp_path / "trials" / "short-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "long-a", params(0.1), [0.5, 0.55, 0.6])
+    write_trial(run_dir, "long-b", params(0.2), [0.5, 0.6, 0.65])
+    write_trial(run_dir, "short", params(0.3), [0.9, 0.95])
+    write_trial(run_dir, "shorter", params(0.4), [0.92])
+    table = analysis.leaderboard(runs.open_run(run_dir))
+    assert table["trial_id"].tolist() == ["long-b", "long-a", "shorter", "short"]
+    assert table["rank_epoch"].tolist() == [3, 3, 1, 1]
+
+
+def test_the_exported_winner_follows_the_leaderboard_order(tmp_path):
+    from sentune.export import select_winner
+
+    run_dir = tmp_path / "trials" / "winner-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "long", params(0.1), [0.5, 0.55, 0.6], checkpoint=True)
+    write_trial(run_dir, "short", params(0.3), [0.9], checkpoint=True)
+    winner = select_winner(runs.open_run(run_dir))
+    assert (winner.trial_id, winner.rank) == ("long", 1)
+
+
+def test_the_ranking_rule_is_stated_as_data():
+    assert "full epoch budget" in analysis.RANKING_RULE
+    assert analysis.RANKING_RULE.count(".") == 1  # one sentence
 
 
 def test_status_and_asha_rung_of_each_trial(small_run):
@@ -308,7 +371,7 @@ def test_analyze_without_data_and_write_tables(small_run, tmp_path):
     assert "git commit" in result.manifest["item"].tolist()
     written = analysis.write_tables(result, tmp_path / "out")
     table = pd.read_csv(written["leaderboard"])
-    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    assert table["trial_id"].tolist() == ["aaaa", "eeee", "bbbb", "cccc", "dddd"]
     importance = pd.read_csv(written["importance"])
     assert set(importance["param"]) == set(SEARCHED)
 

@@ -38,8 +38,14 @@ def test_leaderboard_contract(tiny_run):
         "head.dropout",
     ):
         assert column in table.columns
-    scores = table[config.OBJECTIVE].tolist()
-    assert scores == sorted(scores, reverse=True)
+    # Equal fidelity: the full-budget trials first by best epoch, then the rest at a common epoch.
+    full = table["epochs"] == 3
+    assert full.tolist() == sorted(full.tolist(), reverse=True)
+    for group in (table[full], table[~full]):
+        ranked = group["rank_score"].tolist()
+        assert ranked == sorted(ranked, reverse=True)
+    assert (table.loc[full, "rank_score"] == table.loc[full, config.OBJECTIVE]).all()
+    assert table.loc[~full, "rank_epoch"].nunique() <= 1
     # Best-epoch scoring: each trial's score is the max over its reported epochs.
     run = runs.open_run(tiny_run)
     for _, row in table.iterrows():

@@ -277,6 +277,7 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
     ):
         print(f"\nLeaderboard of {run_dir} (best epoch's {config.OBJECTIVE}):")
+        print(analysis.RANKING_RULE)
         print(shown.to_string(index=False))
     stopped = int(table["stopped_early"].sum())
     print(
