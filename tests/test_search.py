@@ -105,3 +105,34 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sentune")]
     assert len(err) == 1
     assert err[0].startswith("sentune: error: unknown space 'no-such-space'; known spaces:")
+
+
+def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    manifest = runs.read_manifest(tiny_run)
+    journal = tiny_run / runs.OPTUNA_JOURNAL
+    assert journal.is_file() and manifest.optuna_study == tiny_run.name
+    study = optuna.load_study(
+        study_name=manifest.optuna_study, storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    board = analysis.leaderboard(runs.open_run(tiny_run)).set_index("trial_id")
+    by_ray_id = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
+    assert set(by_ray_id) == set(board.index)
+    for trial_id, row in board.iterrows():
+        trial = by_ray_id[trial_id]
+        epochs = int(row["epochs"])
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+        for epoch, value in trial.intermediate_values.items():
+            assert value == pytest.approx(row[analysis.epoch_score_column(epoch)])
+        if row["status"] == "stopped":
+            assert trial.state == TrialState.PRUNED
+            assert trial.value == pytest.approx(trial.intermediate_values[epochs])
+        else:
+            assert row["status"] == "completed"
+            assert trial.state == TrialState.COMPLETE
+            assert trial.value == pytest.approx(row[config.OBJECTIVE])
+    assert any(t.state == TrialState.PRUNED for t in study.trials)

@@ -137,6 +137,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 strategy=options.strategy,
                 max_failures=options.max_failures,
                 address=options.address,
+                optuna_study=run_name if spec.params else None,
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
@@ -414,7 +415,7 @@ def _build_tuner(
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
-            search_alg=_searcher(strategy.sampler, spec),
+            search_alg=_searcher(strategy.sampler, spec, run_dir),
             scheduler=_scheduler(strategy.scheduler, spec),
             num_samples=budget.trials,
             max_concurrent_trials=budget.concurrency,
@@ -440,15 +441,109 @@ def _build_tuner(
     )
 
 
-def _searcher(sampler: str, spec: SearchSpec):
-    """Optuna's sampler, seeded, behind Ray's `OptunaSearch` (None when nothing is searched)."""
+def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
+    """Optuna's sampler, seeded, behind Ray's `OptunaSearch`, its study kept in the run's
+    journal (None when nothing is searched)."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     if not spec.params:
         return None
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return OptunaSearch(sampler=samplers[sampler](seed=spec.budget.seed))
+    return _journal_searcher_class()(
+        journal=runs.optuna_journal(run_dir.resolve()),
+        max_epochs=spec.budget.max_epochs,
+        study_name=run_dir.name,
+        sampler=samplers[sampler](seed=spec.budget.seed),
+    )
+
+
+def _journal_searcher_class():
+    """Ray's `OptunaSearch` with its study in a journal file, told what ASHA did.
+
+    Ray's own class reports every result to Optuna at step `training_iteration` and completes a
+    stopped trial with its last (low-epoch) score as if it were final, so TPE would learn from
+    epoch-1 scores as if they were full trainings. This subclass reports each whole epoch's
+    score at step = epoch, records a trial that ended without error before `max_epochs` as
+    PRUNED (Optuna keeps its last intermediate value), an errored one as FAIL, a finished one as
+    COMPLETE with its best epoch's score (as the leaderboard scores it), and names the Ray trial
+    in the user attribute `runs.RAY_TRIAL_ID_ATTR`.
+
+    Relies on the internals of Ray 2.60's `ray.tune.search.optuna.OptunaSearch`: `_ot_trials`
+    (Ray trial id -> `optuna.Trial`), `_ot_study` and `_completed_trials`. Its `save`/`restore`
+    pickle `__dict__`, so the journal storage and the per-trial scores below travel with the
+    searcher's state and `Tuner.restore` (`search.resume`) writes to the same journal. Defined
+    on first use so that importing this module does not import Ray Tune.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class JournalOptunaSearch(OptunaSearch):
+        def __init__(self, *, journal: Path, max_epochs: float, **kwargs):
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+            super().__init__(storage=storage, **kwargs)
+            self._max_epochs = float(max_epochs)
+            #: Ray trial id -> {epoch: score} as reported to Optuna.
+            self._epoch_scores: dict[str, dict[int, float]] = {}
+
+        def suggest(self, trial_id: str):
+            suggested = super().suggest(trial_id)
+            if trial_id not in self._epoch_scores:
+                self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
+                self._epoch_scores[trial_id] = {}
+            return suggested
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            self._report_epoch(trial_id, result)
+
+        def _known(self, trial_id: str) -> bool:
+            """Whether the study has this Ray trial. The pickled state may predate a trial
+            that the journal (written at once) has: a resumed search finds it there."""
+            if trial_id in self._ot_trials:
+                return True
+            import optuna
+
+            for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR) == trial_id:
+                    self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                    self._epoch_scores[trial_id] = dict(frozen.intermediate_values)
+                    return True
+            return False
+
+        def _report_epoch(self, trial_id: str, result: dict) -> None:
+            if not self._known(trial_id):
+                return
+            scores = self._epoch_scores.get(trial_id)
+            epoch = result.get(config.EPOCH)
+            if scores is None or trial_id in self._completed_trials or epoch is None:
+                return
+            # Evaluations between epochs (eval_every_steps) have no integer step of their own;
+            # a trial retried from a checkpoint reports some epochs again (Optuna keeps the first).
+            if float(epoch) != int(epoch) or int(epoch) in scores:
+                return
+            value = float(result[self.metric])
+            scores[int(epoch)] = value
+            self._ot_trials[trial_id].report(value, int(epoch))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
+            if trial_id in self._completed_trials or not self._known(trial_id):
+                return
+            # Ray hands the result that ends a trial (ASHA's stop, or max_t) to this call only.
+            if result and not error:
+                self._report_epoch(trial_id, result)
+            scores = self._epoch_scores.get(trial_id, {})
+            reached = float((result or {}).get(config.EPOCH) or max(scores, default=0))
+            if error:
+                state, value = TrialState.FAIL, None
+            elif not scores or reached < self._max_epochs:
+                state, value = TrialState.PRUNED, None
+            else:
+                state, value = TrialState.COMPLETE, max(scores.values())
+            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+            self._completed_trials.add(trial_id)
+
+    return JournalOptunaSearch
 
 
 def _scheduler(name: str, spec: SearchSpec):
