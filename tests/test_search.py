@@ -136,3 +136,66 @@ def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
             assert trial.state == TrialState.COMPLETE
             assert trial.value == pytest.approx(row[config.OBJECTIVE])
     assert any(t.state == TrialState.PRUNED for t in study.trials)
+
+
+def _proposals(sampler, trials: int) -> list[dict]:
+    """The configurations `sampler` proposes on a toy objective (best at dropout 0.1, lr 1e-3)."""
+    import math
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    spec = space.load("optim")
+    proposed = []
+    for _ in range(trials):
+        trial = study.ask()
+        values = {key: p.suggest(trial, key) for key, p in spec.params.items()}
+        lr = values["train.learning_rate"]
+        study.tell(trial, -abs(math.log10(lr) + 3) - values["train.warmup_ratio"])
+        proposed.append(values)
+    return proposed
+
+
+def test_tpe_learns_within_a_ten_trial_budget():
+    budget = config.BudgetConfig(trials=10, seed=0, concurrency=2)
+    settings = search.sampler_settings("tpe", budget)
+    assert settings["n_startup_trials"] == 3
+    assert settings["multivariate"] and settings["group"] and settings["constant_liar"]
+    startup = settings["n_startup_trials"]
+    tpe = _proposals(search.build_sampler(settings), 10)
+    random = _proposals(search.build_sampler(search.sampler_settings("random", budget)), 10)
+    # After the startup trials, TPE proposes from its model, not what random sampling draws.
+    assert tpe[startup:] != random[startup:]
+    assert len(tpe) - startup >= 2 * startup  # two thirds of the budget follow the model
+
+
+@pytest.mark.parametrize(
+    ("trials", "startup"), [(3, 3), (6, 3), (10, 3), (12, 4), (40, 10), (1000, 10)]
+)
+def test_startup_trials_scale_with_the_budget(trials, startup):
+    budget = config.BudgetConfig(trials=trials, concurrency=1)
+    settings = search.sampler_settings("tpe", budget)
+    assert settings["n_startup_trials"] == startup
+    assert not settings["constant_liar"]  # one trial at a time: nothing to lie about
+
+
+@pytest.mark.parametrize("name", config.SAMPLERS)
+def test_every_named_sampler_builds_and_proposes(name):
+    import optuna
+
+    budget = config.BudgetConfig(trials=6)
+    sampler = search.build_sampler(search.sampler_settings(name, budget))
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    if name != "cmaes":  # CMA-ES cannot search the choice parameters of `optim`
+        assert len(_proposals(sampler, 4)) == 4
+
+
+def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
+    spec = space.load("optim")
+    assert search._strategy_name(spec, None) == "tpe-asha"
+    assert search._strategy_name(spec, "qmc-fifo") == "qmc-fifo"
+    with pytest.raises(space.SpaceError, match="cannot search choice parameters"):
+        search._strategy_name(spec, "cmaes-asha")
+    with pytest.raises(space.SpaceError, match="unknown strategy 'bayes-asha'"):
+        search._strategy_name(spec, "bayes-asha")

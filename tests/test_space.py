@@ -116,6 +116,14 @@ BAD = {
     "fractional gpu above 1": ("budget: {gpus_per_trial: 1.5}", "at most 1"),
     "string for number": ("budget: {trials: many}", "needs a number"),
     "unknown budget field": ("budget: {trails: 3}", "unknown parameter 'budget.trails'"),
+    "unknown sampler": (
+        "sampler: bayes\nsearch: {head.dropout: {uniform: [0.1, 0.3]}}",
+        "unknown sampler 'bayes'; use one of tpe, random, qmc, gp, cmaes",
+    ),
+    "cmaes on a choice": (
+        "sampler: cmaes\nsearch: {head.pooling: {choice: [cls, mean]}}",
+        "sampler cmaes cannot search choice parameters (head.pooling)",
+    ),
 }
 
 
@@ -145,3 +153,11 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     spec = space.load(path)
     assert spec.fixed["train.learning_rate"] == pytest.approx(1e-4)
     assert spec.params["head.dropout"].args == (0.01, 0.3)
+
+
+@pytest.mark.parametrize("name", config.SAMPLERS)
+def test_a_space_may_name_its_sampler(tmp_path, name):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"sampler: {name}\nsearch: {{head.dropout: {{uniform: [0.1, 0.3]}}}}\n")
+    assert space.load(path).sampler == name
+    assert space.load("heads").sampler is None

@@ -108,8 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     search.add_argument(
         "--strategy",
-        default="tpe-asha",
-        help="tpe-asha (default), random-asha, tpe-fifo, random-fifo",
+        help="SAMPLER-SCHEDULER: tpe|random|qmc|gp|cmaes with asha|fifo (default: the "
+        "space's sampler, TPE unless it names one, with asha)",
     )
     search.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -192,7 +192,6 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
     """A resumed search is the search that was started: its space and budget cannot change."""
     from sentune.errors import RunError
     from sentune.runs import read_manifest
-    from sentune.search import DEFAULT_STRATEGY
 
     manifest = read_manifest(args.resume)
     name = manifest.space.name
@@ -204,7 +203,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
     changed = sorted(overrides) + [
         flag
         for flag, changed in (
-            ("strategy", args.strategy != DEFAULT_STRATEGY),
+            ("strategy", args.strategy is not None),
             ("precision", args.precision != "auto"),
             ("device", args.device != "auto"),
         )

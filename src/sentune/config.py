@@ -45,6 +45,8 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 #: How class imbalance is handled: loss weights (none/balanced/sqrt) or oversampling.
 IMBALANCE = ("none", "balanced", "sqrt", "oversample")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Optuna samplers a space (`sampler:`) or a strategy may name; TPE unless one is named.
+SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sentune import config, runs
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.space import SearchSpec
+from sentune.space import SearchSpec, check_sampler
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,14 @@ class Strategy:
     scheduler: str
 
 
-#: Search strategies by name; adding one is one entry (samplers and schedulers below).
+#: Schedulers by name: ASHA stops weak trials at its rungs, FIFO trains every trial fully.
+SCHEDULERS = ("asha", "fifo")
+#: Search strategies by name, every sampler (`config.SAMPLERS`, built by `build_sampler`) with
+#: every scheduler (built by `_scheduler`).
 STRATEGIES: dict[str, Strategy] = {
-    "tpe-asha": Strategy("tpe", "asha"),
-    "random-asha": Strategy("random", "asha"),
-    "tpe-fifo": Strategy("tpe", "fifo"),
-    "random-fifo": Strategy("random", "fifo"),
+    f"{sampler}-{scheduler}": Strategy(sampler, scheduler)
+    for scheduler in SCHEDULERS
+    for sampler in config.SAMPLERS
 }
 DEFAULT_STRATEGY = "tpe-asha"
 
@@ -68,7 +70,8 @@ class SearchOptions:
         dashboard_port: Its port (None: Ray's default, 8265).
         num_cpus: CPUs local Ray may use (None: all of this machine's).
         cache_dir: Where tokenized data is cached between searches.
-        strategy: A name of `STRATEGIES` (sampler + scheduler).
+        strategy: A name of `STRATEGIES` (sampler + scheduler); None: the space's sampler
+            (TPE unless it names one) with ASHA.
         max_failures: Retries of a failed trial (from its latest checkpoint) before it is
             recorded as errored.
         trial_hook: Called in the trial's process after each report with the metrics and
@@ -85,7 +88,7 @@ class SearchOptions:
     dashboard_port: int | None = None
     num_cpus: int | None = None
     cache_dir: Path = Path(config.CACHE_DIR)
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str | None = None
     max_failures: int = 1
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None
 
@@ -104,10 +107,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         SentuneError: Bad input or an unwritable storage folder, before any run folder is left
             behind (a search that fails before any trial reported removes its folder).
     """
-    if options.strategy not in STRATEGIES:
-        raise SpaceError(
-            f"unknown strategy {options.strategy!r}; use one of {', '.join(STRATEGIES)}"
-        )
+    options = replace(options, strategy=_strategy_name(spec, options.strategy))
     _check_options(options)
     _check_resources(spec, options)
     _check_writable(options.storage)
@@ -126,6 +126,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
         resumable=True,
     )
+    strategy = STRATEGIES[options.strategy]
     with _removed_unless_started(run_dir, options):
         with _storage_errors(run_dir):
             run_dir.mkdir(parents=True)
@@ -138,11 +139,11 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 max_failures=options.max_failures,
                 address=options.address,
                 optuna_study=run_name if spec.params else None,
+                sampler=sampler_settings(strategy.sampler, spec.budget) if spec.params else None,
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
         with _ray(options):
-            strategy = STRATEGIES[options.strategy]
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
     _finish(run_dir, grid, spec.budget, options)
@@ -441,19 +442,82 @@ def _build_tuner(
     )
 
 
+def _strategy_name(spec: SearchSpec, strategy: str | None) -> str:
+    """The strategy asked for, else the space's sampler (TPE unless named) with ASHA."""
+    name = strategy or f"{spec.sampler or 'tpe'}-asha"
+    if name not in STRATEGIES:
+        raise SpaceError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    check_sampler(f"strategy {name}", STRATEGIES[name].sampler, spec.params)
+    return name
+
+
+# --- samplers: the one place they are built --------------------------------------------------
+
+#: TPE, GP and CMA-ES propose at random for a share of the trial budget first (see
+#: `sampler_settings`): at least this many trials, at most Optuna's own default.
+MIN_STARTUP_TRIALS, MAX_STARTUP_TRIALS = 3, 10
+
+
+def sampler_settings(name: str, budget: BudgetConfig) -> dict[str, Any]:
+    """The settings of sampler `name` for a search of `budget` (recorded in the manifest).
+
+    `n_startup_trials` is a third of the trial budget, between 3 and 10: Optuna's default of
+    10 random trials left TPE nothing to propose in spaces of 10 trials or fewer, while 3 is
+    the fewest that split into a good and a bad group; two thirds of the budget then follow
+    the model. TPE is multivariate with `group` (the joint density of parameters that appear
+    together, which conditional parameters need), and uses the constant liar when trials run
+    concurrently, so that trials started together do not get the same proposal.
+    """
+    startup = min(MAX_STARTUP_TRIALS, max(MIN_STARTUP_TRIALS, budget.trials // 3))
+    concurrent = budget.concurrency is None or budget.concurrency > 1
+    settings: dict[str, Any] = {"name": name, "seed": budget.seed}
+    if name in ("tpe", "gp", "cmaes"):
+        settings["n_startup_trials"] = startup
+    if name == "tpe":
+        settings.update(multivariate=True, group=True, constant_liar=concurrent)
+    if name == "qmc":
+        settings.update(scramble=True)
+    return settings
+
+
+def build_sampler(settings: dict[str, Any]):
+    """The Optuna sampler of `sampler_settings(...)`.
+
+    Raises:
+        SpaceError: `cmaes` without the `cmaes` package.
+    """
+    import importlib.util
+    import warnings
+
+    import optuna
+
+    options = {k: v for k, v in settings.items() if k != "name"}
+    name = settings["name"]
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise SpaceError("sampler cmaes needs the cmaes package; pip install cmaes")
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "gp": optuna.samplers.GPSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+    }
+    with warnings.catch_warnings():
+        # multivariate/group TPE and the constant liar are marked experimental by Optuna.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name](**options)
+
+
 def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     """Optuna's sampler, seeded, behind Ray's `OptunaSearch`, its study kept in the run's
     journal (None when nothing is searched)."""
-    import optuna
-
     if not spec.params:
         return None
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     return _journal_searcher_class()(
         journal=runs.optuna_journal(run_dir.resolve()),
         max_epochs=spec.budget.max_epochs,
         study_name=run_dir.name,
-        sampler=samplers[sampler](seed=spec.budget.seed),
+        sampler=build_sampler(sampler_settings(sampler, spec.budget)),
     )
 
 

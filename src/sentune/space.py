@@ -33,7 +33,7 @@ from sentune.errors import SpaceError
 
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
-_TOP_KEYS = ("description", "model", "data", "budget", "fixed", "search")
+_TOP_KEYS = ("description", "model", "data", "budget", "sampler", "fixed", "search")
 DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint")
 
 
@@ -103,6 +103,8 @@ class SearchSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     #: Dotted keys of the tunable sections, searched.
     params: dict[str, Param] = field(default_factory=dict)
+    #: The Optuna sampler the space asks for (`config.SAMPLERS`); None: TPE.
+    sampler: str | None = None
 
     def param_space(self) -> dict[str, Any]:
         """The Tune `param_space`: fixed values and searched domains, by dotted key."""
@@ -183,6 +185,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
 
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
+    sampler = _sampler(where, raw.get("sampler"), params)
     return SearchSpec(
         name=path.stem,
         path=path,
@@ -192,6 +195,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         budget=budget_cfg,
         fixed=fixed,
         params=params,
+        sampler=sampler,
     )
 
 
@@ -366,4 +370,32 @@ def _check_budget(where: str, budget: BudgetConfig) -> None:
         raise SpaceError(
             f"{where}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs "
             f"({budget.max_epochs}); lower the grace period or raise max_epochs"
+        )
+
+
+# --- the sampler a space names -----------------------------------------------------------------
+
+
+def _sampler(where: str, name: Any, params: dict[str, Param]) -> str | None:
+    if name is None:
+        return None
+    check_sampler(where, name, params)
+    return name
+
+
+def check_sampler(where: str, name: Any, params: dict[str, Param]) -> None:
+    """Check that sampler `name` exists and can search `params`.
+
+    Raises:
+        SpaceError: An unknown sampler, or CMA-ES on a space with a `choice` parameter.
+    """
+    if name not in config.SAMPLERS:
+        raise SpaceError(
+            f"{where}: sampler: unknown sampler {name!r}; use one of {', '.join(config.SAMPLERS)}"
+        )
+    categorical = sorted(key for key, p in params.items() if p.kind == "choice")
+    if name == "cmaes" and categorical:
+        raise SpaceError(
+            f"{where}: sampler cmaes cannot search choice parameters ({', '.join(categorical)}); "
+            "use sampler tpe, or make them numeric ranges"
         )
