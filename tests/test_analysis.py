@@ -400,3 +400,39 @@ def test_token_lengths_give_the_share_each_max_length_truncates(csv_manifest, tm
     assert tokens.cuts["max_length"].tolist() == [8]
     assert tokens.cuts["truncated_share"].iloc[0] == pytest.approx((tokens.lengths > 8).mean())
     assert not tokens.cuts["searched"].any()
+
+
+COND_SPACE = """\
+search:
+  head.layers: {choice: [0, 1]}
+  head.width: {choice: [8, 64], when: {head.layers: [1]}}
+  head.dropout: {uniform: [0.0, 0.5]}
+"""
+
+
+def test_conditional_parameters_are_blank_where_inactive_and_measured_where_active(tmp_path):
+    """Among the trials with a hidden layer, width decides the score; without one, width is
+    not drawn. Dropout does nothing."""
+    run_dir = tmp_path / "trials" / "cond-20260101-000000"
+    searched = ["head.dropout", "head.layers", "head.width"]
+    write_manifest(run_dir, searched=searched, space_text=COND_SPACE)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        layers, width = i % 2, (8, 64)[(i // 2) % 2]
+        trial = {"head.layers": layers, "head.dropout": float(rng.uniform(0, 0.5))}
+        if layers:
+            trial["head.width"] = width
+        score = 0.6 + (0.2 if layers and width == 64 else 0.0) + float(rng.normal(0, 0.005))
+        write_trial(run_dir, f"t{i:03d}", trial, [score, score + 0.01])
+    run = runs.open_run(run_dir)
+    board = analysis.leaderboard(run).set_index("trial_id")
+    assert board.loc["t000", "head.width"] != board.loc["t000", "head.width"]  # NaN
+    assert board.loc["t001", "head.width"] == 8 and board.loc["t003", "head.width"] == 64
+    frame = analysis.parameter_importance(run, seeds=2, bootstraps=4).set_index("param")
+    assert frame.loc["head.width", "n_trials"] == 8
+    assert frame.loc["head.layers", "n_trials"] == 16
+    assert frame.loc["head.dropout", "n_trials"] == 16
+    # Among the trials with a layer, width explains the score; dropout nothing anywhere.
+    assert frame.loc["head.width", "importance_mean"] > 0.7
+    assert frame.loc["head.width", "low"] > frame.loc["head.dropout", "high"]
+    assert frame["note"].eq("").all()

@@ -199,3 +199,17 @@ def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
         search._strategy_name(spec, "cmaes-asha")
     with pytest.raises(space.SpaceError, match="unknown strategy 'bayes-asha'"):
         search._strategy_name(spec, "bayes-asha")
+
+
+def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp_path):
+    spec = space.load("heads")
+    run_dir = tmp_path / "heads-20260101-000000"
+    run_dir.mkdir()
+    searcher = search._searcher("random", spec, run_dir)
+    configs = [searcher.suggest(f"trial{i:02d}") for i in range(20)]
+    assert {c["head.layers"] for c in configs} == {0, 1, 2}
+    for suggested in configs:
+        has_layer = suggested["head.layers"] > 0
+        assert ("head.width" in suggested) == has_layer
+        assert ("head.activation" in suggested) == has_layer
+    assert (run_dir / runs.OPTUNA_JOURNAL).is_file()

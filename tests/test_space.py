@@ -120,6 +120,34 @@ BAD = {
         "sampler: bayes\nsearch: {head.dropout: {uniform: [0.1, 0.3]}}",
         "unknown sampler 'bayes'; use one of tpe, random, qmc, gp, cmaes",
     ),
+    "condition on an unknown key": (
+        "search: {head.width: {choice: [8, 16], when: {head.layerz: [1]}}}",
+        "unknown parameter 'head.layerz'",
+    ),
+    "condition on a fixed key": (
+        "fixed: {head.layers: 1}\n"
+        "search: {head.width: {choice: [8, 16], when: {head.layers: [1]}}}",
+        "head.layers is not searched",
+    ),
+    "condition on itself": (
+        "search: {head.width: {choice: [8, 16], when: {head.width: [8]}}}",
+        "cannot depend on itself",
+    ),
+    "condition never met": (
+        "search:\n  head.layers: {choice: [0, 1]}\n"
+        "  head.width: {choice: [8, 16], when: {head.layers: [2]}}",
+        "head.layers never takes 2",
+    ),
+    "condition not a mapping": (
+        "search:\n  head.layers: {choice: [0, 1]}\n"
+        "  head.width: {choice: [8, 16], when: [head.layers]}",
+        "give a mapping of searched parameter",
+    ),
+    "conditions in a cycle": (
+        "search:\n  head.width: {choice: [8, 16], when: {head.activation: [relu]}}\n"
+        "  head.activation: {choice: [gelu, relu], when: {head.width: [8]}}",
+        "conditions form a cycle (head.width -> head.activation -> head.width)",
+    ),
     "cmaes on a choice": (
         "sampler: cmaes\nsearch: {head.pooling: {choice: [cls, mean]}}",
         "sampler cmaes cannot search choice parameters (head.pooling)",
@@ -161,3 +189,60 @@ def test_a_space_may_name_its_sampler(tmp_path, name):
     path.write_text(f"sampler: {name}\nsearch: {{head.dropout: {{uniform: [0.1, 0.3]}}}}\n")
     assert space.load(path).sampler == name
     assert space.load("heads").sampler is None
+
+
+def _samplers():
+    import optuna
+
+    return {
+        "random": optuna.samplers.RandomSampler(seed=0),
+        "tpe": optuna.samplers.TPESampler(
+            seed=0, n_startup_trials=5, multivariate=True, group=True
+        ),
+    }
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("name", space.list_spaces())
+def test_no_inactive_parameter_is_sampled(name, sampler):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = space.load(name)
+    define_by_run = spec.define_by_run()
+    study = optuna.create_study(direction="maximize", sampler=_samplers()[sampler])
+    seen_inactive = 0
+    for i in range(30):
+        trial = study.ask()
+        values = define_by_run.suggest(trial)
+        assert values == trial.params  # nothing else was drawn into the trial
+        for key, param in spec.params.items():
+            active = all(values.get(parent) in allowed for parent, allowed in param.when)
+            assert (key in values) == active, (key, values)
+            seen_inactive += not active
+        study.tell(trial, float(values.get("head.dropout", 0.0)) + i % 3)
+    if name in ("heads", "full"):
+        assert seen_inactive, "head.layers: 0 was never drawn in 30 trials"
+        for key in ("head.width", "head.activation"):
+            assert spec.params[key].when, key
+
+
+def test_conditions_are_parsed_in_parent_first_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "search:\n"
+        "  head.activation: {choice: [gelu, relu], when: {head.width: [16]}}\n"
+        "  head.width: {choice: [8, 16], when: {head.layers: [1, 2]}}\n"
+        "  head.layers: {choice: [0, 1, 2]}\n"
+    )
+    spec = space.load(path)
+    assert spec.params["head.width"].when == (("head.layers", (1, 2)),)
+    assert spec.define_by_run().order == ["head.layers", "head.width", "head.activation"]
+
+
+def test_fixing_a_condition_s_parent_settles_the_condition():
+    deep = space.load("heads", overrides={"head.layers": 2})
+    assert deep.params["head.width"].when == () and deep.params["head.activation"].when == ()
+    flat = space.load("heads", overrides={"head.layers": 0})
+    assert "head.width" not in flat.params and "head.activation" not in flat.params
+    assert {"head.pooling", "head.dropout"} <= set(flat.params)

@@ -353,6 +353,12 @@ def parameter_importance(
     resamples of the trials (the first being the trials themselves), so the spread shows which
     importances a handful of trials can actually support.
 
+    A conditional parameter (`when:` in the space) is measured among the trials where it was
+    active, by a forest over the parameters active in all of them (its parents included): fANOVA
+    needs complete rows, and filling an inactive value would credit the parameter with its
+    parent's effect (an inactive `head.width` is exactly `head.layers: 0`). Its `n_trials` is
+    then the number of those trials, and its share is of the variance among them.
+
     Args:
         run: `runs.open_run(...)`.
         curves: `learning_curves(run)` (computed when None).
@@ -363,7 +369,8 @@ def parameter_importance(
     Returns:
         One row per searched parameter, most important first: `importance_mean`,
         `importance_std`, `low`/`high` (5th/95th percentiles over all fits), `fidelity_epoch`,
-        `n_trials`, and `note`, which says why the numbers are missing when they are.
+        `n_trials` (those the parameter was measured on), and `note`, which says why the
+        numbers are missing when they are.
     """
     curves = learning_curves(run) if curves is None else curves
     if params is None:
@@ -398,31 +405,85 @@ def parameter_importance(
         return without_numbers(
             f"every trial scored the same at epoch {epoch:g}; nothing to attribute"
         )
-    fits = _fanova_fits(trials, params, seeds=seeds, bootstraps=bootstraps)
+    parts = [
+        _importance_where_active(
+            keys, trials, params, epoch=epoch, seeds=seeds, bootstraps=bootstraps
+        )
+        for keys in _activity_groups(trials, searched)
+    ]
+    table = pd.concat(parts, ignore_index=True)
+    return table.sort_values(
+        "importance_mean", ascending=False, na_position="last", kind="stable"
+    ).reset_index(drop=True)[IMPORTANCE_COLUMNS]
+
+
+def _is_active(values: dict[str, Any], key: str) -> bool:
+    # A conditional parameter that was inactive is absent from the trial's config.
+    return values.get(key) is not None
+
+
+def _activity_groups(trials: list[tuple[dict[str, Any], float]], keys: list[str]) -> list[list]:
+    """The searched keys grouped by the trials in which they were active (in `keys` order)."""
+    groups: dict[tuple[bool, ...], list[str]] = {}
+    for key in keys:
+        groups.setdefault(tuple(_is_active(p, key) for p, _ in trials), []).append(key)
+    return list(groups.values())
+
+
+def _importance_where_active(
+    keys: list[str],
+    trials: list[tuple[dict[str, Any], float]],
+    params: dict[str, Param],
+    *,
+    epoch: float,
+    seeds: int,
+    bootstraps: int,
+) -> pd.DataFrame:
+    """fANOVA importance of `keys` (active in the same trials) among the trials where they were
+    active, the forest fitted on every parameter active in all of those trials."""
+    subset = [(p, v) for p, v in trials if all(_is_active(p, k) for k in keys)]
+    fitted = [k for k in params if all(_is_active(p, k) for p, _ in subset)]
+    where = "" if len(subset) == len(trials) else " where it was active"
+
+    def without_numbers(note: str) -> pd.DataFrame:
+        rows = [
+            {"param": k, "fidelity_epoch": epoch, "n_trials": len(subset), "note": note}
+            for k in keys
+        ]
+        return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
+
+    if len(subset) < MIN_IMPORTANCE_TRIALS:
+        return without_numbers(
+            f"active in only {len(subset)} trial(s) at epoch {epoch:g}; importance needs at "
+            f"least {MIN_IMPORTANCE_TRIALS}"
+        )
+    if np.ptp([v for _, v in subset]) == 0:
+        return without_numbers(
+            f"every trial{where} scored the same at epoch {epoch:g}; nothing to attribute"
+        )
+    fits = _fanova_fits(subset, {k: params[k] for k in fitted}, seeds=seeds, bootstraps=bootstraps)
     if not len(fits):
         return without_numbers("fANOVA failed on every resample")
     table = pd.DataFrame(
         {
-            "param": searched,
-            "importance_mean": [fits[k].mean() for k in searched],
-            "importance_std": [fits[k].std(ddof=0) for k in searched],
-            "low": [fits[k].quantile(0.05) for k in searched],
-            "high": [fits[k].quantile(0.95) for k in searched],
+            "param": keys,
+            "importance_mean": [fits[k].mean() for k in keys],
+            "importance_std": [fits[k].std(ddof=0) for k in keys],
+            "low": [fits[k].quantile(0.05) for k in keys],
+            "high": [fits[k].quantile(0.95) for k in keys],
         }
     )
     table["fidelity_epoch"] = epoch
-    table["n_trials"] = len(trials)
+    table["n_trials"] = len(subset)
     # ASHA keeps the trials that share the good values: a parameter may not vary among them.
-    constant = {k for k in searched if len({repr(p.get(k)) for p, _ in trials}) == 1}
+    constant = {k for k in keys if len({repr(p.get(k)) for p, _ in subset}) == 1}
     table["note"] = [
-        f"constant among the trials at epoch {epoch:g}: no importance measurable"
+        f"constant among the trials{where} at epoch {epoch:g}: no importance measurable"
         if k in constant
         else ""
-        for k in searched
+        for k in keys
     ]
-    return table.sort_values("importance_mean", ascending=False, kind="stable").reset_index(
-        drop=True
-    )[IMPORTANCE_COLUMNS]
+    return table
 
 
 def _params_or_observed(run: Run) -> dict[str, Param]:

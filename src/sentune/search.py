@@ -412,7 +412,9 @@ def _build_tuner(
     trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
     return tune.Tuner(
         trainable,
-        param_space=spec.param_space(),
+        # The searcher draws the searched parameters (define-by-run, conditions honoured);
+        # Tune's own config holds the fixed ones only.
+        param_space=dict(spec.fixed),
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
@@ -516,6 +518,9 @@ def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     return _journal_searcher_class()(
         journal=runs.optuna_journal(run_dir.resolve()),
         max_epochs=spec.budget.max_epochs,
+        space=spec.define_by_run(),
+        metric=config.OBJECTIVE,
+        mode=config.MODE,
         study_name=run_dir.name,
         sampler=build_sampler(sampler_settings(sampler, spec.budget)),
     )
