@@ -139,7 +139,8 @@ def small_run(tmp_path) -> Path:
 
 def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small_run):
     table = analysis.leaderboard(runs.open_run(small_run))
-    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    # aaaa alone trained the full 3 epochs; the rest are compared at epoch 1, which all reached.
+    assert table["trial_id"].tolist() == ["aaaa", "eeee", "bbbb", "cccc", "dddd"]
     best = table.set_index("trial_id")
     assert best.loc["aaaa", config.OBJECTIVE] == 0.8
     assert best.loc["aaaa", "best_epoch"] == 2
@@ -147,6 +148,68 @@ def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small
     assert best.loc["aaaa", config.TRAIN_SAMPLES_PER_S] == pytest.approx(101.0)
     for column in analysis.LEADERBOARD_COLUMNS + SEARCHED:
         assert column in table.columns
+
+
+def _trial_order_run(tmp_path: Path) -> Path:
+    """Sequential ASHA: the first trial met every rung unopposed and alone trained 3 epochs;
+    at epoch 1 it ranked 4th, at epoch 2 the top three are within 0.005."""
+    run_dir = tmp_path / "trials" / "order-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "first", params(0.1), [0.60, 0.700, 0.7613], start=0)
+    write_trial(run_dir, "second", params(0.2), [0.66, 0.704], start=30)
+    write_trial(run_dir, "third", params(0.3), [0.65, 0.702], start=50)
+    write_trial(run_dir, "fourth", params(0.4), [0.64], start=70)
+    write_trial(run_dir, "fifth", params(0.5), [0.55], start=80)
+    return run_dir
+
+
+def test_leaderboard_compares_trials_at_equal_fidelity(tmp_path):
+    table = analysis.leaderboard(runs.open_run(_trial_order_run(tmp_path)))
+    assert table["trial_id"].tolist() == ["first", "second", "third", "fourth", "fifth"]
+    board = table.set_index("trial_id")
+    # The full-budget trial is ranked on its best epoch; the others at epoch 1, not at their best.
+    assert board.loc["first", "rank_epoch"] == 3
+    assert board.loc["first", "rank_score"] == pytest.approx(0.7613)
+    assert (board.drop(index="first")["rank_epoch"] == 1).all()
+    assert board.loc["second", "rank_score"] == pytest.approx(0.66)
+    assert board.loc["fourth", config.OBJECTIVE] == pytest.approx(0.64)
+    # Scored at epoch 1, "fourth" (0.64) beats "fifth" (0.55); "third" (0.65) beats "fourth"
+    # though by best epoch "third" got 0.702 from an extra epoch "fourth" never had.
+    for column, epoch in (("f1@1", 1), ("f1@2", 2), ("f1@3", 3)):
+        assert column == analysis.epoch_score_column(epoch)
+    assert board.loc["third", "f1@2"] == pytest.approx(0.702)
+    assert math.isnan(board.loc["fourth", "f1@2"]) and math.isnan(board.loc["second", "f1@3"])
+    assert board.loc["first", "f1@1"] == pytest.approx(0.60)
+    cols = table.columns.tolist()
+    assert cols.index("f1@3") < cols.index(SEARCHED[0])
+
+
+def test_leaderboard_ranks_the_full_budget_first_even_against_better_short_trials(tmp_path):
+    run_dir = tmp_path / "trials" / "short-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "long-a", params(0.1), [0.5, 0.55, 0.6])
+    write_trial(run_dir, "long-b", params(0.2), [0.5, 0.6, 0.65])
+    write_trial(run_dir, "short", params(0.3), [0.9, 0.95])
+    write_trial(run_dir, "shorter", params(0.4), [0.92])
+    table = analysis.leaderboard(runs.open_run(run_dir))
+    assert table["trial_id"].tolist() == ["long-b", "long-a", "shorter", "short"]
+    assert table["rank_epoch"].tolist() == [3, 3, 1, 1]
+
+
+def test_the_exported_winner_follows_the_leaderboard_order(tmp_path):
+    from sentune.export import select_winner
+
+    run_dir = tmp_path / "trials" / "winner-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "long", params(0.1), [0.5, 0.55, 0.6], checkpoint=True)
+    write_trial(run_dir, "short", params(0.3), [0.9], checkpoint=True)
+    winner = select_winner(runs.open_run(run_dir))
+    assert (winner.trial_id, winner.rank) == ("long", 1)
+
+
+def test_the_ranking_rule_is_stated_as_data():
+    assert "full epoch budget" in analysis.RANKING_RULE
+    assert analysis.RANKING_RULE.count(".") == 1  # one sentence
 
 
 def test_status_and_asha_rung_of_each_trial(small_run):
@@ -324,7 +387,7 @@ def test_analyze_without_data_and_write_tables(small_run, tmp_path):
     assert "git_commit" in result.manifest["item"].tolist()
     written = analysis.write_tables(result, tmp_path / "out")
     table = pd.read_csv(written["leaderboard"])
-    assert table["trial_id"].tolist() == ["eeee", "aaaa", "cccc", "bbbb", "dddd"]
+    assert table["trial_id"].tolist() == ["aaaa", "eeee", "bbbb", "cccc", "dddd"]
     importance = pd.read_csv(written["importance"])
     assert set(importance["param"]) == set(SEARCHED)
 
@@ -488,19 +551,22 @@ def test_param_values_label_choices_whatever_pandas_made_of_them():
 def test_board_ranks_the_floor_among_the_trials(small_run):
     table = analysis.leaderboard(runs.open_run(small_run))
     board = analysis.board_with_floor(table, SEARCHED, _floor(0.7))
+    # Leaderboard order (equal fidelity): aaaa, eeee, bbbb, cccc, dddd; the floor goes before
+    # the first trial below it.
     assert board.table["trial_id"].tolist() == [
-        "eeee",
         "aaaa",
+        "eeee",
         "TF-IDF floor",
-        "cccc",
         "bbbb",
+        "cccc",
         "dddd",
     ]
     assert board.floor_row == 2
     assert board.table.loc[2, config.OBJECTIVE] == 0.7
     assert list(board.table.columns) == analysis.BOARD_COLUMNS + SEARCHED
-    # cccc ties with the floor: it does not beat it, but ranks above it.
-    assert analysis.board_with_floor(table, SEARCHED, _floor(0.65)).floor_row == 3
+    # A trial that ties with the floor does not push it down, nor does one below it.
+    assert analysis.board_with_floor(table, SEARCHED, _floor(0.6)).floor_row == 4
+    assert analysis.board_with_floor(table, SEARCHED, _floor(0.95)).floor_row == 0
     assert analysis.board_with_floor(table, SEARCHED, None).floor_row is None
 
 
@@ -554,3 +620,39 @@ def test_manifest_summary_is_flat_plain_text(small_run):
     # No nested JSON, no Python reprs, and the data's statistics are the data panel's.
     assert not frame["value"].str.contains(r"[{}']|None|True|False").any()
     assert not frame["item"].str.startswith(("data.stats", "space.text")).any()
+
+
+COND_SPACE = """\
+search:
+  head.layers: {choice: [0, 1]}
+  head.width: {choice: [8, 64], when: {head.layers: [1]}}
+  head.dropout: {uniform: [0.0, 0.5]}
+"""
+
+
+def test_conditional_parameters_are_blank_where_inactive_and_measured_where_active(tmp_path):
+    """Among the trials with a hidden layer, width decides the score; without one, width is
+    not drawn. Dropout does nothing."""
+    run_dir = tmp_path / "trials" / "cond-20260101-000000"
+    searched = ["head.dropout", "head.layers", "head.width"]
+    write_manifest(run_dir, searched=searched, space_text=COND_SPACE)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        layers, width = i % 2, (8, 64)[(i // 2) % 2]
+        trial = {"head.layers": layers, "head.dropout": float(rng.uniform(0, 0.5))}
+        if layers:
+            trial["head.width"] = width
+        score = 0.6 + (0.2 if layers and width == 64 else 0.0) + float(rng.normal(0, 0.005))
+        write_trial(run_dir, f"t{i:03d}", trial, [score, score + 0.01])
+    run = runs.open_run(run_dir)
+    board = analysis.leaderboard(run).set_index("trial_id")
+    assert board.loc["t000", "head.width"] != board.loc["t000", "head.width"]  # NaN
+    assert board.loc["t001", "head.width"] == 8 and board.loc["t003", "head.width"] == 64
+    frame = analysis.parameter_importance(run, seeds=2, bootstraps=4).set_index("param")
+    assert frame.loc["head.width", "n_trials"] == 8
+    assert frame.loc["head.layers", "n_trials"] == 16
+    assert frame.loc["head.dropout", "n_trials"] == 16
+    # Among the trials with a layer, width explains the score; dropout nothing anywhere.
+    assert frame.loc["head.width", "importance_mean"] > 0.7
+    assert frame.loc["head.width", "low"] > frame.loc["head.dropout", "high"]
+    assert frame["note"].eq("").all()

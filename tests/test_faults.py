@@ -179,8 +179,8 @@ def test_sigkilled_driver_resumes_without_losing_finished_trials(
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None:
             listeners |= _ray_listeners(driver.pid)
-            runs = list(storage.glob("*/"))
-            if runs and len(_trial_results(runs[0])) >= 2:
+            started = list(storage.glob("*/"))
+            if started and len(_trial_results(started[0])) >= 2:
                 break
             time.sleep(0.5)
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -223,6 +223,27 @@ def test_sigkilled_driver_resumes_without_losing_finished_trials(
     table = leaderboard(open_run(run_dir))
     assert len(table) == 4 and table["error"].eq("").all()
     assert all(len(list((run_dir / t).glob("checkpoint_*"))) == 1 for t in table["trial_id"])
+    # The resumed search went on writing the run's one Optuna journal: every trial is there,
+    # finished, with one intermediate value per epoch it ran.
+    study = _study(run_dir)
+    finished = {
+        t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials if t.state.is_finished()
+    }
+    assert set(finished) == set(table["trial_id"])
+    for _, row in table.iterrows():
+        assert sorted(finished[row["trial_id"]].intermediate_values) == list(
+            range(1, int(row["epochs"]) + 1)
+        )
+
+
+def _study(run_dir: Path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalFileBackend(str(runs.optuna_journal(run_dir)))
+    name = runs.read_manifest(run_dir).optuna_study
+    return optuna.load_study(study_name=name, storage=JournalStorage(journal))
 
 
 def _children(pid: int):

@@ -41,8 +41,14 @@ def test_leaderboard_contract(tiny_run):
         "head.dropout",
     ):
         assert column in table.columns
-    scores = table[config.OBJECTIVE].tolist()
-    assert scores == sorted(scores, reverse=True)
+    # Equal fidelity: the full-budget trials first by best epoch, then the rest at a common epoch.
+    full = table["epochs"] == 3
+    assert full.tolist() == sorted(full.tolist(), reverse=True)
+    for group in (table[full], table[~full]):
+        ranked = group["rank_score"].tolist()
+        assert ranked == sorted(ranked, reverse=True)
+    assert (table.loc[full, "rank_score"] == table.loc[full, config.OBJECTIVE]).all()
+    assert table.loc[~full, "rank_epoch"].nunique() <= 1
     # Best-epoch scoring: each trial's score is the max over its reported epochs.
     run = runs.open_run(tiny_run)
     for _, row in table.iterrows():
@@ -219,3 +225,111 @@ def test_a_fixed_max_length_that_cuts_most_texts_is_warned_about(
     assert share > config.TRUNCATION_WARN_SHARE
     assert warning.startswith(f"train.max_length 8 truncates {100 * share:.1f}% of the training")
     assert "train.truncation: head_tail" in warning
+
+
+def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    manifest = runs.read_manifest(tiny_run)
+    journal = tiny_run / runs.OPTUNA_JOURNAL
+    assert journal.is_file() and manifest.optuna_study == tiny_run.name
+    study = optuna.load_study(
+        study_name=manifest.optuna_study, storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    board = analysis.leaderboard(runs.open_run(tiny_run)).set_index("trial_id")
+    by_ray_id = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
+    assert set(by_ray_id) == set(board.index)
+    for trial_id, row in board.iterrows():
+        trial = by_ray_id[trial_id]
+        epochs = int(row["epochs"])
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+        for epoch, value in trial.intermediate_values.items():
+            assert value == pytest.approx(row[analysis.epoch_score_column(epoch)])
+        if row["status"] == "stopped":
+            assert trial.state == TrialState.PRUNED
+            assert trial.value == pytest.approx(trial.intermediate_values[epochs])
+        else:
+            assert row["status"] == "completed"
+            assert trial.state == TrialState.COMPLETE
+            assert trial.value == pytest.approx(row[config.OBJECTIVE])
+    assert any(t.state == TrialState.PRUNED for t in study.trials)
+
+
+def _proposals(sampler, trials: int) -> list[dict]:
+    """The configurations `sampler` proposes on a toy objective (best at dropout 0.1, lr 1e-3)."""
+    import math
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    spec = space.load("optim")
+    proposed = []
+    for _ in range(trials):
+        trial = study.ask()
+        values = {key: p.suggest(trial, key) for key, p in spec.params.items()}
+        lr = values["train.learning_rate"]
+        study.tell(trial, -abs(math.log10(lr) + 3) - values["train.warmup_ratio"])
+        proposed.append(values)
+    return proposed
+
+
+def test_tpe_learns_within_a_ten_trial_budget():
+    budget = config.BudgetConfig(trials=10, seed=0, concurrency=2)
+    settings = search.sampler_settings("tpe", budget)
+    assert settings["n_startup_trials"] == 3
+    assert settings["multivariate"] and settings["group"] and settings["constant_liar"]
+    startup = settings["n_startup_trials"]
+    tpe = _proposals(search.build_sampler(settings), 10)
+    random = _proposals(search.build_sampler(search.sampler_settings("random", budget)), 10)
+    # After the startup trials, TPE proposes from its model, not what random sampling draws.
+    assert tpe[startup:] != random[startup:]
+    assert len(tpe) - startup >= 2 * startup  # two thirds of the budget follow the model
+
+
+@pytest.mark.parametrize(
+    ("trials", "startup"), [(3, 3), (6, 3), (10, 3), (12, 4), (40, 10), (1000, 10)]
+)
+def test_startup_trials_scale_with_the_budget(trials, startup):
+    budget = config.BudgetConfig(trials=trials, concurrency=1)
+    settings = search.sampler_settings("tpe", budget)
+    assert settings["n_startup_trials"] == startup
+    assert not settings["constant_liar"]  # one trial at a time: nothing to lie about
+
+
+@pytest.mark.parametrize("name", config.SAMPLERS)
+def test_every_named_sampler_builds_and_proposes(name):
+    import optuna
+
+    budget = config.BudgetConfig(trials=6)
+    sampler = search.build_sampler(search.sampler_settings(name, budget))
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    if name != "cmaes":  # CMA-ES cannot search the choice parameters of `optim`
+        assert len(_proposals(sampler, 4)) == 4
+
+
+def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
+    spec = space.load("optim")
+    assert search._strategy_name(spec, None) == "tpe-asha"
+    assert search._strategy_name(spec, "qmc-fifo") == "qmc-fifo"
+    with pytest.raises(space.SpaceError, match="cannot search choice parameters"):
+        search._strategy_name(spec, "cmaes-asha")
+    with pytest.raises(space.SpaceError, match="unknown strategy 'bayes-asha'"):
+        search._strategy_name(spec, "bayes-asha")
+
+
+def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp_path):
+    spec = space.load("heads")
+    run_dir = tmp_path / "heads-20260101-000000"
+    run_dir.mkdir()
+    searcher = search._searcher("random", spec, run_dir)
+    configs = [searcher.suggest(f"trial{i:02d}") for i in range(20)]
+    assert {c["head.layers"] for c in configs} == {0, 1, 2}
+    for suggested in configs:
+        has_layer = suggested["head.layers"] > 0
+        assert ("head.width" in suggested) == has_layer
+        assert ("head.activation" in suggested) == has_layer
+    assert (run_dir / runs.OPTUNA_JOURNAL).is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentune import config, search, space
+from sentune import config, space
 from sentune.errors import SpaceError
 
 #: Token lengths shaped like the tweets with MiniLM: p50 30, p95 40, the longest 121.
@@ -19,10 +19,9 @@ def test_every_shipped_space_loads(name):
     assert spec.params, f"{name} searches nothing"
     spec, chosen = space.resolve_max_length(spec, TWEET_LIKE, limit=512)
     assert chosen.values and all(isinstance(v, int) for v in chosen.values)
-    tune_space = search.tune_param_space(spec)
-    assert set(spec.params) <= set(tune_space)
-    for key in tune_space:
+    for key in {**spec.fixed, **spec.params}:
         assert key in config.dotted_keys()
+    assert all(p.kind != "quantiles" for p in spec.params.values())
 
 
 def test_shipped_spaces_include_the_documented_ones():
@@ -47,7 +46,7 @@ def test_spaces_do_not_repeat_defaults(name):
 
 @pytest.mark.parametrize("name", space.list_spaces())
 def test_optuna_and_tune_draw_from_the_same_domain(name):
-    """`Param.suggest` (define-by-run) stays inside what `search.tune_domain` would draw."""
+    """`Param.suggest` (define-by-run) stays inside the space's bounds."""
     import optuna
 
     spec = space.load(name)
@@ -83,8 +82,11 @@ def test_values_and_domains(tmp_path):
     assert spec.values("head.layers") == [0, 2]
     assert spec.values("train.learning_rate") == [1e-4]
     assert spec.values("train.max_length") == [config.TrainConfig().max_length]
-    layers = search.tune_param_space(spec)["head.layers"]
-    assert {layers.sample() for _ in range(200)} == {0, 1, 2}  # inclusive upper bound
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {spec.params["head.layers"].suggest(study.ask(), "head.layers") for _ in range(200)}
+    assert drawn == {0, 1, 2}  # inclusive upper bound
 
 
 def test_overrides_fix_searched_keys_and_replace_budget():
@@ -124,11 +126,6 @@ def test_auto_and_quantiles_resolve_to_concrete_values(tmp_path):
     assert spec.params["train.max_length"] == space.Param("choice", (32, 64, 100))
     assert chosen.rule == "quantiles [0.25, 0.5, 0.95, 1]" and chosen.values == (32, 64, 100)
     assert chosen.truncated_share[100] == pytest.approx(0.01)  # the one text over the cap
-    assert {search.tune_param_space(spec)["train.max_length"].sample() for _ in range(100)} == {
-        32,
-        64,
-        100,
-    }
 
     path.write_text("search: {train.max_length: {quantiles: [0.6, 0.9]}}\n")
     spec, chosen = space.resolve_max_length(space.load(path), TWEET_LIKE, limit=512)
@@ -206,6 +203,42 @@ BAD = {
         "fixed: {train.truncation: middle}",
         "'middle' is not one of head, tail, head_tail",
     ),
+    "unknown sampler": (
+        "sampler: bayes\nsearch: {head.dropout: {uniform: [0.1, 0.3]}}",
+        "unknown sampler 'bayes'; use one of tpe, random, qmc, gp, cmaes",
+    ),
+    "condition on an unknown key": (
+        "search: {head.width: {choice: [8, 16], when: {head.layerz: [1]}}}",
+        "unknown parameter 'head.layerz'",
+    ),
+    "condition on a fixed key": (
+        "fixed: {head.layers: 1}\n"
+        "search: {head.width: {choice: [8, 16], when: {head.layers: [1]}}}",
+        "head.layers is not searched",
+    ),
+    "condition on itself": (
+        "search: {head.width: {choice: [8, 16], when: {head.width: [8]}}}",
+        "cannot depend on itself",
+    ),
+    "condition never met": (
+        "search:\n  head.layers: {choice: [0, 1]}\n"
+        "  head.width: {choice: [8, 16], when: {head.layers: [2]}}",
+        "head.layers never takes 2",
+    ),
+    "condition not a mapping": (
+        "search:\n  head.layers: {choice: [0, 1]}\n"
+        "  head.width: {choice: [8, 16], when: [head.layers]}",
+        "give a mapping of searched parameter",
+    ),
+    "conditions in a cycle": (
+        "search:\n  head.width: {choice: [8, 16], when: {head.activation: [relu]}}\n"
+        "  head.activation: {choice: [gelu, relu], when: {head.width: [8]}}",
+        "conditions form a cycle (head.width -> head.activation -> head.width)",
+    ),
+    "cmaes on a choice": (
+        "sampler: cmaes\nsearch: {head.pooling: {choice: [cls, mean]}}",
+        "sampler cmaes cannot search choice parameters (head.pooling)",
+    ),
 }
 
 
@@ -235,3 +268,68 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     spec = space.load(path)
     assert spec.fixed["train.learning_rate"] == pytest.approx(1e-4)
     assert spec.params["head.dropout"].args == (0.01, 0.3)
+
+
+@pytest.mark.parametrize("name", config.SAMPLERS)
+def test_a_space_may_name_its_sampler(tmp_path, name):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"sampler: {name}\nsearch: {{head.dropout: {{uniform: [0.1, 0.3]}}}}\n")
+    assert space.load(path).sampler == name
+    assert space.load("heads").sampler is None
+
+
+def _samplers():
+    import optuna
+
+    return {
+        "random": optuna.samplers.RandomSampler(seed=0),
+        "tpe": optuna.samplers.TPESampler(
+            seed=0, n_startup_trials=5, multivariate=True, group=True
+        ),
+    }
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("name", space.list_spaces())
+def test_no_inactive_parameter_is_sampled(name, sampler):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = space.load(name)
+    define_by_run = spec.define_by_run()
+    study = optuna.create_study(direction="maximize", sampler=_samplers()[sampler])
+    seen_inactive = 0
+    for i in range(30):
+        trial = study.ask()
+        values = define_by_run.suggest(trial)
+        assert values == trial.params  # nothing else was drawn into the trial
+        for key, param in spec.params.items():
+            active = all(values.get(parent) in allowed for parent, allowed in param.when)
+            assert (key in values) == active, (key, values)
+            seen_inactive += not active
+        study.tell(trial, float(values.get("head.dropout", 0.0)) + i % 3)
+    if name in ("heads", "full"):
+        assert seen_inactive, "head.layers: 0 was never drawn in 30 trials"
+        for key in ("head.width", "head.activation"):
+            assert spec.params[key].when, key
+
+
+def test_conditions_are_parsed_in_parent_first_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "search:\n"
+        "  head.activation: {choice: [gelu, relu], when: {head.width: [16]}}\n"
+        "  head.width: {choice: [8, 16], when: {head.layers: [1, 2]}}\n"
+        "  head.layers: {choice: [0, 1, 2]}\n"
+    )
+    spec = space.load(path)
+    assert spec.params["head.width"].when == (("head.layers", (1, 2)),)
+    assert spec.define_by_run().order == ["head.layers", "head.width", "head.activation"]
+
+
+def test_fixing_a_condition_s_parent_settles_the_condition():
+    deep = space.load("heads", overrides={"head.layers": 2})
+    assert deep.params["head.width"].when == () and deep.params["head.activation"].when == ()
+    flat = space.load("heads", overrides={"head.layers": 0})
+    assert "head.width" not in flat.params and "head.activation" not in flat.params
+    assert {"head.pooling", "head.dropout"} <= set(flat.params)

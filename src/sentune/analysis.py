@@ -81,18 +81,42 @@ def asha_rungs(budget: config.BudgetConfig, strategy: str) -> list[float]:
     return sorted({r for r in rungs if r < max_epochs} | {max_epochs})
 
 
-def leaderboard(run: Run) -> pd.DataFrame:
-    """One row per trial, best first, scored by its best evaluation's validation macro-F1.
+#: How the leaderboard orders trials (shown in the report), as one sentence.
+RANKING_RULE = (
+    "Trials trained for the full epoch budget come first, ranked by their best epoch's score; "
+    "the others follow, ranked by their score at the highest epoch they all reached (f1@N), "
+    "so no score is compared with one from a longer training."
+)
+#: What each trial was compared on: the epoch and its score there.
+RANK_COLUMNS = ["rank_epoch", "rank_score"]
+#: Per-epoch score columns of the leaderboard: `f1@1`, `f1@2`, … (blank where not reached).
+EPOCH_SCORE_PREFIX = "f1@"
 
-    Columns: those of `LEADERBOARD_COLUMNS`, then one per searched parameter (dotted key).
-    `status` is `completed` (trained every epoch), `stopped` (ASHA stopped it), `error` or
-    `unfinished` (running, or the search was killed); `rung` is the last ASHA rung it reached
-    (an epoch count, 0 before the first).
+
+def epoch_score_column(epoch: float) -> str:
+    """The leaderboard column holding each trial's score at `epoch` (`f1@2`)."""
+    return f"{EPOCH_SCORE_PREFIX}{epoch:g}"
+
+
+def leaderboard(run: Run) -> pd.DataFrame:
+    """One row per trial, best first at equal fidelity (see `RANKING_RULE`).
+
+    A trial's `val_macro_f1` is its best epoch's score; the order compares trials that trained
+    equally long: those that reached `budget.max_epochs` by that score, then the others by their
+    score at the highest epoch all of them reached (`rank_epoch`, `rank_score`). ASHA promotes
+    whichever trial meets a rung unopposed (the first ones when trials run one at a time), so
+    ranking best-of-3-epochs against best-of-1 would crown the trial order.
+
+    Columns: those of `LEADERBOARD_COLUMNS`, then `f1@<epoch>` for every epoch evaluated (blank
+    where a trial did not get there), then one per searched parameter (dotted key; blank where
+    the parameter was inactive). `status` is `completed` (trained every epoch), `stopped` (ASHA
+    stopped it), `error` or `unfinished` (running, or the search was killed); `rung` is the last
+    ASHA rung it reached (an epoch count, 0 before the first).
     """
     searched = run.manifest.space.searched
     max_epochs = run.manifest.budget.max_epochs
     rungs = asha_rungs(run.manifest.budget, run.manifest.strategy)
-    rows = []
+    rows, by_epoch = [], {}
     for trial_id, params in run.params.items():
         history = run.histories.get(trial_id, pd.DataFrame())
         row: dict[str, Any] = {"trial_id": trial_id, "error": run.errors.get(trial_id, "")}
@@ -113,6 +137,8 @@ def leaderboard(run: Run) -> pd.DataFrame:
                     config.VAL_LOSS: best.get(config.VAL_LOSS),
                 }
             )
+            # A trial retried from its checkpoint reports some epochs again: the last counts.
+            by_epoch[trial_id] = history.groupby(config.EPOCH)[config.OBJECTIVE].last()
         else:
             row.update({"epochs": 0.0})
         if row["error"]:
@@ -127,10 +153,54 @@ def leaderboard(run: Run) -> pd.DataFrame:
         row["checkpoint"] = str(best_checkpoint) if best_checkpoint else ""
         row.update({key: params.get(key) for key in searched})
         rows.append(row)
+    epochs = sorted({float(e) for scores in by_epoch.values() for e in scores.index})
+    score_columns = [epoch_score_column(e) for e in epochs]
     table = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS + list(searched))
-    return table.sort_values(
-        config.OBJECTIVE, ascending=False, na_position="last", kind="stable"
-    ).reset_index(drop=True)
+    table["rank_epoch"], table["rank_score"] = np.nan, np.nan
+    for epoch, column in zip(epochs, score_columns, strict=True):
+        table[column] = [
+            by_epoch[t].get(epoch, np.nan) if t in by_epoch else np.nan for t in table["trial_id"]
+        ]
+    table = table[LEADERBOARD_COLUMNS + RANK_COLUMNS + score_columns + list(searched)]
+    return _rank_at_equal_fidelity(table, by_epoch, max_epochs)
+
+
+def _rank_at_equal_fidelity(
+    table: pd.DataFrame, by_epoch: dict[str, pd.Series], max_epochs: float
+) -> pd.DataFrame:
+    """Order `table` by `RANKING_RULE`, filling `rank_epoch` and `rank_score` (what each trial
+    was compared on)."""
+    scored = table[config.OBJECTIVE].notna()
+    full = scored & (table["epochs"] >= max_epochs)
+    others = scored & ~full
+    table.loc[full, "rank_epoch"] = table.loc[full, "epochs"]
+    table.loc[full, "rank_score"] = table.loc[full, config.OBJECTIVE]
+    if others.any():
+        common = float(table.loc[others, "epochs"].min())
+        # The score AT the common epoch; a trial evaluated between epochs (eval_every_steps)
+        # but not exactly there counts its last evaluation before it.
+        table.loc[others, "rank_epoch"] = common
+        table.loc[others, "rank_score"] = [
+            _score_at(by_epoch[t], common) for t in table.loc[others, "trial_id"]
+        ]
+    table["_tier"] = np.select([full, others], [0, 1], 2)
+    # Ties keep the longer-trained, then the better best-epoch trial first.
+    return (
+        table.sort_values(
+            ["_tier", "rank_score", "epochs", config.OBJECTIVE],
+            ascending=[True, False, False, False],
+            na_position="last",
+            kind="stable",
+        )
+        .drop(columns="_tier")
+        .reset_index(drop=True)
+    )
+
+
+def _score_at(scores: pd.Series, epoch: float) -> float:
+    """The last score reported at or before `epoch` (NaN when none was)."""
+    before = scores[scores.index <= epoch]
+    return float(before.iloc[-1]) if len(before) else float("nan")
 
 
 def _column_max(history: pd.DataFrame, column: str) -> float:
@@ -248,12 +318,15 @@ def board_with_floor(table: pd.DataFrame, searched: list[str], floor: Floor | No
         floor: The TF-IDF floor, or None.
 
     Returns:
-        A `Board`; trials that tie with the floor rank above it (they do not beat it).
+        A `Board`: the floor sits before the first trial, in leaderboard order, whose score is
+        below it (the leaderboard ranks at equal fidelity, so scores need not fall steadily);
+        trials that tie with the floor rank above it.
     """
     shown = table[BOARD_COLUMNS + list(searched)].copy()
     if floor is None:
         return Board(shown, None)
-    rank = int((shown[config.OBJECTIVE] >= floor.val_macro_f1).sum())
+    below = (shown[config.OBJECTIVE] < floor.val_macro_f1).to_numpy()
+    rank = int(below.argmax()) if below.any() else len(shown)
     row = pd.DataFrame([{"trial_id": FLOOR_LABEL, config.OBJECTIVE: floor.val_macro_f1}])
     shown = pd.concat([shown.iloc[:rank], row, shown.iloc[rank:]], ignore_index=True)
     return Board(shown, rank)
@@ -443,6 +516,12 @@ def parameter_importance(
     resamples of the trials (the first being the trials themselves), so the spread shows which
     importances a handful of trials can actually support.
 
+    A conditional parameter (`when:` in the space) is measured among the trials where it was
+    active, by a forest over the parameters active in all of them (its parents included): fANOVA
+    needs complete rows, and filling an inactive value would credit the parameter with its
+    parent's effect (an inactive `head.width` is exactly `head.layers: 0`). Its `n_trials` is
+    then the number of those trials, and its share is of the variance among them.
+
     Args:
         run: `runs.open_run(...)`.
         curves: `learning_curves(run)` (computed when None).
@@ -453,7 +532,8 @@ def parameter_importance(
     Returns:
         One row per searched parameter, most important first: `importance_mean`,
         `importance_std`, `low`/`high` (5th/95th percentiles over all fits), `fidelity_epoch`,
-        `n_trials`, and `note`, which says why the numbers are missing when they are.
+        `n_trials` (those the parameter was measured on), and `note`, which says why the
+        numbers are missing when they are.
     """
     curves = learning_curves(run) if curves is None else curves
     if params is None:
@@ -488,31 +568,85 @@ def parameter_importance(
         return without_numbers(
             f"every trial scored the same at epoch {epoch:g}; nothing to attribute"
         )
-    fits = _fanova_fits(trials, params, seeds=seeds, bootstraps=bootstraps)
+    parts = [
+        _importance_where_active(
+            keys, trials, params, epoch=epoch, seeds=seeds, bootstraps=bootstraps
+        )
+        for keys in _activity_groups(trials, searched)
+    ]
+    table = pd.concat(parts, ignore_index=True)
+    return table.sort_values(
+        "importance_mean", ascending=False, na_position="last", kind="stable"
+    ).reset_index(drop=True)[IMPORTANCE_COLUMNS]
+
+
+def _is_active(values: dict[str, Any], key: str) -> bool:
+    # A conditional parameter that was inactive is absent from the trial's config.
+    return values.get(key) is not None
+
+
+def _activity_groups(trials: list[tuple[dict[str, Any], float]], keys: list[str]) -> list[list]:
+    """The searched keys grouped by the trials in which they were active (in `keys` order)."""
+    groups: dict[tuple[bool, ...], list[str]] = {}
+    for key in keys:
+        groups.setdefault(tuple(_is_active(p, key) for p, _ in trials), []).append(key)
+    return list(groups.values())
+
+
+def _importance_where_active(
+    keys: list[str],
+    trials: list[tuple[dict[str, Any], float]],
+    params: dict[str, Param],
+    *,
+    epoch: float,
+    seeds: int,
+    bootstraps: int,
+) -> pd.DataFrame:
+    """fANOVA importance of `keys` (active in the same trials) among the trials where they were
+    active, the forest fitted on every parameter active in all of those trials."""
+    subset = [(p, v) for p, v in trials if all(_is_active(p, k) for k in keys)]
+    fitted = [k for k in params if all(_is_active(p, k) for p, _ in subset)]
+    where = "" if len(subset) == len(trials) else " where it was active"
+
+    def without_numbers(note: str) -> pd.DataFrame:
+        rows = [
+            {"param": k, "fidelity_epoch": epoch, "n_trials": len(subset), "note": note}
+            for k in keys
+        ]
+        return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
+
+    if len(subset) < MIN_IMPORTANCE_TRIALS:
+        return without_numbers(
+            f"active in only {len(subset)} trial(s) at epoch {epoch:g}; importance needs at "
+            f"least {MIN_IMPORTANCE_TRIALS}"
+        )
+    if np.ptp([v for _, v in subset]) == 0:
+        return without_numbers(
+            f"every trial{where} scored the same at epoch {epoch:g}; nothing to attribute"
+        )
+    fits = _fanova_fits(subset, {k: params[k] for k in fitted}, seeds=seeds, bootstraps=bootstraps)
     if not len(fits):
         return without_numbers("fANOVA failed on every resample")
     table = pd.DataFrame(
         {
-            "param": searched,
-            "importance_mean": [fits[k].mean() for k in searched],
-            "importance_std": [fits[k].std(ddof=0) for k in searched],
-            "low": [fits[k].quantile(0.05) for k in searched],
-            "high": [fits[k].quantile(0.95) for k in searched],
+            "param": keys,
+            "importance_mean": [fits[k].mean() for k in keys],
+            "importance_std": [fits[k].std(ddof=0) for k in keys],
+            "low": [fits[k].quantile(0.05) for k in keys],
+            "high": [fits[k].quantile(0.95) for k in keys],
         }
     )
     table["fidelity_epoch"] = epoch
-    table["n_trials"] = len(trials)
+    table["n_trials"] = len(subset)
     # ASHA keeps the trials that share the good values: a parameter may not vary among them.
-    constant = {k for k in searched if len({repr(p.get(k)) for p, _ in trials}) == 1}
+    constant = {k for k in keys if len({repr(p.get(k)) for p, _ in subset}) == 1}
     table["note"] = [
-        f"constant among the trials at epoch {epoch:g}: no importance measurable"
+        f"constant among the trials{where} at epoch {epoch:g}: no importance measurable"
         if k in constant
         else ""
-        for k in searched
+        for k in keys
     ]
-    return table.sort_values("importance_mean", ascending=False, kind="stable").reset_index(
-        drop=True
-    )[IMPORTANCE_COLUMNS]
+    return table
 
 
 def _params_or_observed(run: Run) -> dict[str, Param]:

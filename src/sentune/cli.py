@@ -177,8 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     search.add_argument(
         "--strategy",
-        default="tpe-asha",
-        help="tpe-asha (default), random-asha, tpe-fifo, random-fifo",
+        help="SAMPLER-SCHEDULER: tpe|random|qmc|gp|cmaes with asha|fifo (default: the "
+        "space's sampler, TPE unless it names one, with asha)",
     )
     search.add_argument(
         "--precision",
@@ -296,7 +296,6 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
     """A resumed search is the search that was started: its space and budget cannot change."""
     from sentune.errors import RunError
     from sentune.runs import read_manifest
-    from sentune.search import DEFAULT_STRATEGY
 
     manifest = read_manifest(args.resume)
     name = manifest.space.name
@@ -308,7 +307,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
     changed = sorted(overrides) + [
         flag
         for flag, changed in (
-            ("strategy", args.strategy != DEFAULT_STRATEGY),
+            ("strategy", args.strategy is not None),
             ("precision", args.precision != config.TrialSettings.precision),
             ("device", args.device != config.TrialSettings.device),
             ("name", args.name is not None),
@@ -386,6 +385,7 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
     ):
         print(f"\nLeaderboard of {run_dir} (best epoch's {config.OBJECTIVE}):")
+        print(analysis.RANKING_RULE)
         print(shown.to_string(index=False))
     stopped = int(table["stopped_early"].sum())
     print(

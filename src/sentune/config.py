@@ -60,6 +60,8 @@ TRUNCATION_WARN_SHARE = 0.2
 #: Which tokens of a text longer than `train.max_length` are kept: the first ones (`head`), the
 #: last ones (`tail`) or both ends (`head_tail`); see `batching.truncate`.
 TRUNCATIONS = ("head", "tail", "head_tail")
+#: Optuna samplers a space (`sampler:`) or a strategy may name; TPE unless one is named.
+SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 
 
 @dataclass(frozen=True)

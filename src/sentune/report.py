@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import FloorVerdict, RunAnalysis
+from sentune.analysis import RANKING_RULE, FloorVerdict, RunAnalysis
 from sentune.errors import SentuneError
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _panel_leaderboard(result: RunAnalysis, plotly: _Plotly) -> Panel:
     return Panel(
         id="leaderboard",
         title="Leaderboard",
-        caption="Each trial scored by its best epoch's validation macro-F1, best first; dot "
+        caption=f"Each trial scored by its best epoch's validation macro-F1. {RANKING_RULE} Dot "
         "colour is the trial's status (blue completed, orange stopped by ASHA, grey unfinished, "
         "red failed); the dashed green line is the TF-IDF floor.",
         note=_floor_note(result),

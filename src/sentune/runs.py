@@ -8,6 +8,7 @@ Layout (Ray Tune writes the per-trial files; the names are Ray's and this module
 ```
 trials/<space>-<YYYYmmdd-HHMMSS>/
   sentune.json                    the manifest (`Manifest`)
+  optuna.journal                  the Optuna study of the run (JournalStorage)
   <trial_id>/params.json          the trial's configuration (dotted keys)
   <trial_id>/result.json          one JSON line per evaluation
   <trial_id>/sentune_status.json  completed | retrying | error, failures, error line
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "sentune.json"
+#: The run's Optuna study (`optuna.storages.JournalStorage` file): one trial per Ray trial, its
+#: per-epoch intermediate values, PRUNED when ASHA stopped it, COMPLETE or FAIL otherwise.
+OPTUNA_JOURNAL = "optuna.journal"
+#: The Optuna user attribute that names a study trial's Ray trial id (its folder in the run).
+RAY_TRIAL_ID_ATTR = "ray_trial_id"
 #: Per trial, written by the driver: {"status": "completed"|"error"|"retrying", "failures": n,
 #: "error": one line}. A trial retried after a failure keeps Ray's `error.txt`; this says whether
 #: the failure was its last word.
@@ -121,6 +127,9 @@ class Manifest:
         max_length: How `train.max_length` was chosen from the data (`space.MaxLength.record`:
             rule, values, truncated share of each), None for runs that predate it.
         git_commit, versions, host, device: Where and with what the run was made.
+        optuna_study: The study's name in `OPTUNA_JOURNAL` (None: a run from before the
+            journal, or nothing searched).
+        sampler: The Optuna sampler's settings (name, seed, startup trials, …).
     """
 
     run: str
@@ -139,6 +148,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
+    optuna_study: str | None = None
+    sampler: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -180,6 +191,8 @@ def new_manifest(
     max_failures: int,
     address: str | None,
     max_length: dict[str, Any] | None = None,
+    optuna_study: str | None = None,
+    sampler: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of a new run of `spec` (a `space.SearchSpec`) on prepared `data`."""
     return Manifest(
@@ -211,6 +224,8 @@ def new_manifest(
         versions=package_versions(),
         host=host_description(),
         device=device_description(),
+        optuna_study=optuna_study,
+        sampler=dict(sampler or {}),
     )
 
 
@@ -235,6 +250,11 @@ def read_manifest(run_dir: str | Path) -> Manifest:
         return Manifest.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunError(f"{path}: unreadable manifest ({err}); the run cannot be used") from None
+
+
+def optuna_journal(run_dir: str | Path) -> Path:
+    """The run's Optuna journal file (`OPTUNA_JOURNAL`)."""
+    return Path(run_dir) / OPTUNA_JOURNAL
 
 
 def is_run(folder: Path) -> bool:

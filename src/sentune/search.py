@@ -28,7 +28,13 @@ from sentune import config, runs
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.space import MAX_LENGTH_KEY, MaxLength, Param, SearchSpec, resolve_max_length
+from sentune.space import (
+    MAX_LENGTH_KEY,
+    MaxLength,
+    SearchSpec,
+    check_sampler,
+    resolve_max_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +49,14 @@ class Strategy:
     scheduler: str
 
 
-#: Search strategies by name; adding one is one entry (samplers and schedulers below).
+#: Schedulers by name: ASHA stops weak trials at its rungs, FIFO trains every trial fully.
+SCHEDULERS = ("asha", "fifo")
+#: Search strategies by name, every sampler (`config.SAMPLERS`, built by `build_sampler`) with
+#: every scheduler (built by `_scheduler`).
 STRATEGIES: dict[str, Strategy] = {
-    "tpe-asha": Strategy("tpe", "asha"),
-    "random-asha": Strategy("random", "asha"),
-    "tpe-fifo": Strategy("tpe", "fifo"),
-    "random-fifo": Strategy("random", "fifo"),
+    f"{sampler}-{scheduler}": Strategy(sampler, scheduler)
+    for scheduler in SCHEDULERS
+    for sampler in config.SAMPLERS
 }
 DEFAULT_STRATEGY = "tpe-asha"
 
@@ -67,7 +75,8 @@ class SearchOptions:
         dashboard_port: Its port (None: Ray's default, 8265).
         num_cpus: CPUs local Ray may use (None: all of this machine's).
         cache_dir: Where tokenized data is cached between searches.
-        strategy: A name of `STRATEGIES` (sampler + scheduler).
+        strategy: A name of `STRATEGIES` (sampler + scheduler); None: the space's sampler
+            (TPE unless it names one) with ASHA.
         max_failures: Retries of a failed trial (from its latest checkpoint) before it is
             recorded as errored.
         verbose: Ray Tune's status tables, Ray's warnings and the trials' own output in the
@@ -87,7 +96,7 @@ class SearchOptions:
     dashboard_port: int | None = None
     num_cpus: int | None = None
     cache_dir: Path = Path(config.CACHE_DIR)
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str | None = None
     max_failures: int = config.MAX_FAILURES
     verbose: bool = False
     name: str | None = None
@@ -109,10 +118,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         SentuneError: Bad input or an unwritable storage folder, before any run folder is left
             behind (a search that fails before any trial reported removes its folder).
     """
-    if options.strategy not in STRATEGIES:
-        raise SpaceError(
-            f"unknown strategy {options.strategy!r}; use one of {', '.join(STRATEGIES)}"
-        )
+    options = replace(options, strategy=_strategy_name(spec, options.strategy))
     _check_options(options)
     _check_resources(spec, options)
     _check_writable(options.storage)
@@ -134,6 +140,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
         resumable=True,
     )
+    strategy = STRATEGIES[options.strategy]
     with _removed_unless_started(run_dir, options):
         with _storage_errors(run_dir):
             run_dir.mkdir(parents=True)
@@ -146,11 +153,12 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 max_failures=options.max_failures,
                 address=options.address,
                 max_length=max_length.record(),
+                optuna_study=run_name if spec.params else None,
+                sampler=sampler_settings(strategy.sampler, spec.budget) if spec.params else None,
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
         with ray_session(options):
-            strategy = STRATEGIES[options.strategy]
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
     _finish(run_dir, grid, spec.budget, options)
@@ -475,11 +483,13 @@ def _build_tuner(
     trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
     return tune.Tuner(
         trainable,
-        param_space=tune_param_space(spec),
+        # The searcher draws the searched parameters (define-by-run, conditions honoured);
+        # Tune's own config holds the fixed ones only.
+        param_space=dict(spec.fixed),
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
-            search_alg=_searcher(strategy.sampler, spec),
+            search_alg=_searcher(strategy.sampler, spec, run_dir),
             scheduler=_scheduler(strategy.scheduler, spec),
             num_samples=budget.trials,
             max_concurrent_trials=budget.concurrency,
@@ -505,33 +515,175 @@ def _build_tuner(
     )
 
 
-def tune_param_space(spec: SearchSpec) -> dict[str, Any]:
-    """The Tune `param_space`: fixed values and searched domains, by dotted key."""
-    return {**spec.fixed, **{k: tune_domain(p) for k, p in spec.params.items()}}
+def _strategy_name(spec: SearchSpec, strategy: str | None) -> str:
+    """The strategy asked for, else the space's sampler (TPE unless named) with ASHA."""
+    name = strategy or f"{spec.sampler or 'tpe'}-asha"
+    if name not in STRATEGIES:
+        raise SpaceError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    check_sampler(f"strategy {name}", STRATEGIES[name].sampler, spec.params)
+    return name
 
 
-def tune_domain(param: Param):
-    """The Ray Tune domain of a searched parameter (the values `Param.to_optuna` describes)."""
-    from ray import tune
+# --- samplers: the one place they are built --------------------------------------------------
 
-    assert param.kind != "quantiles", "resolve_max_length turns quantiles into a choice first"
-    if param.kind == "choice":
-        return tune.choice(list(param.args))
-    if param.kind == "int":
-        # tune.randint excludes its upper bound; space files are inclusive.
-        return tune.randint(param.args[0], param.args[1] + 1)
-    return getattr(tune, param.kind)(*param.args)
+#: TPE, GP and CMA-ES propose at random for a share of the trial budget first (see
+#: `sampler_settings`): at least this many trials, at most Optuna's own default.
+MIN_STARTUP_TRIALS, MAX_STARTUP_TRIALS = 3, 10
 
 
-def _searcher(sampler: str, spec: SearchSpec):
-    """Optuna's sampler, seeded, behind Ray's `OptunaSearch` (None when nothing is searched)."""
+def sampler_settings(name: str, budget: BudgetConfig) -> dict[str, Any]:
+    """The settings of sampler `name` for a search of `budget` (recorded in the manifest).
+
+    `n_startup_trials` is a third of the trial budget, between 3 and 10: Optuna's default of
+    10 random trials left TPE nothing to propose in spaces of 10 trials or fewer, while 3 is
+    the fewest that split into a good and a bad group; two thirds of the budget then follow
+    the model. TPE is multivariate with `group` (the joint density of parameters that appear
+    together, which conditional parameters need), and uses the constant liar when trials run
+    concurrently, so that trials started together do not get the same proposal.
+    """
+    startup = min(MAX_STARTUP_TRIALS, max(MIN_STARTUP_TRIALS, budget.trials // 3))
+    concurrent = budget.concurrency is None or budget.concurrency > 1
+    settings: dict[str, Any] = {"name": name, "seed": budget.seed}
+    if name in ("tpe", "gp", "cmaes"):
+        settings["n_startup_trials"] = startup
+    if name == "tpe":
+        settings.update(multivariate=True, group=True, constant_liar=concurrent)
+    if name == "qmc":
+        settings.update(scramble=True)
+    return settings
+
+
+def build_sampler(settings: dict[str, Any]):
+    """The Optuna sampler of `sampler_settings(...)`.
+
+    Raises:
+        SpaceError: `cmaes` without the `cmaes` package.
+    """
+    import importlib.util
+    import warnings
+
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
+    options = {k: v for k, v in settings.items() if k != "name"}
+    name = settings["name"]
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise SpaceError("sampler cmaes needs the cmaes package; pip install cmaes")
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "gp": optuna.samplers.GPSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+    }
+    with warnings.catch_warnings():
+        # multivariate/group TPE and the constant liar are marked experimental by Optuna.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name](**options)
+
+
+def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
+    """Optuna's sampler, seeded, behind Ray's `OptunaSearch`, its study kept in the run's
+    journal (None when nothing is searched)."""
     if not spec.params:
         return None
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    return OptunaSearch(sampler=samplers[sampler](seed=spec.budget.seed))
+    return _journal_searcher_class()(
+        journal=runs.optuna_journal(run_dir.resolve()),
+        max_epochs=spec.budget.max_epochs,
+        space=spec.define_by_run(),
+        metric=config.OBJECTIVE,
+        mode=config.MODE,
+        study_name=run_dir.name,
+        sampler=build_sampler(sampler_settings(sampler, spec.budget)),
+    )
+
+
+def _journal_searcher_class():
+    """Ray's `OptunaSearch` with its study in a journal file, told what ASHA did.
+
+    Ray's own class reports every result to Optuna at step `training_iteration` and completes a
+    stopped trial with its last (low-epoch) score as if it were final, so TPE would learn from
+    epoch-1 scores as if they were full trainings. This subclass reports each whole epoch's
+    score at step = epoch, records a trial that ended without error before `max_epochs` as
+    PRUNED (Optuna keeps its last intermediate value), an errored one as FAIL, a finished one as
+    COMPLETE with its best epoch's score (as the leaderboard scores it), and names the Ray trial
+    in the user attribute `runs.RAY_TRIAL_ID_ATTR`.
+
+    Relies on the internals of Ray 2.60's `ray.tune.search.optuna.OptunaSearch`: `_ot_trials`
+    (Ray trial id -> `optuna.Trial`), `_ot_study` and `_completed_trials`. Its `save`/`restore`
+    pickle `__dict__`, so the journal storage and the per-trial scores below travel with the
+    searcher's state and `Tuner.restore` (`search.resume`) writes to the same journal. Defined
+    on first use so that importing this module does not import Ray Tune.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class JournalOptunaSearch(OptunaSearch):
+        def __init__(self, *, journal: Path, max_epochs: float, **kwargs):
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+            super().__init__(storage=storage, **kwargs)
+            self._max_epochs = float(max_epochs)
+            #: Ray trial id -> {epoch: score} as reported to Optuna.
+            self._epoch_scores: dict[str, dict[int, float]] = {}
+
+        def suggest(self, trial_id: str):
+            suggested = super().suggest(trial_id)
+            if trial_id not in self._epoch_scores:
+                self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
+                self._epoch_scores[trial_id] = {}
+            return suggested
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            self._report_epoch(trial_id, result)
+
+        def _known(self, trial_id: str) -> bool:
+            """Whether the study has this Ray trial. The pickled state may predate a trial
+            that the journal (written at once) has: a resumed search finds it there."""
+            if trial_id in self._ot_trials:
+                return True
+            import optuna
+
+            for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR) == trial_id:
+                    self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                    self._epoch_scores[trial_id] = dict(frozen.intermediate_values)
+                    return True
+            return False
+
+        def _report_epoch(self, trial_id: str, result: dict) -> None:
+            if not self._known(trial_id):
+                return
+            scores = self._epoch_scores.get(trial_id)
+            epoch = result.get(config.EPOCH)
+            if scores is None or trial_id in self._completed_trials or epoch is None:
+                return
+            # Evaluations between epochs (eval_every_steps) have no integer step of their own;
+            # a trial retried from a checkpoint reports some epochs again (Optuna keeps the first).
+            if float(epoch) != int(epoch) or int(epoch) in scores:
+                return
+            value = float(result[self.metric])
+            scores[int(epoch)] = value
+            self._ot_trials[trial_id].report(value, int(epoch))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
+            if trial_id in self._completed_trials or not self._known(trial_id):
+                return
+            # Ray hands the result that ends a trial (ASHA's stop, or max_t) to this call only.
+            if result and not error:
+                self._report_epoch(trial_id, result)
+            scores = self._epoch_scores.get(trial_id, {})
+            reached = float((result or {}).get(config.EPOCH) or max(scores, default=0))
+            if error:
+                state, value = TrialState.FAIL, None
+            elif not scores or reached < self._max_epochs:
+                state, value = TrialState.PRUNED, None
+            else:
+                state, value = TrialState.COMPLETE, max(scores.values())
+            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+            self._completed_trials.add(trial_id)
+
+    return JournalOptunaSearch
 
 
 def _scheduler(name: str, spec: SearchSpec):

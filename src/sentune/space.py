@@ -14,7 +14,10 @@ into the dataclasses of `config.py` (which alone hold the defaults)::
 
 Distributions: `choice: [a, b, …]`, `uniform: [low, high]`, `quniform: [low, high, q]`,
 `loguniform: [low, high]`, `int: [low, high]` and `qrandint: [low, high, q]` (integer bounds
-inclusive). Every problem raises `SpaceError` naming the file, the key and the fix.
+inclusive). A parameter may be conditional: `head.width: {choice: [128, 384], when: {head.layers:
+[1, 2]}}` is drawn only when `head.layers` took 1 or 2; otherwise it is left out of the trial's
+configuration, which then uses the `config.py` default (`SearchSpec.define_by_run`). Every
+problem raises `SpaceError` naming the file, the key and the fix.
 
 `train.max_length` may follow the data: `auto` (fixed) or `{quantiles: [0.5, 0.9, 0.99]}`
 (searched) are resolved once against the training split's token lengths by
@@ -38,7 +41,7 @@ from sentune.errors import SpaceError
 
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
-_TOP_KEYS = ("description", "model", "data", "budget", "fixed", "search")
+_TOP_KEYS = ("description", "model", "data", "budget", "sampler", "fixed", "search")
 DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
 #: The one key whose values can come from the data (`auto`, `quantiles`).
 MAX_LENGTH_KEY = "train.max_length"
@@ -46,13 +49,18 @@ MAX_LENGTH_KEY = "train.max_length"
 
 @dataclass(frozen=True)
 class Param:
-    """One searched parameter: a distribution name and its arguments."""
+    """One searched parameter: a distribution name and its arguments.
+
+    `when` holds its conditions, `((parent_key, (value, …)), …)`: the parameter is active (drawn
+    and passed to the trial) only when every parent is active and took one of its values.
+    """
 
     kind: str
     args: tuple
+    when: tuple = ()
 
     def to_optuna(self, *, grid: bool = True):
-        """The Optuna distribution of this parameter (the values `search.tune_domain` draws).
+        """The Optuna distribution of this parameter (drawn by `suggest`, define-by-run).
 
         Args:
             grid: Keep the step of `quniform`/`qrandint`. Tune rounds `quniform` to multiples of
@@ -99,6 +107,12 @@ class SearchSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     #: Dotted keys of the tunable sections, searched.
     params: dict[str, Param] = field(default_factory=dict)
+    #: The Optuna sampler the space asks for (`config.SAMPLERS`); None: TPE.
+    sampler: str | None = None
+
+    def define_by_run(self) -> DefineByRun:
+        """The Optuna define-by-run space of this search (conditions honoured)."""
+        return DefineByRun(self.params)
 
     def values(self, key: str) -> list[Any]:
         """The values a tunable key can take in this search (a range as its two ends)."""
@@ -177,8 +191,10 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
             params.pop(key, None)
 
     data["data.capped_sizes"] = tuple(sorted(key.split(".", 1)[1] for key in capped))
+    params = _resolve_fixed_conditions(params, fixed)
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
+    sampler = _sampler(where, raw.get("sampler"), params)
     return SearchSpec(
         name=path.stem,
         path=path,
@@ -188,6 +204,7 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         budget=budget_cfg,
         fixed=fixed,
         params=params,
+        sampler=sampler,
     )
 
 
@@ -395,11 +412,14 @@ def _params(where: str, raw: Any) -> dict[str, Param]:
         return {}
     if not isinstance(raw, dict):
         raise SpaceError(f"{where}: search: must be a mapping of dotted key: distribution")
-    params = {}
+    params, conditions = {}, {}
     for key, spec in raw.items():
         _check_key(where, key, tunable=True)
+        if isinstance(spec, dict) and "when" in spec:
+            spec = dict(spec)
+            conditions[key] = spec.pop("when")
         params[key] = _param(f"{where}: {key}", key, spec)
-    return params
+    return _with_conditions(where, params, conditions)
 
 
 def _param(where: str, key: str, spec: Any) -> Param:
@@ -477,3 +497,156 @@ def _check_budget(where: str, budget: BudgetConfig) -> None:
             f"{where}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs "
             f"({budget.max_epochs}); lower the grace period or raise max_epochs"
         )
+
+
+# --- the sampler a space names -----------------------------------------------------------------
+
+
+def _sampler(where: str, name: Any, params: dict[str, Param]) -> str | None:
+    if name is None:
+        return None
+    check_sampler(where, name, params)
+    return name
+
+
+def check_sampler(where: str, name: Any, params: dict[str, Param]) -> None:
+    """Check that sampler `name` exists and can search `params`.
+
+    Raises:
+        SpaceError: An unknown sampler, or CMA-ES on a space with a `choice` parameter.
+    """
+    if name not in config.SAMPLERS:
+        raise SpaceError(
+            f"{where}: sampler: unknown sampler {name!r}; use one of {', '.join(config.SAMPLERS)}"
+        )
+    categorical = sorted(key for key, p in params.items() if p.kind == "choice")
+    if name == "cmaes" and categorical:
+        raise SpaceError(
+            f"{where}: sampler cmaes cannot search choice parameters ({', '.join(categorical)}); "
+            "use sampler tpe, or make them numeric ranges"
+        )
+
+
+# --- conditional parameters ----------------------------------------------------------------------
+
+
+class DefineByRun:
+    """An Optuna define-by-run space (Ray's `OptunaSearch(space=...)`): called with an
+    `optuna.Trial`, it draws the active parameters, parents first, each through
+    `Param.suggest`; an inactive one is not drawn, so the trial uses its `config.py` default.
+    A class rather than a closure so that Ray can pickle it with the searcher's state."""
+
+    def __init__(self, params: dict[str, Param]):
+        self.params = params
+        self.order = _condition_order(params)
+
+    def __call__(self, trial) -> None:
+        """Draw the active parameters into `trial` (Ray reads them off the trial)."""
+        self.suggest(trial)
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Draw the active parameters into `trial` and return them by dotted key."""
+        values: dict[str, Any] = {}
+        for key in self.order:
+            if is_active(self.params[key], values):
+                values[key] = self.params[key].suggest(trial, key)
+        return values
+
+
+def is_active(param: Param, values: dict[str, Any]) -> bool:
+    """Whether `param`'s conditions hold for the parameters drawn so far (`values`)."""
+    return all(parent in values and values[parent] in allowed for parent, allowed in param.when)
+
+
+def _with_conditions(where: str, params: dict[str, Param], raw: dict[str, Any]) -> dict[str, Param]:
+    """Attach each `when:` to its parameter, checked: parents are searched, values are theirs,
+    no cycles."""
+    out = dict(params)
+    for key, when in raw.items():
+        at = f"{where}: {key}: when"
+        if not isinstance(when, dict) or not when:
+            raise SpaceError(
+                f"{at}: give a mapping of searched parameter: [values], e.g. "
+                f"{{head.layers: [1, 2]}}; got {when!r}"
+            )
+        conditions = []
+        for parent, allowed in when.items():
+            _check_key(at, parent, tunable=True)
+            if parent not in params:
+                raise SpaceError(
+                    f"{at}: {parent} is not searched; a condition can only name a parameter "
+                    "under `search:`"
+                )
+            if parent == key:
+                raise SpaceError(f"{at}: {key} cannot depend on itself; drop the condition")
+            if not isinstance(allowed, list) or not allowed:
+                raise SpaceError(f"{at}: {parent}: give a list of its values, got {allowed!r}")
+            values = tuple(_check_value(at, parent, v) for v in allowed)
+            unreachable = [v for v in values if not _can_take(params[parent], v)]
+            if unreachable:
+                raise SpaceError(
+                    f"{at}: {parent} never takes {unreachable[0]!r} in this search; use values "
+                    f"it can take ({', '.join(map(str, params[parent].args))})"
+                )
+            conditions.append((parent, values))
+        out[key] = Param(params[key].kind, params[key].args, tuple(conditions))
+    try:
+        _condition_order(out)
+    except ValueError as cycle:
+        raise SpaceError(f"{where}: conditions form a cycle ({cycle}); break it") from None
+    return out
+
+
+def _can_take(param: Param, value: Any) -> bool:
+    if param.kind == "choice":
+        return value in param.args
+    return param.args[0] <= value <= param.args[1]
+
+
+def _condition_order(params: dict[str, Param]) -> list[str]:
+    """The keys with every parent before its children (file order otherwise).
+
+    Raises:
+        ValueError: The conditions form a cycle (its keys, joined by ' -> ').
+    """
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(key: str) -> None:
+        if key in order:
+            return
+        if key in visiting:
+            raise ValueError(" -> ".join([*visiting[visiting.index(key) :], key]))
+        visiting.append(key)
+        for parent, _ in params[key].when:
+            visit(parent)
+        visiting.pop()
+        order.append(key)
+
+    for key in params:
+        visit(key)
+    return order
+
+
+def _resolve_fixed_conditions(params: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:
+    """Settle conditions on parents that an override fixed: a condition that the fixed value
+    meets is dropped; a parameter whose condition it fails is never active, so it is not
+    searched (nor are the parameters that depend on it)."""
+    out = dict(params)
+    changed = True
+    while changed:
+        changed = False
+        for key, param in list(out.items()):
+            kept = []
+            for parent, allowed in param.when:
+                if parent in out:
+                    kept.append((parent, allowed))
+                elif parent not in fixed or fixed[parent] not in allowed:
+                    del out[key]
+                    changed = True
+                    break
+            else:
+                if len(kept) != len(param.when):
+                    out[key] = Param(param.kind, param.args, tuple(kept))
+                    changed = True
+    return out
