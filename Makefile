@@ -9,7 +9,7 @@ ARGS   ?=
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report export keys readme-keys test lint bench-trial bench gpu-check clean
+.PHONY: help install search leaderboard report dashboard export keys readme-keys test lint bench-trial bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[export,dev]"
+	$(BIN)/python -m pip install -q -e ".[export,dashboard,dev]"
 	touch $(STAMP)
 
 search: $(STAMP) ## run search_spaces/$(SPACE).yaml (ARGS="--trials 4 --address auto …")
@@ -31,6 +31,9 @@ leaderboard: $(STAMP) ## print and save the leaderboard of the latest finished r
 
 report: $(STAMP) ## write analysis/<run>/report.html of the latest finished run (RUN=<run>)
 	$(BIN)/sentune report $(RUN)
+
+dashboard: $(STAMP) ## optuna-dashboard on a run's study, live (RUN=<run>, default latest; ARGS="--port 8081")
+	$(BIN)/sentune dashboard $(RUN) $(ARGS)
 
 export: $(STAMP) ## export the winner of the latest finished run (RUN=<run> ARGS="--trial ID --force")
 	$(BIN)/sentune export $(RUN) $(ARGS)

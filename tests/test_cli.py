@@ -13,6 +13,7 @@ import pytest
 from sentune import cli, config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS = ("search", "leaderboard", "report", "dashboard", "export", "predict", "bench", "keys")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -23,9 +24,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_option_has_help_and_shows_its_default():
     parser = cli._parser()
     commands = _subparsers(parser)
-    assert {"search", "leaderboard", "report", "export", "predict", "bench", "keys"} <= set(
-        commands
-    )
+    assert set(COMMANDS) <= set(commands)
     for name, command in commands.items():
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
@@ -45,7 +44,7 @@ def test_top_level_help_is_for_users_and_lists_every_command(capsys):
         cli.main(["-h"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    for command in ("search", "leaderboard", "report", "export", "predict", "bench", "keys"):
+    for command in COMMANDS:
         assert re.search(rf"^  {command} ", out, re.M), command
     assert "SentuneError" not in out and "sentune search smoke" in out
 

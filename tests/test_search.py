@@ -239,6 +239,7 @@ def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
     study = optuna.load_study(
         study_name=manifest.optuna_study, storage=JournalStorage(JournalFileBackend(str(journal)))
     )
+    assert study.metric_names == [config.OBJECTIVE]
     board = analysis.leaderboard(runs.open_run(tiny_run)).set_index("trial_id")
     by_ray_id = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
     assert set(by_ray_id) == set(board.index)

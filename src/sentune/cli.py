@@ -1,4 +1,4 @@
-"""`sentune search|leaderboard|report|export|predict|bench|keys`: the command line.
+"""`sentune search|leaderboard|report|dashboard|export|predict|bench|keys`: the command line.
 
 A `SentuneError` becomes one line on stderr and exit code 2.
 """
@@ -74,6 +74,7 @@ commands:
   search       run a search space (search_spaces/<name>.yaml); start with `sentune search smoke`
   leaderboard  print and save a run's leaderboard (default: the latest finished run)
   report       write a run's one-file HTML report (importance, curves, TF-IDF floor, confusion)
+  dashboard    watch a run's Optuna study live in optuna-dashboard (default: the latest run)
   export       export a run's winner: Hugging Face folder, ONNX, int8; test scores, model card
   predict      classify texts or a CSV/TSV/JSONL file with an export (onnxruntime, no torch)
   bench        compare search strategies against each other and Trainer.hyperparameter_search
@@ -229,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
         "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
     )
     report.set_defaults(func=_report)
+    _add_dashboard_parser(commands)
     _add_export_parsers(commands)
     _add_bench_parser(commands)
     keys = commands.add_parser("keys", help="list the dotted keys of search spaces and --set")
@@ -343,6 +345,56 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     run_dir = _resolve_run(args.run, args.storage)
     _write_report(run_dir, args.analysis, screenshot=args.screenshot)
+    return 0
+
+
+def _add_dashboard_parser(commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on a run's study, while the search runs and after",
+    )
+    dashboard.add_argument(
+        "run",
+        nargs="?",
+        help="a run name or trials/<run> folder (default: the latest run in --storage, "
+        "finished or not)",
+    )
+    dashboard.add_argument(
+        "--host",
+        default=config.DASHBOARD_HOST,
+        help="loopback address to listen on (no other: the dashboard has no authentication; "
+        "tunnel to it)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=int,
+        default=config.OPTUNA_DASHBOARD_PORT,
+        help="port to listen on; 0 picks a free one",
+    )
+    dashboard.add_argument(
+        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
+    )
+    dashboard.set_defaults(func=_dashboard)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from sentune import dashboard, runs
+
+    if args.run is None:
+        # A live view wants the search that is running now, which is not finished yet.
+        run_dir = runs.latest_run(args.storage)
+        print(f"using {run_dir} (latest run)", file=sys.stderr)
+    else:
+        run_dir, _ = runs.resolve_run(args.run, args.storage)
+    server = dashboard.make_dashboard_server(run_dir, host=args.host, port=args.port)
+    print(f"Optuna dashboard of {run_dir}: {dashboard.url(server)}")
+    print("Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass  # the way to stop it
+    finally:
+        server.server_close()
     return 0
 
 

@@ -277,6 +277,8 @@ CACHE_DIR = ".cache/sentune"
 MAX_FAILURES = 1
 #: Where the Ray dashboard listens: loopback; users tunnel to it.
 DASHBOARD_HOST = "127.0.0.1"
+#: Where `sentune dashboard` (optuna-dashboard on the run's journal) listens; same host.
+OPTUNA_DASHBOARD_PORT = 8080
 
 
 def outside_limits(key: str, value: float) -> str | None:

@@ -629,6 +629,9 @@ def _journal_searcher_class():
 
         def suggest(self, trial_id: str):
             suggested = super().suggest(trial_id)
+            if not self._epoch_scores:
+                # The study's one objective by its name, for optuna-dashboard and load_study.
+                self._ot_study.set_metric_names([config.OBJECTIVE])
             if trial_id not in self._epoch_scores:
                 self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
                 self._epoch_scores[trial_id] = {}
