@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -479,6 +480,7 @@ def _build_tuner(
 ):
     from ray import tune
 
+    _quiet_unless_verbose(options)
     budget = spec.budget
     trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
     return tune.Tuner(
@@ -614,6 +616,7 @@ def _journal_searcher_class():
     searcher's state and `Tuner.restore` (`search.resume`) writes to the same journal. Defined
     on first use so that importing this module does not import Ray Tune.
     """
+    import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
@@ -630,8 +633,11 @@ def _journal_searcher_class():
         def suggest(self, trial_id: str):
             suggested = super().suggest(trial_id)
             if not self._epoch_scores:
-                # The study's one objective by its name, for optuna-dashboard and load_study.
-                self._ot_study.set_metric_names([config.OBJECTIVE])
+                # The study's one objective by its name, for optuna-dashboard and load_study
+                # (experimental in Optuna since 3.2; its warning says nothing to a user).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._ot_study.set_metric_names([config.OBJECTIVE])
             if trial_id not in self._epoch_scores:
                 self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
                 self._epoch_scores[trial_id] = {}
@@ -645,8 +651,6 @@ def _journal_searcher_class():
             that the journal (written at once) has: a resumed search finds it there."""
             if trial_id in self._ot_trials:
                 return True
-            import optuna
-
             for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR) == trial_id:
                     self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
@@ -744,22 +748,26 @@ def _trainable(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _progress_reporter(spec: SearchSpec, options: SearchOptions, *, finished: int = 0):
-    """A Tune callback that prints one line per trial event with an estimate (`progress.py`).
+def _quiet_unless_verbose(options: SearchOptions) -> None:
+    """Unless `options.verbose`, silence Ray Tune's repeated warnings (e.g. "Experiment state
+    snapshotting ...") and Optuna's per-study and per-trial info lines: the progress lines
+    (`_progress_reporter`) are the terminal view. Before the searcher is built: it creates the
+    study."""
+    if options.verbose:
+        return
+    import optuna
 
-    Unless `options.verbose`, Tune's own status tables and Ray Tune's repeated warnings (e.g.
-    "Experiment state snapshotting ...") are silenced: this is the terminal view.
-    """
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _progress_reporter(spec: SearchSpec, options: SearchOptions):
+    """A Tune callback that prints one line per trial event with an estimate (`progress.py`)."""
     from ray.tune import Callback
 
     from sentune.analysis import asha_rungs
     from sentune.progress import SearchProgress
 
-    if not options.verbose:
-        logging.getLogger("ray.tune").setLevel(logging.ERROR)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
     progress = SearchProgress(
         total=spec.budget.trials,
         max_epochs=spec.budget.max_epochs,
