@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentune import analysis, config, evaluate, runs
+from sentune import analysis, config, evaluate, importance, runs
 from sentune.config import DataConfig
 from sentune.data import load_splits
 from sentune.runs import MANIFEST
@@ -314,6 +314,12 @@ def test_searched_quantiles_are_the_choice_the_run_resolved(tmp_path):
     assert found["train.max_length"] == Param("choice", (32, 64))
 
 
+def _importance(run, **kwargs) -> pd.DataFrame:
+    return importance.parameter_importance(
+        run, analysis.learning_curves(run), analysis.params_or_observed(run), **kwargs
+    )
+
+
 def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:
     """At epoch 2 (reached by all) dropout decides; epoch 1, every trial's best, is decided
     by pooling; only two trials reach epoch 3."""
@@ -332,19 +338,19 @@ def _equal_fidelity_run(tmp_path: Path, n: int = 12) -> Path:
 
 def test_fidelity_is_the_highest_epoch_that_enough_trials_reached(tmp_path):
     curves = analysis.learning_curves(runs.open_run(_equal_fidelity_run(tmp_path)))
-    assert analysis.fidelity(curves) == (2.0, 12)
+    assert importance.fidelity(curves) == (2.0, 12)
     # Six trials at epoch 3 of 12 is enough (half, and at least four).
     four = curves[
         (curves[config.EPOCH] == 2) & curves["trial_id"].isin(["t002", "t003", "t004", "t005"])
     ]
     more = pd.concat([curves, four.assign(**{config.EPOCH: 3})])
-    assert analysis.fidelity(more) == (3.0, 6)
+    assert importance.fidelity(more) == (3.0, 6)
 
 
 def test_importance_compares_trials_at_equal_fidelity(tmp_path):
     run = runs.open_run(_equal_fidelity_run(tmp_path))
-    frame = analysis.parameter_importance(run, seeds=2, bootstraps=5)
-    assert list(frame.columns) == analysis.IMPORTANCE_COLUMNS
+    frame = _importance(run, seeds=2, bootstraps=5)
+    assert list(frame.columns) == importance.IMPORTANCE_COLUMNS
     assert frame["param"].iloc[0] == "head.dropout"
     assert (frame["fidelity_epoch"] == 2).all() and (frame["n_trials"] == 12).all()
     dropout = frame.set_index("param").loc["head.dropout"]
@@ -362,7 +368,7 @@ def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
     write_manifest(run_dir)
     write_trial(run_dir, "a", params(0.1), [0.5])
     write_trial(run_dir, "b", params(0.2), [0.6])
-    frame = analysis.parameter_importance(runs.open_run(run_dir), seeds=1, bootstraps=1)
+    frame = _importance(runs.open_run(run_dir), seeds=1, bootstraps=1)
     assert frame["importance_mean"].isna().all()
     assert "only 2 trial(s)" in frame["note"].iloc[0]
 
@@ -374,7 +380,7 @@ def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
     )
     for i in range(5):
         write_trial(one, f"t{i}", params(0.1 * i), [0.5 + 0.05 * i])
-    frame = analysis.parameter_importance(runs.open_run(one), seeds=1, bootstraps=1)
+    frame = _importance(runs.open_run(one), seeds=1, bootstraps=1)
     assert frame["importance_mean"].isna().all()
     assert "only one searched parameter" in frame["note"].iloc[0]
 
@@ -648,7 +654,7 @@ def test_conditional_parameters_are_blank_where_inactive_and_measured_where_acti
     board = analysis.leaderboard(run).set_index("trial_id")
     assert board.loc["t000", "head.width"] != board.loc["t000", "head.width"]  # NaN
     assert board.loc["t001", "head.width"] == 8 and board.loc["t003", "head.width"] == 64
-    frame = analysis.parameter_importance(run, seeds=2, bootstraps=4).set_index("param")
+    frame = _importance(run, seeds=2, bootstraps=4).set_index("param")
     assert frame.loc["head.width", "n_trials"] == 8
     assert frame.loc["head.layers", "n_trials"] == 16
     assert frame.loc["head.dropout", "n_trials"] == 16

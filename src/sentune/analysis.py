@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config, runs
+from sentune.importance import parameter_importance
 from sentune.runs import Manifest, Run, open_run
 
 if TYPE_CHECKING:
@@ -60,10 +61,6 @@ _CURVE_COLUMNS = [
     "time_total_s",
     "timestamp",
 ]
-#: Trials at the importance fidelity: at least this many, and at least half of the scored trials.
-MIN_FIDELITY_TRIALS = 4
-#: Fewer trials than this at the chosen fidelity: no importance is computed.
-MIN_IMPORTANCE_TRIALS = 3
 
 
 def asha_rungs(budget: config.BudgetConfig, strategy: str) -> list[float]:
@@ -356,19 +353,7 @@ def whole_epochs(curves: pd.DataFrame) -> bool:
     return bool(len(epochs)) and bool((epochs.dropna() % 1 == 0).all())
 
 
-# --- parameter importance ----------------------------------------------------------------
-
-
-IMPORTANCE_COLUMNS = [
-    "param",
-    "importance_mean",
-    "importance_std",
-    "low",
-    "high",
-    "fidelity_epoch",
-    "n_trials",
-    "note",
-]
+# --- the searched parameters -------------------------------------------------------------
 
 
 def search_params(manifest: Manifest) -> dict[str, Param]:
@@ -478,179 +463,9 @@ def param_values(table: pd.DataFrame, axes: dict[str, ParamAxis]) -> pd.DataFram
     return frame
 
 
-def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:
-    """The highest epoch that enough trials reached to compare them there.
-
-    Enough is `max(MIN_FIDELITY_TRIALS, half of the scored trials)`, or every scored trial
-    when there are fewer. ASHA gives stopped trials fewer epochs: comparing a stopped trial's
-    epoch-1 score with a finished trial's epoch-3 score would credit parameters with the
-    effect of training longer.
-
-    Returns:
-        `(epoch, number of trials evaluated at that epoch)`, or None when nothing was scored.
-    """
-    if not len(curves):
-        return None
-    counts = curves.groupby(config.EPOCH)["trial_id"].nunique().sort_index()
-    scored = curves["trial_id"].nunique()
-    needed = min(scored, max(MIN_FIDELITY_TRIALS, math.ceil(scored / 2)))
-    reached = counts[counts >= needed]
-    epoch = float(reached.index.max()) if len(reached) else float(counts.idxmax())
-    return epoch, int(counts[epoch])
-
-
-def parameter_importance(
-    run: Run,
-    curves: pd.DataFrame | None = None,
-    *,
-    seeds: int = 3,
-    bootstraps: int = 10,
-    params: dict[str, Param] | None = None,
-) -> pd.DataFrame:
-    """fANOVA importance of each searched parameter, at equal fidelity, with its spread.
-
-    Every trial evaluated at the fidelity epoch (see `fidelity`) enters an Optuna study with its
-    score AT that epoch (not its best); Optuna's `FanovaImportanceEvaluator` then gives each
-    parameter the share of the score's variance it explains alone (main effect; the rest is
-    interactions and noise). This is repeated for `seeds` forest seeds on each of `bootstraps`
-    resamples of the trials (the first being the trials themselves), so the spread shows which
-    importances a handful of trials can actually support.
-
-    A conditional parameter (`when:` in the space) is measured among the trials where it was
-    active, by a forest over the parameters active in all of them (its parents included): fANOVA
-    needs complete rows, and filling an inactive value would credit the parameter with its
-    parent's effect (an inactive `head.width` is exactly `head.layers: 0`). Its `n_trials` is
-    then the number of those trials, and its share is of the variance among them.
-
-    Args:
-        run: `runs.open_run(...)`.
-        curves: `learning_curves(run)` (computed when None).
-        seeds: Forest seeds per resample.
-        bootstraps: Resamples of the trials (with replacement), including the original set.
-        params: The searched distributions (default: `search_params(run.manifest)`).
-
-    Returns:
-        One row per searched parameter, most important first: `importance_mean`,
-        `importance_std`, `low`/`high` (5th/95th percentiles over all fits), `fidelity_epoch`,
-        `n_trials` (those the parameter was measured on), and `note`, which says why the
-        numbers are missing when they are.
-    """
-    curves = learning_curves(run) if curves is None else curves
-    if params is None:
-        params = _params_or_observed(run)
-    searched = list(params)
-    level = fidelity(curves)
-    epoch, n = level if level else (float("nan"), 0)
-
-    def without_numbers(note: str) -> pd.DataFrame:
-        rows = [
-            {"param": key, "fidelity_epoch": epoch, "n_trials": n, "note": note}
-            for key in searched or ["(none)"]
-        ]
-        return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
-
-    if not searched:
-        return without_numbers("nothing was searched")
-    if len(searched) == 1:
-        return without_numbers(
-            "only one searched parameter: its importance is 1 by construction; "
-            "see the slice plot instead"
-        )
-    if n < MIN_IMPORTANCE_TRIALS:
-        return without_numbers(
-            f"only {n} trial(s) scored at the same epoch; importance needs at least "
-            f"{MIN_IMPORTANCE_TRIALS}"
-        )
-    at = curves[curves[config.EPOCH] == epoch].drop_duplicates("trial_id", keep="last")
-    values = at.set_index("trial_id")[config.OBJECTIVE].astype(float)
-    trials = [(run.params[t], v) for t, v in values.items() if t in run.params]
-    if np.ptp([v for _, v in trials]) == 0:
-        return without_numbers(
-            f"every trial scored the same at epoch {epoch:g}; nothing to attribute"
-        )
-    parts = [
-        _importance_where_active(
-            keys, trials, params, epoch=epoch, seeds=seeds, bootstraps=bootstraps
-        )
-        for keys in _activity_groups(trials, searched)
-    ]
-    table = pd.concat(parts, ignore_index=True)
-    return table.sort_values(
-        "importance_mean", ascending=False, na_position="last", kind="stable"
-    ).reset_index(drop=True)[IMPORTANCE_COLUMNS]
-
-
-def _is_active(values: dict[str, Any], key: str) -> bool:
-    # A conditional parameter that was inactive is absent from the trial's config.
-    return values.get(key) is not None
-
-
-def _activity_groups(trials: list[tuple[dict[str, Any], float]], keys: list[str]) -> list[list]:
-    """The searched keys grouped by the trials in which they were active (in `keys` order)."""
-    groups: dict[tuple[bool, ...], list[str]] = {}
-    for key in keys:
-        groups.setdefault(tuple(_is_active(p, key) for p, _ in trials), []).append(key)
-    return list(groups.values())
-
-
-def _importance_where_active(
-    keys: list[str],
-    trials: list[tuple[dict[str, Any], float]],
-    params: dict[str, Param],
-    *,
-    epoch: float,
-    seeds: int,
-    bootstraps: int,
-) -> pd.DataFrame:
-    """fANOVA importance of `keys` (active in the same trials) among the trials where they were
-    active, the forest fitted on every parameter active in all of those trials."""
-    subset = [(p, v) for p, v in trials if all(_is_active(p, k) for k in keys)]
-    fitted = [k for k in params if all(_is_active(p, k) for p, _ in subset)]
-    where = "" if len(subset) == len(trials) else " where it was active"
-
-    def without_numbers(note: str) -> pd.DataFrame:
-        rows = [
-            {"param": k, "fidelity_epoch": epoch, "n_trials": len(subset), "note": note}
-            for k in keys
-        ]
-        return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
-
-    if len(subset) < MIN_IMPORTANCE_TRIALS:
-        return without_numbers(
-            f"active in only {len(subset)} trial(s) at epoch {epoch:g}; importance needs at "
-            f"least {MIN_IMPORTANCE_TRIALS}"
-        )
-    if np.ptp([v for _, v in subset]) == 0:
-        return without_numbers(
-            f"every trial{where} scored the same at epoch {epoch:g}; nothing to attribute"
-        )
-    fits = _fanova_fits(subset, {k: params[k] for k in fitted}, seeds=seeds, bootstraps=bootstraps)
-    if not len(fits):
-        return without_numbers("fANOVA failed on every resample")
-    table = pd.DataFrame(
-        {
-            "param": keys,
-            "importance_mean": [fits[k].mean() for k in keys],
-            "importance_std": [fits[k].std(ddof=0) for k in keys],
-            "low": [fits[k].quantile(0.05) for k in keys],
-            "high": [fits[k].quantile(0.95) for k in keys],
-        }
-    )
-    table["fidelity_epoch"] = epoch
-    table["n_trials"] = len(subset)
-    # ASHA keeps the trials that share the good values: a parameter may not vary among them.
-    constant = {k for k in keys if len({repr(p.get(k)) for p, _ in subset}) == 1}
-    table["note"] = [
-        f"constant among the trials{where} at epoch {epoch:g}: no importance measurable"
-        if k in constant
-        else ""
-        for k in keys
-    ]
-    return table
-
-
-def _params_or_observed(run: Run) -> dict[str, Param]:
-    """The space's distributions; when the space text no longer loads, the observed values."""
+def params_or_observed(run: Run) -> dict[str, Param]:
+    """The run's searched parameters (`search_params`); when the space text no longer loads,
+    distributions made from the values the trials took."""
     from sentune.errors import SentuneError
     from sentune.space import Param
 
@@ -667,60 +482,6 @@ def _params_or_observed(run: Run) -> dict[str, Param]:
         else:
             out[key] = Param("choice", tuple(dict.fromkeys(seen)))
     return out
-
-
-def _observed_distribution(param: Param):
-    # Observed quniform values are multiples of q, not always on Optuna's grid: no step here.
-    return param.to_optuna(grid=False)
-
-
-def _clip(value: Any, distribution) -> Any:
-    from optuna.distributions import FloatDistribution, IntDistribution
-
-    if isinstance(distribution, IntDistribution):
-        return int(min(max(round(value), distribution.low), distribution.high))
-    if isinstance(distribution, FloatDistribution):
-        return float(min(max(value, distribution.low), distribution.high))
-    return value
-
-
-def _fanova_fits(
-    trials: list[tuple[dict[str, Any], float]],
-    params: dict[str, Param],
-    *,
-    seeds: int,
-    bootstraps: int,
-) -> pd.DataFrame:
-    """One row per (resample, seed) fit: the raw fANOVA importance of each parameter."""
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {key: _observed_distribution(p) for key, p in params.items()}
-    frozen = [
-        optuna.trial.create_trial(
-            params={k: _clip(values[k], d) for k, d in distributions.items()},
-            distributions=distributions,
-            value=float(score),
-        )
-        for values, score in trials
-        if all(k in values for k in distributions)
-    ]
-    rng = np.random.default_rng(0)
-    rows = []
-    for b in range(max(1, bootstraps)):
-        picked = np.arange(len(frozen)) if b == 0 else rng.integers(0, len(frozen), len(frozen))
-        study = optuna.create_study(direction=config.MODE + "imize")
-        for i in picked:
-            study.add_trial(frozen[i])
-        for seed in range(max(1, seeds)):
-            try:
-                raw = FanovaImportanceEvaluator(seed=seed).evaluate(study, params=list(params))
-            except (ValueError, RuntimeError) as exc:  # a degenerate resample
-                log.debug("fANOVA fit %d/%d skipped: %s", b, seed, exc)
-                continue
-            rows.append({k: float(raw.get(k, 0.0)) for k in params})
-    return pd.DataFrame(rows, columns=list(params))
 
 
 # --- data of the run: floor, token lengths, winner's confusion ----------------------------
@@ -1068,7 +829,7 @@ def analyze(
     run = open_run(run_dir)
     table = leaderboard(run)
     curves = learning_curves(run)
-    params = _params_or_observed(run)
+    params = params_or_observed(run)
     axes = param_axes(params)
     result = RunAnalysis(
         run=run,
@@ -1090,9 +851,9 @@ def analyze(
         parameter_importance,
         run,
         curves,
+        params,
         seeds=seeds,
         bootstraps=bootstraps,
-        params=params,
     )
     if not with_data:
         for part in ("floor", "tokens", "confusion"):
