@@ -397,7 +397,6 @@ def _build_confirm_tuner(
 ):
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     progress = _progress_callback(
         total=len(configs),
@@ -411,8 +410,7 @@ def _build_confirm_tuner(
         tune_config=tune.TuneConfig(
             metric=config.OBJECTIVE,
             mode=config.MODE,
-            # Every trial's configuration is given whole: nothing is sampled.
-            search_alg=BasicVariantGenerator(points_to_evaluate=configs),
+            search_alg=_config_list(configs),
             scheduler=FIFOScheduler(),
             num_samples=len(configs),
             max_concurrent_trials=budget.concurrency,
@@ -421,6 +419,45 @@ def _build_confirm_tuner(
         ),
         run_config=_run_config(runs.CONFIRM_DIR, run_dir.resolve(), progress, options),
     )
+
+
+def _config_list(configs: list[dict[str, Any]]):
+    """A Tune searcher that hands out `configs` whole, one per trial, in order.
+
+    Ray's `BasicVariantGenerator(points_to_evaluate=…)` only fills keys that its param space
+    already has, and the configurations differ in which conditional keys they hold. Its state
+    (what it has handed out) is pickled with the experiment, so a resumed confirmation does not
+    start a configuration twice. Defined on first use so that importing this module does not
+    import Ray Tune.
+    """
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class ConfigList(Searcher):
+        def __init__(self, configs: list[dict[str, Any]]):
+            super().__init__(metric=config.OBJECTIVE, mode=config.MODE)
+            self._configs = [dict(c) for c in configs]
+            self._given = 0
+
+        def suggest(self, trial_id: str):
+            if self._given >= len(self._configs):
+                return Searcher.FINISHED
+            self._given += 1
+            return dict(self._configs[self._given - 1])
+
+        def on_trial_complete(self, trial_id: str, result=None, error=False):
+            pass  # nothing to learn: every configuration is given
+
+        def save(self, checkpoint_path: str):
+            with open(checkpoint_path, "wb") as file:
+                pickle.dump(self.__dict__, file)
+
+        def restore(self, checkpoint_path: str):
+            with open(checkpoint_path, "rb") as file:
+                self.__dict__.update(pickle.load(file))
+
+    return ConfigList(configs)
 
 
 def _confirm_trial_name(trial) -> str:
