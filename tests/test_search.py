@@ -420,3 +420,11 @@ def test_confirmation_retrains_the_top_configurations_and_the_best_mean_wins(
     assert f"{mean:.4f} ± {std:.4f} over 2 seeds" in text
     written = analysis.write_tables(result, tmp_path / "analysis")
     assert len(pd.read_csv(written["confirm"])) == 4
+
+    # The export's model card gives the mean ± std over the seeds.
+    fast = {"latency_runs": 2, "throughput_batches": 1, "warmup": 0, "parity_texts": 8}
+    options = export.ExportOptions(formats=("hf",), cache_dir=tmp_path / "cache", **fast)
+    done = export.export_winner(run_dir, out_dir=tmp_path / "export", options=options)
+    card = (done.path / "README.md").read_text()
+    assert f"best mean validation macro-F1: {mean:.4f} ± {std:.4f} over 2 seeds (0, 1)" in card
+    assert set(done.metrics["confirmed_val_macro_f1"]) == {0, 1}
