@@ -90,6 +90,8 @@ def _write_tiny_space(folder: Path, model_dir: Path, csv: Path, **budget) -> Pat
         "grace_period": 1,
         "reduction_factor": 2,
         "concurrency": 1,
+        # Confirmation over seeds retrains trials: only the test that checks it turns it on.
+        "confirm_seeds": 0,
         **budget,
     }
     text = {

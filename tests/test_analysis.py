@@ -662,3 +662,85 @@ def test_conditional_parameters_are_blank_where_inactive_and_measured_where_acti
     assert frame.loc["head.width", "importance_mean"] > 0.7
     assert frame.loc["head.width", "low"] > frame.loc["head.dropout", "high"]
     assert frame["note"].eq("").all()
+
+
+# --- confirmation over seeds -------------------------------------------------------------------
+
+
+def _confirm_run(tmp_path: Path, **budget) -> Path:
+    """Search trials a (0.80) and b (0.78) trained the full 3 epochs, c (0.79 at epoch 1) was
+    stopped; the confirmation retrains a and b with seed 1 (a drops to 0.70, b holds 0.79)."""
+    run_dir = tmp_path / "trials" / "confirm-20260101-000000"
+    full = {"trials": 12, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2}
+    write_manifest(run_dir, budget={**full, "confirm_top": 2, "confirm_seeds": 2, **budget})
+    write_trial(run_dir, "a", params(0.1), [0.6, 0.8, 0.75], checkpoint=True)
+    write_trial(run_dir, "b", params(0.2), [0.6, 0.7, 0.78], checkpoint=True)
+    write_trial(run_dir, "c", params(0.3), [0.79], checkpoint=True)
+    confirm = runs.confirm_dir(run_dir)
+    for source, scores in (("a", [0.6, 0.7, 0.65]), ("b", [0.7, 0.79, 0.7])):
+        trial = {**params(0.1 if source == "a" else 0.2), "train.seed": 1, "confirms": source}
+        name = runs.confirm_trial_name(source, 1)
+        write_trial(confirm, name, trial, scores, checkpoint=True)
+    return run_dir
+
+
+def test_the_confirmation_plan_takes_the_first_k_and_retrains_only_missing_seeds(tmp_path):
+    run = runs.open_run(_confirm_run(tmp_path, confirm_top=3, confirm_seeds=3))
+    plan = analysis.confirmation_plan(run)
+    assert [(i.rank, i.trial_id) for i in plan] == [(1, "a"), (2, "b"), (3, "c")]
+    assert plan[0].seeds == (0, 1, 2) and plan[0].missing == (1, 2)
+    # A trial ASHA stopped did not train the full budget: every seed is retrained.
+    assert plan[2].searched_seed is None and plan[2].missing == (0, 1, 2)
+    off = runs.open_run(_confirm_run(tmp_path / "off", confirm_seeds=0))
+    assert analysis.confirmation_plan(off) == []
+
+
+def test_the_confirmation_scores_each_seed_and_the_best_mean_wins(tmp_path):
+    run = runs.open_run(_confirm_run(tmp_path))
+    # The confirmation trials stay out of the search's leaderboard.
+    assert analysis.leaderboard(run)["trial_id"].tolist() == ["a", "b", "c"]
+    confirmed = analysis.confirmation(run)
+    table = confirmed.table
+    assert table.columns.tolist()[:6] == [
+        "rank", "trial_id", "seed", config.OBJECTIVE, "mean", "std"
+    ]  # fmt: skip
+    assert table[["trial_id", "seed"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0], ["b", 1]]
+    assert table[config.OBJECTIVE].tolist() == pytest.approx([0.8, 0.7, 0.78, 0.79])
+    assert table["confirm_trial"].tolist() == ["", "a-seed1", "", "b-seed1"]
+    means = table.groupby("trial_id")["mean"].first()
+    assert means.to_dict() == pytest.approx({"a": 0.75, "b": 0.785})
+    assert table.loc[0, "std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+    # The leaderboard's first trial loses on the mean over seeds.
+    assert confirmed.winner == "b"
+    assert confirmed.configs["trial_id"].tolist() == ["b", "a"]
+    assert confirmed.winner_seed()["seed"] == 1  # b's better seed is the one exported
+    assert Path(confirmed.winner_seed()["checkpoint"]).parent.name == "b-seed1"
+
+
+def test_an_unfinished_confirmation_trial_does_not_count(tmp_path):
+    run_dir = _confirm_run(tmp_path)
+    write_trial(
+        runs.confirm_dir(run_dir),
+        runs.confirm_trial_name("a", 2),
+        {**params(0.1), "train.seed": 2, "confirms": "a"},
+        [0.9],
+        done=False,
+    )
+    confirmed = analysis.confirmation(runs.open_run(run_dir))
+    assert (confirmed.table["seed"] == 2).sum() == 0
+    assert not runs.is_finished(run_dir)  # no status yet: the confirmation is still going
+
+
+def test_without_confirmation_trials_there_is_no_confirmation(tmp_path):
+    run_dir = _confirm_run(tmp_path)
+    import shutil
+
+    shutil.rmtree(runs.confirm_dir(run_dir))
+    assert analysis.confirmation(runs.open_run(run_dir)) is None
+
+
+def test_confirm_csv_is_written_with_the_tables(tmp_path):
+    result = analysis.analyze(_confirm_run(tmp_path), with_data=False, seeds=1, bootstraps=1)
+    written = analysis.write_tables(result, tmp_path / "out")
+    csv = pd.read_csv(written["confirm"])
+    assert len(csv) == 4 and set(csv["trial_id"]) == {"a", "b"}

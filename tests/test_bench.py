@@ -50,6 +50,7 @@ def test_every_method_runs_through_the_factory(monkeypatch, tmp_path, tiny_model
     space_file = _tiny_space(tmp_path, tiny_model_dir, tiny_csv)
     spec = bench.load_spec(space_file, None, seed=3, options=options)
     assert spec.budget.time_budget_s == 30.0 and spec.budget.trials > 1000
+    assert spec.budget.confirm_seeds == 0  # no retraining outside the time budget
     for name in METHODS:
         run = bench.run_method(
             name, spec, seed=3, data=None, model_path="", storage=tmp_path, options=options

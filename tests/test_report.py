@@ -17,6 +17,7 @@ from sentune.evaluate import Floor
 
 PANELS = (
     "leaderboard",
+    "confirmation",
     "importance",
     "parallel",
     "history",
@@ -27,8 +28,9 @@ PANELS = (
     "winner",
     "manifest",
 )
-#: Panels drawn as Plotly figures (the manifest is a table).
-FIGURES = {f"fig-{p}-0" for p in PANELS if p != "manifest"}
+#: Panels drawn as Plotly figures (the manifest is a table; the shared tiny run has confirmation
+#: off, so its panel is a note).
+FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation")}
 
 
 def _report(run_dir: Path, workdir: Path, *args: str) -> int:

@@ -31,6 +31,8 @@ _OVERRIDES = {
     "gpus_per_trial": "budget.gpus_per_trial",
     "time_budget_s": "budget.time_budget_s",
     "seed": "budget.seed",
+    "confirm_top": "budget.confirm_top",
+    "confirm_seeds": "budget.confirm_seeds",
 }
 #: Type and help of each override flag, shared by `search` and `bench`.
 _OVERRIDE_HELP: dict[str, tuple[type, str]] = {
@@ -47,6 +49,12 @@ _OVERRIDE_HELP: dict[str, tuple[type, str]] = {
     "gpus_per_trial": (float, "a fraction shares a GPU"),
     "time_budget_s": (float, "stop the search after this long"),
     "seed": (int, "seed of the Optuna sampler"),
+    "confirm_top": (
+        int,
+        "configurations retrained over seeds after the search (default "
+        f"{config.CONFIRM_TOP_CPU} on CPU, {config.CONFIRM_TOP_GPU} with GPUs)",
+    ),
+    "confirm_seeds": (int, "seeds per confirmed configuration (0: no confirmation)"),
 }
 
 
@@ -428,7 +436,8 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
 
     from sentune import analysis, runs
 
-    table = analysis.leaderboard(runs.open_run(run_dir))
+    run = runs.open_run(run_dir)
+    table = analysis.leaderboard(run)
     out = analysis_root / Path(run_dir).name
     out.mkdir(parents=True, exist_ok=True)
     runs.write_csv(table, out / "leaderboard.csv")
@@ -447,6 +456,12 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
     for _, row in table[table["status"] == "error"].iterrows():
         print(f"  {row['trial_id']} failed: {row['error']}")
     print(f"leaderboard: {out / 'leaderboard.csv'}")
+    confirmed = analysis.confirmation(run, table)
+    if confirmed is not None:
+        runs.write_csv(confirmed.table, out / "confirm.csv")
+        print("\nConfirmation over seeds (best mean first; the winner is the first):")
+        print(confirmed.configs.to_string(index=False, float_format="{:.4f}".format))
+        print(f"confirmation: {out / 'confirm.csv'}")
 
 
 def _add_export_parsers(commands) -> None:

@@ -162,6 +162,24 @@ class BudgetConfig:
     time_budget_s: float | None = None
     #: Seed of the Optuna sampler.
     seed: int = 0
+    #: Best configurations retrained over seeds after the search (None: 2 on CPU, 4 with GPUs).
+    confirm_top: int | None = None
+    #: Seeds per confirmed configuration; a search trial that trained the full budget counts as
+    #: its own seed (0: no confirmation, the leaderboard's first trial wins).
+    confirm_seeds: int = 2
+
+
+#: `budget.confirm_top` left unset: configurations confirmed on CPU trials (each retraining costs
+#: a full trial, one at a time on a small CPU host), and with GPU trials (cheap, and concurrent).
+CONFIRM_TOP_CPU, CONFIRM_TOP_GPU = 2, 4
+
+
+def confirm_top(budget: BudgetConfig) -> int:
+    """The configurations confirmed over seeds: `budget.confirm_top`, else the hardware default
+    (`CONFIRM_TOP_GPU` when trials get a GPU, `CONFIRM_TOP_CPU` otherwise)."""
+    if budget.confirm_top is not None:
+        return budget.confirm_top
+    return CONFIRM_TOP_GPU if budget.gpus_per_trial > 0 else CONFIRM_TOP_CPU
 
 
 SECTIONS: dict[str, type] = {
@@ -264,6 +282,8 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "budget.cpus_per_trial": (0.1, None),
     "budget.gpus_per_trial": (0.0, None),
     "budget.time_budget_s": (1, None),
+    "budget.confirm_top": (1, None),
+    "budget.confirm_seeds": (0, None),
 }
 
 # --- where things are written (the CLI's defaults; each option dataclass points here) -------

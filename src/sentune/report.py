@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import RANKING_RULE, FloorVerdict, RunAnalysis
+from sentune.analysis import RANKING_RULE, FloorVerdict, RunAnalysis, format_mean_std
 from sentune.errors import SentuneError
 
 log = logging.getLogger(__name__)
@@ -309,6 +309,92 @@ def _panel_leaderboard(result: RunAnalysis, plotly: _Plotly) -> Panel:
         note=_floor_note(result),
         figures=(fig,),
         html=(table_html,),
+    )
+
+
+def _panel_confirmation(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    budget = result.run.manifest.budget
+    panel = Panel(
+        id="confirmation",
+        title="Confirmation over seeds",
+        caption=f"The top {config.confirm_top(budget)} configurations of the leaderboard "
+        f"retrained to the full {budget.max_epochs} epochs with {budget.confirm_seeds} seeds "
+        "(a trial that trained the full budget counts as its own seed): one dot per seed, the "
+        "bar is the mean ± std. The winner is the best mean; seeds move small-data "
+        "fine-tuning by whole points (Dodge et al. 2020).",
+    )
+    confirmed = result.confirmation
+    if confirmed is None:
+        why = result.notes.get("confirmation") or (
+            "confirmation is off (budget.confirm_seeds 0)"
+            if budget.confirm_seeds == 0
+            else "no confirmation trials in this run (an older run, or the search did not finish)"
+        )
+        return panel._replace(note=why)
+    go, table = plotly.go, confirmed.table
+    order = [t for t in confirmed.configs["trial_id"] if t in set(table["trial_id"])]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=table["trial_id"],
+            y=table[config.OBJECTIVE],
+            mode="markers",
+            marker={"size": 10, "color": STATUS_COLORS["completed"], "opacity": 0.7},
+            text=[f"seed {s}" for s in table["seed"]],
+            hovertemplate="trial %{x}, %{text}<br>%{y:.4f}<extra></extra>",
+            name="seed",
+        )
+    )
+    stats = confirmed.configs.set_index("trial_id").loc[order]
+    fig.add_trace(
+        go.Scatter(
+            x=order,
+            y=stats["mean"],
+            error_y={"type": "data", "array": stats["std"].fillna(0.0)},
+            mode="markers",
+            marker={"size": 16, "symbol": "line-ew-open", "color": "black"},
+            hovertemplate="trial %{x}<br>mean %{y:.4f}<extra></extra>",
+            name="mean ± std",
+        )
+    )
+    if result.floor is not None:
+        _floor_line(fig, plotly, result.floor.val_macro_f1)
+    fig.update_layout(
+        height=340,
+        xaxis={"title": "configuration (its search trial; best mean first)", "type": "category",
+               "categoryorder": "array", "categoryarray": order},
+        yaxis_title=f"{config.OBJECTIVE} (best epoch)",
+    )  # fmt: skip
+    shown = confirmed.configs.copy()
+    shown["mean ± std"] = [
+        format_mean_std(table.loc[table["trial_id"] == t, config.OBJECTIVE].tolist()) if n else ""
+        for t, n in zip(shown["trial_id"], shown["n_seeds"], strict=True)
+    ]
+    return panel._replace(
+        note=_confirmed_winner_line(result),
+        figures=(fig,),
+        html=(_table_html(shown.drop(columns=["mean", "std"])),),
+    )
+
+
+def _confirmed_winner_line(result: RunAnalysis) -> str:
+    """`winner: trial X, val_macro_f1 0.7012 ± 0.0040 over 2 seeds (rank 2 of the leaderboard)`,
+    or "" without a confirmation."""
+    confirmed = result.confirmation
+    if confirmed is None or confirmed.winner is None:
+        return ""
+    seeds = confirmed.table[confirmed.table["trial_id"] == confirmed.winner]
+    row = confirmed.configs.set_index("trial_id").loc[confirmed.winner]
+    partial = (
+        f", {int(row['n_seeds'])} of {int(row['seeds_planned'])} seeds finished"
+        if row["n_seeds"] < row["seeds_planned"]
+        else ""
+    )
+    return (
+        f"winner (best mean over seeds): trial {confirmed.winner}, {config.OBJECTIVE} "
+        f"{format_mean_std(seeds[config.OBJECTIVE].tolist())} over {len(seeds)} seeds "
+        f"({', '.join(str(s) for s in seeds['seed'])}; leaderboard rank {int(row['rank'])}"
+        f"{partial})"
     )
 
 
@@ -748,7 +834,8 @@ def _panel_winner(result: RunAnalysis, plotly: _Plotly) -> Panel:
         id="winner",
         title="The winner on the validation split",
         caption="Confusion matrix (rows: true class, columns: predicted) and per-class "
-        "precision and recall of the best trial's kept checkpoint on the validation split.",
+        "precision and recall of the winner's kept checkpoint on the validation split (after a "
+        "confirmation over seeds: the best seed of the configuration with the best mean).",
     )
     confusion = result.confusion
     if confusion is None:
@@ -804,6 +891,7 @@ def _panel_manifest(result: RunAnalysis, plotly: _Plotly) -> Panel:
 
 _PANELS = (
     _panel_leaderboard,
+    _panel_confirmation,
     _panel_importance,
     _panel_parallel,
     _panel_history,
@@ -836,6 +924,9 @@ def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 5) ->
     ):
         lines.append(shown.to_string(index=False, na_rep=""))
     lines.append(_floor_note(result))
+    winner = _confirmed_winner_line(result)
+    if winner:
+        lines.append(winner)
     lines.append(_importance_line(result))
     for part in ("confusion", "tokens"):
         if part in result.notes:

@@ -14,6 +14,8 @@ trials/<space>-<YYYYmmdd-HHMMSS>/
   <trial_id>/sentune_status.json  completed | retrying | error, failures, error line
   <trial_id>/error.txt            Ray's record of the latest failure
   <trial_id>/checkpoint_*/        model files, trial_state.json [, training_state.pt]
+  confirm/<trial_id>-seed<n>/     a confirmation trial: the search trial's configuration
+                                  retrained to the full budget with `train.seed` n (same files)
 ```
 """
 
@@ -29,7 +31,7 @@ import re
 import shutil
 import socket
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +71,14 @@ TRAINING_STATE_FILE = "training_state.pt"
 MODEL_CONFIG_FILE = "config.json"
 
 COMPLETED, RETRYING, ERROR = "completed", "retrying", "error"
+#: The confirmation trials of a run (a Tune experiment of its own inside the run folder), kept
+#: apart so that the search's leaderboard never mixes them in.
+CONFIRM_DIR = "confirm"
+#: In a confirmation trial's configuration: the search trial whose configuration it retrains.
+#: Not a dotted key, so the trial's sections ignore it.
+CONFIRMS_KEY = "confirms"
+#: The trial seed's dotted key: a confirmation trial changes it and nothing else.
+SEED_KEY = "train.seed"
 
 _VERSIONED = (
     "sentune",
@@ -293,7 +303,8 @@ def is_finished(run_dir: str | Path) -> bool:
     """Whether a run's search is over: every trial completed or errored for good, and (without
     a time budget) as many trials ran as the budget asked for.
 
-    A search still running, or one interrupted before its last trial ended, is not finished.
+    A search still running, or one interrupted before its last trial ended, is not finished;
+    nor is a run whose confirmation trials have not all ended.
     """
     run_dir = Path(run_dir)
     try:
@@ -301,7 +312,8 @@ def is_finished(run_dir: str | Path) -> bool:
     except RunError:
         return False
     folders = trial_dirs(run_dir)
-    done = [read_trial_status(d).get("status") in (COMPLETED, ERROR) for d in folders]
+    confirming = trial_dirs(confirm_dir(run_dir)) if confirm_dir(run_dir).is_dir() else []
+    done = [read_trial_status(d).get("status") in (COMPLETED, ERROR) for d in folders + confirming]
     if not folders or not all(done):
         return False
     return manifest.budget.time_budget_s is not None or len(folders) >= manifest.budget.trials
@@ -433,13 +445,19 @@ def device_description() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder read back: its manifest and one history DataFrame per trial."""
+    """A run folder read back: its manifest and one history DataFrame per trial.
+
+    `confirmation` holds the confirmation trials (`CONFIRM_DIR`) read the same way, each
+    trial's params naming the search trial it retrains (`CONFIRMS_KEY`); None when there are
+    none.
+    """
 
     path: Path
     manifest: Manifest
     params: dict[str, dict[str, Any]]
     histories: dict[str, pd.DataFrame]
     errors: dict[str, str]
+    confirmation: Run | None = None
 
     def trial_dir(self, trial_id: str) -> Path:
         """The folder of one trial."""
@@ -462,8 +480,14 @@ def open_run(run_dir: str | Path) -> Run:
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    folder = confirm_dir(run_dir)
+    confirmation = _read_trials(folder, manifest) if folder.is_dir() else None
+    return replace(_read_trials(run_dir, manifest), confirmation=confirmation)
+
+
+def _read_trials(folder: Path, manifest: Manifest) -> Run:
     params, histories, errors = {}, {}, {}
-    for trial_dir in trial_dirs(run_dir):
+    for trial_dir in trial_dirs(folder):
         trial_id = trial_dir.name
         try:
             params[trial_id] = json.loads((trial_dir / PARAMS_FILE).read_text())
@@ -474,7 +498,23 @@ def open_run(run_dir: str | Path) -> Run:
         error = trial_error(trial_dir)
         if error:
             errors[trial_id] = error
-    return Run(run_dir, manifest, params, histories, errors)
+    return Run(folder, manifest, params, histories, errors)
+
+
+def confirm_dir(run_dir: str | Path) -> Path:
+    """The folder of a run's confirmation trials (`CONFIRM_DIR`)."""
+    return Path(run_dir) / CONFIRM_DIR
+
+
+def confirm_trial_name(trial_id: str, seed: int) -> str:
+    """The folder name of the confirmation trial retraining `trial_id` with seed `seed`."""
+    return f"{trial_id}-seed{seed}"
+
+
+def trial_seed(params: dict[str, Any]) -> int:
+    """The seed a trial trained with (`SEED_KEY`, else the default)."""
+    value = params.get(SEED_KEY)
+    return int(config.TrainConfig.seed if value is None else value)
 
 
 def trial_dirs(run_dir: Path) -> list[Path]:

@@ -162,7 +162,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         with ray_session(options):
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
-    _finish(run_dir, grid, spec.budget, options)
+            if _finish(run_dir, grid, spec.budget, options):
+                _confirm(run_dir, data, settings, spec.budget, options)
     return run_dir
 
 
@@ -171,8 +172,9 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
 
     Finished trials are kept, unfinished and errored ones continue from their latest checkpoint,
     the searcher and scheduler continue from their saved state and the trial budget counts what
-    already ran. The space, data, budget and trial settings are those of the run's manifest; of
-    `options` only where Ray runs (`address`, dashboard, CPUs) and the token cache apply.
+    already ran; then the confirmation over seeds runs, or continues where it was interrupted.
+    The space, data, budget and trial settings are those of the run's manifest; of `options`
+    only where Ray runs (`address`, dashboard, CPUs) and the token cache apply.
 
     Args:
         run_dir: `trials/<run>`, written by `run`.
@@ -201,6 +203,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     settings = replace(manifest.settings, model=model_path)
     options = replace(options, address=options.address or manifest.address)
     log.info("resuming %s", run_dir)
+    _quiet_unless_verbose(options)
     with ray_session(options):
         tuner = tune.Tuner.restore(
             str(run_dir.resolve()),
@@ -209,7 +212,8 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             resume_errored=True,
         )
         grid = tuner.fit()
-    _finish(run_dir, grid, budget, options)
+        if _finish(run_dir, grid, budget, options):
+            _confirm(run_dir, data, settings, budget, options)
     return run_dir
 
 
@@ -308,9 +312,13 @@ def ray_session(options: SearchOptions):
             ray.shutdown()
 
 
-def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -> None:
+def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -> bool:
     """Keep each finished trial's best checkpoint only; say how to continue an unfinished
-    search or retry its errored trials."""
+    search or retry its errored trials.
+
+    Returns:
+        Whether the search ran its whole trial budget (only then is its winner confirmed).
+    """
     statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
         if status.get("status") == runs.COMPLETED:
@@ -318,7 +326,8 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     failed = [name for name, s in statuses.items() if s.get("status") == runs.ERROR]
     finished = sum(1 for s in statuses.values() if s.get("status") in (runs.COMPLETED, runs.ERROR))
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished or (budget.time_budget_s is None and finished < budget.trials):
+    interrupted = bool(unfinished or (budget.time_budget_s is None and finished < budget.trials))
+    if interrupted:
         log.warning(
             "the search was interrupted with %d of %d trials finished; continue it with: %s",
             finished,
@@ -331,6 +340,149 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
             "with: %s",
             len(failed),
             ", ".join(sorted(failed)),
+            resume_command(run_dir, options),
+        )
+    return not interrupted
+
+
+# --- confirmation over seeds ------------------------------------------------------------------
+
+
+def _confirm(
+    run_dir: Path,
+    data: PreparedData,
+    settings: TrialSettings,
+    budget: BudgetConfig,
+    options: SearchOptions,
+) -> None:
+    """Retrain the top configurations over seeds (`analysis.confirmation_plan`) as a Tune
+    experiment of its own (`runs.CONFIRM_DIR`), or continue an interrupted one.
+
+    Its trials have the search's resources, checkpoints and retries, and run FIFO: each trains
+    the full budget. A search trial that trained the full budget is its own first seed, so only
+    the other seeds are trained.
+    """
+    from ray import tune
+
+    from sentune.analysis import confirmation_plan
+
+    folder = runs.confirm_dir(run_dir).resolve()
+    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
+    if tune.Tuner.can_restore(str(folder)):
+        log.info("continuing the confirmation of %s over seeds", run_dir.name)
+        tuner = tune.Tuner.restore(
+            str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        run = runs.open_run(run_dir)
+        plan = confirmation_plan(run)
+        configs = [
+            {**run.params[item.trial_id], runs.SEED_KEY: seed, runs.CONFIRMS_KEY: item.trial_id}
+            for item in plan
+            for seed in item.missing
+        ]
+        if not configs:
+            return
+        log.info(
+            "confirming the top %d configurations over %d seeds: %d more full trials",
+            len(plan),
+            budget.confirm_seeds,
+            len(configs),
+        )
+        tuner = _build_confirm_tuner(configs, trainable, run_dir, budget, options)
+    grid = tuner.fit()
+    _finish_confirm(run_dir, grid, options)
+
+
+def _build_confirm_tuner(
+    configs: list[dict[str, Any]], trainable, run_dir: Path, budget: BudgetConfig, options
+):
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    progress = _progress_callback(
+        total=len(configs),
+        max_epochs=budget.max_epochs,
+        rungs=[float(budget.max_epochs)],
+        shown={runs.CONFIRMS_KEY, runs.SEED_KEY},
+        options=options,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=config.OBJECTIVE,
+            mode=config.MODE,
+            search_alg=_config_list(configs),
+            scheduler=FIFOScheduler(),
+            num_samples=len(configs),
+            max_concurrent_trials=budget.concurrency,
+            trial_name_creator=_confirm_trial_name,
+            trial_dirname_creator=_confirm_trial_name,
+        ),
+        run_config=_run_config(runs.CONFIRM_DIR, run_dir.resolve(), progress, options),
+    )
+
+
+def _config_list(configs: list[dict[str, Any]]):
+    """A Tune searcher that hands out `configs` whole, one per trial, in order.
+
+    Ray's `BasicVariantGenerator(points_to_evaluate=…)` only fills keys that its param space
+    already has, and the configurations differ in which conditional keys they hold. Its state
+    (what it has handed out) is pickled with the experiment, so a resumed confirmation does not
+    start a configuration twice. Defined on first use so that importing this module does not
+    import Ray Tune.
+    """
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class ConfigList(Searcher):
+        def __init__(self, configs: list[dict[str, Any]]):
+            super().__init__(metric=config.OBJECTIVE, mode=config.MODE)
+            self._configs = [dict(c) for c in configs]
+            self._given = 0
+
+        def suggest(self, trial_id: str):
+            if self._given >= len(self._configs):
+                return Searcher.FINISHED
+            self._given += 1
+            return dict(self._configs[self._given - 1])
+
+        def on_trial_complete(self, trial_id: str, result=None, error=False):
+            pass  # nothing to learn: every configuration is given
+
+        def save(self, checkpoint_path: str):
+            with open(checkpoint_path, "wb") as file:
+                pickle.dump(self.__dict__, file)
+
+        def restore(self, checkpoint_path: str):
+            with open(checkpoint_path, "rb") as file:
+                self.__dict__.update(pickle.load(file))
+
+    return ConfigList(configs)
+
+
+def _confirm_trial_name(trial) -> str:
+    return runs.confirm_trial_name(trial.config[runs.CONFIRMS_KEY], trial.config[runs.SEED_KEY])
+
+
+def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
+    """Keep each finished confirmation trial's best checkpoint only; say how to continue an
+    interrupted confirmation or retry its errored trials."""
+    folders = runs.trial_dirs(runs.confirm_dir(run_dir))
+    statuses = {d.name: runs.read_trial_status(d).get("status") for d in folders}
+    for folder in folders:
+        if statuses[folder.name] == runs.COMPLETED:
+            runs.keep_best_checkpoint(folder)
+    failed = sorted(name for name, status in statuses.items() if status == runs.ERROR)
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished or failed:
+        log.warning(
+            "the confirmation over seeds has %d unfinished and %d failed trial(s)%s; the winner "
+            "is the best mean over the seeds that finished; continue it with: %s",
+            unfinished,
+            len(failed),
+            f" ({', '.join(failed)})" if failed else "",
             resume_command(run_dir, options),
         )
 
@@ -499,21 +651,31 @@ def _build_tuner(
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
-        run_config=tune.RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.resolve().parent),
-            # Ray keeps the top `num_to_keep` checkpoints by score and, always, the latest one:
-            # the best for export, the latest to continue from. `_finish` drops the latest of
-            # finished trials.
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,
-                checkpoint_score_attribute=config.OBJECTIVE,
-                checkpoint_score_order=config.MODE,
-            ),
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            callbacks=[_trial_ledger(), _progress_reporter(spec, options)],
-            verbose=1 if options.verbose else 0,
+        run_config=_run_config(
+            run_dir.name, run_dir.resolve().parent, _progress_reporter(spec, options), options
         ),
+    )
+
+
+def _run_config(name: str, storage: Path, progress, options: SearchOptions):
+    """Where a Tune experiment writes (`<storage>/<name>`), its checkpoints, retries and
+    callbacks: the same for the search and its confirmation."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        # Ray keeps the top `num_to_keep` checkpoints by score and, always, the latest one:
+        # the best for export, the latest to continue from. `_finish` drops the latest of
+        # finished trials.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1,
+            checkpoint_score_attribute=config.OBJECTIVE,
+            checkpoint_score_order=config.MODE,
+        ),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        callbacks=[_trial_ledger(), progress],
+        verbose=1 if options.verbose else 0,
     )
 
 
@@ -763,21 +925,31 @@ def _quiet_unless_verbose(options: SearchOptions) -> None:
 
 def _progress_reporter(spec: SearchSpec, options: SearchOptions):
     """A Tune callback that prints one line per trial event with an estimate (`progress.py`)."""
-    from ray.tune import Callback
-
     from sentune.analysis import asha_rungs
-    from sentune.progress import SearchProgress
 
-    progress = SearchProgress(
+    return _progress_callback(
         total=spec.budget.trials,
         max_epochs=spec.budget.max_epochs,
         rungs=asha_rungs(spec.budget, options.strategy),
+        shown=set(spec.params),
+        options=options,
     )
-    searched = set(spec.params)
+
+
+def _progress_callback(
+    *, total: int, max_epochs: int, rungs: list[float], shown: set[str], options: SearchOptions
+):
+    """The Tune callback behind `_progress_reporter`: `total` trials, the config keys in
+    `shown` printed when a trial starts."""
+    from ray.tune import Callback
+
+    from sentune.progress import SearchProgress
+
+    progress = SearchProgress(total=total, max_epochs=max_epochs, rungs=rungs)
 
     class ProgressReporter(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            params = {k: v for k, v in trial.config.items() if k in searched}
+            params = {k: v for k, v in trial.config.items() if k in shown}
             progress.on_start(trial.trial_id, params)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
