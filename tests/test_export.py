@@ -18,6 +18,7 @@ import yaml
 from sentune import analysis, cli, config, export, predict, runs
 from sentune.batching import pad_batch
 from sentune.errors import DataError, ExportError, RunError
+from sentune.model import load_model
 from sentune.runs import MANIFEST
 
 pytestmark = pytest.mark.slow
@@ -216,7 +217,7 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
     data = _prepared_data(tiny_run, tmp_path / "cache")
     texts = data.test.texts[:40]
     labels = exported.metrics["labels"]
-    model = export.load_model(exported.winner.checkpoint).eval()
+    model = load_model(exported.winner.checkpoint).eval()
     ids = data.test.truncated(exported.winner.max_length)[:40]
     input_ids, mask = pad_batch(ids, pad_id=data.pad_id)
     with torch.inference_mode():

@@ -1,0 +1,391 @@
+"""The export's text: the model card (Hub YAML header, recipe, scores, latency) and the tables
+the CLI prints."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from sentune import config, runs
+from sentune.export.common import (
+    BENCHMARK_FILE,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    INTERVAL_METRICS,
+    METRICS_FILE,
+    ONNX_OPSET,
+    PARITY_ATOL,
+    PT2_FILE,
+    Winner,
+    base_model_id,
+    macro_f1_of,
+    portable_text,
+)
+from sentune.model import LICENSES
+from sentune.predict import (
+    EXPORT_MANIFEST,
+    INT8_FILE,
+    ONNX_FILE,
+    ONNX_INPUTS,
+)
+from sentune.runs import Manifest, Run
+
+log = logging.getLogger(__name__)
+
+
+def format_benchmark(benchmark: dict[str, Any]) -> str:
+    """The benchmark as a Markdown table (also readable as plain text)."""
+    lines = [
+        "| format | batch 1 p50 (ms) | batch 1 p95 (ms) | batch 32 (texts/s) | vs PyTorch |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in benchmark["results"].items():
+        lines.append(
+            f"| {name} | {row['b1_p50_ms']:.2f} | {row['b1_p95_ms']:.2f} | "
+            f"{row['b32_texts_per_s']:.1f} | {row['b32_speedup_vs_pytorch']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def format_scores(metrics: dict[str, Any]) -> str:
+    """Validation and test scores of each format as a Markdown table."""
+    lines = [
+        "| format | val macro-F1 | test macro-F1 | test weighted F1 | test accuracy | val→test |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    weighted = config.metric_name(config.TEST, config.F1_WEIGHTED)
+    accuracy = config.metric_name(config.TEST, config.ACCURACY)
+    for name, splits in metrics["formats"].items():
+        val_f1, test_f1 = macro_f1_of(splits, "validation"), macro_f1_of(splits, "test")
+        test = splits["test"]
+        lines.append(
+            f"| {name} | {val_f1:.4f} | {test_f1:.4f} | {test[weighted]:.4f} | "
+            f"{test[accuracy]:.4f} | {test_f1 - val_f1:+.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def format_intervals(metrics: dict[str, Any]) -> str:
+    """The winner's and the TF-IDF floor's test scores with their 95 % intervals (Markdown)."""
+    keys = [config.metric_name(config.TEST, m) for m in INTERVAL_METRICS]
+    pytorch, floor = metrics["formats"]["pytorch"]["test"], metrics["floor"]
+
+    def cell(value: float, interval: dict[str, Any]) -> str:
+        return f"{value:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+
+    rows = [
+        ("this model (PyTorch)", pytorch, metrics["test_intervals"]),
+        (
+            f"TF-IDF floor (trained on the same {floor['train_size']} examples)",
+            floor,
+            floor["intervals"],
+        ),
+    ]
+    lines = [
+        "| model | " + " | ".join(f"{k} [95 % CI]" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for name, scores, intervals in rows:
+        lines.append(
+            f"| {name} | " + " | ".join(cell(scores[k], intervals[k]) for k in keys) + " |"
+        )
+    return "\n".join(lines)
+
+
+# --- the model card --------------------------------------------------------------------------
+
+
+def model_card(
+    run: Run,
+    winner: Winner,
+    metrics: dict[str, Any],
+    benchmark: dict[str, Any],
+    formats: tuple[str, ...],
+) -> str:
+    manifest = run.manifest
+    names = metrics["labels"]
+    test = metrics["formats"]["pytorch"]["test"]
+    space = manifest.space
+    lines = [
+        "---",
+        yaml.safe_dump(
+            _card_metadata(run, winner, metrics, formats), sort_keys=False, allow_unicode=True
+        ).rstrip(),
+        "---",
+        "",
+        f"# Sentiment classifier — {run.path.name}, trial {winner.trial_id}",
+        "",
+        f"Fine-tuned with sentune from `{base_model_id(manifest)}` to classify text as "
+        f"{', '.join(names)}.",
+        f"Winner of the `{space.name}` search (rank {winner.rank} by best-epoch validation "
+        f"macro-F1, epoch {winner.best_epoch:g}); run commit `{manifest.git_commit}`.",
+        *_confirmed_lines(winner),
+        "",
+        "## Files",
+        "",
+        *_files_lines(formats),
+        "",
+        "## Data",
+        "",
+        *_data_lines(manifest),
+        "",
+        "## Search",
+        "",
+        space.description.strip(),
+        "",
+        f"Strategy `{manifest.strategy}`, budget: "
+        + ", ".join(f"{k} {v}" for k, v in asdict(manifest.budget).items() if v is not None)
+        + ".",
+        "",
+        "```yaml",
+        portable_text(space.text).rstrip(),
+        "```",
+        "",
+        "## Training recipe",
+        "",
+        "The chosen configuration and the defaults it ran with (`searched`: chosen by the "
+        "search; `fixed`: set by the space; `default`: sentune's `config.py`).",
+        "",
+        "| key | value | from |",
+        "|---|---|---|",
+        *(f"| `{key}` | {_fmt(value)} | {origin} |" for key, value, origin in _recipe(run, winner)),
+        "",
+        "## Scores",
+        "",
+        "Each format scored on the validation split (used by the search to pick this trial) and "
+        "on the held-out test split, which the search never saw.",
+        "",
+        format_scores(metrics),
+        "",
+        f"Test scores with 95 % bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples of the "
+        f"{test['n']} test examples, seed {BOOTSTRAP_SEED}), beside the reference floor "
+        f"({metrics['floor']['method']}) trained on the same training split:",
+        "",
+        format_intervals(metrics),
+        "",
+        f"Validation macro-F1 reported during the search: {winner.val_macro_f1:.4f} (training "
+        "precision); the scores above are recomputed in fp32.",
+    ]
+    if "int8_test_macro_f1_drop" in metrics:
+        lines.append(
+            "int8 quantization changes test macro-F1 by "
+            f"{0.0 - metrics['int8_test_macro_f1_drop']:+.4f}."
+        )
+    test_precision = config.metric_name(config.TEST, config.PRECISION)
+    test_recall = config.metric_name(config.TEST, config.RECALL)
+    lines += [
+        "",
+        "Per class on the test split (PyTorch):",
+        "",
+        "| class | support | precision | recall |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {n} | {test['support'][n]} | {test[f'{test_precision}/{n}']:.4f} | "
+            f"{test[f'{test_recall}/{n}']:.4f} |"
+            for n in names
+        ),
+        "",
+        "Confusion matrix on the test split (rows: true, columns: predicted; "
+        + ", ".join(names)
+        + "):",
+        "",
+        "```",
+        *(
+            f"{n:>12} " + " ".join(f"{c:6d}" for c in row)
+            for n, row in zip(names, test["confusion_matrix"], strict=True)
+        ),
+        "```",
+        "",
+        "## Latency and throughput",
+        "",
+        f"{benchmark['cpu']} ({benchmark['cpu_count']} CPUs), {benchmark['threads']} intra-op "
+        f"threads, real test texts (mean {benchmark['mean_tokens_batch1']:.1f} tokens at batch 1, "
+        f"{benchmark['mean_tokens_batch32']:.1f} at batch 32), "
+        f"{benchmark['warmup_calls']} warm-up calls; tokenization {benchmark['tokenization']}.",
+        "",
+        format_benchmark(benchmark),
+        "",
+        "## How to use it",
+        "",
+        "```python",
+        "import sentune.model  # registers the model type with transformers",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'model = AutoModelForSequenceClassification.from_pretrained("EXPORT_DIR")',
+        'tokenizer = AutoTokenizer.from_pretrained("EXPORT_DIR")',
+        '# or: model = sentune.model.load_model("EXPORT_DIR")',
+        f'batch = tokenizer(["what a day"], truncation=True, max_length={winner.max_length}, '
+        'return_tensors="pt")',
+        "label = model.config.id2label[int(model(**batch).logits.argmax(-1))]",
+        "```",
+        "",
+        "No `trust_remote_code`: importing `sentune.model` registers the model class.",
+        "",
+        *_truncation_lines(winner),
+        "With onnxruntime only (no torch):",
+        "",
+        "```",
+        'sentune predict EXPORT_DIR "the battery died after a day" "best purchase this year"',
+        "sentune predict EXPORT_DIR --file reviews.csv --column text > predictions.csv",
+        "sentune predict EXPORT_DIR --file reviews.jsonl --format json   # every column kept",
+        "sentune predict EXPORT_DIR --int8 ...   # the int8 model",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _truncation_lines(winner: Winner) -> list[str]:
+    if winner.truncation == "head":
+        return []
+    return [
+        f"This model was trained on `{winner.truncation}` truncation (see `sentune.batching`): "
+        "the tokenizer's own truncation keeps the head of a longer text only. Tokenize without "
+        "truncation and cut the ids with "
+        f'`sentune.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
+        "`sentune predict` does.",
+        "",
+    ]
+
+
+def _files_lines(formats: tuple[str, ...]) -> list[str]:
+    described = {
+        "hf": "`config.json`, `model.safetensors`, tokenizer files: the Hugging Face model",
+        "onnx": f"`{ONNX_FILE}`: ONNX (opset {ONNX_OPSET}), dynamic batch and sequence axes, "
+        f"inputs {', '.join(ONNX_INPUTS)}, output logits; within {PARITY_ATOL:g} of PyTorch",
+        "int8": f"`{INT8_FILE}`: the ONNX model with dynamic int8 (QInt8) weight quantization",
+        "pt2": f"`{PT2_FILE}`: a `torch.export` program (`torch.export.load`)",
+    }
+    return [f"- {described[f]}" for f in formats] + [
+        f"- `{METRICS_FILE}`, `{BENCHMARK_FILE}`: scores and timings; `{EXPORT_MANIFEST}`: what "
+        "`sentune predict` reads"
+    ]
+
+
+def _data_lines(manifest: Manifest) -> list[str]:
+    cfg, stats, label_names = manifest.data.config, manifest.data.stats, manifest.data.label_names
+    source = stats.get("source", {})
+    where = portable_text(str(source.get("hub_id") or source.get("path") or cfg.dataset))
+    lines = [
+        f"Dataset `{portable_text(cfg.dataset)}` ({source.get('kind', 'unknown')}: `{where}`), "
+        f"fingerprint `{manifest.data.fingerprint}`; {stats.get('rows_read', '?')} rows read.",
+        "Cleaning: HTML tags and entities, broken encodings and control characters repaired or "
+        f"removed; texts under {cfg.min_words} words, empty texts, duplicates and texts with "
+        "conflicting labels dropped; dropped rows: "
+        + ", ".join(f"{k} {v}" for k, v in stats.get("dropped", {}).items())
+        + ".",
+        f"Stratified split (seed {cfg.seed}; validation {cfg.val_fraction}, test "
+        f"{cfg.test_fraction} of the source's train split where it has none"
+        + (f"; train subsampled to {cfg.train_size}" if cfg.train_size else "")
+        + (f"; validation subsampled to {cfg.val_size}" if cfg.val_size else "")
+        + ").",
+        "",
+        "| split | examples | " + " | ".join(label_names) + " |",
+        "|---|---:|" + "---:|" * len(label_names),
+    ]
+    for split, size in stats.get("split_sizes", {}).items():
+        counts = stats.get("class_counts", {}).get(split, {})
+        lines.append(
+            f"| {split} | {size} | "
+            + " | ".join(str(counts.get(n, "")) for n in label_names)
+            + " |"
+        )
+    return lines
+
+
+def _confirmed_lines(winner: Winner) -> list[str]:
+    """The model card's account of the confirmation over seeds (none when there was none)."""
+    if not winner.confirmed:
+        return []
+    return [
+        "",
+        "Confirmed over seeds: the best configurations were retrained to the full epoch budget "
+        "with other `train.seed` values, and this one has the best mean validation macro-F1: "
+        f"{winner.confirmed_line}. The exported weights are those of seed "
+        f"{winner.params[runs.SEED_KEY]} ({winner.val_macro_f1:.4f}).",
+    ]
+
+
+def _recipe(run: Run, winner: Winner) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, origin) of the trial's head and training settings, then its epochs
+    and precision; origin is `searched`, `fixed` or `default`."""
+    space = run.manifest.space
+    rows = []
+    for section in config.TUNABLE_SECTIONS:
+        built = config.to_dotted(config.build_section(section, winner.params), section)
+        for key, value in built.items():
+            origin = (
+                "searched"
+                if key in space.searched
+                else "fixed"
+                if key in space.fixed or key in winner.params
+                else "default"
+            )
+            rows.append((key, value, origin))
+    budget = run.manifest.budget
+    rows.append(
+        ("epochs", f"best epoch {winner.best_epoch:g} of at most {budget.max_epochs}", "budget")
+    )
+    rows.append(("precision", _precision(run.manifest), "search setting"))
+    return rows
+
+
+def _precision(manifest: Manifest) -> str:
+    """The trials' precision; `auto` resolved as the trial resolved it on the run's device."""
+    chosen = manifest.settings.precision
+    if chosen != "auto":
+        return chosen
+    if manifest.budget.gpus_per_trial > 0:
+        return "auto (fp16 or bf16 on the GPU)"
+    return "auto → bf16 (native on the CPU)" if manifest.device.get("cpu_bf16") else "auto → fp32"
+
+
+def _card_metadata(
+    run: Run, winner: Winner, metrics: dict[str, Any], formats: tuple[str, ...]
+) -> dict[str, Any]:
+    """The model card's YAML header, as the Hugging Face Hub reads it."""
+    manifest = run.manifest
+    dataset = portable_text(manifest.data.config.dataset)
+    test = metrics["formats"]["pytorch"]["test"]
+    f1_key = config.metric_name(config.TEST, config.MACRO_F1)
+    accuracy_key = config.metric_name(config.TEST, config.ACCURACY)
+    tags = ["sentune", "sentiment-analysis", "text-classification"]
+    tags += [f for f in ("onnx",) if f in formats]
+    return {
+        "license": LICENSES.get(manifest.model, "other"),
+        "base_model": base_model_id(manifest),
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": tags,
+        "model-index": [
+            {
+                "name": f"{run.path.name}-{winner.trial_id}",
+                "results": [
+                    {
+                        "task": {"type": "text-classification", "name": "Sentiment analysis"},
+                        "dataset": {"name": dataset, "type": dataset, "split": "test"},
+                        "metrics": [
+                            {
+                                "type": "f1",
+                                "name": "macro-F1",
+                                "value": round(test[f1_key], 4),
+                                "args": {"average": "macro"},
+                            },
+                            {
+                                "type": "accuracy",
+                                "name": "accuracy",
+                                "value": round(test[accuracy_key], 4),
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else f"`{value}`"
