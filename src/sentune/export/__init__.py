@@ -134,9 +134,9 @@ def export_winner(
         )
         metrics = _score(engines, data, winner, run, parity)
         benchmark = _benchmark(engines, data, winner, threads, options)
-        _write_json(tmp / METRICS_FILE, metrics)
-        _write_json(tmp / BENCHMARK_FILE, benchmark)
-        _write_json(tmp / EXPORT_MANIFEST, _export_manifest(run, winner, data, formats))
+        runs.write_json(tmp / METRICS_FILE, metrics)
+        runs.write_json(tmp / BENCHMARK_FILE, benchmark)
+        runs.write_json(tmp / EXPORT_MANIFEST, _export_manifest(run, winner, data, formats))
         (tmp / CARD_FILE).write_text(model_card(run, winner, metrics, benchmark, formats))
         _move_into_place(tmp, out)
     finally:
@@ -445,10 +445,6 @@ def _relative_to(path: Path, root: Path) -> str:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return Path(path).name
-
-
-def _write_json(path: Path, value: Any) -> None:
-    runs.write_json(path, value)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
