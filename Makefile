@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 SPACE  ?= heads
 ARGS   ?=
+# Test processes (pytest-xdist): the slow tests are real searches that wait on Ray as much as they
+# compute, and each test file runs whole in one worker (test_cluster's nodes own fixed addresses).
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -48,7 +51,7 @@ readme-keys: $(STAMP) ## rewrite the README's table of dotted keys from config.p
 	lambda m: m.group(1) + c.keys_table() + m.group(2), p.read_text(), flags=re.S))"
 
 test: $(STAMP) ## run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src tests benchmarks
