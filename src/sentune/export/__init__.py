@@ -60,6 +60,7 @@ from sentune.export.common import (
     macro_f1_of,
 )
 from sentune.export.models import write_models
+from sentune.inference import summarize, timed, timing_batches
 from sentune.predict import (
     EXPORT_MANIFEST,
     INT8_FILE,
@@ -355,24 +356,23 @@ def _benchmark(
 ) -> dict[str, Any]:
     """Latency at batch 1 and throughput at batch 32 on real test texts, after warm-up calls."""
     ids = winner.truncated(data.test)
-    singles = [
-        pad_batch([ids[i % len(ids)]], pad_id=data.pad_id)
-        for i in range(options.warmup + options.latency_runs)
-    ]
-    n_batches = options.warmup + options.throughput_batches
-    batches = [
-        pad_batch([ids[(start + j) % len(ids)] for j in range(32)], pad_id=data.pad_id)
-        for start in range(0, 32 * n_batches, 32)
-    ]
+    singles = timing_batches(ids, data.pad_id, count=options.warmup + options.latency_runs)
+    batches = timing_batches(
+        ids,
+        data.pad_id,
+        count=options.warmup + options.throughput_batches,
+        batch_size=config.LATENCY_BATCH_SIZE,
+    )
     results: dict[str, dict[str, float]] = {}
     for name, engine in engines.items():
-        single_ms = _timed(engine, singles, options.warmup)
-        batch_ms = _timed(engine, batches, options.warmup)
+        single_ms = timed(engine, singles, options.warmup)
+        batch_ms = timed(engine, batches, options.warmup)
+        p50, p95, throughput = summarize(single_ms, batch_ms)
         results[name] = {
-            "b1_p50_ms": float(np.percentile(single_ms, 50)),
-            "b1_p95_ms": float(np.percentile(single_ms, 95)),
+            "b1_p50_ms": p50,
+            "b1_p95_ms": p95,
             "b32_p50_ms": float(np.percentile(batch_ms, 50)),
-            "b32_texts_per_s": 32 * len(batch_ms) / (float(np.sum(batch_ms)) / 1000),
+            "b32_texts_per_s": throughput,
         }
         log.info("benchmark %s: %s", name, results[name])
     for row in results.values():
@@ -404,17 +404,6 @@ def _benchmark(
         "versions": versions,
         "results": results,
     }
-
-
-def _timed(engine: Engine, batches, warmup: int) -> np.ndarray:
-    """Milliseconds of each call after the first `warmup` calls."""
-    times = []
-    for i, (input_ids, mask) in enumerate(batches):
-        started = time.perf_counter()
-        engine(input_ids, mask)
-        if i >= warmup:
-            times.append((time.perf_counter() - started) * 1000)
-    return np.asarray(times)
 
 
 # --- writing ---------------------------------------------------------------------------------
