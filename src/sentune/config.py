@@ -67,6 +67,7 @@ LATENCY_RUNS = 30
 LATENCY_BATCHES = 4
 LATENCY_BATCH_SIZE = 32
 
+
 @dataclass(frozen=True)
 class Objective:
     """What a search optimises: validation macro-F1 alone, subject to upper bounds on inference
