@@ -18,6 +18,7 @@ from sentune.evaluate import Floor
 PANELS = (
     "leaderboard",
     "confirmation",
+    "latency",
     "importance",
     "parallel",
     "history",
@@ -30,7 +31,7 @@ PANELS = (
 )
 #: Panels drawn as Plotly figures (the manifest is a table; the shared tiny run has confirmation
 #: off, so its panel is a note).
-FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation")}
+FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation", "latency")}
 
 
 def _report(run_dir: Path, workdir: Path, *args: str) -> int:

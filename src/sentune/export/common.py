@@ -64,6 +64,10 @@ class ExportOptions:
         throughput_batches: Timed batch-32 calls per format.
         warmup: Untimed calls before each timing.
         cache_dir: Token id cache of `data.prepare`.
+        max_latency_ms: A p95 batch-1 latency budget: export the best trial on the Pareto front
+            of macro-F1 against latency that meets it (or check `trial`), re-measure the
+            exported model and refuse when it misses the budget (threads: the trials' unless
+            `threads` is given).
     """
 
     trial: str | None = None
@@ -75,6 +79,7 @@ class ExportOptions:
     throughput_batches: int = 20
     warmup: int = 5
     cache_dir: Path = Path(config.CACHE_DIR)
+    max_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
