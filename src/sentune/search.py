@@ -1010,8 +1010,12 @@ def _progress_callback(
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if config.OBJECTIVE in result and config.EPOCH in result:
+                p95 = result.get(config.LATENCY_P95_MS)
                 progress.on_result(
-                    trial.trial_id, float(result[config.EPOCH]), float(result[config.OBJECTIVE])
+                    trial.trial_id,
+                    float(result[config.EPOCH]),
+                    float(result[config.OBJECTIVE]),
+                    p95_ms=float(p95) if p95 is not None else None,
                 )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
