@@ -423,6 +423,7 @@ def test_export_under_a_budget_picks_the_front_and_remeasures(latency_run, tmp_p
     met = result.benchmark["budget"]
     assert met["engine"] == "onnx" and 0 < met["p95_ms"] <= budget
     assert met["search_p95_ms"] > 0
+    assert "within a budget of 1000 ms" in (result.path / export.CARD_FILE).read_text()
 
 
 def test_export_refuses_when_no_trial_meets_the_budget(latency_run, tmp_path, capsys):
