@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report dashboard export keys readme-keys test lint bench-trial bench gpu-check clean
+.PHONY: help install search leaderboard report dashboard export keys readme-keys test lint bench-trial bench-latency bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ lint: $(STAMP) ## ruff check and format check
 
 bench-trial: $(STAMP) ## trial loop vs the plain Hugging Face Trainer, same configuration
 	$(BIN)/python benchmarks/trial_vs_trainer.py $(ARGS)
+
+bench-latency: $(STAMP) ## what a trial pays to time its model; latency by encoder layers and int8
+	$(BIN)/python benchmarks/latency_per_trial.py $(ARGS)
 
 bench: $(STAMP) ## strategies vs each other and vs Trainer.hyperparameter_search (CPU default ~40 min)
 	$(BIN)/sentune bench $(ARGS)

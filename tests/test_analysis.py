@@ -82,6 +82,7 @@ def write_trial(
     error: str | None = None,
     start: float = 0.0,
     checkpoint: bool = False,
+    metrics: dict | None = None,
 ) -> Path:
     folder = run_dir / trial_id
     folder.mkdir(parents=True)
@@ -103,6 +104,7 @@ def write_trial(
                     "done": done and i == len(scores) - 1,
                     "trial_id": trial_id,
                     "config": params,
+                    **(metrics or {}),
                 }
             )
         )
@@ -744,3 +746,75 @@ def test_confirm_csv_is_written_with_the_tables(tmp_path):
     written = analysis.write_tables(result, tmp_path / "out")
     csv = pd.read_csv(written["confirm"])
     assert len(csv) == 4 and set(csv["trial_id"]) == {"a", "b"}
+
+
+# --- accuracy against latency ----------------------------------------------------------------
+
+
+def test_pareto_front_keeps_the_points_nothing_dominates():
+    scores = [0.70, 0.65, 0.60, 0.72, 0.60, np.nan, 0.72]
+    costs = [10.0, 4.0, 5.0, 20.0, 4.0, 1.0, 20.0]
+    front = analysis.pareto_front(scores, costs)
+    # 0.65@4 beats 0.60@5 and 0.60@4; 0.72@20 is on it twice (equal points); NaN never.
+    assert front.tolist() == [True, True, False, True, False, False, True]
+    assert analysis.pareto_front([], []).tolist() == []
+
+
+def _latency(p95: float) -> dict:
+    return {
+        config.LATENCY_P95_MS: p95,
+        config.LATENCY_P50_MS: p95 / 2,
+        config.THROUGHPUT_B32: 1000 / p95,
+        config.MODEL_MB: p95 * 3,
+    }
+
+
+@pytest.fixture
+def latency_run(tmp_path) -> Path:
+    run_dir = tmp_path / "trials" / "latency-20260101-000000"
+    write_manifest(
+        run_dir,
+        objective={"metrics": [config.OBJECTIVE, config.LATENCY_P95_MS], "constraints": {}},
+    )
+    trials = [
+        ("deep", [0.60, 0.70, 0.74], 12.0),
+        ("mid", [0.62, 0.68, 0.70], 6.0),
+        ("slow-worse", [0.55, 0.60, 0.65], 14.0),
+        ("shallow", [0.58], 3.0),  # stopped by ASHA after one epoch: still on the front
+    ]
+    for trial_id, scores, p95 in trials:
+        write_trial(run_dir, trial_id, params(), scores, checkpoint=True, metrics=_latency(p95))
+    write_trial(run_dir, "no-latency", params(), [0.9])
+    return run_dir
+
+
+def test_pareto_table_marks_the_front_and_the_budget(latency_run):
+    front = analysis.pareto(runs.open_run(latency_run), budget_ms=8.0)
+    table = front.table.set_index("trial_id")
+    assert list(front.table.columns[: len(analysis.PARETO_COLUMNS)]) == analysis.PARETO_COLUMNS
+    assert "no-latency" not in table.index
+    assert table["on_front"].to_dict() == {
+        "deep": True,
+        "mid": True,
+        "shallow": True,
+        "slow-worse": False,
+    }
+    assert table.loc["deep", config.OBJECTIVE] == pytest.approx(0.74)  # the leaderboard's score
+    assert table.loc["mid", config.LATENCY_P50_MS] == 3.0
+    assert not table.loc["deep", "meets_budget"] and table.loc["mid", "meets_budget"]
+    assert front.chosen == "mid"  # best F1 on the front within 8 ms
+    assert analysis.pareto(runs.open_run(latency_run), budget_ms=2.0).chosen is None
+    # Without a budget (the manifest has none): the best trial on the front.
+    assert analysis.pareto(runs.open_run(latency_run)).chosen == "deep"
+
+
+def test_pareto_is_none_when_no_trial_measured_latency(small_run):
+    assert analysis.pareto(runs.open_run(small_run)) is None
+
+
+def test_write_tables_writes_pareto_csv(latency_run, tmp_path):
+    result = analysis.analyze(latency_run, with_data=False, seeds=1, bootstraps=1)
+    written = analysis.write_tables(result, tmp_path / "out")
+    table = pd.read_csv(written["pareto"])
+    assert set(table["trial_id"]) == {"deep", "mid", "shallow", "slow-worse"}
+    assert table["on_front"].sum() == 3

@@ -113,6 +113,28 @@ def _search(ctx, space, *extra) -> list[str]:
 # space file (`space`), a scratch folder (`tmp`) and the storage folder that must stay empty.
 CASES = [
     (
+        "more-encoder-layers-than-the-model-has",
+        lambda c: _search(c, _space(c, fixed={"model.encoder_layers": 3})),
+        "model.encoder_layers 3: ",
+    ),
+    (
+        "a-latency-budget-of-zero",
+        lambda c: [*_search(c, str(c["space"])), "--max-latency-ms", "0"],
+        "--max-latency-ms: needs a bound above 0, got 0",
+    ),
+    (
+        "objective-and-objectives",
+        lambda c: _search(
+            c,
+            _space(
+                c,
+                objective={"subject_to": {"latency_p95_ms": 8}},
+                objectives=["val_macro_f1", "latency_p95_ms"],
+            ),
+        ),
+        "give objective (one metric, with bounds) or objectives",
+    ),
+    (
         "malformed-yaml",
         lambda c: _search(c, _raw_space(c, "search: {head.dropout: [0.1, 0.2}\n")),
         "malformed YAML",

@@ -371,3 +371,77 @@ def test_bad_formats_are_rejected_before_any_work(tiny_run, tmp_path):
         export.export_winner(tiny_run, options=export.ExportOptions(formats=("int8",)))
     with pytest.raises(ExportError, match="unknown"):
         export.export_winner(tiny_run, options=export.ExportOptions(formats=("gguf",)))
+
+
+# --- export under a latency budget -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def latency_run(ray_session, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path:
+    """The one real latency-aware search of the suite: two one-epoch trials of the tiny model
+    that keep 1 or 2 encoder layers, a Pareto search of macro-F1 against p95 latency."""
+    from sentune import search, space
+
+    folder = tmp_path_factory.mktemp("latency-search")
+    text = {
+        "model": str(tiny_model_dir),
+        "data": {"dataset": str(tiny_csv)},
+        "budget": {"trials": 2, "max_epochs": 1, "concurrency": 1, "confirm_seeds": 0},
+        "objectives": [config.OBJECTIVE, config.LATENCY_P95_MS],
+        "fixed": {"train.max_length": 32, "train.batch_size": 16, "train.learning_rate": 3e-3},
+        "search": {"model.encoder_layers": {"choice": [1, 2]}},
+    }
+    path = folder / "tinylatency.yaml"
+    path.write_text(json.dumps(text))
+    options = search.SearchOptions(
+        storage=folder / "trials", precision="fp32", cache_dir=folder / "cache", dashboard=False
+    )
+    return search.run(space.load(path), options=options)
+
+
+def test_every_trial_reports_its_latency_and_lands_in_pareto_csv(latency_run, tmp_path):
+    run = runs.open_run(latency_run)
+    assert run.manifest.objective.multi and run.manifest.settings.measure_latency
+    for history in run.histories.values():
+        assert history[config.LATENCY_P95_MS].notna().all()
+        assert (history[config.LATENCY_P95_MS] >= history[config.LATENCY_P50_MS]).all()
+    result = analysis.analyze(latency_run, with_data=False, seeds=1, bootstraps=1)
+    written = analysis.write_tables(result, tmp_path)
+    table = pd.read_csv(written["pareto"])
+    assert len(table) == 2 and table["on_front"].any()
+    assert set(table["model.encoder_layers"]) <= {1, 2}
+
+
+def test_export_under_a_budget_picks_the_front_and_remeasures(latency_run, tmp_path, capsys):
+    budget = 1000.0  # far above the tiny model's latency: the best F1 on the front is chosen
+    front = analysis.pareto(runs.open_run(latency_run), budget_ms=budget)
+    options = export.ExportOptions(
+        formats=("onnx",), cache_dir=tmp_path / "cache", max_latency_ms=budget, **_FAST
+    )
+    result = export.export_winner(latency_run, analysis_root=tmp_path, options=options)
+    assert result.winner.trial_id == front.chosen
+    met = result.benchmark["budget"]
+    assert met["engine"] == "onnx" and 0 < met["p95_ms"] <= budget
+    assert met["search_p95_ms"] > 0
+    assert "within a budget of 1000 ms" in (result.path / export.CARD_FILE).read_text()
+
+
+def test_export_refuses_when_no_trial_meets_the_budget(latency_run, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    rc = cli.main(["export", str(latency_run), "--analysis", str(out), "--max-latency-ms", "1e-6"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no trial on the Pareto front" in err and "raise the budget" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+
+def test_export_under_a_budget_needs_a_run_that_measured_latency(tmp_path):
+    from test_analysis import params, write_manifest, write_trial
+
+    run_dir = tmp_path / "trials" / "plain-20260101-000000"
+    write_manifest(run_dir)
+    write_trial(run_dir, "t0", params(), [0.6], checkpoint=True)
+    options = export.ExportOptions(max_latency_ms=10.0)
+    with pytest.raises(ExportError, match="measured no latency; search a space with a latency"):
+        export.export_winner(run_dir, analysis_root=tmp_path, options=options)

@@ -242,3 +242,20 @@ def test_unknown_hub_id_offline_is_one_line(monkeypatch):
 
 def test_tied_weights_are_none(tiny_model_dir):
     assert not _build(tiny_model_dir).all_tied_weights_keys
+
+
+def test_encoder_layers_keeps_the_first_k_layers_and_loads_back(tiny_model_dir, tmp_path):
+    from sentune.model import check_encoder_layers
+
+    labels = ["negative", "neutral", "positive"]
+    full = build_model(str(tiny_model_dir), HeadConfig(), label_names=labels)
+    one = build_model(str(tiny_model_dir), HeadConfig(), label_names=labels, encoder_layers=1)
+    assert len(one.encoder.encoder.layer) == 1 and len(full.encoder.encoder.layer) == 2
+    # The kept layer is the pretrained first layer, not a fresh one.
+    kept, original = one.encoder.encoder.layer[0], full.encoder.encoder.layer[0]
+    assert torch.equal(kept.output.dense.weight, original.output.dense.weight)
+    one.save_pretrained(tmp_path)
+    assert len(load_model(tmp_path).encoder.encoder.layer) == 1
+    check_encoder_layers(str(tiny_model_dir), 2)
+    with pytest.raises(ModelError, match="has 2 encoder layers; keep 1 to 2"):
+        build_model(str(tiny_model_dir), HeadConfig(), label_names=labels, encoder_layers=3)

@@ -22,14 +22,14 @@ def test_events_are_one_line_each_with_scores_and_rungs():
     now[0] = 60.0
     progress.on_result("a", 1, 0.61)
     now[0] = 120.0
-    progress.on_result("a", 2, 0.65)
+    progress.on_result("a", 2, 0.65, p95_ms=7.254)
     progress.on_complete("a")
     progress.on_start("b", {})
     progress.on_error("b", "RuntimeError: boom")
     assert len(lines) == 6
     assert lines[0].startswith("trial a started: head.dropout=0.123, head.pooling=cls")
     assert "epoch 1/3: val_macro_f1 0.6100" in lines[1] and "rung" not in lines[1]
-    assert "epoch 2/3: val_macro_f1 0.6500 (passed the epoch-1 rung)" in lines[2]
+    assert "epoch 2/3: val_macro_f1 0.6500, latency_p95_ms 7.25 (passed the epoch-1" in lines[2]
     assert "trial a stopped after 2 epoch(s), best val_macro_f1 0.6500" in lines[3]
     assert "trial b failed: RuntimeError: boom" in lines[5]
     assert "2/4 trials done" in lines[5]

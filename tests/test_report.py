@@ -18,6 +18,7 @@ from sentune.evaluate import Floor
 PANELS = (
     "leaderboard",
     "confirmation",
+    "latency",
     "importance",
     "parallel",
     "history",
@@ -30,7 +31,7 @@ PANELS = (
 )
 #: Panels drawn as Plotly figures (the manifest is a table; the shared tiny run has confirmation
 #: off, so its panel is a note).
-FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation")}
+FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation", "latency")}
 
 
 def _report(run_dir: Path, workdir: Path, *args: str) -> int:
@@ -204,3 +205,27 @@ def test_the_page_has_contents_and_compute_time(heads_result, tmp_path):
         assert f'href="#{panel}"' in nav and f'<section id="{panel}">' in text
     # 4 trials of 20 s each; t0 starts first (0 s) and t3 (starts at 3 s) reports last at 23 s.
     assert "Compute: 80 s of trial time in 23 s of wall time" in text
+
+
+def test_the_latency_panel_draws_the_front_the_budget_and_the_chosen_trial(tmp_path):
+    from sentune import config
+
+    run_dir = tmp_path / "trials" / "latency-20260101-000000"
+    write_manifest(run_dir, objective={"constraints": {config.LATENCY_P95_MS: 8.0}})
+    for trial_id, score, p95 in (("deep", 0.74, 12.0), ("mid", 0.70, 6.0), ("bad", 0.6, 9.0)):
+        latency = {
+            config.LATENCY_P95_MS: p95,
+            config.LATENCY_P50_MS: p95 / 2,
+            config.THROUGHPUT_B32: 100.0,
+            config.MODEL_MB: 20.0,
+        }
+        write_trial(run_dir, trial_id, params(), [score], checkpoint=True, metrics=latency)
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    panel = next(p for p in report.build_panels(result) if p.id == "latency")
+    fig = panel.figures[0]
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["on the front"].x) == [12.0, 6.0]
+    assert list(traces["trial"].x) == [9.0]
+    assert list(traces["chosen"].x) == [6.0] and list(traces["chosen"].y) == [0.70]
+    assert [s.x0 for s in fig.layout.shapes] == [8.0]  # the budget line
+    assert panel.note == ""

@@ -214,3 +214,76 @@ def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp
         assert ("head.width" in suggested) == has_layer
         assert ("head.activation" in suggested) == has_layer
     assert (run_dir / runs.OPTUNA_JOURNAL).is_file()
+
+
+# --- latency-aware objectives ----------------------------------------------------------------
+
+
+def _tell(searcher, trial_id: str, reports: list[dict]) -> None:
+    searcher.suggest(trial_id)
+    for result in reports[:-1]:
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, reports[-1])
+
+
+def _reports(epochs: int, p95: float) -> list[dict]:
+    inference = {
+        config.LATENCY_P50_MS: p95 / 2,
+        config.LATENCY_P95_MS: p95,
+        config.THROUGHPUT_B32: 100.0,
+        config.MODEL_MB: 10.0,
+    }
+    return [
+        {config.EPOCH: e, config.OBJECTIVE: 0.5 + 0.1 * e, **inference}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def test_a_latency_bound_reaches_optuna_as_a_constraint(tmp_path):
+    import optuna
+
+    spec = space.load("latency", max_latency_ms=8)
+    spec = replace(spec, objective=replace(spec.objective, metrics=(config.OBJECTIVE,)))
+    run_dir = tmp_path / "latency-20260101-000000"
+    run_dir.mkdir()
+    searcher = search._searcher("tpe", spec, run_dir)
+    max_epochs = spec.budget.max_epochs
+    _tell(searcher, "fast", _reports(max_epochs, p95=5.0))
+    _tell(searcher, "slow", _reports(1, p95=12.0))  # stopped by ASHA after one epoch
+    study = optuna.load_study(
+        study_name=run_dir.name,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(run_dir / runs.OPTUNA_JOURNAL))
+        ),
+    )
+    trials = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
+    assert trials["fast"].state == optuna.trial.TrialState.COMPLETE
+    assert trials["fast"].constraints == {config.LATENCY_P95_MS: pytest.approx(-3.0)}
+    assert trials["slow"].state == optuna.trial.TrialState.PRUNED
+    assert trials["slow"].constraints == {config.LATENCY_P95_MS: pytest.approx(4.0)}
+    assert trials["slow"].user_attrs[config.LATENCY_P95_MS] == 12.0
+
+
+def test_a_pareto_space_makes_a_multi_objective_study(tmp_path):
+    import optuna
+
+    spec = space.load("latency")
+    run_dir = tmp_path / "latency-20260101-000000"
+    run_dir.mkdir()
+    searcher = search._searcher("tpe", spec, run_dir)
+    _tell(searcher, "full", _reports(spec.budget.max_epochs, p95=6.0))
+    _tell(searcher, "stopped", _reports(1, p95=3.0))
+    study = optuna.load_study(
+        study_name=run_dir.name,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(run_dir / runs.OPTUNA_JOURNAL))
+        ),
+    )
+    assert study.directions == [
+        optuna.study.StudyDirection.MAXIMIZE,
+        optuna.study.StudyDirection.MINIMIZE,
+    ]
+    trials = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
+    assert trials["full"].values == [pytest.approx(0.5 + 0.1 * spec.budget.max_epochs), 6.0]
+    assert trials["stopped"].state == optuna.trial.TrialState.PRUNED
+    assert trials["stopped"].user_attrs[config.LATENCY_P95_MS] == 3.0

@@ -235,6 +235,37 @@ BAD = {
         "  head.activation: {choice: [gelu, relu], when: {head.width: [8]}}",
         "conditions form a cycle (head.width -> head.activation -> head.width)",
     ),
+    "objective and objectives": (
+        "objective: {subject_to: {latency_p95_ms: 8}}\nobjectives: [val_macro_f1, latency_p95_ms]",
+        "give objective (one metric, with bounds) or objectives (a Pareto search), not both",
+    ),
+    "objective maximizes latency": (
+        "objective: {maximize: latency_p95_ms}",
+        "only val_macro_f1 can be maximised",
+    ),
+    "objective unknown key": ("objective: {minimize: x}", "unknown key 'minimize'"),
+    "unknown bounded metric": (
+        "objective: {subject_to: {latency_p99_ms: 8}}",
+        "unknown metric 'latency_p99_ms'; bound one of latency_p50_ms, latency_p95_ms, model_mb",
+    ),
+    "negative bound": ("objective: {subject_to: {latency_p95_ms: -1}}", "needs a bound above 0"),
+    "string bound": ("objective: {subject_to: {latency_p95_ms: fast}}", "needs a number"),
+    "objectives without f1 first": (
+        "objectives: [latency_p95_ms, val_macro_f1]",
+        "the first must be val_macro_f1",
+    ),
+    "unknown objective metric": (
+        "objectives: [val_macro_f1, val_loss]",
+        "unknown metric 'val_loss'; after val_macro_f1 use latency_p50_ms",
+    ),
+    "one objective in the list": ("objectives: [val_macro_f1]", "two or more metrics"),
+    "repeated objective": (
+        "objectives: [val_macro_f1, model_mb, model_mb]",
+        "repeats a metric",
+    ),
+    "int8 as a number": ("fixed: {serve.int8: 1}", "serve.int8: needs true or false"),
+    "int8 as a range": ("search: {serve.int8: {int: [0, 1]}}", "use {choice: [false, true]}"),
+    "no encoder layers": ("fixed: {model.encoder_layers: 0}", "outside [1, inf]"),
     "cmaes on a choice": (
         "sampler: cmaes\nsearch: {head.pooling: {choice: [cls, mean]}}",
         "sampler cmaes cannot search choice parameters (head.pooling)",
@@ -333,3 +364,25 @@ def test_fixing_a_condition_s_parent_settles_the_condition():
     flat = space.load("heads", overrides={"head.layers": 0})
     assert "head.width" not in flat.params and "head.activation" not in flat.params
     assert {"head.pooling", "head.dropout"} <= set(flat.params)
+
+
+def test_objectives_parse_into_metrics_directions_and_bounds(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "objective: {maximize: val_macro_f1, subject_to: {latency_p95_ms: 8, model_mb: 20}}\n"
+        "search: {model.encoder_layers: {int: [1, 6]}, serve.int8: {choice: [false, true]}}\n"
+    )
+    spec = space.load(path)
+    assert spec.objective.metrics == (config.OBJECTIVE,) and not spec.objective.multi
+    assert spec.objective.constraints == {config.LATENCY_P95_MS: 8.0, config.MODEL_MB: 20.0}
+    assert spec.objective.needs_latency and spec.objective.budget_ms() == 8.0
+    assert spec.params["serve.int8"].args == (False, True)
+    # --max-latency-ms replaces the bound, and adds one to a space without any.
+    assert space.load(path, max_latency_ms=5).objective.budget_ms() == 5.0
+    plain = space.load("heads", max_latency_ms=5).objective
+    assert plain.constraints == {config.LATENCY_P95_MS: 5.0} and plain.needs_latency
+    assert not space.load("heads").objective.needs_latency
+    with pytest.raises(SpaceError, match="--max-latency-ms: needs a bound above 0"):
+        space.load("heads", max_latency_ms=0)
+    pareto = space.load("latency").objective
+    assert pareto.multi and pareto.directions() == ["max", "min"]

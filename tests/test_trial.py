@@ -31,7 +31,7 @@ def tiny_data(tiny_csv, tiny_model_dir, tmp_path_factory):
     return prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=cache)
 
 
-def _train(data, model_dir, tmp_path, epochs=4, **values):
+def _train(data, model_dir, tmp_path, epochs=4, measure_latency=False, **values):
     reports = []
     trial_config = {
         "train.learning_rate": 2e-3,
@@ -45,6 +45,7 @@ def _train(data, model_dir, tmp_path, epochs=4, **values):
         max_epochs=epochs,
         precision="fp32",
         checkpoint_dir=str(tmp_path / "work"),
+        measure_latency=measure_latency,
     )
     result = run_trial(trial_config, data, lambda m, c: reports.append((m, c)), settings=settings)
     return result, reports
@@ -316,3 +317,30 @@ def test_out_of_memory_says_what_to_shrink(tiny_data, tiny_model_dir, tmp_path):
             out_of_memory,
             settings=settings,
         )
+
+
+def test_a_latency_aware_trial_measures_once_and_reports_it_every_epoch(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    pytest.importorskip("onnxruntime")
+    from sentune import inference
+
+    calls = []
+    measure = inference.measure_latency
+
+    def counted(model, *args, **kwargs):
+        calls.append((len(model.encoder.encoder.layer), kwargs["int8"]))
+        return measure(model, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "measure_latency", counted)
+    values = {"model.encoder_layers": 1, "serve.int8": True}
+    _, reports = _train(
+        tiny_data, tiny_model_dir, tmp_path, epochs=2, measure_latency=True, **values
+    )
+    assert calls == [(1, True)]  # once, on the truncated model, as int8
+    first, second = (m for m, _ in reports)
+    for metric in config.INFERENCE_METRICS:
+        assert first[metric] == second[metric] > 0
+    # Without the switch no trial pays for it.
+    _, plain = _train(tiny_data, tiny_model_dir, tmp_path / "plain", epochs=1)
+    assert config.LATENCY_P95_MS not in plain[0][0] and len(calls) == 1

@@ -183,6 +183,12 @@ def _parser() -> argparse.ArgumentParser:
         help="retries of a failed trial from its last checkpoint before it counts as errored",
     )
     _add_overrides(search, (*_OVERRIDES, "set"))
+    search.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="bound the p95 batch-1 latency of the trials' models (sets or replaces the space's "
+        "latency_p95_ms bound; trials measure their latency)",
+    )
     search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     search.add_argument(
         "--strategy",
@@ -292,7 +298,8 @@ def _search(args: argparse.Namespace) -> int:
     else:
         if args.space is None:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
-        run_dir = search.run(space.load(args.space, overrides=overrides), options=options)
+        spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
+        run_dir = search.run(spec, options=options)
     _show_leaderboard(run_dir, args.analysis)
     try:
         _write_report(run_dir, args.analysis)
@@ -321,6 +328,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
             ("precision", args.precision != config.TrialSettings.precision),
             ("device", args.device != config.TrialSettings.device),
             ("name", args.name is not None),
+            ("max-latency-ms", args.max_latency_ms is not None),
         )
         if changed
     ]
@@ -477,6 +485,12 @@ def _add_export_parsers(commands) -> None:
     )
     export.add_argument("--quantize", choices=("int8",), help="add the int8 model to --formats")
     export.add_argument("--force", action="store_true", help="replace an existing export")
+    export.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="export the best trial on the F1-latency Pareto front whose p95 batch-1 latency "
+        "meets this budget; refuse when none does or the exported model misses it",
+    )
     export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
     export.add_argument(
@@ -527,6 +541,7 @@ def _export(args: argparse.Namespace) -> int:
         force=args.force,
         threads=args.threads,
         cache_dir=args.cache_dir,
+        max_latency_ms=args.max_latency_ms,
     )
     run_dir = _resolve_run(args.run, args.storage)
     result = export.export_winner(
@@ -548,6 +563,14 @@ def _export(args: argparse.Namespace) -> int:
         f"\nBenchmark ({bench['threads']} threads; tokenization {bench['tokenization']}):\n"
         f"{export.format_benchmark(bench)}"
     )
+    if "budget" in bench:
+        met = bench["budget"]
+        before = met["search_p95_ms"]
+        print(
+            f"\nLatency budget {met['max_latency_ms']:g} ms met: {met['engine']} p95 "
+            f"{met['p95_ms']:.2f} ms re-measured, {met['threads']} threads "
+            f"({'n/a' if before is None else f'{before:.2f} ms'} in the search)"
+        )
     return 0
 
 

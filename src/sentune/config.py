@@ -23,6 +23,7 @@ LOSS = "loss"
 PRECISION = "precision"
 RECALL = "recall"
 VAL, TEST, TRAIN = "val", "test", "train"
+MODE = "max"
 
 
 def metric_name(split: str, metric: str) -> str:
@@ -32,7 +33,6 @@ def metric_name(split: str, metric: str) -> str:
 
 #: The objective of every search (DESIGN.md contract): validation macro-F1, maximised.
 OBJECTIVE = metric_name(VAL, MACRO_F1)
-MODE = "max"
 VAL_F1_WEIGHTED = metric_name(VAL, F1_WEIGHTED)
 VAL_ACCURACY = metric_name(VAL, ACCURACY)
 VAL_LOSS = metric_name(VAL, LOSS)
@@ -41,6 +41,70 @@ EPOCH = "epoch"
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"
 VAL_PRECISION_PREFIX = metric_name(VAL, PRECISION) + "/"
 VAL_RECALL_PREFIX = metric_name(VAL, RECALL) + "/"
+
+#: Inference cost of a trial's model (`inference.measure_latency`), reported beside its scores
+#: from the first evaluation on when the search needs it: batch-1 latency (median, 95th
+#: percentile), batch-32 throughput (texts/s) and the size of the measured model file.
+LATENCY_P50_MS = "latency_p50_ms"
+LATENCY_P95_MS = "latency_p95_ms"
+THROUGHPUT_B32 = "throughput_b32"
+MODEL_MB = "model_mb"
+#: Each inference metric with the direction that is better (`min` or `max`).
+INFERENCE_METRICS: dict[str, str] = {
+    LATENCY_P50_MS: "min",
+    LATENCY_P95_MS: "min",
+    THROUGHPUT_B32: "max",
+    MODEL_MB: "min",
+}
+#: Metrics a space may bound from above (`objective: {subject_to: {metric: limit}}`).
+CONSTRAINT_METRICS = (LATENCY_P50_MS, LATENCY_P95_MS, MODEL_MB)
+#: The metric `--max-latency-ms` bounds, and the one the Pareto front trades against macro-F1.
+LATENCY_METRIC = LATENCY_P95_MS
+#: How a trial's latency is measured: untimed calls, timed batch-1 calls, timed batch-32 calls.
+#: A few seconds per trial on a CPU; the export measures longer (`ExportOptions`).
+LATENCY_WARMUP = 3
+LATENCY_RUNS = 30
+LATENCY_BATCHES = 4
+LATENCY_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a search optimises: validation macro-F1 alone, subject to upper bounds on inference
+    metrics (constraint-aware TPE), or together with inference metrics (a Pareto search).
+
+    ASHA stops trials on macro-F1 whatever the objective; a space writes
+    `objective: {maximize: val_macro_f1, subject_to: {latency_p95_ms: 8}}` or
+    `objectives: [val_macro_f1, latency_p95_ms]`.
+    """
+
+    #: The metrics optimised, `OBJECTIVE` first; more than one makes a multi-objective study.
+    metrics: tuple[str, ...] = (OBJECTIVE,)
+    #: Upper bounds by metric (`CONSTRAINT_METRICS`): a trial above one is infeasible.
+    constraints: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A manifest read back from JSON gives a list.
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+
+    @property
+    def multi(self) -> bool:
+        """Whether the study has several objectives (a Pareto search)."""
+        return len(self.metrics) > 1
+
+    @property
+    def needs_latency(self) -> bool:
+        """Whether the trials must measure their inference cost."""
+        return self.multi or bool(self.constraints)
+
+    def directions(self) -> list[str]:
+        """`max`/`min` of each metric, in order (`MODE` for the objective)."""
+        return [MODE if m == OBJECTIVE else INFERENCE_METRICS[m] for m in self.metrics]
+
+    def budget_ms(self) -> float | None:
+        """The p95 latency bound (`LATENCY_METRIC`), if the objective has one."""
+        return self.constraints.get(LATENCY_METRIC)
+
 
 POOLINGS = ("cls", "pooler", "mean")
 ACTIVATIONS = ("gelu", "relu", "tanh")
@@ -110,6 +174,22 @@ class HeadConfig:
     activation: str = "gelu"
     #: Dropout before every linear layer of the head.
     dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the encoder a trial fine-tunes (trades accuracy for inference speed)."""
+
+    #: Keep the first k layers of the pretrained encoder (None: all of them; MiniLM has 6).
+    encoder_layers: int | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the trained model is served; changes the measured latency, not the training."""
+
+    #: Serve (and time) the int8-quantized ONNX model instead of the fp32 one (CPU only).
+    int8: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,12 +264,14 @@ def confirm_top(budget: BudgetConfig) -> int:
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
+    "model": ModelConfig,
     "head": HeadConfig,
     "train": TrainConfig,
+    "serve": ServeConfig,
     "budget": BudgetConfig,
 }
 #: Sections a search may vary per trial; `data` and `budget` are fixed for a whole search.
-TUNABLE_SECTIONS = ("head", "train")
+TUNABLE_SECTIONS = ("model", "head", "train", "serve")
 
 
 def dotted_keys(section: str | None = None) -> list[str]:
@@ -238,6 +320,9 @@ class TrialSettings:
         resumable: Hand `report` a checkpoint at every evaluation, with the training state
             (optimizer, scheduler, RNGs) beside the weights, so that the trial can continue from
             its latest one; otherwise only the best evaluation's weights are saved.
+        measure_latency: Measure the model's inference cost once (`inference.measure_latency`)
+            and report it with every evaluation (`INFERENCE_METRICS`); only searches whose
+            objective needs it pay for it.
     """
 
     model: str = "minilm"
@@ -247,6 +332,7 @@ class TrialSettings:
     num_threads: int | None = None
     checkpoint_dir: str | None = None
     resumable: bool = False
+    measure_latency: bool = False
 
 
 #: Allowed values of the string-valued fields.
@@ -263,6 +349,7 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.val_fraction": (0.01, 0.5),
     "data.test_fraction": (0.01, 0.5),
     "data.min_words": (0, None),
+    "model.encoder_layers": (1, None),
     "head.layers": (0, 3),
     "head.width": (1, None),
     "head.dropout": (0.0, 0.95),
@@ -357,6 +444,8 @@ def keys_table() -> str:
 def _allowed(key: str) -> str:
     if key in CHOICES:
         return ", ".join(CHOICES[key])
+    if field_type(key) == "bool":
+        return "true, false"
     low, high = LIMITS.get(key, (None, None))
     if low is None and high is None:
         return ""

@@ -338,6 +338,30 @@ def _build_head(config: SentimentConfig, *, hidden_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def encoder_layers(name_or_path: str) -> int:
+    """How many layers the encoder has, read from its config without weights."""
+    config = _load_config(name_or_path)
+    if isinstance(config, SentimentConfig):
+        config = _encoder_config(config.encoder)
+    return int(config.num_hidden_layers)
+
+
+def check_encoder_layers(name_or_path: str, kept: int | None, *, where: str = "") -> None:
+    """Check that `model.encoder_layers` (`kept`) fits the encoder.
+
+    Raises:
+        ModelError: `kept` is below 1 or above the encoder's layer count.
+    """
+    if kept is None:
+        return
+    total = encoder_layers(name_or_path)
+    if not 1 <= kept <= total:
+        raise ModelError(
+            f"{where}model.encoder_layers {kept}: {name_or_path} has {total} encoder layers; "
+            f"keep 1 to {total}"
+        )
+
+
 def build_model(
     name_or_path: str,
     head: HeadConfig,
@@ -345,6 +369,7 @@ def build_model(
     label_names: list[str],
     class_weights: list[float] | None = None,
     pretrained: bool = True,
+    encoder_layers: int | None = None,
 ) -> SentimentModel:
     """Put a freshly initialised head on an encoder.
 
@@ -355,15 +380,19 @@ def build_model(
         class_weights: Cross-entropy weight per class (see `class_weights()`), or None.
         pretrained: Load the encoder's pretrained weights; False builds a random encoder from its
             config (for tests and smoke runs).
+        encoder_layers: Keep only the first k layers of the encoder (None: all); the saved
+            config says k, so the model loads back with k layers.
 
     Returns:
         The model in training mode. Head weights are drawn from N(0, initializer_range) of the
         encoder, so the same torch seed gives the same head.
 
     Raises:
-        ModelError: The encoder cannot be loaded, or the head does not fit it.
+        ModelError: The encoder cannot be loaded, the head does not fit it, or it has fewer
+            layers than `encoder_layers`.
     """
     source = resolve_model(name_or_path)
+    check_encoder_layers(name_or_path, encoder_layers)
     log.info(
         "encoder %s from %s (%s weights)",
         name_or_path,
@@ -371,12 +400,19 @@ def build_model(
         "pretrained" if pretrained else "random",
     )
     try:
+        encoder_config = AutoConfig.from_pretrained(source)
+        if encoder_layers is not None:
+            # The checkpoint's layers past k are left unloaded: the first k keep their weights.
+            encoder_config.num_hidden_layers = encoder_layers
         if pretrained:
             # transformers 5 defaults to the checkpoint's dtype; training keeps fp32 master weights.
-            encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
+            with _quiet_unused_weights(encoder_layers is not None):
+                encoder = AutoModel.from_pretrained(
+                    source, config=encoder_config, dtype=torch.float32
+                )
             encoder_config = encoder.config
         else:
-            encoder, encoder_config = None, AutoConfig.from_pretrained(source)
+            encoder = None
     except (OSError, ValueError) as err:
         raise _load_failed(name_or_path, err) from err
     config = SentimentConfig(
@@ -393,6 +429,27 @@ def build_model(
     model = SentimentModel(config, encoder=encoder)
     model.train()
     return model
+
+
+class _quiet_unused_weights:
+    """Silence transformers' report of checkpoint weights left unused (the dropped layers)."""
+
+    def __init__(self, active: bool):
+        self.active = active
+        self.level = None
+
+    def __enter__(self):
+        if self.active:
+            from transformers.utils import logging as hf_logging
+
+            self.level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        if self.level is not None:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity(self.level)
 
 
 def class_weights(counts: Sequence[int], scheme: str) -> list[float] | None:

@@ -62,16 +62,19 @@ class SearchProgress:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
         self._emit(f"trial {trial_id} started: {shown or 'defaults'}")
 
-    def on_result(self, trial_id: str, epoch: float, score: float) -> None:
-        """A trial reported an evaluation."""
+    def on_result(
+        self, trial_id: str, epoch: float, score: float, *, p95_ms: float | None = None
+    ) -> None:
+        """A trial reported an evaluation (with its p95 latency when it measured one)."""
         previous = self.epochs.get(trial_id, 0.0)
         self.epochs[trial_id] = max(previous, epoch)
         self.best[trial_id] = max(self.best.get(trial_id, float("-inf")), score)
         passed = [r for r in self.rungs if previous >= r > 0 and epoch > r and r < self.max_epochs]
         note = f" (passed the epoch-{passed[-1]:g} rung)" if passed else ""
+        latency = f", {config.LATENCY_P95_MS} {p95_ms:.2f}" if p95_ms is not None else ""
         self._emit(
             f"trial {trial_id} epoch {epoch:g}/{self.max_epochs}: "
-            f"{config.OBJECTIVE} {score:.4f}{note}"
+            f"{config.OBJECTIVE} {score:.4f}{latency}{note}"
         )
 
     def on_complete(self, trial_id: str) -> None:

@@ -377,6 +377,82 @@ def _panel_confirmation(result: RunAnalysis, plotly: _Plotly) -> Panel:
     )
 
 
+def _panel_latency(result: RunAnalysis, plotly: _Plotly) -> Panel:
+    panel = Panel(
+        id="latency",
+        title="Macro-F1 against latency",
+        caption=f"Each trial's {config.OBJECTIVE} (best epoch, as in the leaderboard) against its "
+        "p95 latency at batch 1 (measured once per trial, the way it is served: ONNX or int8 "
+        "ONNX on the CPU, PyTorch on a GPU; stopped trials too). The line joins the Pareto "
+        "front (no other trial is both better and faster); the dashed line is the latency "
+        "budget, the star the best trial on the front within it (what `sentune export "
+        "--max-latency-ms` picks).",
+    )
+    front = result.pareto
+    if front is None:
+        why = result.notes.get("pareto") or (
+            "the trials measured no latency (the space has no latency objective or bound)"
+        )
+        return panel._replace(note=why)
+    go, table = plotly.go, front.table
+    fig = go.Figure()
+    for on_front, name, color in ((False, "trial", "#aaaaaa"), (True, "on the front", "#1f77b4")):
+        part = table[table["on_front"] == on_front]
+        fig.add_trace(
+            go.Scatter(
+                x=part[config.LATENCY_P95_MS],
+                y=part[config.OBJECTIVE],
+                mode="markers",
+                name=name,
+                marker={"size": 10, "color": color},
+                customdata=np.stack(
+                    [part["trial_id"], _hover_params(result, part["trial_id"])], axis=-1
+                ),
+                hovertemplate="trial %{customdata[0]}: %{y:.4f}, p95 %{x:.2f} ms"
+                "<br>%{customdata[1]}<extra></extra>",
+            )
+        )
+    line = table[table["on_front"]].sort_values(config.LATENCY_P95_MS)
+    fig.add_trace(
+        go.Scatter(
+            x=line[config.LATENCY_P95_MS],
+            y=line[config.OBJECTIVE],
+            mode="lines",
+            line_shape="hv",
+            line={"color": "#1f77b4"},
+            name="Pareto front",
+        )
+    )
+    if front.budget_ms is not None:
+        fig.add_vline(
+            x=front.budget_ms,
+            line_color="#d62728",
+            line_dash="dash",
+            annotation_text=f"budget {front.budget_ms:g} ms",
+            annotation_position="top right",
+        )
+    note = ""
+    if front.chosen is not None:
+        chosen = table[table["trial_id"] == front.chosen].iloc[0]
+        fig.add_trace(
+            go.Scatter(
+                x=[chosen[config.LATENCY_P95_MS]],
+                y=[chosen[config.OBJECTIVE]],
+                mode="markers",
+                marker={"size": 18, "symbol": "star", "color": "#d62728"},
+                name="chosen",
+                hovertemplate=f"chosen: trial {front.chosen}<extra></extra>",
+            )
+        )
+    elif front.budget_ms is not None:
+        note = f"no trial on the front meets the budget of {front.budget_ms:g} ms"
+    fig.update_layout(
+        height=400, xaxis_title="p95 latency at batch 1 (ms)", yaxis_title=config.OBJECTIVE
+    )
+    shown = table.drop(columns=["checkpoint"])
+    return panel._replace(note=note, figures=(fig,), html=(_table_html(shown),))
+
+
 def _confirmed_winner_line(result: RunAnalysis) -> str:
     """`winner: trial X, val_macro_f1 0.7012 ± 0.0040 over 2 seeds (rank 2 of the leaderboard)`,
     or "" without a confirmation."""
@@ -892,6 +968,7 @@ def _panel_manifest(result: RunAnalysis, plotly: _Plotly) -> Panel:
 _PANELS = (
     _panel_leaderboard,
     _panel_confirmation,
+    _panel_latency,
     _panel_importance,
     _panel_parallel,
     _panel_history,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sentune import config
-from sentune.config import BudgetConfig, DataConfig, TrialSettings
+from sentune.config import BudgetConfig, DataConfig, Objective, TrialSettings
 from sentune.errors import RunError
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ class Manifest:
         optuna_study: The study's name in `OPTUNA_JOURNAL` (None: a run from before the
             journal, or nothing searched).
         sampler: The Optuna sampler's settings (name, seed, startup trials, …).
+        objective: What the search optimised (`config.Objective`: metrics and bounds).
     """
 
     run: str
@@ -160,6 +161,7 @@ class Manifest:
     device: dict[str, Any] = field(default_factory=dict)
     optuna_study: str | None = None
     sampler: dict[str, Any] = field(default_factory=dict)
+    objective: Objective = field(default_factory=Objective)
 
     @property
     def seed(self) -> int:
@@ -182,6 +184,7 @@ class Manifest:
             data=_dataclass_from(DataRecord, data),
             budget=_dataclass_from(BudgetConfig, raw["budget"]),
             settings=_dataclass_from(TrialSettings, raw.get("settings", {})),
+            objective=_dataclass_from(Objective, raw.get("objective", {})),
         )
         return cls(**values)
 
@@ -203,6 +206,7 @@ def new_manifest(
     max_length: dict[str, Any] | None = None,
     optuna_study: str | None = None,
     sampler: dict[str, Any] | None = None,
+    objective: Objective | None = None,
 ) -> Manifest:
     """The manifest of a new run of `spec` (a `space.SearchSpec`) on prepared `data`."""
     return Manifest(
@@ -236,6 +240,7 @@ def new_manifest(
         device=device_description(),
         optuna_study=optuna_study,
         sampler=dict(sampler or {}),
+        objective=objective or Objective(),
     )
 
 

@@ -39,6 +39,7 @@ from sentune.space import (
 
 log = logging.getLogger(__name__)
 
+ENCODER_LAYERS_KEY = "model.encoder_layers"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -130,6 +131,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
 
     model_path = resolve_model(spec.model)
     _check_max_length(spec, model_path)
+    _check_encoder_layers(spec, model_path)
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
@@ -140,6 +142,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         device=options.device,
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
         resumable=True,
+        measure_latency=spec.objective.needs_latency,
     )
     strategy = STRATEGIES[options.strategy]
     with _removed_unless_started(run_dir, options):
@@ -156,6 +159,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 max_length=max_length.record(),
                 optuna_study=run_name if spec.params else None,
                 sampler=sampler_settings(strategy.sampler, spec.budget) if spec.params else None,
+                objective=spec.objective,
             )
             runs.write_manifest(run_dir, manifest)
         log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
@@ -521,6 +525,15 @@ def _check_max_length(spec: SearchSpec, model_path: str) -> None:
         )
 
 
+def _check_encoder_layers(spec: SearchSpec, model_path: str) -> None:
+    from sentune.model import check_encoder_layers
+
+    values = [v for v in spec.values(ENCODER_LAYERS_KEY) if v is not None]
+    if values:
+        check_encoder_layers(model_path, max(values), where=f"{spec.path}: ")
+        check_encoder_layers(model_path, min(values), where=f"{spec.path}: ")
+
+
 def max_length_for_data(
     spec: SearchSpec, data: PreparedData, model_path: str
 ) -> tuple[SearchSpec, MaxLength]:
@@ -750,12 +763,14 @@ def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     journal (None when nothing is searched)."""
     if not spec.params:
         return None
+    objective = spec.objective
     return _journal_searcher_class()(
         journal=runs.optuna_journal(run_dir.resolve()),
         max_epochs=spec.budget.max_epochs,
+        objective=objective,
         space=spec.define_by_run(),
-        metric=config.OBJECTIVE,
-        mode=config.MODE,
+        metric=list(objective.metrics) if objective.multi else config.OBJECTIVE,
+        mode=objective.directions() if objective.multi else config.MODE,
         study_name=run_dir.name,
         sampler=build_sampler(sampler_settings(sampler, spec.budget)),
     )
@@ -772,6 +787,14 @@ def _journal_searcher_class():
     COMPLETE with its best epoch's score (as the leaderboard scores it), and names the Ray trial
     in the user attribute `runs.RAY_TRIAL_ID_ATTR`.
 
+    With a latency-aware objective (`config.Objective`) each trial's inference metrics become
+    user attributes, each bound of the objective becomes an Optuna constraint
+    (`Trial.set_constraint(metric, value - bound)`, which constraint-aware TPE reads; Optuna 5
+    deprecates `TPESampler(constraints_func=...)` for it) before the trial is told, and a
+    multi-objective study is told the trial's best macro-F1 with its inference metrics (Optuna
+    has no intermediate values in multi-objective studies, so only `COMPLETE` trials carry
+    values; ASHA still stops trials on macro-F1).
+
     Relies on the internals of Ray 2.60's `ray.tune.search.optuna.OptunaSearch`: `_ot_trials`
     (Ray trial id -> `optuna.Trial`), `_ot_study` and `_completed_trials`. Its `save`/`restore`
     pickle `__dict__`, so the journal storage and the per-trial scores below travel with the
@@ -785,12 +808,22 @@ def _journal_searcher_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class JournalOptunaSearch(OptunaSearch):
-        def __init__(self, *, journal: Path, max_epochs: float, **kwargs):
+        def __init__(
+            self,
+            *,
+            journal: Path,
+            max_epochs: float,
+            objective: config.Objective | None = None,
+            **kwargs,
+        ):
             storage = JournalStorage(JournalFileBackend(str(journal)))
             super().__init__(storage=storage, **kwargs)
             self._max_epochs = float(max_epochs)
+            self._objective = objective or config.Objective()
             #: Ray trial id -> {epoch: score} as reported to Optuna.
             self._epoch_scores: dict[str, dict[int, float]] = {}
+            #: Ray trial id -> its inference metrics (the same at every report).
+            self._inference: dict[str, dict[str, float]] = {}
 
         def suggest(self, trial_id: str):
             suggested = super().suggest(trial_id)
@@ -799,7 +832,7 @@ def _journal_searcher_class():
                 # (experimental in Optuna since 3.2; its warning says nothing to a user).
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    self._ot_study.set_metric_names([config.OBJECTIVE])
+                    self._ot_study.set_metric_names(list(self._objective.metrics))
             if trial_id not in self._epoch_scores:
                 self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
                 self._epoch_scores[trial_id] = {}
@@ -827,13 +860,17 @@ def _journal_searcher_class():
             epoch = result.get(config.EPOCH)
             if scores is None or trial_id in self._completed_trials or epoch is None:
                 return
+            measured = {k: float(result[k]) for k in config.INFERENCE_METRICS if k in result}
+            if measured:
+                self._inference[trial_id] = measured
             # Evaluations between epochs (eval_every_steps) have no integer step of their own;
             # a trial retried from a checkpoint reports some epochs again (Optuna keeps the first).
             if float(epoch) != int(epoch) or int(epoch) in scores:
                 return
-            value = float(result[self.metric])
+            value = float(result[config.OBJECTIVE])
             scores[int(epoch)] = value
-            self._ot_trials[trial_id].report(value, int(epoch))
+            if not self._objective.multi:
+                self._ot_trials[trial_id].report(value, int(epoch))
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
             if trial_id in self._completed_trials or not self._known(trial_id):
@@ -843,14 +880,33 @@ def _journal_searcher_class():
                 self._report_epoch(trial_id, result)
             scores = self._epoch_scores.get(trial_id, {})
             reached = float((result or {}).get(config.EPOCH) or max(scores, default=0))
+            inference = self._inference.get(trial_id, {})
             if error:
                 state, value = TrialState.FAIL, None
             elif not scores or reached < self._max_epochs:
                 state, value = TrialState.PRUNED, None
             else:
                 state, value = TrialState.COMPLETE, max(scores.values())
+            if state == TrialState.COMPLETE and self._objective.multi:
+                missing = [m for m in self._objective.metrics[1:] if m not in inference]
+                if missing:
+                    log.warning("trial %s reported no %s; told FAIL", trial_id, missing[0])
+                    state, value = TrialState.FAIL, None
+                else:
+                    value = [value, *(inference[m] for m in self._objective.metrics[1:])]
+            if state != TrialState.FAIL:
+                self._tell_inference(self._ot_trials[trial_id], inference)
             self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
             self._completed_trials.add(trial_id)
+
+        def _tell_inference(self, ot_trial, inference: dict[str, float]) -> None:
+            """The inference metrics as user attributes, and the objective's bounds as
+            constraints (feasible at 0 or below), before the trial is told."""
+            for metric, measured in inference.items():
+                ot_trial.set_user_attr(metric, measured)
+            for metric, bound in self._objective.constraints.items():
+                if metric in inference:
+                    ot_trial.set_constraint(metric, inference[metric] - bound)
 
     return JournalOptunaSearch
 
@@ -954,8 +1010,12 @@ def _progress_callback(
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if config.OBJECTIVE in result and config.EPOCH in result:
+                p95 = result.get(config.LATENCY_P95_MS)
                 progress.on_result(
-                    trial.trial_id, float(result[config.EPOCH]), float(result[config.OBJECTIVE])
+                    trial.trial_id,
+                    float(result[config.EPOCH]),
+                    float(result[config.OBJECTIVE]),
+                    p95_ms=float(p95) if p95 is not None else None,
                 )
 
         def on_trial_complete(self, iteration, trials, trial, **info):

@@ -36,12 +36,22 @@ import numpy as np
 import yaml
 
 from sentune import config
-from sentune.config import BudgetConfig, DataConfig
+from sentune.config import BudgetConfig, DataConfig, Objective
 from sentune.errors import SpaceError
 
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
-_TOP_KEYS = ("description", "model", "data", "budget", "sampler", "fixed", "search")
+_TOP_KEYS = (
+    "description",
+    "model",
+    "data",
+    "budget",
+    "sampler",
+    "objective",
+    "objectives",
+    "fixed",
+    "search",
+)
 DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
 #: The one key whose values can come from the data (`auto`, `quantiles`).
 MAX_LENGTH_KEY = "train.max_length"
@@ -109,6 +119,8 @@ class SearchSpec:
     params: dict[str, Param] = field(default_factory=dict)
     #: The Optuna sampler the space asks for (`config.SAMPLERS`); None: TPE.
     sampler: str | None = None
+    #: What the search optimises (macro-F1 alone unless the space says more).
+    objective: Objective = field(default_factory=Objective)
 
     def define_by_run(self) -> DefineByRun:
         """The Optuna define-by-run space of this search (conditions honoured)."""
@@ -144,7 +156,12 @@ def find_space(name_or_path: str | Path) -> Path:
     raise SpaceError(f"unknown space {str(name_or_path)!r}; known spaces: {known}")
 
 
-def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -> SearchSpec:
+def load(
+    name_or_path: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    max_latency_ms: float | None = None,
+) -> SearchSpec:
     """Read, validate and return a search space.
 
     Args:
@@ -152,6 +169,8 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         overrides: Values that replace the file's, by dotted key (`budget.trials`,
             `data.dataset`, `train.learning_rate`, …) or `model`. An override of a searched key
             fixes it.
+        max_latency_ms: Bound the p95 latency (`config.LATENCY_METRIC`) at this many
+            milliseconds: sets or replaces the space's constraint (`--max-latency-ms`).
 
     Returns:
         The validated `SearchSpec`.
@@ -195,6 +214,9 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
     sampler = _sampler(where, raw.get("sampler"), params)
+    objective = parse_objective(where, raw.get("objective"), raw.get("objectives"))
+    if max_latency_ms is not None:
+        objective = with_latency_budget(objective, max_latency_ms)
     return SearchSpec(
         name=path.stem,
         path=path,
@@ -205,7 +227,101 @@ def load(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -
         fixed=fixed,
         params=params,
         sampler=sampler,
+        objective=objective,
     )
+
+
+# --- objectives ----------------------------------------------------------------------------------
+
+
+def parse_objective(where: str, single: Any, multi: Any) -> Objective:
+    """The `objective:` or `objectives:` of a space file, checked.
+
+    `objective: {maximize: val_macro_f1, subject_to: {latency_p95_ms: 8}}` bounds inference
+    metrics (`config.CONSTRAINT_METRICS`); `objectives: [val_macro_f1, latency_p95_ms]` makes a
+    Pareto search of macro-F1 (first, ASHA stops on it) and inference metrics
+    (`config.INFERENCE_METRICS`). Neither: macro-F1 alone.
+
+    Raises:
+        SpaceError: Both keys, an unknown metric, a bound that is not a positive number, …
+    """
+    if single is not None and multi is not None:
+        raise SpaceError(
+            f"{where}: give objective (one metric, with bounds) or objectives (a Pareto search), "
+            "not both"
+        )
+    if multi is not None:
+        return Objective(metrics=_objective_list(where, multi))
+    if single is None:
+        return Objective()
+    example = f"{{maximize: {config.OBJECTIVE}, subject_to: {{{config.LATENCY_METRIC}: 8}}}}"
+    if not isinstance(single, dict):
+        raise SpaceError(f"{where}: objective: give a mapping, e.g. {example}; got {single!r}")
+    unknown = sorted(set(single) - {"maximize", "subject_to"})
+    if unknown:
+        raise SpaceError(
+            f"{where}: objective: unknown key {unknown[0]!r}; use maximize and subject_to, "
+            f"e.g. {example}"
+        )
+    goal = single.get("maximize", config.OBJECTIVE)
+    if goal != config.OBJECTIVE:
+        raise SpaceError(
+            f"{where}: objective: maximize {goal!r}: only {config.OBJECTIVE} can be maximised "
+            f"(ASHA stops trials on it); bound the others with subject_to, or list them under "
+            "objectives for a Pareto search"
+        )
+    bounds = single.get("subject_to") or {}
+    if not isinstance(bounds, dict):
+        raise SpaceError(
+            f"{where}: objective: subject_to: give a mapping of metric: upper bound, e.g. "
+            f"{{{config.LATENCY_METRIC}: 8}}; got {bounds!r}"
+        )
+    constraints = {}
+    for metric, limit in bounds.items():
+        if metric not in config.CONSTRAINT_METRICS:
+            raise SpaceError(
+                f"{where}: objective: subject_to: unknown metric {metric!r}; bound one of "
+                f"{', '.join(config.CONSTRAINT_METRICS)}"
+            )
+        constraints[metric] = _positive_bound(f"{where}: objective: subject_to: {metric}", limit)
+    return Objective(constraints=constraints)
+
+
+def _objective_list(where: str, multi: Any) -> tuple[str, ...]:
+    example = f"[{config.OBJECTIVE}, {config.LATENCY_METRIC}]"
+    if not isinstance(multi, list) or len(multi) < 2:
+        raise SpaceError(
+            f"{where}: objectives: give a list of two or more metrics, e.g. {example}; "
+            f"got {multi!r}"
+        )
+    if multi[0] != config.OBJECTIVE:
+        raise SpaceError(
+            f"{where}: objectives: the first must be {config.OBJECTIVE} (ASHA stops trials on "
+            f"it), e.g. {example}; got {multi[0]!r}"
+        )
+    for metric in multi[1:]:
+        if metric not in config.INFERENCE_METRICS:
+            raise SpaceError(
+                f"{where}: objectives: unknown metric {metric!r}; after {config.OBJECTIVE} use "
+                f"{', '.join(config.INFERENCE_METRICS)}"
+            )
+    if len(set(multi)) != len(multi):
+        raise SpaceError(f"{where}: objectives: {multi!r} repeats a metric; list each once")
+    return tuple(multi)
+
+
+def _positive_bound(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpaceError(f"{where}: needs a number, got {value!r}")
+    if value <= 0:
+        raise SpaceError(f"{where}: needs a bound above 0, got {value!r}")
+    return float(value)
+
+
+def with_latency_budget(objective: Objective, max_latency_ms: float) -> Objective:
+    """`objective` with its p95 latency bound set to `max_latency_ms` (`--max-latency-ms`)."""
+    limit = _positive_bound("--max-latency-ms", max_latency_ms)
+    return replace(objective, constraints={**objective.constraints, config.LATENCY_METRIC: limit})
 
 
 # --- max_length from the data ----------------------------------------------------------------
@@ -379,6 +495,10 @@ def _check_value(where: str, key: str, value: Any) -> Any:
                 f"{where}: {key}: auto is only for {MAX_LENGTH_KEY}; give {key} a value"
             )
         return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise SpaceError(f"{where}: {key}: needs true or false, got {value!r}")
+        return value
     if kind.startswith("str"):
         if not isinstance(value, str):
             raise SpaceError(f"{where}: {key}: needs a string, got {value!r}")
@@ -447,6 +567,8 @@ def _param(where: str, key: str, spec: Any) -> Param:
                 "token lengths instead, e.g. {quantiles: [0.5, 0.9, 0.99]}"
             )
         return Param(kind, tuple(values))
+    if config.field_type(key) == "bool":
+        raise SpaceError(f"{where}: {key} is true or false; use {{choice: [false, true]}}")
 
     arity = 3 if kind in ("quniform", "qrandint") else 2
     if len(args) != arity:

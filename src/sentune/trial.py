@@ -125,7 +125,7 @@ def _run_trial(
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=_mixed_precision(precision))
     set_seed(train.seed)
 
-    model = _build_model(settings.model, head, train, data)
+    model = _build_model(settings.model, head, train, data, trial_config)
     if resume_from is not None:
         # Before `prepare`, which may wrap the model or move it to the device.
         _load_weights(model, resume_from)
@@ -150,6 +150,7 @@ def _run_trial(
         steps_per_epoch=steps_per_epoch,
         report=report,
         precision=precision,
+        int8=config.build_section("serve", trial_config).int8,
     )
     if resume_from is not None:
         loop.restore(resume_from)
@@ -221,7 +222,9 @@ def _mixed_precision(precision: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
-def _build_model(name: str, head: HeadConfig, train: TrainConfig, data: PreparedData):
+def _build_model(
+    name: str, head: HeadConfig, train: TrainConfig, data: PreparedData, trial_config: dict
+):
     from sentune.model import build_model, class_weights
 
     counts = np.bincount(data.train.labels, minlength=len(data.label_names))
@@ -230,6 +233,7 @@ def _build_model(name: str, head: HeadConfig, train: TrainConfig, data: Prepared
         head,
         label_names=list(data.label_names),
         class_weights=class_weights(counts.tolist(), train.imbalance),
+        encoder_layers=config.build_section("model", trial_config).encoder_layers,
     )
 
 
@@ -303,6 +307,7 @@ class _Loop:
         steps_per_epoch: int,
         report: Report,
         precision: str,
+        int8: bool = False,
     ):
         self.accelerator = accelerator
         self.model = model
@@ -334,6 +339,9 @@ class _Loop:
         self._loss_since_eval = 0.0
         self._batches_since_eval = 0
         self._tokenizer = None
+        self.int8 = int8
+        #: The model's inference cost (`config.INFERENCE_METRICS`), measured once.
+        self.latency: dict[str, float] = {}
 
     def run(self) -> TrialResult:
         eval_every = self.train.eval_every_steps
@@ -379,6 +387,8 @@ class _Loop:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.best, self.history = state["best"], state["history"]
         self.train_s = state["train_s"]
+        last = self.history[-1] if self.history else {}
+        self.latency = {k: last[k] for k in config.INFERENCE_METRICS if k in last}
         log.info("resumed at epoch %s, step %d", self.epoch, self.step)
 
     def _optimizer_step(self, group: list[list[int]]) -> None:
@@ -436,8 +446,42 @@ class _Loop:
         )
         return metrics
 
+    def _measure_latency(self) -> dict[str, float]:
+        """The model's inference cost, measured at the first evaluation only: it depends on the
+        architecture (layers, max_length, head, int8), not on the weights."""
+        if self.latency or not self.settings.measure_latency:
+            return self.latency
+        import copy
+
+        from sentune.inference import measure_latency
+
+        started = time.perf_counter()
+        # A copy: export tracing and a move to eval mode must not touch the model in training.
+        model = copy.deepcopy(self.accelerator.unwrap_model(self.model)).float()
+        latency = measure_latency(
+            model,
+            self.val_ids,
+            self.pad_id,
+            int8=self.int8,
+            device=self.accelerator.device.type,
+            threads=torch.get_num_threads(),
+        )
+        self.latency = latency.metrics()
+        log.info(
+            "inference (%s, %d threads): p95 %.2f ms, %.0f texts/s at batch 32, %.1f MB; "
+            "measured in %.1f s",
+            latency.engine,
+            latency.threads,
+            latency.p95_ms,
+            latency.throughput_b32,
+            latency.model_mb,
+            time.perf_counter() - started,
+        )
+        return self.latency
+
     def _evaluate_and_report(self, *, epoch_end: int | None) -> None:
         metrics = self._evaluate()
+        metrics.update(self._measure_latency())
         epoch = epoch_end if epoch_end is not None else round(self.step / self.steps_per_epoch, 4)
         metrics.update(
             {

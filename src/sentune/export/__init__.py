@@ -60,6 +60,7 @@ from sentune.export.common import (
     macro_f1_of,
 )
 from sentune.export.models import write_models
+from sentune.inference import summarize, timed, timing_batches
 from sentune.predict import (
     EXPORT_MANIFEST,
     INT8_FILE,
@@ -118,11 +119,19 @@ def export_winner(
     if {"onnx", "int8"} & set(formats):
         import_onnxruntime()
     run = runs.open_run(run_dir)
-    winner = select_winner(run, options.trial)
+    budget = options.max_latency_ms
+    trial = options.trial
+    if budget is not None:
+        trial = trial or _fastest_good_enough(run, budget)
+    winner = select_winner(run, trial)
+    served = _served_engine(winner, formats) if budget is not None else None
     out = Path(out_dir) if out_dir else Path(analysis_root) / run.path.name / EXPORT_DIR
     _check_target(out, force=options.force)
     data = _load_data(run, winner, cache_dir=options.cache_dir)
     threads = options.threads or os.cpu_count() or 1
+    if budget is not None and options.threads is None:
+        # Like for like: the trials measured their latency with their own threads.
+        threads = run.manifest.settings.num_threads or threads
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -134,6 +143,8 @@ def export_winner(
         )
         metrics = _score(engines, data, winner, run, parity)
         benchmark = _benchmark(engines, data, winner, threads, options)
+        if budget is not None:
+            benchmark["budget"] = _check_budget(run, winner, benchmark, served, budget)
         runs.write_json(tmp / METRICS_FILE, metrics)
         runs.write_json(tmp / BENCHMARK_FILE, benchmark)
         runs.write_json(tmp / EXPORT_MANIFEST, _export_manifest(run, winner, data, formats))
@@ -189,6 +200,92 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
         max_length=int(train.max_length),
         truncation=train.truncation,
     )
+
+
+# --- a latency budget --------------------------------------------------------------------------
+
+
+def _fastest_good_enough(run: Run, budget_ms: float) -> str:
+    """The trial with the best macro-F1 on the run's Pareto front whose p95 latency meets the
+    budget (`analysis.choose_under_budget`).
+
+    Raises:
+        ExportError: The trials measured no latency, or none on the front meets the budget.
+    """
+    from sentune.analysis import pareto
+
+    front = pareto(run, budget_ms=budget_ms)
+    if front is None:
+        raise ExportError(
+            f"--max-latency-ms: the trials of {run.path.name} measured no latency; search a "
+            "space with a latency objective (e.g. `sentune search latency`, or add "
+            "--max-latency-ms to the search)"
+        )
+    if front.chosen is None:
+        table = front.table[front.table["checkpoint"] != ""]
+        fastest = table.loc[table[config.LATENCY_P95_MS].idxmin()] if len(table) else None
+        hint = (
+            f"the fastest trial ({fastest['trial_id']}) has p95 "
+            f"{fastest[config.LATENCY_P95_MS]:.2f} ms; raise the budget to at least that"
+            if fastest is not None
+            else "no trial has a checkpoint"
+        )
+        raise ExportError(
+            f"--max-latency-ms {budget_ms:g}: no trial on the Pareto front of "
+            f"{run.path.name} meets it ({hint})"
+        )
+    log.info("best trial on the front within %g ms: %s", budget_ms, front.chosen)
+    return front.chosen
+
+
+def _served_engine(winner: Winner, formats: tuple[str, ...]) -> str:
+    """The exported format the trial was timed as (`serve.int8`), which the budget applies to."""
+    engine = "int8" if config.build_section("serve", winner.params).int8 else "onnx"
+    if engine not in formats:
+        raise ExportError(
+            f"--max-latency-ms: trial {winner.trial_id} is served as {engine} "
+            f"(serve.int8 {engine == 'int8'}), which --formats {','.join(formats)} leaves out; "
+            f"add {engine}"
+        )
+    return engine
+
+
+def _check_budget(
+    run: Run, winner: Winner, benchmark: dict[str, Any], engine: str, budget_ms: float
+) -> dict[str, Any]:
+    """The exported model's re-measured p95 against the budget.
+
+    Raises:
+        ExportError: The re-measured p95 misses the budget (nothing is written).
+    """
+    measured = benchmark["results"][engine]["b1_p95_ms"]
+    history = run.histories.get(winner.trial_id, pd.DataFrame())
+    during_search = (
+        float(history[config.LATENCY_P95_MS].dropna().iloc[-1])
+        if config.LATENCY_P95_MS in history and history[config.LATENCY_P95_MS].notna().any()
+        else None
+    )
+    if measured > budget_ms:
+        raise ExportError(
+            f"--max-latency-ms {budget_ms:g}: trial {winner.trial_id} ({engine}) measured p95 "
+            f"{measured:.2f} ms now ({during_search or float('nan'):.2f} ms in the search) and "
+            "misses the budget; nothing was written; retry on a quieter machine, raise the "
+            "budget, or export a faster trial with --trial"
+        )
+    log.info(
+        "latency budget %g ms met: %s p95 %.2f ms (%.2f ms in the search)",
+        budget_ms,
+        engine,
+        measured,
+        during_search or float("nan"),
+    )
+    return {
+        "max_latency_ms": budget_ms,
+        "engine": engine,
+        "p95_ms": measured,
+        "search_p95_ms": during_search,
+        "threads": benchmark["threads"],
+    }
 
 
 def _confirmed_winner(
@@ -355,24 +452,23 @@ def _benchmark(
 ) -> dict[str, Any]:
     """Latency at batch 1 and throughput at batch 32 on real test texts, after warm-up calls."""
     ids = winner.truncated(data.test)
-    singles = [
-        pad_batch([ids[i % len(ids)]], pad_id=data.pad_id)
-        for i in range(options.warmup + options.latency_runs)
-    ]
-    n_batches = options.warmup + options.throughput_batches
-    batches = [
-        pad_batch([ids[(start + j) % len(ids)] for j in range(32)], pad_id=data.pad_id)
-        for start in range(0, 32 * n_batches, 32)
-    ]
+    singles = timing_batches(ids, data.pad_id, count=options.warmup + options.latency_runs)
+    batches = timing_batches(
+        ids,
+        data.pad_id,
+        count=options.warmup + options.throughput_batches,
+        batch_size=config.LATENCY_BATCH_SIZE,
+    )
     results: dict[str, dict[str, float]] = {}
     for name, engine in engines.items():
-        single_ms = _timed(engine, singles, options.warmup)
-        batch_ms = _timed(engine, batches, options.warmup)
+        single_ms = timed(engine, singles, options.warmup)
+        batch_ms = timed(engine, batches, options.warmup)
+        p50, p95, throughput = summarize(single_ms, batch_ms)
         results[name] = {
-            "b1_p50_ms": float(np.percentile(single_ms, 50)),
-            "b1_p95_ms": float(np.percentile(single_ms, 95)),
+            "b1_p50_ms": p50,
+            "b1_p95_ms": p95,
             "b32_p50_ms": float(np.percentile(batch_ms, 50)),
-            "b32_texts_per_s": 32 * len(batch_ms) / (float(np.sum(batch_ms)) / 1000),
+            "b32_texts_per_s": throughput,
         }
         log.info("benchmark %s: %s", name, results[name])
     for row in results.values():
@@ -404,17 +500,6 @@ def _benchmark(
         "versions": versions,
         "results": results,
     }
-
-
-def _timed(engine: Engine, batches, warmup: int) -> np.ndarray:
-    """Milliseconds of each call after the first `warmup` calls."""
-    times = []
-    for i, (input_ids, mask) in enumerate(batches):
-        started = time.perf_counter()
-        engine(input_ids, mask)
-        if i >= warmup:
-            times.append((time.perf_counter() - started) * 1000)
-    return np.asarray(times)
 
 
 # --- writing ---------------------------------------------------------------------------------

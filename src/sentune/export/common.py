@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import numpy as np
 from sentune import config, runs
 from sentune.analysis import format_mean_std
 from sentune.data import Split
+from sentune.inference import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
 from sentune.model import HUB_IDS
 from sentune.runs import Manifest
 
@@ -28,8 +27,6 @@ METRICS_FILE = "metrics.json"
 BENCHMARK_FILE = "benchmark.json"
 CARD_FILE = "README.md"
 PT2_FILE = "model.pt2"
-#: onnxruntime runs opset 18 everywhere it is still supported.
-ONNX_OPSET = 18
 #: Largest allowed |logit difference| between ONNX (or torch.export) and PyTorch.
 PARITY_ATOL = 1e-4
 #: Names of the scored and benchmarked formats, in table order.
@@ -67,6 +64,10 @@ class ExportOptions:
         throughput_batches: Timed batch-32 calls per format.
         warmup: Untimed calls before each timing.
         cache_dir: Token id cache of `data.prepare`.
+        max_latency_ms: A p95 batch-1 latency budget: export the best trial on the Pareto front
+            of macro-F1 against latency that meets it (or check `trial`), re-measure the
+            exported model and refuse when it misses the budget (threads: the trials' unless
+            `threads` is given).
     """
 
     trial: str | None = None
@@ -78,6 +79,7 @@ class ExportOptions:
     throughput_batches: int = 20
     warmup: int = 5
     cache_dir: Path = Path(config.CACHE_DIR)
+    max_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,32 +125,6 @@ class ExportResult:
     winner: Winner
     metrics: dict[str, Any]
     benchmark: dict[str, Any]
-
-
-#: `logits(input_ids, attention_mask)` of one padded int64 batch, as float32 numpy.
-Engine = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-class quiet:
-    """Raise the named loggers to ERROR and mute warnings for a block (exporters are chatty)."""
-
-    def __init__(self, *names: str):
-        self.loggers = [logging.getLogger(n) for n in names]
-        self.levels = [lg.level for lg in self.loggers]
-
-    def __enter__(self):
-        for lg in self.loggers:
-            lg.setLevel(logging.ERROR)
-        # Exporter internals warn about axis renaming and their own deprecations.
-        self.warnings = warnings.catch_warnings()
-        self.warnings.__enter__()
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-
-    def __exit__(self, *exc):
-        self.warnings.__exit__(*exc)
-        for lg, level in zip(self.loggers, self.levels, strict=True):
-            lg.setLevel(level)
 
 
 def base_model_id(manifest: Manifest) -> str:
