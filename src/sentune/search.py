@@ -16,18 +16,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentune import config, runs
 from sentune.config import BudgetConfig, TrialSettings
-from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.space import (
     MAX_LENGTH_KEY,
@@ -37,9 +38,22 @@ from sentune.space import (
     resolve_max_length,
 )
 
+if TYPE_CHECKING:
+    # scikit-learn and friends take seconds to import: `--address` is checked before them.
+    from sentune.data import PreparedData
+
 log = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: `host:port` of a Ray head (a name, an IPv4 address or a bracketed IPv6 one).
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})")
+#: A cheap GCS call that any Ray head answers; its status says whether the head wants a token.
+_GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+#: What to do on a cluster that wants Ray's token: the one-line fix, said once.
+_TOKEN_FIX = (
+    "run `ray get-auth-token` on the head, then here `export RAY_AUTH_MODE=token` and put the "
+    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
 
 
 @dataclass(frozen=True)
@@ -121,11 +135,13 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     """
     options = replace(options, strategy=_strategy_name(spec, options.strategy))
     _check_options(options)
+    check_address(options.address)
     _check_resources(spec, options)
     _check_writable(options.storage)
     # Before the data is prepared: a taken or unsafe --name fails at once.
     run_dir = runs.new_run_dir(options.storage, spec.name, name=options.name)
     run_name = run_dir.name
+    from sentune.data import prepare
     from sentune.model import resolve_model
 
     model_path = resolve_model(spec.model)
@@ -202,6 +218,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
     settings = replace(manifest.settings, model=model_path)
     options = replace(options, address=options.address or manifest.address)
+    check_address(options.address)
     log.info("resuming %s", run_dir)
     _quiet_unless_verbose(options)
     with ray_session(options):
@@ -240,6 +257,94 @@ def _check_options(options: SearchOptions) -> None:
             "the Ray dashboard will listen on %s; it is protected by Ray's token only",
             options.dashboard_host,
         )
+
+
+def check_address(address: str | None) -> None:
+    """Check a cluster address before Ray joins it, in about `config.ADDRESS_TIMEOUT_S` at most
+    twice: its form, that the head's port answers, and (for a `host:port` GCS address) that the
+    head accepts what this machine would send, token or none.
+
+    Ray on its own retries a wrong address or a missing token for about 20 s and then raises;
+    this says the fix in one line instead. `auto` (and None: local Ray) is Ray's to find.
+
+    Raises:
+        ResourceError: A malformed or unreachable address, or a head that wants a token which
+            this machine does not send (or sends wrong).
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    match = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    port = int(match["port"]) if match else 0
+    if not match or not 0 < port < 65536:
+        raise ResourceError(
+            f"--address {address!r}: write the head's host:port (e.g. 10.0.0.5:6379), "
+            "ray://host:10001 or auto"
+        )
+    host = match["host"].strip("[]")
+    try:
+        socket.create_connection((host, port), timeout=config.ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ResourceError(
+            f"--address {address}: cannot reach {host}:{port} ({reason}); start the head there "
+            f"(`ray start --head --port {port}`) or fix the address, and open the port in the "
+            "firewall"
+        ) from None
+    if not client:  # a Ray Client server speaks its own protocol; Ray checks it on connect
+        _check_token(address, host, port)
+
+
+def _check_token(address: str, host: str, port: int) -> None:
+    """One GCS call with the token Ray would send (none unless RAY_AUTH_MODE=token): a head
+    that answers UNAUTHENTICATED wants a token this machine does not have."""
+    import grpc
+
+    headers = _ray_token_headers()
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        probe = channel.unary_unary(_GCS_PROBE)
+        probe(b"", timeout=config.ADDRESS_TIMEOUT_S, metadata=headers)
+    except grpc.RpcError as err:
+        code = err.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            if headers:
+                raise ResourceError(
+                    f"--address {address}: the cluster refused this machine's Ray token; "
+                    + _TOKEN_FIX.replace("put the token", "put the head's token")
+                ) from None
+            raise ResourceError(
+                f"--address {address}: the cluster wants Ray's auth token and none is set "
+                f"here; {_TOKEN_FIX}"
+            ) from None
+        # Every Ray head since 2.7 answers this call; anything else is another service.
+        raise ResourceError(
+            f"--address {address}: {host}:{port} does not answer as a Ray head ({code.name}); "
+            "pass the head's GCS port (6379 unless `ray start --port` chose another; "
+            "`ray status` on the head prints it)"
+        ) from None
+    finally:
+        channel.close()
+
+
+def _ray_token_headers() -> list[tuple[str, str]]:
+    """The gRPC metadata Ray's own client would add: the token when RAY_AUTH_MODE=token.
+
+    Wraps Ray 2.60's private `ray._raylet` token loader (the one `ray.init` uses), so that the
+    probe sends exactly what joining will send.
+
+    Raises:
+        ResourceError: RAY_AUTH_MODE=token but no token is found.
+    """
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        return []
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token():
+        raise ResourceError(f"RAY_AUTH_MODE=token but no Ray token is found; {_TOKEN_FIX}")
+    return [(k.lower(), v) for k, v in loader.get_token_for_http_header().items()]
 
 
 def _check_writable(storage: Path) -> None:
