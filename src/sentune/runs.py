@@ -618,14 +618,12 @@ def keep_best_checkpoint(trial_dir: Path) -> list[Path]:
     return [*removed, best / TRAINING_STATE_FILE]
 
 
-def own_files(run_dir: str | Path) -> list[Path]:
-    """The files of a run that sentune's driver writes (Ray Tune writes the rest): the manifest,
-    the Optuna journal and each trial's status, those of the confirmation trials included."""
+def driver_files(run_dir: str | Path) -> list[Path]:
+    """The files of a run that the search's driver writes in place (the manifest and the Optuna
+    journal); Ray Tune writes the rest, trial status included (it is written into Tune's own
+    folder of the trial)."""
     run_dir = Path(run_dir)
-    found = [run_dir / MANIFEST, run_dir / OPTUNA_JOURNAL]
-    found += run_dir.glob(f"*/{TRIAL_STATUS}")
-    found += run_dir.glob(f"{CONFIRM_DIR}/*/{TRIAL_STATUS}")
-    return sorted(p for p in found if p.is_file())
+    return [p for p in (run_dir / MANIFEST, run_dir / OPTUNA_JOURNAL) if p.is_file()]
 
 
 def is_checkpoint_body(path: str | Path) -> bool:

@@ -3,7 +3,7 @@
 
 A run in object storage has the layout of a local one (`runs.py`). Ray Tune writes its trials
 (params, results, checkpoints) to the URI from whichever node runs them; sentune's driver
-writes its own files (manifest, Optuna journal, trial status: `runs.own_files`) in a local
+writes its own files (manifest, Optuna journal: `runs.driver_files`) in a local
 mirror of the run (`<cache>/storage/<scheme>/<bucket>/<prefix>/<run>`) and `push`es them as
 they change. Readers (leaderboard, report, export, dashboard, `--resume`) `pull` the run into
 the mirror first and read it there as a local folder; a pull fetches each trial's best
@@ -154,13 +154,13 @@ def run_exists(store: Storage, name: str) -> bool:
 
 
 def push(store: Storage, name: str, paths: list[Path] | None = None) -> None:
-    """Upload files of run `name` from the mirror (default: `runs.own_files`): the driver's
-    own records, as they change. A no-op for a local folder."""
+    """Upload files of run `name` from the mirror (default: `runs.driver_files`, the driver's
+    own records) as they change. A no-op for a local folder."""
     if not store.remote:
         return
     fs, _ = _filesystem(store.uri)
     run_dir = store.run_dir(name)
-    for path in runs.own_files(run_dir) if paths is None else paths:
+    for path in runs.driver_files(run_dir) if paths is None else paths:
         relative = Path(path).relative_to(run_dir).as_posix()
         with fs.open_output_stream(_remote_path(store, name, relative)) as out:
             out.write(Path(path).read_bytes())
