@@ -192,6 +192,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             grid = tuner.fit()
             if _finish(run_dir, grid, spec.budget, options):
                 _confirm(run_dir, data, settings, spec.budget, options)
+    # The best checkpoints whole, for the report and the export that read the mirror.
+    storage.pull(store, run_name)
     return run_dir
 
 
@@ -245,6 +247,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
         grid = tuner.fit()
         if _finish(run_dir, grid, budget, options):
             _confirm(run_dir, data, settings, budget, options)
+    storage.pull(_store(options), run_dir.name)  # as at the end of `run`
     return run_dir
 
 
