@@ -145,8 +145,10 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     run_dir = runs.new_run_dir(store.root, spec.name, name=options.name)
     run_name = run_dir.name
     if storage.run_exists(store, run_name):
-        raise RunError(f"--name {run_name!r}: {store.tune_path(run_name)} already exists; "
-                       "choose another name")  # fmt: skip
+        raise RunError(
+            f"--name {run_name!r}: {store.tune_path(run_name)} already exists; choose another "
+            f"name, or continue it with `{resume_command(run_dir, options)}`"
+        )
     from sentune.data import prepare
     from sentune.model import resolve_model
 
@@ -291,9 +293,9 @@ def _check_options(options: SearchOptions) -> None:
 
 
 def check_address(address: str | None) -> None:
-    """Check a cluster address before Ray joins it, in about `config.ADDRESS_TIMEOUT_S` at most
-    twice: its form, that the head's port answers, and (for a `host:port` GCS address) that the
-    head accepts what this machine would send, token or none.
+    """Check a cluster address before Ray joins it, within twice `config.ADDRESS_TIMEOUT_S`: its
+    form, that the head's port answers, and (for a `host:port` GCS address) that the head
+    accepts what this machine would send, token or none.
 
     Ray on its own retries a wrong address or a missing token for about 20 s and then raises;
     this says the fix in one line instead. `auto` (and None: local Ray) is Ray's to find.

@@ -103,8 +103,10 @@ def _filesystem(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as err:
-        raise StorageError(f"--storage {uri}: {_one_line(err)}; use an s3://, gs:// or other "
-                           "pyarrow filesystem URI") from None  # fmt: skip
+        raise StorageError(
+            f"--storage {uri}: {_one_line(err)}; use an s3://, gs:// or other pyarrow "
+            "filesystem URI"
+        ) from None
 
 
 def _one_line(err: BaseException) -> str:
