@@ -229,12 +229,13 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     # Another machine, as far as sentune knows: no mirror of the run (the token cache stays).
     mirror = tmp_path / config.CACHE_DIR / config.MIRROR_DIR
     shutil.rmtree(mirror)
-    resumed = subprocess.run(
-        [*command, "search", "--resume", "tiny-s3", "--storage", uri, "--no-dashboard",
-         "--analysis", "analysis"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with (tmp_path / "resume.log").open("w") as log:
+        resumed = subprocess.run(
+            [*command, "search", "--resume", "tiny-s3", "--storage", uri, "--no-dashboard",
+             "--analysis", "analysis"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600,
+        )  # fmt: skip
+    assert resumed.returncode == 0, (tmp_path / "resume.log").read_text()[-3000:]
     after = _trial_results("runs/tiny-s3")
     assert len(after) == 3 and _finished("runs/tiny-s3") == set(after)
     for trial_id, rows in before.items():
@@ -253,7 +254,7 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     shutil.rmtree(mirror)
     exported = subprocess.run(
         [*command, "export", "--storage", uri, "--formats", "hf", "--analysis", "analysis"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "using " in exported.stderr and "latest finished run" in exported.stderr
