@@ -365,11 +365,15 @@ def _ray_token_headers() -> list[tuple[str, str]]:
     """The gRPC metadata Ray's own client would add: the token when RAY_AUTH_MODE=token.
 
     Wraps Ray 2.60's private `ray._raylet` token loader (the one `ray.init` uses), so that the
-    probe sends exactly what joining will send.
+    probe sends exactly what joining will send. Ray takes the mode from the environment only
+    (`ray._private.authentication.authentication_token_setup`); without RAY_AUTH_MODE=token it
+    sends no token, which is known without importing Ray (a second or more on a busy machine).
 
     Raises:
         ResourceError: RAY_AUTH_MODE=token but no token is found.
     """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return []
     from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
 
     if get_authentication_mode() != AuthenticationMode.TOKEN:
