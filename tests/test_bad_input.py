@@ -362,6 +362,21 @@ CASES = [
     ),
     ("export-of-an-empty-run", lambda c: ["export", _empty_dir(c)], "not a sentune run"),
     (
+        "storage-uri-with-credentials",
+        lambda c: ["search", str(c["space"]), "--storage", "s3://AKIA1:secret@bucket/runs"],
+        "the URI holds credentials; drop them and put credentials in the environment",
+    ),
+    (
+        "storage-uri-with-a-secret-parameter",
+        lambda c: ["leaderboard", "--storage", "s3://bucket/runs?region=x&secret_key=abc"],
+        "the URI holds credentials",
+    ),
+    (
+        "address-without-a-port",
+        lambda c: _search(c, c["space"], "--address", "10.0.0.5"),
+        "write the head's host:port",
+    ),
+    (
         "predict-on-a-folder-that-is-not-an-export",
         lambda c: ["predict", _empty_dir(c), "what a great day"],
         "is not a sentune export",

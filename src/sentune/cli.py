@@ -90,7 +90,10 @@ commands:
 
 `sentune COMMAND -h` explains a command's options.
 """
-_STORAGE_HELP = "the runs folder (one subfolder per run)"
+_STORAGE_HELP = (
+    "the runs folder (one subfolder per run), or object storage: s3://bucket/prefix or another "
+    "pyarrow filesystem URI (credentials from the environment: AWS_*, AWS_ENDPOINT_URL_S3)"
+)
 _ANALYSIS_HELP = "the folder of derived results (analysis/<run>/)"
 _RUN_HELP = "a run name or trials/<run> folder (default: the latest finished run in --storage)"
 
@@ -214,9 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         help="address the dashboard listens on (keep loopback and tunnel to it)",
     )
     search.add_argument("--dashboard-port", type=int, help="dashboard port (default: Ray's, 8265)")
-    search.add_argument(
-        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
-    )
+    search.add_argument("--storage", default=config.STORAGE_DIR, help=_STORAGE_HELP)
     search.add_argument(
         "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
     )
@@ -224,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
     board.add_argument("run", nargs="?", help=_RUN_HELP)
-    board.add_argument("--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP)
+    board.add_argument("--storage", default=config.STORAGE_DIR, help=_STORAGE_HELP)
     board.add_argument(
         "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
     )
@@ -234,9 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
     )
     report.add_argument("run", nargs="?", help=_RUN_HELP)
-    report.add_argument(
-        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
-    )
+    report.add_argument("--storage", default=config.STORAGE_DIR, help=_STORAGE_HELP)
     report.add_argument(
         "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
     )
@@ -290,9 +289,8 @@ def _search(args: argparse.Namespace) -> int:
         name=args.name,
     )
     if args.resume is not None:
-        from sentune.runs import resolve_run
-
-        args.resume, _ = resolve_run(str(args.resume), args.storage)  # a bare run name works too
+        # A bare run name works too; a run in object storage is pulled into its mirror.
+        args.resume = _resolve_run(str(args.resume), args.storage, cache_dir=options.cache_dir)
         _check_resume_args(args, overrides)
         run_dir = search.resume(args.resume, options=options)
     else:
@@ -387,21 +385,15 @@ def _add_dashboard_parser(commands) -> None:
         default=config.OPTUNA_DASHBOARD_PORT,
         help="port to listen on; 0 picks a free one",
     )
-    dashboard.add_argument(
-        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
-    )
+    dashboard.add_argument("--storage", default=config.STORAGE_DIR, help=_STORAGE_HELP)
     dashboard.set_defaults(func=_dashboard)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from sentune import dashboard, runs
+    from sentune import dashboard
 
-    if args.run is None:
-        # A live view wants the search that is running now, which is not finished yet.
-        run_dir = runs.latest_run(args.storage)
-        print(f"using {run_dir} (latest run)", file=sys.stderr)
-    else:
-        run_dir, _ = runs.resolve_run(args.run, args.storage)
+    # A live view wants the search that is running now, which is not finished yet.
+    run_dir = _resolve_run(args.run, args.storage, finished=False)
     server = dashboard.make_dashboard_server(run_dir, host=args.host, port=args.port)
     print(f"Optuna dashboard of {run_dir}: {dashboard.url(server)}")
     print("Ctrl-C to stop", flush=True)
@@ -429,13 +421,18 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
     return path
 
 
-def _resolve_run(run: str | None, storage: Path) -> Path:
-    """The run a command names (a path or a bare name), or the latest finished one, said aloud."""
-    from sentune.runs import resolve_run
+def _resolve_run(
+    run: str | None, location: str, *, finished: bool = True, cache_dir=config.CACHE_DIR
+) -> Path:
+    """The local folder of the run a command names (a path or a bare name), or of the latest
+    (finished) one, said aloud; a run in object storage is pulled into its mirror first."""
+    from sentune import storage
 
-    run_dir, latest = resolve_run(run, storage)
-    if latest:
-        print(f"using {run_dir} (latest finished run)", file=sys.stderr)
+    store = storage.open_storage(location, cache_dir=cache_dir)
+    run_dir = storage.resolve_run(run, store, finished=finished)
+    if run is None:
+        which = "latest finished run" if finished else "latest run"
+        print(f"using {run_dir} ({which})", file=sys.stderr)
     return run_dir
 
 
@@ -493,9 +490,7 @@ def _add_export_parsers(commands) -> None:
     )
     export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
-    export.add_argument(
-        "--storage", type=Path, default=Path(config.STORAGE_DIR), help=_STORAGE_HELP
-    )
+    export.add_argument("--storage", default=config.STORAGE_DIR, help=_STORAGE_HELP)
     export.add_argument(
         "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=_ANALYSIS_HELP
     )
@@ -543,7 +538,7 @@ def _export(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         max_latency_ms=args.max_latency_ms,
     )
-    run_dir = _resolve_run(args.run, args.storage)
+    run_dir = _resolve_run(args.run, args.storage, cache_dir=args.cache_dir)
     result = export.export_winner(
         run_dir, out_dir=args.out, analysis_root=args.analysis, options=options
     )

@@ -386,6 +386,12 @@ MAX_FAILURES = 1
 DASHBOARD_HOST = "127.0.0.1"
 #: Where `sentune dashboard` (optuna-dashboard on the run's journal) listens; same host.
 OPTUNA_DASHBOARD_PORT = 8080
+#: How long `--address` is checked before Ray is joined: the TCP connect to the head, then its
+#: answer to one unauthenticated-or-not GCS call (Ray itself retries for about 20 s).
+ADDRESS_TIMEOUT_S = 2.0
+#: Under `CACHE_DIR`: the local mirror of runs kept in object storage (`--storage s3://…`),
+#: one folder per scheme, bucket and prefix.
+MIRROR_DIR = "storage"
 
 
 def outside_limits(key: str, value: float) -> str | None:

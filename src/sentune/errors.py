@@ -30,3 +30,7 @@ class RunError(SentuneError):
 
 class ExportError(SentuneError):
     """An export cannot be written, fails its parity check, or a folder is not an export."""
+
+
+class StorageError(SentuneError):
+    """Object storage (`--storage s3://…`) is malformed, unreachable or refuses access."""

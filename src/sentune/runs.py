@@ -606,15 +606,39 @@ def best_checkpoint(trial_dir: Path) -> Path | None:
     return max(kept, key=checkpoint_score) if kept else None  # `max` keeps the first of equals
 
 
-def keep_best_checkpoint(trial_dir: Path) -> None:
-    """Delete all but the best checkpoint of a finished trial, and its training state."""
+def keep_best_checkpoint(trial_dir: Path) -> list[Path]:
+    """Delete all but the best checkpoint of a finished trial, and its training state.
+
+    Returns:
+        What was (or, for a run mirrored from object storage, is to be) deleted: the other
+        checkpoint folders and the best one's training state.
+    """
     best = best_checkpoint(trial_dir)
     if best is None:
-        return
-    for folder in Path(trial_dir).glob(CHECKPOINT_GLOB):
-        if folder != best:
-            shutil.rmtree(folder, ignore_errors=True)
+        return []
+    removed = [f for f in sorted(Path(trial_dir).glob(CHECKPOINT_GLOB)) if f != best]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
     (best / TRAINING_STATE_FILE).unlink(missing_ok=True)
+    return [*removed, best / TRAINING_STATE_FILE]
+
+
+def driver_files(run_dir: str | Path) -> list[Path]:
+    """The files of a run that the search's driver writes in place (the manifest and the Optuna
+    journal); Ray Tune writes the rest, trial status included (it is written into Tune's own
+    folder of the trial)."""
+    run_dir = Path(run_dir)
+    return [p for p in (run_dir / MANIFEST, run_dir / OPTUNA_JOURNAL) if p.is_file()]
+
+
+def is_checkpoint_body(path: str | Path) -> bool:
+    """Whether a file of a run (its path inside the run) is the body of a checkpoint: weights,
+    tokenizer, training state. A reader of a run mirrored from object storage fetches it for
+    each trial's best checkpoint only; the metrics and model config that pick the best
+    (`STATE_FILE`, `MODEL_CONFIG_FILE`) are always fetched."""
+    path = Path(path)
+    in_checkpoint = any(Path(part).match(CHECKPOINT_GLOB) for part in path.parts[:-1])
+    return in_checkpoint and path.name not in (STATE_FILE, MODEL_CONFIG_FILE)
 
 
 # --- the run's data --------------------------------------------------------------------------

@@ -16,18 +16,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sentune import config, runs
+from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
-from sentune.data import PreparedData, prepare
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.space import (
     MAX_LENGTH_KEY,
@@ -37,10 +38,23 @@ from sentune.space import (
     resolve_max_length,
 )
 
+if TYPE_CHECKING:
+    # scikit-learn and friends take seconds to import: `--address` is checked before them.
+    from sentune.data import PreparedData
+
 log = logging.getLogger(__name__)
 
 ENCODER_LAYERS_KEY = "model.encoder_layers"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: `host:port` of a Ray head (a name, an IPv4 address or a bracketed IPv6 one).
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})")
+#: A cheap GCS call that any Ray head answers; its status says whether the head wants a token.
+_GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+#: What to do on a cluster that wants Ray's token: the one-line fix, said once.
+_TOKEN_FIX = (
+    "run `ray get-auth-token` on the head, then here `export RAY_AUTH_MODE=token` and put the "
+    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,8 @@ class SearchOptions:
 
     Attributes:
         address: A Ray cluster to join (`auto`, `ray://…`, `host:port`); None starts local Ray.
-        storage: The folder that holds one subfolder per run.
+        storage: The folder that holds one subfolder per run, or an object-storage URI
+            (`s3://bucket/prefix`, any pyarrow filesystem; `storage.py` mirrors it locally).
         precision: `auto`, `fp32`, `bf16` or `fp16` for every trial.
         device: `auto`, `cpu` or `cuda`.
         dashboard: Start the Ray dashboard (local runs).
@@ -90,7 +105,7 @@ class SearchOptions:
     """
 
     address: str | None = None
-    storage: Path = Path(config.STORAGE_DIR)
+    storage: str | Path = config.STORAGE_DIR
     precision: str = TrialSettings.precision
     device: str = TrialSettings.device
     dashboard: bool = True
@@ -122,11 +137,20 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     """
     options = replace(options, strategy=_strategy_name(spec, options.strategy))
     _check_options(options)
+    check_address(options.address)
     _check_resources(spec, options)
-    _check_writable(options.storage)
+    store = _store(options)
+    _check_writable(store.root)
+    storage.check_writable(store)
     # Before the data is prepared: a taken or unsafe --name fails at once.
-    run_dir = runs.new_run_dir(options.storage, spec.name, name=options.name)
+    run_dir = runs.new_run_dir(store.root, spec.name, name=options.name)
     run_name = run_dir.name
+    if storage.run_exists(store, run_name):
+        raise RunError(
+            f"--name {run_name!r}: {store.tune_path(run_name)} already exists; choose another "
+            f"name, or continue it with `{resume_command(run_dir, options)}`"
+        )
+    from sentune.data import prepare
     from sentune.model import resolve_model
 
     model_path = resolve_model(spec.model)
@@ -162,12 +186,20 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 objective=spec.objective,
             )
             runs.write_manifest(run_dir, manifest)
-        log.info("search %s: %d trials, results in %s", run_name, spec.budget.trials, run_dir)
+            storage.push(store, run_name)
+        log.info(
+            "search %s: %d trials, results in %s",
+            run_name,
+            spec.budget.trials,
+            _location(run_dir, options),
+        )
         with ray_session(options):
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
             if _finish(run_dir, grid, spec.budget, options):
                 _confirm(run_dir, data, settings, spec.budget, options)
+    # The best checkpoints whole, for the report and the export that read the mirror.
+    storage.pull(store, run_name)
     return run_dir
 
 
@@ -193,7 +225,11 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
 
     run_dir = Path(run_dir)
     manifest = runs.read_manifest(run_dir)
-    if not tune.Tuner.can_restore(str(run_dir.resolve())):
+    # Before Ray Tune is imported: a wrong address or a missing token is said within seconds.
+    options = replace(options, address=options.address or manifest.address)
+    check_address(options.address)
+    location = _location(run_dir, options)
+    if not tune.Tuner.can_restore(location):
         raise RunError(
             f"{run_dir}: the search never started (no Tune state in it); start a new one with "
             f"`sentune search {manifest.space.name}`"
@@ -205,12 +241,11 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     # The model is resolved again: the run may continue on another machine.
     data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
     settings = replace(manifest.settings, model=model_path)
-    options = replace(options, address=options.address or manifest.address)
-    log.info("resuming %s", run_dir)
+    log.info("resuming %s", location)
     _quiet_unless_verbose(options)
     with ray_session(options):
         tuner = tune.Tuner.restore(
-            str(run_dir.resolve()),
+            location,
             trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
             resume_unfinished=True,
             resume_errored=True,
@@ -218,13 +253,28 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
         grid = tuner.fit()
         if _finish(run_dir, grid, budget, options):
             _confirm(run_dir, data, settings, budget, options)
+    storage.pull(_store(options), run_dir.name)  # as at the end of `run`
     return run_dir
 
 
 def resume_command(run_dir: Path, options: SearchOptions) -> str:
     """The command line that continues the search in `run_dir`."""
     address = f" --address {options.address}" if options.address else ""
+    store = _store(options)
+    if store.remote:
+        return f"sentune search --resume {run_dir.name} --storage {store.uri}{address}"
     return f"sentune search --resume {run_dir}{address}"
+
+
+def _store(options: SearchOptions) -> storage.Storage:
+    """Where the runs are kept (`options.storage`: a folder, or object storage mirrored)."""
+    return storage.open_storage(options.storage, cache_dir=options.cache_dir)
+
+
+def _location(run_dir: Path, options: SearchOptions) -> str:
+    """Where Ray Tune keeps the run in `run_dir`: its URI in object storage, else the folder."""
+    store = _store(options)
+    return store.tune_path(run_dir.name) if store.remote else str(run_dir.resolve())
 
 
 def _check_options(options: SearchOptions) -> None:
@@ -244,6 +294,98 @@ def _check_options(options: SearchOptions) -> None:
             "the Ray dashboard will listen on %s; it is protected by Ray's token only",
             options.dashboard_host,
         )
+
+
+def check_address(address: str | None) -> None:
+    """Check a cluster address before Ray joins it, within twice `config.ADDRESS_TIMEOUT_S`: its
+    form, that the head's port answers, and (for a `host:port` GCS address) that the head
+    accepts what this machine would send, token or none.
+
+    Ray on its own retries a wrong address or a missing token for about 20 s and then raises;
+    this says the fix in one line instead. `auto` (and None: local Ray) is Ray's to find.
+
+    Raises:
+        ResourceError: A malformed or unreachable address, or a head that wants a token which
+            this machine does not send (or sends wrong).
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    match = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    port = int(match["port"]) if match else 0
+    if not match or not 0 < port < 65536:
+        raise ResourceError(
+            f"--address {address!r}: write the head's host:port (e.g. 10.0.0.5:6379), "
+            "ray://host:10001 or auto"
+        )
+    host = match["host"].strip("[]")
+    try:
+        socket.create_connection((host, port), timeout=config.ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ResourceError(
+            f"--address {address}: cannot reach {host}:{port} ({reason}); start the head there "
+            f"(`ray start --head --port {port}`) or fix the address, and open the port in the "
+            "firewall"
+        ) from None
+    if not client:  # a Ray Client server speaks its own protocol; Ray checks it on connect
+        _check_token(address, host, port)
+
+
+def _check_token(address: str, host: str, port: int) -> None:
+    """One GCS call with the token Ray would send (none unless RAY_AUTH_MODE=token): a head
+    that answers UNAUTHENTICATED wants a token this machine does not have."""
+    import grpc
+
+    headers = _ray_token_headers()
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        probe = channel.unary_unary(_GCS_PROBE)
+        probe(b"", timeout=config.ADDRESS_TIMEOUT_S, metadata=headers)
+    except grpc.RpcError as err:
+        code = err.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            if headers:
+                raise ResourceError(
+                    f"--address {address}: the cluster refused this machine's Ray token; "
+                    + _TOKEN_FIX.replace("put the token", "put the head's token")
+                ) from None
+            raise ResourceError(
+                f"--address {address}: the cluster wants Ray's auth token and none is set "
+                f"here; {_TOKEN_FIX}"
+            ) from None
+        # Every Ray head since 2.7 answers this call; anything else is another service.
+        raise ResourceError(
+            f"--address {address}: {host}:{port} does not answer as a Ray head ({code.name}); "
+            "pass the head's GCS port (6379 unless `ray start --port` chose another; "
+            "`ray status` on the head prints it)"
+        ) from None
+    finally:
+        channel.close()
+
+
+def _ray_token_headers() -> list[tuple[str, str]]:
+    """The gRPC metadata Ray's own client would add: the token when RAY_AUTH_MODE=token.
+
+    Wraps Ray 2.60's private `ray._raylet` token loader (the one `ray.init` uses), so that the
+    probe sends exactly what joining will send. Ray takes the mode from the environment only
+    (`ray._private.authentication.authentication_token_setup`); without RAY_AUTH_MODE=token it
+    sends no token, which is known without importing Ray (a second or more on a busy machine).
+
+    Raises:
+        ResourceError: RAY_AUTH_MODE=token but no token is found.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return []
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        return []
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token():
+        raise ResourceError(f"RAY_AUTH_MODE=token but no Ray token is found; {_TOKEN_FIX}")
+    return [(k.lower(), v) for k, v in loader.get_token_for_http_header().items()]
 
 
 def _check_writable(storage: Path) -> None:
@@ -291,8 +433,14 @@ def _removed_unless_started(run_dir: Path, options: SearchOptions):
     try:
         yield
     except BaseException:
+        store = _store(options)
+        if store.remote:
+            try:
+                storage.pull(store, run_dir.name, bodies=False)
+            except Exception:  # noqa: BLE001 - the error being raised is the one to show
+                pass
         if not runs.any_trial_reported(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            storage.remove_run(store, run_dir.name)
         else:
             log.error("the search stopped; continue it with: %s", resume_command(run_dir, options))
         raise
@@ -323,10 +471,13 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     Returns:
         Whether the search ran its whole trial budget (only then is its winner confirmed).
     """
+    store = _store(options)
+    storage.push(store, run_dir.name)
+    storage.pull(store, run_dir.name, bodies=False)  # Ray Tune's files of a remote run
     statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
         if status.get("status") == runs.COMPLETED:
-            runs.keep_best_checkpoint(run_dir / name)
+            storage.delete(store, run_dir.name, runs.keep_best_checkpoint(run_dir / name))
     failed = [name for name, s in statuses.items() if s.get("status") == runs.ERROR]
     finished = sum(1 for s in statuses.values() if s.get("status") in (runs.COMPLETED, runs.ERROR))
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
@@ -370,12 +521,12 @@ def _confirm(
 
     from sentune.analysis import confirmation_plan
 
-    folder = runs.confirm_dir(run_dir).resolve()
+    folder = f"{_location(run_dir, options)}/{runs.CONFIRM_DIR}"
     trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
-    if tune.Tuner.can_restore(str(folder)):
+    if tune.Tuner.can_restore(folder):
         log.info("continuing the confirmation of %s over seeds", run_dir.name)
         tuner = tune.Tuner.restore(
-            str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True
+            folder, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
         run = runs.open_run(run_dir)
@@ -423,7 +574,13 @@ def _build_confirm_tuner(
             trial_name_creator=_confirm_trial_name,
             trial_dirname_creator=_confirm_trial_name,
         ),
-        run_config=_run_config(runs.CONFIRM_DIR, run_dir.resolve(), progress, options),
+        run_config=_run_config(
+            runs.CONFIRM_DIR,
+            _location(run_dir, options),
+            progress,
+            options,
+            ledger=_trial_ledger(runs.confirm_dir(run_dir), run_dir, options),
+        ),
     )
 
 
@@ -473,11 +630,14 @@ def _confirm_trial_name(trial) -> str:
 def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
     """Keep each finished confirmation trial's best checkpoint only; say how to continue an
     interrupted confirmation or retry its errored trials."""
+    store = _store(options)
+    storage.push(store, run_dir.name)
+    storage.pull(store, run_dir.name, bodies=False)
     folders = runs.trial_dirs(runs.confirm_dir(run_dir))
     statuses = {d.name: runs.read_trial_status(d).get("status") for d in folders}
     for folder in folders:
         if statuses[folder.name] == runs.COMPLETED:
-            runs.keep_best_checkpoint(folder)
+            storage.delete(store, run_dir.name, runs.keep_best_checkpoint(folder))
     failed = sorted(name for name, status in statuses.items() if status == runs.ERROR)
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     if unfinished or failed:
@@ -665,19 +825,24 @@ def _build_tuner(
             trial_dirname_creator=_trial_name,
         ),
         run_config=_run_config(
-            run_dir.name, run_dir.resolve().parent, _progress_reporter(spec, options), options
+            run_dir.name,
+            _store(options).uri or str(run_dir.resolve().parent),
+            _progress_reporter(spec, options),
+            options,
+            ledger=_trial_ledger(run_dir, run_dir, options),
         ),
     )
 
 
-def _run_config(name: str, storage: Path, progress, options: SearchOptions):
-    """Where a Tune experiment writes (`<storage>/<name>`), its checkpoints, retries and
-    callbacks: the same for the search and its confirmation."""
+def _run_config(name: str, storage_path: str, progress, options: SearchOptions, *, ledger):
+    """Where a Tune experiment writes (`<storage_path>/<name>`: a folder or a URI), its
+    checkpoints, retries and callbacks: the same for the search and its confirmation."""
     from ray import tune
 
     return tune.RunConfig(
         name=name,
-        storage_path=str(storage),
+        # A URI is resolved by pyarrow on each node, with that node's credentials.
+        storage_path=storage_path,
         # Ray keeps the top `num_to_keep` checkpoints by score and, always, the latest one:
         # the best for export, the latest to continue from. `_finish` drops the latest of
         # finished trials.
@@ -687,7 +852,7 @@ def _run_config(name: str, storage: Path, progress, options: SearchOptions):
             checkpoint_score_order=config.MODE,
         ),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[_trial_ledger(), progress],
+        callbacks=[ledger, progress],
         verbose=1 if options.verbose else 0,
     )
 
@@ -870,7 +1035,10 @@ def _journal_searcher_class():
             value = float(result[config.OBJECTIVE])
             scores[int(epoch)] = value
             if not self._objective.multi:
-                self._ot_trials[trial_id].report(value, int(epoch))
+                try:
+                    self._ot_trials[trial_id].report(value, int(epoch))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # finished in the journal already (see `on_trial_complete`)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
             if trial_id in self._completed_trials or not self._known(trial_id):
@@ -894,9 +1062,15 @@ def _journal_searcher_class():
                     state, value = TrialState.FAIL, None
                 else:
                     value = [value, *(inference[m] for m in self._objective.metrics[1:])]
+            # A resumed search may restore a trial as running that the journal (written at
+            # once, Tune's state every few seconds) already finished: the journal's word stays.
+            trial = self._ot_trials[trial_id]
             if state != TrialState.FAIL:
-                self._tell_inference(self._ot_trials[trial_id], inference)
-            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+                try:
+                    self._tell_inference(trial, inference)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+            self._ot_study.tell(trial, value, state=state, skip_if_finished=True)
             self._completed_trials.add(trial_id)
 
         def _tell_inference(self, ot_trial, inference: dict[str, float]) -> None:
@@ -1030,32 +1204,46 @@ def _progress_callback(
     return ProgressReporter()
 
 
-def _trial_ledger():
-    """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder.
+def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
+    """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder in
+    `folder` (the experiment's local folder: the run's, or its confirmation's).
 
     Ray leaves `error.txt` behind for a failure even when the retry succeeds; this record says
-    whether the trial completed, is being retried, or errored for good (with the reason). The
-    class is defined on first use so that importing this module (as `analysis` and the CLI do)
-    does not import Ray Tune.
+    whether the trial completed, is being retried, or errored for good (with the reason).
+
+    For a run in object storage the status goes into the trial's folder in Ray Tune's local
+    staging, which Tune uploads together with its own experiment state: after a SIGKILL the
+    two agree on which trials finished. The Optuna journal (in the mirror) is pushed after
+    each result. The class is defined on first use so that importing this module (as `analysis`
+    and the CLI do) does not import Ray Tune.
     """
     from ray.tune import Callback
 
+    store = _store(options)
+    journal = runs.optuna_journal(run_dir)
+
+    def record(trial, status: str) -> None:
+        trial_dir = Path(trial.local_path) if store.remote else folder / Path(trial.path).name
+        if not trial_dir.is_dir():
+            return  # the trial never wrote its folder
+        error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
+        failures = trial.run_metadata.num_failures
+        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
+        if store.remote and journal.is_file():
+            storage.push(store, run_dir.name, [journal])
+
     class TrialLedger(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if store.remote and journal.is_file():
+                storage.push(store, run_dir.name, [journal])
+
         def on_trial_recover(self, iteration, trials, trial, **info):
-            _write_status(trial, runs.RETRYING)
+            record(trial, runs.RETRYING)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            _write_status(trial, runs.COMPLETED)
+            record(trial, runs.COMPLETED)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            _write_status(trial, runs.ERROR)
+            record(trial, runs.ERROR)
 
     return TrialLedger()
-
-
-def _write_status(trial, status: str) -> None:
-    folder = Path(trial.path)
-    if not folder.is_dir():
-        return  # storage that is not a local or shared folder: Ray's files only
-    error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
-    runs.write_trial_status(folder, status, failures=trial.run_metadata.num_failures, error=error)

@@ -22,70 +22,52 @@ set-up the peer and the throughput share), `throughput` (trial loop vs Trainer, 
 memory), `curves` (the numbers), `render` (files and the printed table).
 """
 
-from sentune.bench.curves import (
-    DEFINITIONS,
-    BenchResults,
-    anytime_curve,
-    compute_results,
-    curve_bands,
-    step_values,
-    summarise,
-    time_to_target,
-    trial_overheads,
-)
-from sentune.bench.methods import (
-    CPU_SIZES,
-    DEFAULT_METHODS,
-    METHODS,
-    PEER,
-    BenchOptions,
-    Method,
-    MethodRun,
-)
-from sentune.bench.peer import peer_unmapped, peer_values, run_peer
-from sentune.bench.render import headlines, write_results
-from sentune.bench.runner import load_spec, run_benchmark, run_method
-from sentune.bench.throughput import (
-    Measurement,
-    measure_throughput,
-    measure_trainer,
-    measure_trial_loop,
-    run_isolated,
-)
-from sentune.bench.trainer import build_trainer, training_fields
-from sentune.bench.tune import run_tune
+#: Each public name and the module that defines it: imported on first use (PEP 562), so
+#: that `sentune --help` and a bad `--address` need not import the benchmark's dependencies
+#: (scikit-learn, transformers' Trainer: seconds on a busy machine).
+_PUBLIC = {
+    "BenchResults": "curves",
+    "DEFINITIONS": "curves",
+    "anytime_curve": "curves",
+    "compute_results": "curves",
+    "curve_bands": "curves",
+    "step_values": "curves",
+    "summarise": "curves",
+    "time_to_target": "curves",
+    "trial_overheads": "curves",
+    "BenchOptions": "methods",
+    "CPU_SIZES": "methods",
+    "DEFAULT_METHODS": "methods",
+    "METHODS": "methods",
+    "Method": "methods",
+    "MethodRun": "methods",
+    "PEER": "methods",
+    "peer_unmapped": "peer",
+    "peer_values": "peer",
+    "run_peer": "peer",
+    "headlines": "render",
+    "write_results": "render",
+    "load_spec": "runner",
+    "run_benchmark": "runner",
+    "run_method": "runner",
+    "Measurement": "throughput",
+    "measure_throughput": "throughput",
+    "measure_trainer": "throughput",
+    "measure_trial_loop": "throughput",
+    "run_isolated": "throughput",
+    "build_trainer": "trainer",
+    "training_fields": "trainer",
+    "run_tune": "tune",
+}
 
-__all__ = [
-    "CPU_SIZES",
-    "DEFAULT_METHODS",
-    "DEFINITIONS",
-    "METHODS",
-    "PEER",
-    "BenchOptions",
-    "BenchResults",
-    "Measurement",
-    "Method",
-    "MethodRun",
-    "anytime_curve",
-    "build_trainer",
-    "compute_results",
-    "curve_bands",
-    "headlines",
-    "load_spec",
-    "measure_throughput",
-    "measure_trainer",
-    "measure_trial_loop",
-    "peer_unmapped",
-    "peer_values",
-    "run_benchmark",
-    "run_isolated",
-    "run_method",
-    "run_peer",
-    "run_tune",
-    "step_values",
-    "summarise",
-    "time_to_target",
-    "trial_overheads",
-    "training_fields",
-    "write_results",
-]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,267 @@
+"""Runs in object storage (`--storage s3://…`) against a real S3 protocol server: moto in server
+mode on 127.0.0.1, started by the test. A search writes there, is SIGKILLed, resumes from there
+with no finished trial lost, and the export reads its winner from there."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sentune import config, runs, storage
+from sentune.errors import RunError, StorageError
+
+BUCKET = "sentune-test"
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server on 127.0.0.1 with bucket `BUCKET`; yields the environment that points
+    pyarrow (and boto3) at it. The variables are set in this process for the module's tests."""
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=BUCKET)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def _fs():
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(f"s3://{BUCKET}")[0]
+
+
+def _read(path: str) -> bytes:
+    with _fs().open_input_stream(f"{BUCKET}/{path}") as src:
+        return src.read()
+
+
+def _files(prefix: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True)
+    infos = _fs().get_file_info(selector)
+    return sorted(
+        i.path.removeprefix(f"{BUCKET}/{prefix}/") for i in infos if i.type == pafs.FileType.File
+    )
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def test_a_folder_stays_local_and_a_uri_gets_a_mirror(tmp_path):
+    local = storage.open_storage("trials", cache_dir=tmp_path)
+    assert not local.remote and local.root == Path("trials")
+    assert storage.open_storage("file:///data/trials").root == Path("/data/trials")
+    remote = storage.open_storage("s3://bucket/team/runs/", cache_dir=tmp_path)
+    assert remote.remote and remote.uri == "s3://bucket/team/runs"
+    assert remote.root == tmp_path / config.MIRROR_DIR / "s3" / "bucket" / "team" / "runs"
+    assert remote.tune_path("heads-1") == "s3://bucket/team/runs/heads-1"
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("s3://KEY:SECRET@bucket/runs", "holds credentials"),
+        ("gs://bucket/runs?access_token=abc", "holds credentials"),
+        ("s3:///runs", "name a bucket"),
+        ("s3://bucket/a/../b", "'..' is not allowed"),
+    ],
+)
+def test_a_bad_uri_says_the_fix(uri, message, tmp_path):
+    with pytest.raises(StorageError, match=message):
+        storage.open_storage(uri, cache_dir=tmp_path)
+
+
+# --- pull and push against the S3 server -----------------------------------------------------
+
+
+def _checkpoint(folder: Path, score: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / runs.STATE_FILE).write_text(json.dumps({"metrics": {config.OBJECTIVE: score}}))
+    (folder / runs.MODEL_CONFIG_FILE).write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / runs.TRAINING_STATE_FILE).write_bytes(b"s" * 1000)
+
+
+def test_pull_fetches_the_best_checkpoint_whole_and_follows_deletions(s3_env, tmp_path):
+    writer = storage.open_storage(f"s3://{BUCKET}/unit", cache_dir=tmp_path / "writer")
+    run_dir = writer.run_dir("run-1")
+    run_dir.mkdir(parents=True)
+    (run_dir / runs.MANIFEST).write_text("{}")
+    _checkpoint(run_dir / "t1" / "checkpoint_000000", 0.5)
+    _checkpoint(run_dir / "t1" / "checkpoint_000001", 0.7)
+    storage.push(writer, "run-1", [p for p in run_dir.rglob("*") if p.is_file()])
+    assert storage.run_names(writer) == ["run-1"]
+
+    reader = storage.open_storage(f"s3://{BUCKET}/unit", cache_dir=tmp_path / "reader")
+    mirror = storage.resolve_run("run-1", reader)
+    assert mirror == reader.run_dir("run-1")
+    best, other = mirror / "t1" / "checkpoint_000001", mirror / "t1" / "checkpoint_000000"
+    assert runs.best_checkpoint(mirror / "t1") == best
+    assert (best / "model.safetensors").read_bytes() == b"w" * 1000
+    assert not (best / runs.TRAINING_STATE_FILE).exists()  # Ray Tune resumes from the URI
+    assert (other / runs.STATE_FILE).is_file() and not (other / "model.safetensors").exists()
+
+    # The driver keeps the best checkpoint only; a later pull follows.
+    removed = runs.keep_best_checkpoint(run_dir / "t1")
+    storage.delete(writer, "run-1", removed)
+    assert _files("unit/run-1") == sorted(
+        [runs.MANIFEST, f"t1/checkpoint_000001/{runs.MODEL_CONFIG_FILE}",
+         f"t1/checkpoint_000001/{runs.STATE_FILE}", "t1/checkpoint_000001/model.safetensors"]
+    )  # fmt: skip
+    storage.pull(reader, "run-1")
+    assert not other.exists() and (best / "model.safetensors").is_file()
+
+    with pytest.raises(RunError, match="no run 'nope'"):
+        storage.pull(reader, "nope")
+
+
+def test_a_missing_bucket_is_said_before_anything_is_written(s3_env, tmp_path):
+    store = storage.open_storage("s3://no-such-bucket/runs", cache_dir=tmp_path)
+    with pytest.raises(StorageError, match="no bucket 'no-such-bucket'; create it first"):
+        storage.check_writable(store)
+
+
+# --- a real search in object storage: SIGKILL, resume, export --------------------------------
+
+
+def _trial_results(prefix: str) -> dict[str, list[dict]]:
+    results = {}
+    for path in _files(prefix):
+        if path.count("/") == 1 and path.endswith("/result.json"):
+            rows = [json.loads(line) for line in _read(f"{prefix}/{path}").decode().splitlines()]
+            if rows:
+                results[path.split("/")[0]] = [
+                    {k: r[k] for k in (config.EPOCH, config.OBJECTIVE)} for r in rows
+                ]
+    return results
+
+
+def _finished(prefix: str) -> set[str]:
+    return {
+        path.split("/")[0]
+        for path in _files(prefix)
+        if path.endswith(f"/{runs.TRIAL_STATUS}")
+        and json.loads(_read(f"{prefix}/{path}"))["status"] == runs.COMPLETED
+    }
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the driver, then any of its Ray processes still alive after 30 s (by pid)."""
+    import psutil
+
+    try:
+        tree = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in tree[1:]):
+        time.sleep(0.5)
+    for child in tree[1:]:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
+    s3_env, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=3, max_epochs=2)
+    uri = f"s3://{BUCKET}/runs"
+    env = {**os.environ, **s3_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "sentune.cli"]
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(
+        [*command, "search", str(space_file), "--storage", uri, "--name", "tiny-s3",
+         "--precision", "fp32", "--no-dashboard"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            if len(_trial_results("runs/tiny-s3")) >= 2:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        _kill_tree(driver.pid)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    before, finished_before = _trial_results("runs/tiny-s3"), _finished("runs/tiny-s3")
+    assert len(before) >= 2 and runs.MANIFEST in _files("runs/tiny-s3")
+
+    # Another machine, as far as sentune knows: no mirror of the run (the token cache stays).
+    mirror = tmp_path / config.CACHE_DIR / config.MIRROR_DIR
+    shutil.rmtree(mirror)
+    with (tmp_path / "resume.log").open("w") as log:
+        resumed = subprocess.run(
+            [*command, "search", "--resume", "tiny-s3", "--storage", uri, "--no-dashboard",
+             "--analysis", "analysis"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600,
+        )  # fmt: skip
+    assert resumed.returncode == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    after = _trial_results("runs/tiny-s3")
+    assert len(after) == 3 and _finished("runs/tiny-s3") == set(after)
+    for trial_id, rows in before.items():
+        if trial_id in finished_before:
+            assert after[trial_id] == rows  # a finished trial is kept as it was
+        else:
+            assert after[trial_id][: len(rows)] == rows  # continued, not restarted
+    remote = _files("runs/tiny-s3")
+    assert runs.OPTUNA_JOURNAL in remote
+    for trial_id in after:  # each finished trial keeps its best checkpoint, without its state
+        kept = {p.split("/")[1] for p in remote if p.startswith(f"{trial_id}/checkpoint_")}
+        assert len(kept) == 1, remote
+    assert not [p for p in remote if p.endswith(runs.TRAINING_STATE_FILE)]
+
+    # The export reads the winner from object storage (the latest finished run there).
+    shutil.rmtree(mirror)
+    exported = subprocess.run(
+        [*command, "export", "--storage", uri, "--formats", "hf", "--analysis", "analysis"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "using " in exported.stderr and "latest finished run" in exported.stderr
+    board = (tmp_path / "analysis" / "tiny-s3" / "leaderboard.csv").read_text().splitlines()
+    best = board[1].split(",")[0]
+    assert f"Exported trial {best} of " in exported.stdout
+    metrics = json.loads(
+        (tmp_path / "analysis" / "tiny-s3" / "export" / "metrics.json").read_text()
+    )
+    assert metrics
