@@ -18,6 +18,7 @@ not SM occupancy).
 
     python benchmarks/gpu_check.py --json gpu.json             # on a CUDA host (with Ray for b)
     python benchmarks/gpu_check.py --no-search                 # part (a) only: no Ray needed
+    python benchmarks/gpu_check.py --no-trial                  # part (b) only
     python benchmarks/gpu_check.py --device cpu --tiny         # a tiny model on the CPU (tests)
 """
 
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp) / "trial-model"
         params = build_model_folder(folder, bert)
         data = synthetic_data(folder, vocab_size=bert.vocab_size, **sizes)
-        for batch_size in batch_sizes:
+        for batch_size in batch_sizes if args.trial else []:
             for precision in precisions:
                 for mode in modes:
                     payload["trial"].append(
@@ -508,6 +509,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-samples", type=int, default=512)
     p.add_argument("--epochs", type=int, default=2, help="the last epoch is measured")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--no-trial", dest="trial", action="store_false", help="skip part (a)")
     p.add_argument("--no-search", dest="search", action="store_false", help="skip part (b)")
     p.add_argument("--dataset", default="tweets", help="the search's data")
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: .gpu/tok, minilm)")
