@@ -66,9 +66,10 @@ bench-latency: $(STAMP) ## what a trial pays to time its model; latency by encod
 bench: $(STAMP) ## strategies vs each other and vs Trainer.hyperparameter_search (CPU default ~40 min)
 	$(BIN)/sentune bench $(ARGS)
 
-# No install step: a GPU host has no internet and no Ray; it needs torch, transformers,
-# accelerate, pandas and scikit-learn only.
-gpu-check: ## sentune's trial loop on BERT-base, fp16/bf16: samples/s, memory, MFU (no Ray)
+# No install step: a GPU host may have no internet. Part (a) needs torch, transformers,
+# accelerate, pandas and scikit-learn only; the search part needs Ray and Optuna too
+# (`source .gpu/setup.sh`, see ../shared/gpu/bundle.sh), or ARGS="--no-search".
+gpu-check: ## one trial (batch 32/128, fp16/bf16, eager/compiled) and a packed Ray search on BERT-base, as JSON
 	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py $(ARGS)
 
 clean: ## remove the virtualenv and caches (keeps trials/ and analysis/)

@@ -75,3 +75,46 @@ def test_batching_does_not_import_torch():
     code = "import sys, sentune.batching; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bucket_length_rounds_up_to_multiples_capped_at_max_length():
+    from sentune.batching import bucket_length
+
+    assert [bucket_length(n, 128) for n in (1, 31, 32, 33, 64, 65, 127, 128)] == [
+        32,
+        32,
+        32,
+        64,
+        64,
+        96,
+        128,
+        128,
+    ]
+    # A max_length that is not a multiple is its own last bucket.
+    assert bucket_length(95, 100) == 96 and bucket_length(97, 100) == 100
+    assert bucket_length(5, 64, multiple=8) == 8
+    # Few shapes for a compiled model: every length of 1..128 falls in one of 4 buckets.
+    assert len({bucket_length(n, 128) for n in range(1, 129)}) == 4
+    with pytest.raises(ValueError):
+        bucket_length(129, 128)
+    with pytest.raises(ValueError):
+        bucket_length(0, 128)
+
+
+def test_pad_batch_to_a_given_width():
+    ids, mask = pad_batch([[1, 2, 3], [4]], pad_id=0, width=6)
+    assert ids.tolist() == [[1, 2, 3, 0, 0, 0], [4, 0, 0, 0, 0, 0]]
+    assert mask.sum(1).tolist() == [3, 1]
+    with pytest.raises(ValueError, match="shorter"):
+        pad_batch([[1, 2, 3]], pad_id=0, width=2)
+
+
+def test_static_batches_have_bucketed_widths_and_full_rows():
+    from sentune.batching import pad_batch_static
+
+    ids, mask = pad_batch_static([[5, 6, 7], [8]], pad_id=0, max_length=64, rows=4)
+    assert ids.shape == (4, 32)
+    # The filler rows repeat the last real text: never a row of padding only.
+    assert ids[2:, 0].tolist() == [8, 8] and mask.sum(1).tolist() == [3, 1, 1, 1]
+    full, _ = pad_batch_static([[1] * 40] * 4, pad_id=0, max_length=64, rows=4)
+    assert full.shape == (4, 64)

@@ -258,17 +258,29 @@ def _load_gpu_check():
     return module
 
 
-def test_gpu_check_cpu_smoke(tmp_path, capsys):
+def test_gpu_check_tiny_on_the_cpu_writes_every_figure(ray_session, tmp_path, capsys):
+    """Both parts of `make gpu-check` on a tiny model: the JSON a GPU session will fill."""
     gpu_check = _load_gpu_check()
     out = tmp_path / "gpu.json"
-    assert gpu_check.main(["--cpu-smoke", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["runs"]
-    assert [r["precision"] for r in rows] == ["fp32"]
-    assert rows[0]["samples_per_s"] > 0 and rows[0]["mfu"] is None
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    trials = {(r["precision"], r["batch_size"], r["mode"]): r for r in payload["trial"]}
+    assert set(trials) == {("fp32", 16, "eager"), ("fp32", 16, "compiled")}
+    assert "minutes" in trials["fp32", 16, "compiled"]["skipped"]
+    eager = trials["fp32", 16, "eager"]
+    for key in ("samples_per_s", "tokens_per_s", "model_tflops", "wall_s", "val_macro_f1"):
+        assert isinstance(eager[key], float) and eager[key] >= 0, key
+    assert eager["mfu"] is None  # no peak throughput known for a CPU
+    packed = payload["search"]["packed"]
+    assert packed["trials"] == 2 and packed["concurrency"] == 2
+    for key in ("wall_s", "first_step_s", "training_window_s", "samples_per_s_total"):
+        assert isinstance(packed[key], float) and packed[key] > 0, key
+    assert packed["first_step_s"] < packed["wall_s"]
+    assert packed["gpu_util_mean"] is None and packed["gpu_util_samples"] == 0
     assert "unknown" in capsys.readouterr().out
 
 
-def test_gpu_check_needs_cuda_without_cpu_smoke(capsys):
+def test_gpu_check_needs_cuda_unless_told_cpu(capsys):
     import torch
 
     if torch.cuda.is_available():

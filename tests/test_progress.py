@@ -51,3 +51,13 @@ def test_the_estimate_follows_seconds_per_epoch_and_expected_epochs():
 
 def test_format_duration():
     assert [format_duration(s) for s in (4.4, 252, 3780)] == ["4s", "4m12s", "1h03m"]
+
+
+def test_the_first_training_step_is_said_once():
+    progress, lines, _ = _progress()
+    progress.on_start("a", {})
+    progress.on_result("a", 1, 0.6, first_step_s=12.34)
+    progress.on_result("a", 2, 0.7, first_step_s=12.34)
+    progress.on_result("b", 1, 0.5, first_step_s=30.0)
+    said = [line for line in lines if line.startswith("first training step")]
+    assert said == ["first training step 12.3s after the command"]

@@ -80,6 +80,17 @@ def test_manifest_records_the_run(tiny_run):
     assert runs.Manifest.from_dict(typed.to_dict()) == typed
 
 
+def test_trials_report_when_training_began_and_auto_gpus_resolve_to_none_here(tiny_run):
+    typed = runs.read_manifest(tiny_run)
+    # `budget.gpus_per_trial: auto` (the default) on a host without a GPU, recorded as 0.
+    assert typed.budget.gpus_per_trial == 0.0 and typed.settings.started_at
+    run = runs.open_run(tiny_run)
+    for history in run.histories.values():
+        first = history[config.FIRST_STEP_S]
+        assert (first > 0).all() and first.nunique() == 1  # one moment per trial
+        assert (history[config.TRIAL_SETUP_S] <= first).all()
+
+
 def test_cli_leaderboard_writes_csv(tiny_run, tmp_path, capsys):
     assert cli.main(["leaderboard", str(tiny_run), "--analysis", str(tmp_path)]) == 0
     out = capsys.readouterr().out

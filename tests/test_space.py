@@ -179,6 +179,8 @@ BAD = {
     "concurrency below 1": ("budget: {concurrency: 0}", "outside"),
     "fractional gpu above 1": ("budget: {gpus_per_trial: 1.5}", "at most 1"),
     "string for number": ("budget: {trials: many}", "needs a number"),
+    "compile not a bool": ("fixed: {train.compile: 1}", "train.compile: needs true or false"),
+    "auto gpus as a word": ("budget: {gpus_per_trial: all}", "needs a number"),
     "unknown budget field": ("budget: {trails: 3}", "unknown parameter 'budget.trails'"),
     "quantile above 1": (
         "search: {train.max_length: {quantiles: [0.5, 1.5]}}",

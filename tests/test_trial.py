@@ -133,9 +133,9 @@ def test_head_tail_trial_feeds_the_first_and_last_tokens(
     fed = []
     real_collate, real_pad = trial.collate, evaluate.pad_batch
 
-    def recording_collate(ids, labels, *, pad_id):  # training batches
+    def recording_collate(ids, labels, **options):  # training batches
         fed.extend(tuple(x.tolist()) for x in ids)
-        return real_collate(ids, labels, pad_id=pad_id)
+        return real_collate(ids, labels, **options)
 
     def recording_pad(ids, *, pad_id):  # evaluation batches
         fed.extend(tuple(x.tolist()) for x in ids)
@@ -344,3 +344,115 @@ def test_a_latency_aware_trial_measures_once_and_reports_it_every_epoch(
     # Without the switch no trial pays for it.
     _, plain = _train(tiny_data, tiny_model_dir, tmp_path / "plain", epochs=1)
     assert config.LATENCY_P95_MS not in plain[0][0] and len(calls) == 1
+
+
+def test_out_of_memory_while_packed_says_to_lower_the_packing(tiny_data, tiny_model_dir, tmp_path):
+    from sentune.trial import TrialOutOfMemory
+
+    def out_of_memory(metrics, checkpoint):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+
+    settings = TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=1,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path),
+        gpus_per_trial=0.25,
+    )
+    with pytest.raises(TrialOutOfMemory, match="4 trials sharing a GPU") as caught:
+        run_trial({"train.max_length": 32}, tiny_data, out_of_memory, settings=settings)
+    assert "--gpus-per-trial 1" in str(caught.value) and "\n" not in str(caught.value)
+    # Raised without the original error chained: its traceback would keep the model alive.
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def _live_models() -> int:
+    import gc
+
+    from sentune.model import SentimentModel
+
+    gc.collect()
+    return sum(type(o) is SentimentModel for o in gc.get_objects())
+
+
+def test_a_finished_or_failed_trial_leaves_no_model_behind(tiny_data, tiny_model_dir, tmp_path):
+    from sentune.trial import TrialOutOfMemory
+
+    before = _live_models()
+    _train(tiny_data, tiny_model_dir, tmp_path, epochs=1)
+    assert _live_models() == before
+
+    def out_of_memory(metrics, checkpoint):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    settings = TrialSettings(model=str(tiny_model_dir), max_epochs=1, precision="fp32")
+    with pytest.raises(TrialOutOfMemory):
+        run_trial({"train.max_length": 32}, tiny_data, out_of_memory, settings=settings)
+    assert _live_models() == before
+
+
+def test_reports_say_when_training_began(tiny_data, tiny_model_dir, tmp_path):
+    import time
+
+    reports = []
+    started = time.time() - 5.0  # as if the command had started 5 s before the trial
+    settings = TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=2,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path),
+        started_at=started,
+    )
+    run_trial(
+        {"train.max_length": 32}, tiny_data, lambda m, c: reports.append(m), settings=settings
+    )
+    first = reports[0]
+    assert 0 < first[config.TRIAL_SETUP_S] < first[config.FIRST_STEP_S]
+    assert first[config.FIRST_STEP_S] >= 5.0
+    # The same moment in every report of the trial.
+    assert reports[1][config.FIRST_STEP_S] == first[config.FIRST_STEP_S]
+
+
+def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
+    tiny_data, tiny_model_dir, tmp_path, monkeypatch
+):
+    """`train.compile` pads batches to length buckets and full rows; the compile itself is
+    replaced by a recorder (compiling on this CPU would take longer than the test)."""
+    from sentune import trial
+
+    shapes = set()
+
+    def recording_compile(model):
+        def forward(**inputs):
+            shapes.add((tuple(inputs["input_ids"].shape), model.training))
+            return model(**inputs)
+
+        forward.config = model.config
+        return forward
+
+    monkeypatch.setattr(trial, "compile_model", recording_compile)
+    result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=2, **{"train.compile": True})
+    assert result.best
+    # Training batches of 16 rows and evaluation batches of 32, each 32 tokens wide (one bucket).
+    assert shapes == {((16, 32), True), ((32, 32), False)}
+
+    # A filler row (label IGNORE_LABEL) leaves the loss as it was.
+    model = build_model(str(tiny_model_dir), config.HeadConfig(), label_names=["a", "b", "c"])
+    model.eval()
+    ids = [np.array([2, 7, 8, 3]), np.array([2, 9, 3])]
+    labels = np.array([0, 2])
+    plain = collate(ids, labels, pad_id=0)
+    static = collate(ids, labels, pad_id=0, static_max_length=64, rows=4)
+    assert static.input_ids.shape == (4, 32) and static.labels.tolist() == [0, 2, -100, -100]
+    with torch.no_grad():
+        losses = [
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+            for b in (plain, static)
+        ]
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles in seconds on a GPU only")
+def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path):
+    result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=1, **{"train.compile": True})
+    assert result.best[config.OBJECTIVE] > 0

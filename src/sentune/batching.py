@@ -21,6 +21,8 @@ from sentune.config import TRUNCATIONS
 HEAD_TAIL_HEAD_SHARE = 0.25
 #: Training batches are sorted by length inside windows of this many batches, then shuffled.
 LENGTH_GROUP_WINDOW = 50
+#: With `train.compile`, batches are padded to a multiple of this many tokens (`bucket_length`).
+LENGTH_BUCKET = 32
 
 
 def truncate(ids: Sequence[int] | np.ndarray, max_length: int, strategy: str = "head"):
@@ -53,15 +55,50 @@ def truncate(ids: Sequence[int] | np.ndarray, max_length: int, strategy: str = "
     return [*pieces[0], *pieces[1], *pieces[2]]
 
 
-def pad_batch(ids: Sequence[Sequence[int]], *, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad token id sequences to the longest one: (input_ids, attention_mask), both int64."""
-    width = max(len(x) for x in ids)
+def bucket_length(length: int, max_length: int, multiple: int = LENGTH_BUCKET) -> int:
+    """The padded width of a batch whose longest text has `length` tokens: the next multiple of
+    `multiple`, capped at `max_length`.
+
+    A compiled model (`train.compile`) is specialised to each input shape it sees; padding to
+    these buckets bounds the shapes, so the recompiles, to `ceil(max_length / multiple)`.
+    """
+    if length < 1 or multiple < 1:
+        raise ValueError(f"length and multiple must be at least 1, got {length} and {multiple}")
+    if length > max_length:
+        raise ValueError(f"length {length} exceeds max_length {max_length}; truncate first")
+    return min(max_length, -(-length // multiple) * multiple)
+
+
+def pad_batch(
+    ids: Sequence[Sequence[int]], *, pad_id: int, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token id sequences to the longest one, or to `width` (at least the longest, e.g. a
+    `bucket_length`): (input_ids, attention_mask), both int64."""
+    longest = max(len(x) for x in ids)
+    if width is not None and width < longest:
+        raise ValueError(f"width {width} is shorter than the longest sequence ({longest})")
+    width = width or longest
     input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(ids), width), dtype=np.int64)
     for row, x in enumerate(ids):
         input_ids[row, : len(x)] = x
         mask[row, : len(x)] = 1
     return input_ids, mask
+
+
+def pad_batch_static(
+    ids: Sequence[Sequence[int]], *, pad_id: int, max_length: int, rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a batch to a few fixed shapes, for a compiled model: the width to `bucket_length` of
+    its longest member, and up to `rows` rows by repeating its last sequence (a real text, so
+    that no row is all padding; callers drop what the extra rows produce).
+
+    Returns:
+        (input_ids, attention_mask), both int64, of shape (max(rows, len(ids)), bucket width).
+    """
+    width = bucket_length(max(len(x) for x in ids), max_length)
+    filled = list(ids) + [ids[-1]] * max(0, rows - len(ids))
+    return pad_batch(filled, pad_id=pad_id, width=width)
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -34,6 +35,20 @@ _OVERRIDES = {
     "confirm_top": "budget.confirm_top",
     "confirm_seeds": "budget.confirm_seeds",
 }
+
+
+def _gpus_per_trial(text: str) -> float | str:
+    """`--gpus-per-trial`: a number, or `auto`."""
+    if text == config.GPUS_AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor {config.GPUS_AUTO}; e.g. 0.25, 1 or auto"
+        ) from None
+
+
 #: Type and help of each override flag, shared by `search` and `bench`.
 _OVERRIDE_HELP: dict[str, tuple[type, str]] = {
     "model": (str, "registered name (minilm, bert-base-uncased), hub id or folder"),
@@ -46,7 +61,10 @@ _OVERRIDE_HELP: dict[str, tuple[type, str]] = {
     "grace_period": (int, "epochs before ASHA may stop a trial"),
     "concurrency": (int, "trials running at once"),
     "cpus_per_trial": (float, "CPUs reserved for each trial"),
-    "gpus_per_trial": (float, "a fraction shares a GPU"),
+    "gpus_per_trial": (
+        _gpus_per_trial,
+        "a fraction shares a GPU; auto: packed by the GPU's memory (the default)",
+    ),
     "time_budget_s": (float, "stop the search after this long"),
     "seed": (int, "seed of the Optuna sampler"),
     "confirm_top": (
@@ -100,8 +118,10 @@ _RUN_HELP = "a run name or trials/<run> folder (default: the latest finished run
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sentune` console script."""
+    started_at = time.time()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    args.started_at = started_at
     # argparse leaves TEXT arguments that follow an option unparsed (`predict DIR --int8 "hi"`).
     if (
         extra
@@ -210,6 +230,16 @@ def _parser() -> argparse.ArgumentParser:
         choices=config.DEVICES,
         help="where trials train",
     )
+    search.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each trial's model (train.compile: true); pays off on GPUs",
+    )
+    search.add_argument(
+        "--mps",
+        action="store_true",
+        help="run packed GPU trials under CUDA MPS (starts nvidia-cuda-mps-control; unmeasured)",
+    )
     search.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     search.add_argument(
         "--dashboard-host",
@@ -274,6 +304,8 @@ def _search(args: argparse.Namespace) -> int:
         for flag, key in _OVERRIDES.items()
         if getattr(args, flag) is not None
     }
+    if args.compile:
+        overrides["train.compile"] = True
     overrides.update(_parse_set(args.set))
     options = search.SearchOptions(
         address=args.address or os.environ.get("RAY_ADDRESS") or None,
@@ -287,6 +319,8 @@ def _search(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         verbose=args.verbose,
         name=args.name,
+        mps=args.mps,
+        started_at=getattr(args, "started_at", None),
     )
     if args.resume is not None:
         # A bare run name works too; a run in object storage is pulled into its mirror.
@@ -298,12 +332,17 @@ def _search(args: argparse.Namespace) -> int:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
         spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
         run_dir = search.run(spec, options=options)
+    analysed = time.perf_counter()
     _show_leaderboard(run_dir, args.analysis)
     try:
         _write_report(run_dir, args.analysis)
     except Exception as exc:  # noqa: BLE001 - the search is done; a report failure must not lose it
         log.error("the report of %s failed (%s: %s)", run_dir, type(exc).__name__, exc)
         log.error("retry with: make report RUN=%s", run_dir)
+    log.info(
+        "leaderboard and report written in %.1fs (the search itself ended before)",
+        time.perf_counter() - analysed,
+    )
     return 0
 
 
@@ -655,7 +694,8 @@ def _bench(args: argparse.Namespace) -> int:
     from sentune import bench
     from sentune.errors import SpaceError
 
-    size = args.size or ("space" if (args.gpus_per_trial or 0) > 0 else "cpu")
+    gpus = args.gpus_per_trial
+    size = args.size or ("space" if gpus == config.GPUS_AUTO or (gpus or 0) > 0 else "cpu")
     overrides = dict(bench.CPU_SIZES) if size == "cpu" else {}
     flags = {**_OVERRIDES, "max_length": "train.max_length"}
     for flag, key in flags.items():

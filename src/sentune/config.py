@@ -39,6 +39,10 @@ VAL_LOSS = metric_name(VAL, LOSS)
 TRAIN_LOSS = metric_name(TRAIN, LOSS)
 EPOCH = "epoch"
 TRAIN_SAMPLES_PER_S = "train_samples_per_s"
+#: Seconds from the command (`TrialSettings.started_at`) to a trial's first optimizer step, and
+#: from the trial's own start to it (model load, data, compile): how long the hardware idled.
+FIRST_STEP_S = "first_step_s"
+TRIAL_SETUP_S = "trial_setup_s"
 VAL_PRECISION_PREFIX = metric_name(VAL, PRECISION) + "/"
 VAL_RECALL_PREFIX = metric_name(VAL, RECALL) + "/"
 
@@ -116,6 +120,10 @@ DEVICES = ("auto", "cpu", "cuda")
 #: that covers the `MAX_LENGTH_QUANTILE` of the training texts' token lengths, capped at the
 #: model's limit; `{quantiles: [...]}` under `search:` searches several such values.
 MAX_LENGTH_AUTO = "auto"
+#: `budget.gpus_per_trial: auto`: chosen from the GPU's memory when the search starts.
+GPUS_AUTO = "auto"
+#: The numeric keys that also take `auto`.
+AUTO_KEYS = ("train.max_length", "budget.gpus_per_trial")
 MAX_LENGTH_QUANTILE = 0.95
 MAX_LENGTH_MULTIPLE = 32
 #: A max_length that truncates more than this share of the training texts is warned about when a
@@ -216,6 +224,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     #: Evaluate every N optimizer steps as well as at each epoch's end (None: epochs only).
     eval_every_steps: int | None = None
+    #: `torch.compile` the model (training and evaluation); batches are then padded to multiples
+    #: of 32 tokens so that it recompiles a few times only. Pays off on GPUs; slow to start on CPU.
+    compile: bool = False
     #: Seed of the head's initialisation, the batches and dropout.
     seed: int = 0
 
@@ -236,8 +247,9 @@ class BudgetConfig:
     concurrency: int | None = None
     #: CPUs reserved for each trial (also its torch threads).
     cpus_per_trial: float = 1.0
-    #: GPUs reserved for each trial; a fraction shares a GPU.
-    gpus_per_trial: float = 0.0
+    #: GPUs reserved for each trial; a fraction shares a GPU. `auto`: as many trials per GPU as
+    #: its memory holds (up to 8, see `search.gpu_packing`) on a host with a GPU, else 0.
+    gpus_per_trial: float | str = "auto"
     #: Stop the whole search after this many seconds (None: no limit).
     time_budget_s: float | None = None
     #: Seed of the Optuna sampler.
@@ -259,7 +271,13 @@ def confirm_top(budget: BudgetConfig) -> int:
     (`CONFIRM_TOP_GPU` when trials get a GPU, `CONFIRM_TOP_CPU` otherwise)."""
     if budget.confirm_top is not None:
         return budget.confirm_top
-    return CONFIRM_TOP_GPU if budget.gpus_per_trial > 0 else CONFIRM_TOP_CPU
+    return CONFIRM_TOP_GPU if uses_gpus(budget) else CONFIRM_TOP_CPU
+
+
+def uses_gpus(budget: BudgetConfig) -> bool:
+    """Whether the trials get GPUs (`gpus_per_trial` still `auto` counts as no: a search resolves
+    it before it runs, see `search.resolve_gpus_per_trial`)."""
+    return not isinstance(budget.gpus_per_trial, str) and budget.gpus_per_trial > 0
 
 
 SECTIONS: dict[str, type] = {
@@ -323,6 +341,10 @@ class TrialSettings:
         measure_latency: Measure the model's inference cost once (`inference.measure_latency`)
             and report it with every evaluation (`INFERENCE_METRICS`); only searches whose
             objective needs it pay for it.
+        gpus_per_trial: The share of a GPU the trial has (below 1: it shares the GPU with
+            other trials); an out-of-memory error then says to lower the packing.
+        started_at: When the command started (`time.time()`), to report the seconds to the
+            first training step (`FIRST_STEP_S`); None leaves that metric out.
     """
 
     model: str = "minilm"
@@ -333,6 +355,8 @@ class TrialSettings:
     checkpoint_dir: str | None = None
     resumable: bool = False
     measure_latency: bool = False
+    gpus_per_trial: float = 0.0
+    started_at: float | None = None
 
 
 #: Allowed values of the string-valued fields.
@@ -453,11 +477,12 @@ def _allowed(key: str) -> str:
     if field_type(key) == "bool":
         return "true, false"
     low, high = LIMITS.get(key, (None, None))
+    auto = f", or {GPUS_AUTO}" if key in AUTO_KEYS else ""
     if low is None and high is None:
-        return ""
+        return auto.removeprefix(", or ")
     if high is None:
-        return f"≥ {low:g}"
-    return f"{low:g} to {high:g}" if low is not None else f"≤ {high:g}"
+        return f"≥ {low:g}{auto}"
+    return (f"{low:g} to {high:g}" if low is not None else f"≤ {high:g}") + auto
 
 
 def _field_comments(cls: type) -> dict[str, str]:

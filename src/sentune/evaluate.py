@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 
 from sentune import config
-from sentune.batching import pad_batch, sorted_batches
+from sentune.batching import pad_batch, pad_batch_static, sorted_batches
 
 if TYPE_CHECKING:
     import torch
@@ -161,32 +161,60 @@ def predict_logits(
     batch_size: int,
     device: torch.device | str = "cpu",
     autocast: Callable[[], Any] = contextlib.nullcontext,
+    static_max_length: int | None = None,
 ) -> torch.Tensor:
     """fp32 logits of every example of `split` (in split order), from length-sorted batches.
 
+    The logits stay on the device until the last batch, so that a GPU is not stalled by a copy
+    back after each batch; inputs go from pinned memory without blocking on CUDA.
+
     Args:
-        model: A model in eval mode.
+        model: A model in eval mode (or a compiled one: see `static_max_length`).
         split: The examples (for their lengths).
         ids: Their token ids, cut as the trial cut them (`split.truncated(n, strategy)`).
         pad_id: The tokenizer's padding id.
         batch_size: Examples per forward pass.
         device: Where the model is.
         autocast: A context manager factory for mixed precision (none by default).
+        static_max_length: For a compiled model: pad every batch to `batch_size` rows and a
+            width of `batching.bucket_length(…, static_max_length)`, so it sees few shapes.
     """
     import torch
 
-    out = torch.empty(len(split), model.config.num_labels)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order, pieces = [], []
     with torch.no_grad():
         for indices in sorted_batches(lengths, batch_size):
-            input_ids, mask = pad_batch([ids[i] for i in indices], pad_id=pad_id)
+            batch = [ids[i] for i in indices]
+            if static_max_length is None:
+                input_ids, mask = pad_batch(batch, pad_id=pad_id)
+            else:
+                input_ids, mask = pad_batch_static(
+                    batch, pad_id=pad_id, max_length=static_max_length, rows=batch_size
+                )
             with autocast():
                 logits = model(
-                    input_ids=torch.from_numpy(input_ids).to(device),
-                    attention_mask=torch.from_numpy(mask).to(device),
+                    input_ids=to_device(torch.from_numpy(input_ids), device),
+                    attention_mask=to_device(torch.from_numpy(mask), device),
                 ).logits
-            out[indices] = logits.float().cpu()
+            order += indices
+            pieces.append(logits[: len(indices)].float())
+    out = torch.empty(len(split), model.config.num_labels)
+    if pieces:
+        out[order] = torch.cat(pieces).cpu()
     return out
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` on `device`; to a GPU through pinned memory, without blocking the host."""
+    if torch_device_type(device) == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def torch_device_type(device: torch.device | str) -> str:
+    """`cuda` for `cuda`, `cuda:1` or a CUDA `torch.device`; else its type (`cpu`)."""
+    return getattr(device, "type", None) or str(device).split(":", 1)[0]
 
 
 # --- the reference floor ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ writes one safetensors file and a `config.json`, and `from_pretrained` (or
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import inspect
 import logging
@@ -133,6 +134,15 @@ def _load_config(name_or_path: str) -> PretrainedConfig:
         raise _load_failed(name_or_path, err) from err
 
 
+def encoder_config(name_or_path: str) -> PretrainedConfig:
+    """The encoder's config (hidden size, layers, …), without weights; of a saved
+    `SentimentModel` folder, that of its encoder."""
+    config = _load_config(name_or_path)
+    if isinstance(config, SentimentConfig):
+        config = _encoder_config(config.encoder)
+    return config
+
+
 def encoder_max_length(name_or_path: str) -> int:
     """The longest input (in tokens) the encoder accepts, read from its config without weights.
 
@@ -142,9 +152,7 @@ def encoder_max_length(name_or_path: str) -> int:
     Raises:
         ModelError: The model cannot be found, or its config has no `max_position_embeddings`.
     """
-    config = _load_config(name_or_path)
-    if isinstance(config, SentimentConfig):
-        config = _encoder_config(config.encoder)
+    config = encoder_config(name_or_path)
     length = getattr(config, "max_position_embeddings", None)
     if length is None:
         raise ModelError(f"{name_or_path}: its config has no max_position_embeddings")
@@ -242,6 +250,9 @@ class SentimentModel(PreTrainedModel):
             "token_type_ids" in inspect.signature(encoder.forward).parameters
         )
         self.head = _build_head(config, hidden_size=encoder.config.hidden_size)
+        # The class weights on each device the loss ran on: made once, not copied to a GPU (a
+        # blocking copy) at every step. Not a buffer, so checkpoints stay as they were.
+        self._class_weight_by_device: dict[torch.device, torch.Tensor] = {}
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -280,12 +291,19 @@ class SentimentModel(PreTrainedModel):
         logits = self.head(self._pool(outputs, attention_mask))
         loss = None
         if labels is not None:
-            weight = None
-            if self.config.class_weights is not None:
-                weight = torch.tensor(self.config.class_weights, device=logits.device)
+            weight = self._class_weight(logits.device)
             # In fp32 whatever the compute dtype: bf16 would round both the weights and the loss.
             loss = nn.functional.cross_entropy(logits.float(), labels.view(-1), weight=weight)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _class_weight(self, device: torch.device) -> torch.Tensor | None:
+        if self.config.class_weights is None:
+            return None
+        if device not in self._class_weight_by_device:
+            self._class_weight_by_device[device] = torch.tensor(
+                self.config.class_weights, device=device
+            )
+        return self._class_weight_by_device[device]
 
     def _pool(self, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
         hidden = outputs.last_hidden_state
@@ -405,11 +423,9 @@ def build_model(
             # The checkpoint's layers past k are left unloaded: the first k keep their weights.
             encoder_config.num_hidden_layers = encoder_layers
         if pretrained:
-            # transformers 5 defaults to the checkpoint's dtype; training keeps fp32 master weights.
-            with _quiet_unused_weights(encoder_layers is not None):
-                encoder = AutoModel.from_pretrained(
-                    source, config=encoder_config, dtype=torch.float32
-                )
+            encoder = _pretrained_encoder(
+                source, encoder_config, truncated=encoder_layers is not None
+            )
             encoder_config = encoder.config
         else:
             encoder = None
@@ -450,6 +466,31 @@ class _quiet_unused_weights:
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity(self.level)
+
+
+#: The pretrained encoder last read by this process, by its folder: a process that builds
+#: several models (a reused Ray worker running trial after trial, a benchmark) reads the
+#: weights once and copies them in memory after that.
+_ENCODER_CACHE: dict[tuple[str, int, int], PreTrainedModel] = {}
+
+
+def _pretrained_encoder(source: str, encoder_config, *, truncated: bool) -> PreTrainedModel:
+    """A fresh copy of the pretrained encoder at `source` (fp32) with `encoder_config`'s layers
+    (`truncated`: the first k of the checkpoint's), read from disk once (again when a local
+    folder's files change or the layers kept differ)."""
+    folder = Path(source)
+    stamp = (
+        max((f.stat().st_mtime_ns for f in folder.iterdir()), default=0) if folder.is_dir() else 0
+    )
+    key = (source, stamp, encoder_config.num_hidden_layers)
+    if key not in _ENCODER_CACHE:
+        _ENCODER_CACHE.clear()  # one encoder at a time: a process trains one model
+        # transformers 5 defaults to the checkpoint's dtype; training keeps fp32 master weights.
+        with _quiet_unused_weights(truncated):
+            _ENCODER_CACHE[key] = AutoModel.from_pretrained(
+                source, config=encoder_config, dtype=torch.float32
+            )
+    return copy.deepcopy(_ENCODER_CACHE[key])
 
 
 def class_weights(counts: Sequence[int], scheme: str) -> list[float] | None:

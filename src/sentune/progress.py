@@ -51,6 +51,7 @@ class SearchProgress:
     epochs: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     finished: dict[str, str] = field(default_factory=dict)
+    first_step_s: float | None = None
 
     # --- events ----------------------------------------------------------------------------
 
@@ -63,9 +64,20 @@ class SearchProgress:
         self._emit(f"trial {trial_id} started: {shown or 'defaults'}")
 
     def on_result(
-        self, trial_id: str, epoch: float, score: float, *, p95_ms: float | None = None
+        self,
+        trial_id: str,
+        epoch: float,
+        score: float,
+        *,
+        p95_ms: float | None = None,
+        first_step_s: float | None = None,
     ) -> None:
-        """A trial reported an evaluation (with its p95 latency when it measured one)."""
+        """A trial reported an evaluation (with its p95 latency when it measured one);
+        `first_step_s`: seconds from the command to its first training step
+        (`config.FIRST_STEP_S`), said once, for the search's first."""
+        if first_step_s is not None and self.first_step_s is None:
+            self.first_step_s = first_step_s
+            self.write(f"first training step {first_step_s:.1f}s after the command")
         previous = self.epochs.get(trial_id, 0.0)
         self.epochs[trial_id] = max(previous, epoch)
         self.best[trial_id] = max(self.best.get(trial_id, float("-inf")), score)

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
@@ -102,6 +105,10 @@ class SearchOptions:
         trial_hook: Called in the trial's process after each report with the metrics and
             whether the trial continued from a checkpoint; what it raises fails the trial (the
             fault-tolerance tests inject failures through it). Pickled to the trial workers.
+        mps: Run the trials under CUDA MPS (`cuda_mps`): packed trials then share the GPU's
+            SMs at once rather than by time slices. Opt-in and not yet measured.
+        started_at: When the command started (`time.time()`); trials report the seconds from
+            then to their first step (`config.FIRST_STEP_S`). None: when `run` was called.
     """
 
     address: str | None = None
@@ -118,6 +125,8 @@ class SearchOptions:
     verbose: bool = False
     name: str | None = None
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None
+    mps: bool = False
+    started_at: float | None = None
 
 
 def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
@@ -135,7 +144,11 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         SentuneError: Bad input or an unwritable storage folder, before any run folder is left
             behind (a search that fails before any trial reported removes its folder).
     """
-    options = replace(options, strategy=_strategy_name(spec, options.strategy))
+    options = replace(
+        options,
+        strategy=_strategy_name(spec, options.strategy),
+        started_at=options.started_at or time.time(),
+    )
     _check_options(options)
     check_address(options.address)
     _check_resources(spec, options)
@@ -159,6 +172,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     data = prepare(spec.data, model_path, cache_dir=options.cache_dir)
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
+    spec = replace(spec, budget=resolve_gpus_per_trial(spec, model_path, options))
     settings = TrialSettings(
         model=model_path,
         max_epochs=spec.budget.max_epochs,
@@ -167,6 +181,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
         resumable=True,
         measure_latency=spec.objective.needs_latency,
+        gpus_per_trial=spec.budget.gpus_per_trial,
+        started_at=options.started_at,
     )
     strategy = STRATEGIES[options.strategy]
     with _removed_unless_started(run_dir, options):
@@ -193,7 +209,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             spec.budget.trials,
             _location(run_dir, options),
         )
-        with ray_session(options):
+        with cuda_mps(options.mps), ray_session(options):
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = tuner.fit()
             if _finish(run_dir, grid, spec.budget, options):
@@ -240,10 +256,11 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     model_path = resolve_model(manifest.model)
     # The model is resolved again: the run may continue on another machine.
     data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
-    settings = replace(manifest.settings, model=model_path)
+    options = replace(options, started_at=options.started_at or time.time())
+    settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
     log.info("resuming %s", location)
     _quiet_unless_verbose(options)
-    with ray_session(options):
+    with cuda_mps(options.mps), ray_session(options):
         tuner = tune.Tuner.restore(
             location,
             trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
@@ -571,6 +588,7 @@ def _build_confirm_tuner(
             scheduler=FIFOScheduler(),
             num_samples=len(configs),
             max_concurrent_trials=budget.concurrency,
+            reuse_actors=True,
             trial_name_creator=_confirm_trial_name,
             trial_dirname_creator=_confirm_trial_name,
         ),
@@ -651,8 +669,227 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
         )
 
 
+# --- packing trials onto GPUs ----------------------------------------------------------------
+
+#: `budget.gpus_per_trial: auto` puts at most this many trials on one GPU: more rarely helps
+#: (each trial's batches already keep the SMs partly busy) and each costs a CUDA context.
+MAX_TRIALS_PER_GPU = 8
+#: Share of the card's memory the packed trials may plan for (the rest: fragmentation, and the
+#: evaluation's larger batches).
+GPU_MEMORY_USABLE = 0.9
+#: Per trial, outside the model's tensors: the CUDA context, cuBLAS/cuDNN workspaces, kernels.
+TRIAL_OVERHEAD_BYTES = 1 << 30
+
+
+class ModelShape(NamedTuple):
+    """What the memory of a trial depends on, from the encoder's config."""
+
+    params: int
+    hidden_size: int
+    layers: int
+    heads: int
+
+
+class Packing(NamedTuple):
+    """How trials share the GPUs: `per_gpu` trials of `gpus_per_trial` each, `concurrency`
+    trials at once in all, from an estimate of `trial_bytes` each on a card of `card_bytes`."""
+
+    gpus_per_trial: float
+    per_gpu: int
+    concurrency: int
+    trial_bytes: int
+    card_bytes: int
+
+
+def trial_memory_bytes(
+    shape: ModelShape, *, batch_size: int, max_length: int, precision: str
+) -> int:
+    """An estimate of one trial's peak GPU memory.
+
+    fp32 master weights, their gradients and AdamW's two moments (16 bytes a parameter), the
+    16-bit copies of the weights that autocast makes (2 bytes a parameter), the activations
+    kept for the backward pass, per layer `s·b·h·(34 + 5·a·s/h)` bytes in 16-bit precision
+    (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+    Models"; twice that in fp32), and `TRIAL_OVERHEAD_BYTES`.
+
+    Args:
+        shape: The encoder's size.
+        batch_size: Examples per forward pass (the largest the search may use).
+        max_length: Tokens per example (the largest the search may use).
+        precision: `fp32`, `bf16` or `fp16`.
+    """
+    state = 16 * shape.params + (2 * shape.params if precision != "fp32" else 0)
+    s, b, h, a = max_length, batch_size, shape.hidden_size, shape.heads
+    per_layer = s * b * h * (34 + 5 * a * s / h)
+    activations = per_layer * shape.layers * (2 if precision == "fp32" else 1)
+    return int(state + activations + TRIAL_OVERHEAD_BYTES)
+
+
+def gpu_packing(
+    shape: ModelShape,
+    *,
+    batch_size: int,
+    max_length: int,
+    precision: str,
+    card_bytes: int,
+    gpus: int = 1,
+    max_per_gpu: int = MAX_TRIALS_PER_GPU,
+) -> Packing:
+    """How many trials share each GPU: as many as `GPU_MEMORY_USABLE` of its memory holds by
+    `trial_memory_bytes`, at least 1 and at most `max_per_gpu`.
+
+    Returns:
+        The packing; `gpus_per_trial` is `1/per_gpu` rounded down to Ray's resolution (1e-4),
+        so that `per_gpu` trials fit on one GPU.
+    """
+    trial = trial_memory_bytes(
+        shape, batch_size=batch_size, max_length=max_length, precision=precision
+    )
+    per_gpu = max(1, min(max_per_gpu, int(GPU_MEMORY_USABLE * card_bytes // trial)))
+    share = math.floor(10_000 / per_gpu) / 10_000
+    return Packing(share, per_gpu, per_gpu * gpus, trial, card_bytes)
+
+
+def resolve_gpus_per_trial(
+    spec: SearchSpec, model_path: str, options: SearchOptions
+) -> BudgetConfig:
+    """The budget with `gpus_per_trial: auto` made concrete: 0 without a local CUDA GPU (or
+    with `--device cpu`), else `gpu_packing` of this host's first GPU for the largest batch
+    and max_length of the search, with `concurrency` to match unless the space sets it.
+    An explicit `gpus_per_trial` is kept as it is."""
+    budget = spec.budget
+    if budget.gpus_per_trial != config.GPUS_AUTO:
+        return budget
+    cards = [] if options.device == "cpu" else gpu_memory_bytes()
+    if not cards:
+        if options.address is not None:
+            log.info(
+                "budget.gpus_per_trial auto: no GPU on this host, so trials get none; pass "
+                "--gpus-per-trial to use a cluster's GPUs"
+            )
+        return replace(budget, gpus_per_trial=0.0)
+    from sentune.trial import resolve_precision
+
+    packing = gpu_packing(
+        model_shape(model_path),
+        batch_size=max(spec.values("train.batch_size")),
+        max_length=max(spec.values(MAX_LENGTH_KEY)),
+        precision=resolve_precision(options.precision, "cuda"),
+        card_bytes=min(cards),
+        gpus=len(cards),
+    )
+    log.info(
+        "budget.gpus_per_trial auto: %d trial(s) per GPU (%.1f GiB estimated per trial, "
+        "%.0f GiB cards), %d at once; set --gpus-per-trial to choose",
+        packing.per_gpu,
+        packing.trial_bytes / 2**30,
+        packing.card_bytes / 2**30,
+        packing.concurrency,
+    )
+    cpus = options.num_cpus or os.cpu_count() or 1
+    if options.address is None and packing.concurrency * budget.cpus_per_trial > cpus:
+        log.warning(
+            "%d packed trials at %g CPUs each need more than this host's %d CPUs, so fewer "
+            "run at once; lower --cpus-per-trial (a GPU trial needs about one)",
+            packing.concurrency,
+            budget.cpus_per_trial,
+            cpus,
+        )
+    return replace(
+        budget,
+        gpus_per_trial=packing.gpus_per_trial,
+        concurrency=budget.concurrency or packing.concurrency,
+    )
+
+
+def model_shape(model_path: str) -> ModelShape:
+    """The encoder's size from its config alone (no weights are read)."""
+    from sentune.model import encoder_config
+
+    cfg = encoder_config(model_path)
+    h, layers = cfg.hidden_size, cfg.num_hidden_layers
+    ffn = getattr(cfg, "intermediate_size", 4 * h)
+    vocab = getattr(cfg, "vocab_size", 30522) + getattr(cfg, "max_position_embeddings", 512)
+    # Embeddings, and per layer the attention's four projections and the feed-forward pair.
+    params = vocab * h + layers * (4 * h * h + 2 * h * ffn)
+    return ModelShape(params, h, layers, cfg.num_attention_heads)
+
+
+def gpu_memory_bytes() -> list[int]:
+    """Total memory of each GPU of this host; empty without a CUDA GPU.
+
+    Asks `nvidia-smi` first, so that this (driver) process does not create a CUDA context of
+    its own that would hold GPU memory for the whole search; torch when it is not there.
+    """
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+            return [int(float(line)) * 2**20 for line in out.split() if line.strip()]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [
+        torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())
+    ]
+
+
+@contextmanager
+def cuda_mps(enabled: bool):
+    """CUDA MPS for the body of a `with` block (when `enabled`): starts the control daemon
+    (`nvidia-cuda-mps-control -d`) with its pipe and log folders in a temporary folder, and
+    quits it after. Ray must start inside the block: the trial processes find the daemon
+    through `CUDA_MPS_PIPE_DIRECTORY`, which CUDA reads from their environment (inherited
+    from this process), so the variables are set here for the block only.
+    """
+    if not enabled:
+        yield
+        return
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        raise ResourceError(
+            "--mps needs nvidia-cuda-mps-control (part of the NVIDIA driver) on PATH; install "
+            "it or drop --mps"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="sentune-mps-"))
+    env = {
+        "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
+        "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        subprocess.run([control, "-d"], check=True, timeout=30)
+        log.info("CUDA MPS daemon started (pipe %s)", env["CUDA_MPS_PIPE_DIRECTORY"])
+        yield
+    finally:
+        try:
+            subprocess.run([control], input="quit\n", text=True, timeout=30, check=False)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
-    if spec.budget.gpus_per_trial > 0 and options.address is None:
+    if options.mps and options.address is not None:
+        raise ResourceError(
+            "--mps starts CUDA MPS on this host only; on a cluster start it on each node "
+            "(nvidia-cuda-mps-control -d) and drop --mps"
+        )
+    if config.uses_gpus(spec.budget) and options.address is None:
         import torch
 
         if not torch.cuda.is_available():
@@ -821,6 +1058,9 @@ def _build_tuner(
             num_samples=budget.trials,
             max_concurrent_trials=budget.concurrency,
             time_budget_s=budget.time_budget_s,
+            # A finished trial's worker process runs the next one: no new process to start,
+            # and its imports, CUDA context and cached encoder weights stay warm.
+            reuse_actors=True,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
@@ -1185,11 +1425,13 @@ def _progress_callback(
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if config.OBJECTIVE in result and config.EPOCH in result:
                 p95 = result.get(config.LATENCY_P95_MS)
+                first_step = result.get(config.FIRST_STEP_S)
                 progress.on_result(
                     trial.trial_id,
                     float(result[config.EPOCH]),
                     float(result[config.OBJECTIVE]),
                     p95_ms=float(p95) if p95 is not None else None,
+                    first_step_s=float(first_step) if first_step is not None else None,
                 )
 
         def on_trial_complete(self, iteration, trials, trial, **info):

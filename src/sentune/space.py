@@ -490,9 +490,10 @@ def _check_value(where: str, key: str, value: Any) -> Any:
             return None
         raise SpaceError(f"{where}: {key}: needs a value, got null")
     if value == config.MAX_LENGTH_AUTO and not kind.startswith("str"):
-        if key != MAX_LENGTH_KEY:
+        if key not in config.AUTO_KEYS:
             raise SpaceError(
-                f"{where}: {key}: auto is only for {MAX_LENGTH_KEY}; give {key} a value"
+                f"{where}: {key}: auto is only for {', '.join(config.AUTO_KEYS)}; "
+                f"give {key} a value"
             )
         return value
     if kind == "bool":

@@ -12,6 +12,7 @@ length-grouped training batches and length-sorted evaluation batches with dynami
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 
 from sentune import config
-from sentune.batching import length_grouped_batches, pad_batch
+from sentune.batching import length_grouped_batches, pad_batch, pad_batch_static
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
-from sentune.evaluate import compute_metrics, predict_logits
+from sentune.evaluate import compute_metrics, predict_logits, to_device
 from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ class Batch:
     labels: torch.Tensor
 
     def to(self, device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+        """On `device`; to a GPU from pinned memory, without blocking the host."""
+        return Batch(
+            *(to_device(t, device) for t in (self.input_ids, self.attention_mask, self.labels))
+        )
 
 
 def run_trial(
@@ -89,19 +93,48 @@ def run_trial(
         The best evaluation, the full history and where the best checkpoint was left.
 
     Raises:
-        TrialOutOfMemory: The device ran out of memory; the message says what to shrink.
+        TrialOutOfMemory: The device ran out of memory; the message says what to shrink (the
+            packing first, when trials share a GPU).
     """
     train = config.build_section("train", trial_config)
     try:
         return _run_trial(trial_config, data, report, settings=settings, resume_from=resume_from)
     except torch.OutOfMemoryError as err:
-        first_line = (str(err).strip().splitlines() or ["out of memory"])[0]
-        raise TrialOutOfMemory(
-            f"out of memory with train.batch_size {train.batch_size} and train.max_length "
-            f"{train.max_length} ({first_line[:200]}); lower train.batch_size and keep "
-            "train.effective_batch_size (gradient accumulation makes up the difference), or "
-            "lower train.max_length"
-        ) from err
+        # Only the message is kept: the error's traceback holds the trial's frames, and with
+        # them the model and optimizer that `release_memory` must free for the next trial.
+        message = out_of_memory_message(str(err), train, settings)
+    finally:
+        release_memory()
+    raise TrialOutOfMemory(message)
+
+
+def out_of_memory_message(error: str, train: TrainConfig, settings: TrialSettings) -> str:
+    """What to shrink after an out-of-memory error: the packing when trials share a GPU
+    (other trials' memory is the likely cause), else the batch or the length."""
+    first_line = (error.strip().splitlines() or ["out of memory"])[0][:200]
+    shape = f"train.batch_size {train.batch_size} and train.max_length {train.max_length}"
+    if 0 < settings.gpus_per_trial < 1:
+        share = round(1 / settings.gpus_per_trial)
+        return (
+            f"out of GPU memory with {share} trials sharing a GPU "
+            f"(budget.gpus_per_trial {settings.gpus_per_trial:g}), {shape} ({first_line}); "
+            "lower the packing: --gpus-per-trial 1 (or a larger fraction such as 0.5), or "
+            "budget.gpus_per_trial in the space file"
+        )
+    return (
+        f"out of memory with {shape} ({first_line}); lower train.batch_size and keep "
+        "train.effective_batch_size (gradient accumulation makes up the difference), or "
+        "lower train.max_length"
+    )
+
+
+def release_memory() -> None:
+    """Free what a finished trial left: its tensors (collected now, not whenever Python gets to
+    it) and, on CUDA, the cached blocks, so that trials sharing the GPU (or the next trial of a
+    reused worker) can have them."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _run_trial(
@@ -112,6 +145,7 @@ def _run_trial(
     settings: TrialSettings,
     resume_from: Path | None,
 ) -> TrialResult:
+    started = time.time()
     head = config.build_section("head", trial_config)
     train = config.build_section("train", trial_config)
     from accelerate import Accelerator
@@ -129,8 +163,12 @@ def _run_trial(
     if resume_from is not None:
         # Before `prepare`, which may wrap the model or move it to the device.
         _load_weights(model, resume_from)
+    # Fused AdamW: one kernel for all parameters and, under fp16, the grad scaler's inf check
+    # done on the GPU (the unfused path reads it back to the host at every step).
     optimizer = torch.optim.AdamW(
-        _parameter_groups(model, train.weight_decay), lr=train.learning_rate
+        _parameter_groups(model, train.weight_decay),
+        lr=train.learning_rate,
+        fused=device == "cuda",
     )
     accumulation = max(1, math.ceil(train.effective_batch_size / train.batch_size))
     steps_per_epoch = math.ceil(math.ceil(len(data.train) / train.batch_size) / accumulation)
@@ -141,6 +179,7 @@ def _run_trial(
     loop = _Loop(
         accelerator=accelerator,
         model=model,
+        forward=compile_model(model) if train.compile else model,
         optimizer=optimizer,
         scheduler=scheduler,
         train=train,
@@ -150,11 +189,42 @@ def _run_trial(
         steps_per_epoch=steps_per_epoch,
         report=report,
         precision=precision,
+        started=started,
         int8=config.build_section("serve", trial_config).int8,
     )
     if resume_from is not None:
         loop.restore(resume_from)
-    return loop.run()
+    try:
+        return loop.run()
+    finally:
+        # accelerate keeps the prepared model and optimizer in lists of its own.
+        accelerator.free_memory()
+
+
+#: Compiled graphs kept per function: one per shape and mode, i.e. per length bucket
+#: (`batching.LENGTH_BUCKET`) for training and for evaluation (batches are padded to full rows,
+#: so the batch size does not vary); at max_length 512 that is 32, over torch's default of 8,
+#: past which it would fall back to eager.
+COMPILE_RECOMPILE_LIMIT = 64
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile(model)` with static shapes: batches come padded to a few lengths
+    (`batching.pad_batch_static`), so a graph per shape runs faster than one dynamic graph.
+
+    The compiled module shares the model's parameters; save and unwrap the model itself.
+    """
+    import torch._dynamo
+
+    # The previous trial's graphs (a reused worker) guard on a model that is gone; dropping
+    # them keeps this trial's recompiles under the limit. Inductor's on-disk cache still
+    # serves the kernels of shapes compiled before.
+    torch._dynamo.reset()
+    # A private config of torch (2.x), set here only; `cache_size_limit` is its older name.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, COMPILE_RECOMPILE_LIMIT)
+    return torch.compile(model, dynamic=False)
 
 
 def _reset_accelerate() -> None:
@@ -280,14 +350,31 @@ def training_batches(
     )
 
 
-def collate(ids: list[np.ndarray], labels: np.ndarray, *, pad_id: int) -> Batch:
-    """Pad a batch of token id arrays to its longest member."""
-    input_ids, mask = pad_batch(ids, pad_id=pad_id)
-    return Batch(
-        torch.from_numpy(input_ids),
-        torch.from_numpy(mask),
-        torch.as_tensor(labels, dtype=torch.long),
-    )
+#: The label of a filler row (`collate` with `static_max_length`): cross-entropy ignores it.
+IGNORE_LABEL = -100
+
+
+def collate(
+    ids: list[np.ndarray],
+    labels: np.ndarray,
+    *,
+    pad_id: int,
+    static_max_length: int | None = None,
+    rows: int | None = None,
+) -> Batch:
+    """Pad a batch of token id arrays to its longest member; or, for a compiled model (with
+    `static_max_length` and `rows`), to a bucketed width and `rows` rows whose filler rows have
+    the label `IGNORE_LABEL` (see `batching.pad_batch_static`)."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if static_max_length is None:
+        input_ids, mask = pad_batch(ids, pad_id=pad_id)
+    else:
+        input_ids, mask = pad_batch_static(
+            ids, pad_id=pad_id, max_length=static_max_length, rows=rows or len(ids)
+        )
+        filler = torch.full((len(input_ids) - len(ids),), IGNORE_LABEL, dtype=torch.long)
+        labels = torch.cat([labels, filler])
+    return Batch(torch.from_numpy(input_ids), torch.from_numpy(mask), labels)
 
 
 class _Loop:
@@ -298,6 +385,7 @@ class _Loop:
         *,
         accelerator,
         model,
+        forward,
         optimizer,
         scheduler,
         train: TrainConfig,
@@ -307,10 +395,14 @@ class _Loop:
         steps_per_epoch: int,
         report: Report,
         precision: str,
+        started: float,
         int8: bool = False,
     ):
         self.accelerator = accelerator
         self.model = model
+        #: What runs the batches: the model, or its compiled version (`train.compile`).
+        self.forward = forward
+        self.static_max_length = train.max_length if train.compile else None
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train = train
@@ -336,8 +428,13 @@ class _Loop:
         self.train_s = 0.0
         self._samples_since_eval = 0
         self._train_s_since_eval = 0.0
-        self._loss_since_eval = 0.0
+        # The training loss summed on the device and read once per report: reading it at
+        # every step would make the host wait for the GPU each time.
+        self._loss_since_eval = torch.zeros((), device=accelerator.device)
         self._batches_since_eval = 0
+        self._segment_started: float | None = None
+        self._started = started
+        self.first_step_at: float | None = None
         self._tokenizer = None
         self.int8 = int8
         #: The model's inference cost (`config.INFERENCE_METRICS`), measured once.
@@ -392,16 +489,19 @@ class _Loop:
         log.info("resumed at epoch %s, step %d", self.epoch, self.step)
 
     def _optimizer_step(self, group: list[list[int]]) -> None:
-        started = time.perf_counter()
+        if self._segment_started is None:
+            self._segment_started = time.perf_counter()
         n_examples = sum(len(b) for b in group)
         for indices in group:
             batch = collate(
                 [self.train_ids[i] for i in indices],
                 self.data.train.labels[indices],
                 pad_id=self.pad_id,
+                static_max_length=self.static_max_length,
+                rows=self.train.batch_size,
             ).to(self.accelerator.device)
             with self.accelerator.autocast():
-                out = self.model(
+                out = self.forward(
                     input_ids=batch.input_ids,
                     attention_mask=batch.attention_mask,
                     labels=batch.labels,
@@ -410,17 +510,30 @@ class _Loop:
             # gradient equals that of one big batch.
             loss = out.loss * (len(indices) / n_examples)
             self.accelerator.backward(loss)
-            self._loss_since_eval += float(out.loss.detach())
+            self._loss_since_eval += out.loss.detach()
             self._batches_since_eval += 1
         if self.train.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
         self.optimizer.step()
-        if not self.accelerator.optimizer_step_was_skipped:
+        # Only a grad scaler (fp16) skips steps; its flag is a host-side bool (with the fused
+        # optimizer the scaler never skips on the host, so the schedule always moves on).
+        if self.accelerator.scaler is None or not self.accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._samples_since_eval += n_examples
-        elapsed = time.perf_counter() - started
+        if self.first_step_at is None:
+            _synchronize(self.accelerator.device)  # once: the step has really run
+            self.first_step_at = time.time()
+
+    def _end_segment(self) -> None:
+        """Count the training time since the last evaluation; the device's queue is drained
+        first, so that the time is that of the work, not of queueing it."""
+        if self._segment_started is None:
+            return
+        _synchronize(self.accelerator.device)
+        elapsed = time.perf_counter() - self._segment_started
+        self._segment_started = None
         self._train_s_since_eval += elapsed
         self.train_s += elapsed
 
@@ -428,13 +541,14 @@ class _Loop:
         split = self.data.validation
         self.model.eval()
         logits = predict_logits(
-            self.model,
+            self.forward,
             split,
             ids=self.val_ids,
             pad_id=self.pad_id,
             batch_size=self.train.batch_size * 2,
             device=self.accelerator.device,
             autocast=self.accelerator.autocast,
+            static_max_length=self.static_max_length,
         )
         self.model.train()
         metrics = compute_metrics(
@@ -480,6 +594,7 @@ class _Loop:
         return self.latency
 
     def _evaluate_and_report(self, *, epoch_end: int | None) -> None:
+        self._end_segment()
         metrics = self._evaluate()
         metrics.update(self._measure_latency())
         epoch = epoch_end if epoch_end is not None else round(self.step / self.steps_per_epoch, 4)
@@ -489,14 +604,15 @@ class _Loop:
                 "step": self.step,
                 config.TRAIN_SAMPLES_PER_S: self._samples_since_eval
                 / max(self._train_s_since_eval, 1e-9),
-                config.TRAIN_LOSS: self._loss_since_eval / max(1, self._batches_since_eval),
+                config.TRAIN_LOSS: float(self._loss_since_eval) / max(1, self._batches_since_eval),
                 "train_s": self.train_s,
                 "precision": self.precision,
+                **self._start_times(),
             }
         )
         self._samples_since_eval = 0
         self._train_s_since_eval = 0.0
-        self._loss_since_eval = 0.0
+        self._loss_since_eval.zero_()
         self._batches_since_eval = 0
         self.history.append(metrics)
         checkpoint = None
@@ -507,6 +623,17 @@ class _Loop:
             checkpoint = self._save_checkpoint(metrics, best=improved)
         log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
         self.report(metrics, checkpoint)
+
+    def _start_times(self) -> dict[str, float]:
+        """When this run of the trial finished its first optimizer step: `config.TRIAL_SETUP_S`
+        after `run_trial` was called (model load, and the first compile with `train.compile`)
+        and `config.FIRST_STEP_S` after the command started (`TrialSettings.started_at`)."""
+        if self.first_step_at is None:
+            return {}  # resumed at an evaluation, before any step of this run
+        times = {config.TRIAL_SETUP_S: self.first_step_at - self._started}
+        if self.settings.started_at is not None:
+            times[config.FIRST_STEP_S] = self.first_step_at - self.settings.started_at
+        return times
 
     def _save_checkpoint(self, metrics: dict[str, Any], *, best: bool) -> Path:
         """Write the model to `<workdir>/best` (or `latest` when it is not the best so far),
@@ -546,3 +673,8 @@ class _Loop:
             "history": self.history,
             "train_s": self.train_s,
         }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

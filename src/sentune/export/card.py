@@ -339,7 +339,7 @@ def _precision(manifest: Manifest) -> str:
     chosen = manifest.settings.precision
     if chosen != "auto":
         return chosen
-    if manifest.budget.gpus_per_trial > 0:
+    if config.uses_gpus(manifest.budget):
         return "auto (fp16 or bf16 on the GPU)"
     return "auto → bf16 (native on the CPU)" if manifest.device.get("cpu_bf16") else "auto → fp32"
 
