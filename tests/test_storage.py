@@ -171,7 +171,8 @@ def _finished(prefix: str) -> set[str]:
     return {
         path.split("/")[0]
         for path in _files(prefix)
-        if path.count("/") == 1 and path.endswith(f"/{runs.TRIAL_STATUS}")
+        if path.count("/") == 1
+        and path.endswith(f"/{runs.TRIAL_STATUS}")
         and json.loads(_read(f"{prefix}/{path}"))["status"] == runs.COMPLETED
     }
 
