@@ -171,7 +171,8 @@ def _finished(prefix: str) -> set[str]:
     return {
         path.split("/")[0]
         for path in _files(prefix)
-        if path.endswith(f"/{runs.TRIAL_STATUS}")
+        if path.count("/") == 1
+        and path.endswith(f"/{runs.TRIAL_STATUS}")
         and json.loads(_read(f"{prefix}/{path}"))["status"] == runs.COMPLETED
     }
 
@@ -199,7 +200,11 @@ def _kill_tree(pid: int) -> None:
 def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     s3_env, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
 ):
-    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=3, max_epochs=2)
+    # The best configuration is retrained with a second seed after the search: the
+    # confirmation (a Tune experiment inside the run) lives in the bucket too.
+    space_file = write_tiny_space(
+        tmp_path, tiny_model_dir, tiny_csv, trials=3, max_epochs=2, confirm_top=1, confirm_seeds=2
+    )
     uri = f"s3://{BUCKET}/runs"
     env = {**os.environ, **s3_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
@@ -249,6 +254,9 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
         kept = {p.split("/")[1] for p in remote if p.startswith(f"{trial_id}/checkpoint_")}
         assert len(kept) == 1, remote
     assert not [p for p in remote if p.endswith(runs.TRAINING_STATE_FILE)]
+    confirmed = _finished(f"runs/tiny-s3/{runs.CONFIRM_DIR}")
+    assert len(confirmed) == 1 and confirmed.pop().endswith("-seed1")
+    assert (tmp_path / "analysis" / "tiny-s3" / "confirm.csv").is_file()
 
     # The export reads the winner from object storage (the latest finished run there).
     shutil.rmtree(mirror)
