@@ -469,8 +469,8 @@ class _quiet_unused_weights:
 
 
 #: The pretrained encoder last read by this process, by its folder: a process that builds
-#: several models (a reused Ray worker running trial after trial, a benchmark) reads the
-#: weights once and copies them in memory after that.
+#: several models (`make gpu-check`, a benchmark) reads the weights once and copies them in
+#: memory after that.
 _ENCODER_CACHE: dict[tuple[str, int, int], PreTrainedModel] = {}
 
 

@@ -588,7 +588,6 @@ def _build_confirm_tuner(
             scheduler=FIFOScheduler(),
             num_samples=len(configs),
             max_concurrent_trials=budget.concurrency,
-            reuse_actors=True,
             trial_name_creator=_confirm_trial_name,
             trial_dirname_creator=_confirm_trial_name,
         ),
@@ -1058,9 +1057,8 @@ def _build_tuner(
             num_samples=budget.trials,
             max_concurrent_trials=budget.concurrency,
             time_budget_s=budget.time_budget_s,
-            # A finished trial's worker process runs the next one: no new process to start,
-            # and its imports, CUDA context and cached encoder weights stay warm.
-            reuse_actors=True,
+            # Not `reuse_actors=True`: with this function trainable (Ray 2.60) a sequential
+            # search hung at its second trial, which never started (issue 11, item 3).
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
