@@ -578,6 +578,7 @@ def _build_confirm_tuner(
         rungs=[float(budget.max_epochs)],
         shown={runs.CONFIRMS_KEY, runs.SEED_KEY},
         options=options,
+        first_step=False,  # the search's first step was said; the confirmation's is no news
     )
     return tune.Tuner(
         trainable,
@@ -1405,15 +1406,22 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions):
 
 
 def _progress_callback(
-    *, total: int, max_epochs: int, rungs: list[float], shown: set[str], options: SearchOptions
+    *,
+    total: int,
+    max_epochs: int,
+    rungs: list[float],
+    shown: set[str],
+    options: SearchOptions,
+    first_step: bool = True,
 ):
     """The Tune callback behind `_progress_reporter`: `total` trials, the config keys in
-    `shown` printed when a trial starts."""
+    `shown` printed when a trial starts, and (`first_step`) when training first began."""
     from ray.tune import Callback
 
     from sentune.progress import SearchProgress
 
     progress = SearchProgress(total=total, max_epochs=max_epochs, rungs=rungs)
+    say_first_step = first_step
 
     class ProgressReporter(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -1423,7 +1431,7 @@ def _progress_callback(
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if config.OBJECTIVE in result and config.EPOCH in result:
                 p95 = result.get(config.LATENCY_P95_MS)
-                first_step = result.get(config.FIRST_STEP_S)
+                first_step = result.get(config.FIRST_STEP_S) if say_first_step else None
                 progress.on_result(
                     trial.trial_id,
                     float(result[config.EPOCH]),
