@@ -10,7 +10,7 @@ up by device name (`unknown` when not in the table; attention's own FLOPs left o
 
 Part (b), a real Ray Tune search (`search.run`, random sampler, FIFO: every trial trains the
 full budget) of `--search-trials` trials of the same encoder shape with the real tokenizer on
-`--dataset` (tweets), packed (`budget.gpus_per_trial: auto`, see `search.gpu_packing`) and
+`--dataset` (tweets), packed (`budget.gpus_per_trial: auto`, see `gpus.gpu_packing`) and
 again at one trial per GPU: wall time, seconds from the search's start to its first training
 step, samples/s of all trials together over the training window, MFU, and GPU utilisation
 sampled while it runs (pynvml if importable, else `nvidia-smi`; the share of time a kernel ran,

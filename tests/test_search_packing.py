@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sentune import config, search, space
+from sentune import config, gpus, search, space
 from sentune.errors import ResourceError
-from sentune.search import ModelShape, gpu_packing, trial_memory_bytes
+from sentune.gpus import ModelShape, gpu_packing, trial_memory_bytes
 
 GB = 10**9
-#: Encoder shapes as `search.model_shape` computes them from the configs.
+#: Encoder shapes as `gpus.model_shape` computes them from the configs.
 BERT_BASE = ModelShape(params=108_808_704, hidden_size=768, layers=12, heads=12)
 MINILM = ModelShape(params=22_532_352, hidden_size=384, layers=6, heads=12)
 #: Total memory as nvidia-smi reports it (MiB) for an H100 80GB, an H200 and a T4.
@@ -70,7 +70,7 @@ def test_packing_is_per_gpu_and_never_below_one_trial():
 
 
 def test_model_shape_reads_the_config(tiny_model_dir):
-    shape = search.model_shape(str(tiny_model_dir))
+    shape = gpus.model_shape(str(tiny_model_dir))
     assert (shape.hidden_size, shape.layers, shape.heads) == (32, 2, 2)
     from transformers import AutoModel
 
@@ -87,30 +87,28 @@ def tiny_spec(write_tiny_space, tiny_model_dir, tiny_csv, tmp_path):
 
 
 def test_auto_is_the_default_and_means_no_gpu_without_one(tiny_spec, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(search, "gpu_memory_bytes", lambda: [])
+    monkeypatch.setattr(gpus, "gpu_memory_bytes", lambda: [])
     spec = tiny_spec()
     assert spec.budget.gpus_per_trial == config.GPUS_AUTO
-    budget = search.resolve_gpus_per_trial(spec, str(tiny_model_dir), search.SearchOptions())
+    budget = gpus.resolve_gpus_per_trial(spec, str(tiny_model_dir), search.SearchOptions())
     assert budget.gpus_per_trial == 0.0 and budget.concurrency == spec.budget.concurrency
     assert config.confirm_top(budget) == config.CONFIRM_TOP_CPU
 
 
 def test_auto_packs_by_the_card_and_explicit_values_win(tiny_spec, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(search, "gpu_memory_bytes", lambda: [H100])
+    monkeypatch.setattr(gpus, "gpu_memory_bytes", lambda: [H100])
     options = search.SearchOptions(precision="fp16")
     unset = tiny_spec(concurrency=None)
-    budget = search.resolve_gpus_per_trial(unset, str(tiny_model_dir), options)
+    budget = gpus.resolve_gpus_per_trial(unset, str(tiny_model_dir), options)
     assert (budget.gpus_per_trial, budget.concurrency) == (0.125, 8)
     assert config.confirm_top(budget) == config.CONFIRM_TOP_GPU
     # An explicit concurrency or gpus_per_trial is kept.
-    kept = search.resolve_gpus_per_trial(tiny_spec(concurrency=2), str(tiny_model_dir), options)
+    kept = gpus.resolve_gpus_per_trial(tiny_spec(concurrency=2), str(tiny_model_dir), options)
     assert (kept.gpus_per_trial, kept.concurrency) == (0.125, 2)
     explicit = tiny_spec(gpus_per_trial=0.5)
-    assert (
-        search.resolve_gpus_per_trial(explicit, str(tiny_model_dir), options).gpus_per_trial == 0.5
-    )
+    assert gpus.resolve_gpus_per_trial(explicit, str(tiny_model_dir), options).gpus_per_trial == 0.5
     cpu = search.SearchOptions(precision="fp16", device="cpu")
-    assert search.resolve_gpus_per_trial(tiny_spec(), str(tiny_model_dir), cpu).gpus_per_trial == 0
+    assert gpus.resolve_gpus_per_trial(tiny_spec(), str(tiny_model_dir), cpu).gpus_per_trial == 0
 
 
 def test_gpus_per_trial_takes_auto_or_a_number_only(tiny_spec):
@@ -154,13 +152,13 @@ def test_mps_starts_the_daemon_for_the_block_and_quits_it(tmp_path, monkeypatch)
     log = _fake_mps_control(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
-    with search.cuda_mps(True):
+    with gpus.cuda_mps(True):
         pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]  # what Ray's workers inherit
         assert Path(pipe).parent.is_dir()
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     assert not Path(pipe).parent.exists()
     assert log.read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "quit"]
-    with search.cuda_mps(False):
+    with gpus.cuda_mps(False):
         assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
 
 
@@ -169,7 +167,7 @@ def test_mps_without_its_control_program_or_on_a_cluster_is_an_error(
 ):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ResourceError, match="nvidia-cuda-mps-control"):
-        with search.cuda_mps(True):
+        with gpus.cuda_mps(True):
             pass
     with pytest.raises(ResourceError, match="each node"):
         search.run(tiny_spec(), options=search.SearchOptions(mps=True, address="auto"))

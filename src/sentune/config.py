@@ -248,7 +248,7 @@ class BudgetConfig:
     #: CPUs reserved for each trial (also its torch threads).
     cpus_per_trial: float = 1.0
     #: GPUs reserved for each trial; a fraction shares a GPU. `auto`: as many trials per GPU as
-    #: its memory holds (up to 8, see `search.gpu_packing`) on a host with a GPU, else 0.
+    #: its memory holds (up to 8, see `gpus.gpu_packing`) on a host with a GPU, else 0.
     gpus_per_trial: float | str = "auto"
     #: Stop the whole search after this many seconds (None: no limit).
     time_budget_s: float | None = None
@@ -276,7 +276,7 @@ def confirm_top(budget: BudgetConfig) -> int:
 
 def uses_gpus(budget: BudgetConfig) -> bool:
     """Whether the trials get GPUs (`gpus_per_trial` still `auto` counts as no: a search resolves
-    it before it runs, see `search.resolve_gpus_per_trial`)."""
+    it before it runs, see `gpus.resolve_gpus_per_trial`)."""
     return not isinstance(budget.gpus_per_trial, str) and budget.gpus_per_trial > 0
 
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 import warnings
@@ -28,11 +26,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
+from sentune.gpus import cuda_mps, resolve_gpus_per_trial
 from sentune.space import (
     MAX_LENGTH_KEY,
     MaxLength,
@@ -667,220 +666,6 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
             f" ({', '.join(failed)})" if failed else "",
             resume_command(run_dir, options),
         )
-
-
-# --- packing trials onto GPUs ----------------------------------------------------------------
-
-#: `budget.gpus_per_trial: auto` puts at most this many trials on one GPU: more rarely helps
-#: (each trial's batches already keep the SMs partly busy) and each costs a CUDA context.
-MAX_TRIALS_PER_GPU = 8
-#: Share of the card's memory the packed trials may plan for (the rest: fragmentation, and the
-#: evaluation's larger batches).
-GPU_MEMORY_USABLE = 0.9
-#: Per trial, outside the model's tensors: the CUDA context, cuBLAS/cuDNN workspaces, kernels.
-TRIAL_OVERHEAD_BYTES = 1 << 30
-
-
-class ModelShape(NamedTuple):
-    """What the memory of a trial depends on, from the encoder's config."""
-
-    params: int
-    hidden_size: int
-    layers: int
-    heads: int
-
-
-class Packing(NamedTuple):
-    """How trials share the GPUs: `per_gpu` trials of `gpus_per_trial` each, `concurrency`
-    trials at once in all, from an estimate of `trial_bytes` each on a card of `card_bytes`."""
-
-    gpus_per_trial: float
-    per_gpu: int
-    concurrency: int
-    trial_bytes: int
-    card_bytes: int
-
-
-def trial_memory_bytes(
-    shape: ModelShape, *, batch_size: int, max_length: int, precision: str
-) -> int:
-    """An estimate of one trial's peak GPU memory.
-
-    fp32 master weights, their gradients and AdamW's two moments (16 bytes a parameter), the
-    16-bit copies of the weights that autocast makes (2 bytes a parameter), the activations
-    kept for the backward pass, per layer `s·b·h·(34 + 5·a·s/h)` bytes in 16-bit precision
-    (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
-    Models"; twice that in fp32), and `TRIAL_OVERHEAD_BYTES`.
-
-    Args:
-        shape: The encoder's size.
-        batch_size: Examples per forward pass (the largest the search may use).
-        max_length: Tokens per example (the largest the search may use).
-        precision: `fp32`, `bf16` or `fp16`.
-    """
-    state = 16 * shape.params + (2 * shape.params if precision != "fp32" else 0)
-    s, b, h, a = max_length, batch_size, shape.hidden_size, shape.heads
-    per_layer = s * b * h * (34 + 5 * a * s / h)
-    activations = per_layer * shape.layers * (2 if precision == "fp32" else 1)
-    return int(state + activations + TRIAL_OVERHEAD_BYTES)
-
-
-def gpu_packing(
-    shape: ModelShape,
-    *,
-    batch_size: int,
-    max_length: int,
-    precision: str,
-    card_bytes: int,
-    gpus: int = 1,
-    max_per_gpu: int = MAX_TRIALS_PER_GPU,
-) -> Packing:
-    """How many trials share each GPU: as many as `GPU_MEMORY_USABLE` of its memory holds by
-    `trial_memory_bytes`, at least 1 and at most `max_per_gpu`.
-
-    Returns:
-        The packing; `gpus_per_trial` is `1/per_gpu` rounded down to Ray's resolution (1e-4),
-        so that `per_gpu` trials fit on one GPU.
-    """
-    trial = trial_memory_bytes(
-        shape, batch_size=batch_size, max_length=max_length, precision=precision
-    )
-    per_gpu = max(1, min(max_per_gpu, int(GPU_MEMORY_USABLE * card_bytes // trial)))
-    share = math.floor(10_000 / per_gpu) / 10_000
-    return Packing(share, per_gpu, per_gpu * gpus, trial, card_bytes)
-
-
-def resolve_gpus_per_trial(
-    spec: SearchSpec, model_path: str, options: SearchOptions
-) -> BudgetConfig:
-    """The budget with `gpus_per_trial: auto` made concrete: 0 without a local CUDA GPU (or
-    with `--device cpu`), else `gpu_packing` of this host's first GPU for the largest batch
-    and max_length of the search, with `concurrency` to match unless the space sets it.
-    An explicit `gpus_per_trial` is kept as it is."""
-    budget = spec.budget
-    if budget.gpus_per_trial != config.GPUS_AUTO:
-        return budget
-    cards = [] if options.device == "cpu" else gpu_memory_bytes()
-    if not cards:
-        if options.address is not None:
-            log.info(
-                "budget.gpus_per_trial auto: no GPU on this host, so trials get none; pass "
-                "--gpus-per-trial to use a cluster's GPUs"
-            )
-        return replace(budget, gpus_per_trial=0.0)
-    from sentune.trial import resolve_precision
-
-    packing = gpu_packing(
-        model_shape(model_path),
-        batch_size=max(spec.values("train.batch_size")),
-        max_length=max(spec.values(MAX_LENGTH_KEY)),
-        precision=resolve_precision(options.precision, "cuda"),
-        card_bytes=min(cards),
-        gpus=len(cards),
-    )
-    log.info(
-        "budget.gpus_per_trial auto: %d trial(s) per GPU (%.1f GiB estimated per trial, "
-        "%.0f GiB cards), %d at once; set --gpus-per-trial to choose",
-        packing.per_gpu,
-        packing.trial_bytes / 2**30,
-        packing.card_bytes / 2**30,
-        packing.concurrency,
-    )
-    cpus = options.num_cpus or os.cpu_count() or 1
-    if options.address is None and packing.concurrency * budget.cpus_per_trial > cpus:
-        log.warning(
-            "%d packed trials at %g CPUs each need more than this host's %d CPUs, so fewer "
-            "run at once; lower --cpus-per-trial (a GPU trial needs about one)",
-            packing.concurrency,
-            budget.cpus_per_trial,
-            cpus,
-        )
-    return replace(
-        budget,
-        gpus_per_trial=packing.gpus_per_trial,
-        concurrency=budget.concurrency or packing.concurrency,
-    )
-
-
-def model_shape(model_path: str) -> ModelShape:
-    """The encoder's size from its config alone (no weights are read)."""
-    from sentune.model import encoder_config
-
-    cfg = encoder_config(model_path)
-    h, layers = cfg.hidden_size, cfg.num_hidden_layers
-    ffn = getattr(cfg, "intermediate_size", 4 * h)
-    vocab = getattr(cfg, "vocab_size", 30522) + getattr(cfg, "max_position_embeddings", 512)
-    # Embeddings, and per layer the attention's four projections and the feed-forward pair.
-    params = vocab * h + layers * (4 * h * h + 2 * h * ffn)
-    return ModelShape(params, h, layers, cfg.num_attention_heads)
-
-
-def gpu_memory_bytes() -> list[int]:
-    """Total memory of each GPU of this host; empty without a CUDA GPU.
-
-    Asks `nvidia-smi` first, so that this (driver) process does not create a CUDA context of
-    its own that would hold GPU memory for the whole search; torch when it is not there.
-    """
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout
-            return [int(float(line)) * 2**20 for line in out.split() if line.strip()]
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [
-        torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())
-    ]
-
-
-@contextmanager
-def cuda_mps(enabled: bool):
-    """CUDA MPS for the body of a `with` block (when `enabled`): starts the control daemon
-    (`nvidia-cuda-mps-control -d`) with its pipe and log folders in a temporary folder, and
-    quits it after. Ray must start inside the block: the trial processes find the daemon
-    through `CUDA_MPS_PIPE_DIRECTORY`, which CUDA reads from their environment (inherited
-    from this process), so the variables are set here for the block only.
-    """
-    if not enabled:
-        yield
-        return
-    control = shutil.which("nvidia-cuda-mps-control")
-    if control is None:
-        raise ResourceError(
-            "--mps needs nvidia-cuda-mps-control (part of the NVIDIA driver) on PATH; install "
-            "it or drop --mps"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="sentune-mps-"))
-    env = {
-        "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
-        "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        subprocess.run([control, "-d"], check=True, timeout=30)
-        log.info("CUDA MPS daemon started (pipe %s)", env["CUDA_MPS_PIPE_DIRECTORY"])
-        yield
-    finally:
-        try:
-            subprocess.run([control], input="quit\n", text=True, timeout=30, check=False)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
