@@ -259,3 +259,41 @@ def test_encoder_layers_keeps_the_first_k_layers_and_loads_back(tiny_model_dir, 
     check_encoder_layers(str(tiny_model_dir), 2)
     with pytest.raises(ModelError, match="has 2 encoder layers; keep 1 to 2"):
         build_model(str(tiny_model_dir), HeadConfig(), label_names=labels, encoder_layers=3)
+
+
+@pytest.mark.parametrize("encoder", ["bert", "distilbert"])
+def test_padded_batch_needs_no_host_read_of_the_mask(
+    tiny_model_dir, distilbert_dir, batch, monkeypatch, encoder
+):
+    """On a GPU every read of a tensor's value on the host (`bool(t)`, `t.item()`) waits for
+    the device; transformers' own 2D-mask check is one per forward. The 4D mask that the model
+    passes instead gives the same logits and needs no such read."""
+    model = _build(tiny_model_dir if encoder == "bert" else distilbert_dir, pooling="mean").eval()
+    inputs = {k: v for k, v in batch.items() if k != "token_type_ids"}
+    assert not inputs["attention_mask"].all()  # the batch is padded
+    assert model._takes_4d_mask
+    with torch.no_grad():
+        model._takes_4d_mask = False
+        expected = model(**inputs).logits
+        model._takes_4d_mask = True
+        reads = []
+        for name in ("__bool__", "item"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(
+                torch.Tensor,
+                name,
+                lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a),
+            )
+        logits = model(**inputs).logits
+        monkeypatch.undo()
+    assert reads == []
+    torch.testing.assert_close(logits, expected)
+    # Without the 4D mask transformers reads the mask once: the check above can fail.
+    model._takes_4d_mask = False
+    reads.clear()
+    original = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append(1) or original(self))
+    with torch.no_grad():
+        model(**inputs)
+    monkeypatch.undo()
+    assert reads

@@ -13,6 +13,7 @@ import importlib.metadata
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,11 @@ class SentimentModel(PreTrainedModel):
         self._takes_token_type_ids = (
             "token_type_ids" in inspect.signature(encoder.forward).parameters
         )
+        # Encoders whose masks come from transformers' `create_bidirectional_mask` (it passes a
+        # 4D mask through as it is; see `_encoder_mask`).
+        self._takes_4d_mask = hasattr(
+            sys.modules.get(type(encoder).__module__), "create_bidirectional_mask"
+        )
         self.head = _build_head(config, hidden_size=encoder.config.hidden_size)
         # The class weights on each device the loss ran on: made once, not copied to a GPU (a
         # blocking copy) at every step. Not a buffer, so checkpoints stay as they were.
@@ -284,7 +290,9 @@ class SentimentModel(PreTrainedModel):
             `SequenceClassifierOutput` with `logits` (batch, num_labels) and `loss` (None
             without labels): cross-entropy, weighted by `config.class_weights` if set.
         """
-        encoder_inputs = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask)
+        encoder_inputs = dict(
+            kwargs, input_ids=input_ids, attention_mask=self._encoder_mask(attention_mask)
+        )
         if token_type_ids is not None and self._takes_token_type_ids:
             encoder_inputs["token_type_ids"] = token_type_ids
         outputs = self.encoder(**encoder_inputs, return_dict=True)
@@ -295,6 +303,29 @@ class SentimentModel(PreTrainedModel):
             # In fp32 whatever the compute dtype: bf16 would round both the weights and the loss.
             loss = nn.functional.cross_entropy(logits.float(), labels.view(-1), weight=weight)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _encoder_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The padding mask as the encoder gets it.
+
+        Given a 2D mask, transformers' SDPA attention reads `mask.all()` on the host before
+        every forward pass (to skip masking when nothing is padded): on a GPU the host then
+        waits for the previous step to finish before it can queue the next. A 4D boolean mask
+        (batch, 1, 1, length: True where a token may be attended to) means the same and is
+        used as it is, so the host runs ahead. Only for encoders that build their masks with
+        transformers' `create_bidirectional_mask` and attend with SDPA, and never while
+        tracing for export (the ONNX graph keeps its 2D input).
+        """
+        if (
+            attention_mask is None
+            or attention_mask.dim() != 2
+            or not self._takes_4d_mask
+            or getattr(self.encoder.config, "_attn_implementation", None) != "sdpa"
+            or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting()
+        ):
+            return attention_mask
+        return attention_mask[:, None, None, :].bool()
 
     def _class_weight(self, device: torch.device) -> torch.Tensor | None:
         if self.config.class_weights is None:
