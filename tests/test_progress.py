@@ -61,3 +61,23 @@ def test_the_first_training_step_is_said_once():
     progress.on_result("b", 1, 0.5, first_step_s=30.0)
     said = [line for line in lines if line.startswith("first training step")]
     assert said == ["first training step 12.3s after the command"]
+
+
+def test_a_time_budget_bounds_the_estimate_and_the_trial_count_is_not_a_goal():
+    """A search with `budget.time_budget_s` ends when the time is spent: its trial budget is
+    only a cap (the bench passes 100000), so no "3/100000" and no estimate of 1000 hours."""
+    lines, now = [], [0.0]
+    progress = SearchProgress(
+        total=100_000, max_epochs=3, time_budget_s=210, write=lines.append, clock=lambda: now[0]
+    )
+    progress.on_start("a", {})
+    now[0] = 60.0
+    progress.on_result("a", 1, 0.5)
+    assert progress.seconds_left(60.0) == pytest.approx(150.0)
+    assert "0 trials done, 1 epochs, 1m00s of 3m30s elapsed, ~2m30s left" in lines[-1]
+    assert "100000" not in lines[-1]
+    # The epochs still expected can end it sooner than the budget.
+    short = SearchProgress(total=1, max_epochs=2, time_budget_s=3600, write=lines.append)
+    short.on_start("a", {})
+    short.on_result("a", 1, 0.5)
+    assert short.seconds_left(60.0) == pytest.approx(60.0)

@@ -38,6 +38,8 @@ class SearchProgress:
         total: The trial budget.
         max_epochs: Epochs of a trial that is never stopped.
         rungs: Epochs at which ASHA compares trials (`analysis.asha_rungs`), to say "passed".
+        time_budget_s: The search's wall-clock budget (`budget.time_budget_s`), if it has one:
+            the search ends when it is spent, whatever the trial budget says.
         write: Where lines go (stderr by default).
         clock: Seconds, monotonic (a test passes a fake one).
     """
@@ -45,6 +47,7 @@ class SearchProgress:
     total: int
     max_epochs: int
     rungs: list[float] = field(default_factory=list)
+    time_budget_s: float | None = None
     write: Callable[[str], None] = _stderr
     clock: Callable[[], float] = time.monotonic
     started_at: float | None = None
@@ -110,12 +113,18 @@ class SearchProgress:
     # --- the estimate ----------------------------------------------------------------------
 
     def status(self) -> str:
-        """`3/10 trials done, 7 epochs, 4m12s elapsed, ~9m00s left`."""
+        """`3/10 trials done, 7 epochs, 4m12s elapsed, ~9m00s left`; with a time budget
+        `3 trials done, 7 epochs, 4m12s of 10m00s elapsed, ~5m48s left`."""
         elapsed = self.clock() - self.started_at if self.started_at is not None else 0.0
+        budget = self.time_budget_s
         parts = [
-            f"{len(self.finished)}/{self.total} trials done",
+            f"{len(self.finished)} trials done"
+            if budget is not None
+            else f"{len(self.finished)}/{self.total} trials done",
             f"{sum(self.epochs.values()):g} epochs",
-            f"{format_duration(elapsed)} elapsed",
+            f"{format_duration(elapsed)} of {format_duration(budget)} elapsed"
+            if budget is not None
+            else f"{format_duration(elapsed)} elapsed",
         ]
         left = self.seconds_left(elapsed)
         if left is not None:
@@ -123,10 +132,17 @@ class SearchProgress:
         return ", ".join(parts)
 
     def seconds_left(self, elapsed: float) -> float | None:
-        """Estimated wall seconds until the budget is spent (None before the first epoch)."""
+        """Estimated wall seconds until the budget is spent (None before the first epoch): at
+        most what is left of the time budget."""
         trained = sum(self.epochs.values())
         if trained <= 0:
             return None
+        if self.time_budget_s is not None:
+            left = max(0.0, self.time_budget_s - elapsed)
+            return min(left, self._epochs_left_s(elapsed, trained))
+        return self._epochs_left_s(elapsed, trained)
+
+    def _epochs_left_s(self, elapsed: float, trained: float) -> float:
         done = [self.epochs[t] for t in self.finished if t in self.epochs]
         per_trial = sum(done) / len(done) if done else float(self.max_epochs)
         running = [t for t in self.epochs if t not in self.finished]

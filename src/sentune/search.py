@@ -1187,6 +1187,7 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions):
         rungs=asha_rungs(spec.budget, options.strategy),
         shown=set(spec.params),
         options=options,
+        time_budget_s=spec.budget.time_budget_s,
     )
 
 
@@ -1198,14 +1199,18 @@ def _progress_callback(
     shown: set[str],
     options: SearchOptions,
     first_step: bool = True,
+    time_budget_s: float | None = None,
 ):
-    """The Tune callback behind `_progress_reporter`: `total` trials, the config keys in
-    `shown` printed when a trial starts, and (`first_step`) when training first began."""
+    """The Tune callback behind `_progress_reporter`: `total` trials (or `time_budget_s`), the
+    config keys in `shown` printed when a trial starts, and (`first_step`) when training first
+    began."""
     from ray.tune import Callback
 
     from sentune.progress import SearchProgress
 
-    progress = SearchProgress(total=total, max_epochs=max_epochs, rungs=rungs)
+    progress = SearchProgress(
+        total=total, max_epochs=max_epochs, rungs=rungs, time_budget_s=time_budget_s
+    )
     say_first_step = first_step
 
     class ProgressReporter(Callback):
