@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,10 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: The checkout's sources: imported from here when sentune is not installed (a GPU host), and
+#: put on the search command's PYTHONPATH.
+_SRC = Path(__file__).resolve().parents[1] / "src"
 try:
     import sentune  # noqa: F401
 except ImportError:  # a GPU host with the source checkout but no install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(_SRC))
 
 from sentune import config  # noqa: E402
 from sentune.config import TrialSettings  # noqa: E402
@@ -277,10 +281,17 @@ def search_check(
     device: str,
     params: int,
     cpus_per_trial: float,
+    mps: bool = False,
+    log_dir: Path | None = None,
+    timeout_s: float | None = None,
 ) -> dict:
-    """One real search (`search.run`) of `trials` trials, every one trained fully; what it
-    took and what the hardware did meanwhile."""
-    from sentune import runs, search, space
+    """One real search of `trials` trials, every one trained fully, run as a user runs it: the
+    `sentune search` command in a fresh process (Ray's start, the workers' imports and the
+    post-search leaderboard and report all count); what it took and what the hardware did.
+
+    `first_step_s` is the seconds from the command's start to the first training step of any
+    trial; `after_training_s` from the last trial's last report to the command's exit."""
+    from sentune import runs
 
     budget = {
         "trials": trials,
@@ -307,61 +318,126 @@ def search_check(
         },
         "search": {"train.learning_rate": {"loguniform": [1e-5, 1e-4]}},
     }
-    name = f"search-{gpus_per_trial}".replace(".", "_")
+    name = f"search-{gpus_per_trial}{'-mps' if mps else ''}".replace(".", "_")
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"{name}.yaml"
     path.write_text(json.dumps(text))  # JSON is YAML
-    spec = space.load(path)
+    command = [
+        sys.executable, "-m", "sentune.cli", "search", str(path),
+        "--name", name, "--storage", str(work / "trials"), "--analysis", str(work / "analysis"),
+        "--strategy", "random-fifo", "--precision", precision, "--device", device,
+        "--no-dashboard", *(["--mps"] if mps else []),
+    ]  # fmt: skip
+    log_path = (log_dir or work) / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_SRC), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",  # lines as they come, for their timestamps
+    }
     started = time.time()
-    options = search.SearchOptions(
-        storage=work / "trials",
-        cache_dir=work / "cache",
-        precision=precision,
-        device=device,
-        dashboard=False,
-        strategy="random-fifo",
-        name=name,
-        started_at=started,
-    )
-    with GpuSampler(device == "cuda") as sampler:
-        run_dir = search.run(spec, options=options)
+    with GpuSampler(device == "cuda") as sampler, log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        # Each line of the command's output with the seconds since its start: where the time
+        # before the first training step goes.
+        copier = threading.Thread(target=_copy_timed, args=(process.stdout, log, started))
+        copier.start()
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_search(process)
+            raise RuntimeError(f"sentune search ran past {timeout_s:.0f}s; stopped it") from None
+        finally:
+            copier.join(timeout=30)
     wall = time.time() - started
+    if code != 0:
+        tail = log_path.read_text().splitlines()[-15:]
+        raise RuntimeError(f"sentune search exited {code}: " + " | ".join(tail))
+    run_dir = work / "trials" / name
     run = runs.open_run(run_dir)
     manifest = runs.read_manifest(run_dir)
     n_train = manifest.data.stats.get("split_sizes", {}).get("train", train_size)
     # Each trial trains from its first step to its last report; the window runs from the first
-    # trial's first step to the last trial's end (all in seconds after `started`).
-    first_steps, ends, samples, rates = [], [], 0, []
+    # trial's first step to the last trial's end (all in seconds after the command started).
+    first_steps, ends, samples, rates, setups = [], [], 0, [], []
     for history in run.histories.values():
         if history.empty or config.FIRST_STEP_S not in history:
             continue
         first = float(history[config.FIRST_STEP_S].iloc[0])
-        trial_start = first - float(history[config.TRIAL_SETUP_S].iloc[0])
+        setup = float(history[config.TRIAL_SETUP_S].iloc[0])
         first_steps.append(first)
-        ends.append(trial_start + float(history["time_total_s"].iloc[-1]))
+        setups.append(setup)
+        ends.append(first - setup + float(history["time_total_s"].iloc[-1]))
         samples += n_train * int(history[config.EPOCH].max())
         rates.append(float(history[config.TRAIN_SAMPLES_PER_S].mean()))
     window = max(ends) - min(first_steps) if first_steps else 0.0
     total = samples / window if window > 0 else None
-    peak = peak_tflops(torch.cuda.get_device_name()) if device == "cuda" else None
+    peak = peak_tflops(_device_name(device))
     achieved = 6 * params * total * max_length / 1e12 if total else None
     return {
+        "command": " ".join(command[1:]),
+        "mps": mps,
         "gpus_per_trial": manifest.budget.gpus_per_trial,
         "concurrency": manifest.budget.concurrency,
         "trials": len(run.histories),
         "wall_s": wall,
         "first_step_s": min(first_steps) if first_steps else None,
+        "trial_setup_s_mean": float(np.mean(setups)) if setups else None,
         "training_window_s": window,
+        "after_training_s": wall - max(ends) if ends else None,
         "samples_per_s_total": total,
         "samples_per_s_per_trial_mean": float(np.mean(rates)) if rates else None,
+        # Each trial's own training rate (evaluations and checkpoints left out), summed: what
+        # the GPU does while the packed trials train side by side, without the staggered start
+        # and end that `samples_per_s_total` counts.
+        "samples_per_s_sum_of_trials": float(np.sum(rates)) if rates else None,
         "model_tflops": achieved,
         "mfu": achieved / peak if peak and achieved else None,
         **sampler.summary(),
     }
 
 
+def _copy_timed(lines, log, started: float) -> None:
+    for line in lines:
+        log.write(f"[{time.time() - started:6.1f}s] {line}")
+        log.flush()
+
+
+def _stop_search(process: subprocess.Popen) -> None:
+    """Stop a search that ran too long, and its Ray (whose trials hold GPU memory)."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the check; 0 on success, 2 when there is no CUDA device (and not `--device cpu`)."""
+    """Run the check; 0 on success, 2 when there is no CUDA device (and not `--device cpu`).
+
+    The figures the issue's bar names come first (the packed search; one trial in the first
+    precision, eager and compiled), so a time limit cuts only the rest; with `--json` the file
+    is rewritten after every step, and a step that fails is recorded with its error."""
     args = _parse(argv)
     if args.cpu_smoke:
         args.device, args.tiny = "cpu", True
@@ -397,49 +473,89 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "device": _device_name(args.device),
         "tiny": args.tiny,
         "trial": [],
+        "search": {},
     }
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(payload, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "trial-model"
         params = build_model_folder(folder, bert)
         data = synthetic_data(folder, vocab_size=bert.vocab_size, **sizes)
-        for batch_size in batch_sizes if args.trial else []:
-            for precision in precisions:
-                for mode in modes:
-                    payload["trial"].append(
-                        _trial_entry(
-                            folder,
-                            data,
-                            args,
-                            precision=precision,
-                            batch_size=batch_size,
-                            mode=mode,
-                            epochs=epochs,
-                            max_length=sizes["max_length"],
-                            params=params,
-                        )
-                    )
-        _print(payload["trial"], params=params, max_length=sizes["max_length"])
+
+        def trials(precision_list: list[str]) -> None:
+            for precision in precision_list:
+                for batch_size in batch_sizes:
+                    for mode in modes:
+                        payload["trial"].append(
+                            _step(
+                                _trial_entry,
+                                folder,
+                                data,
+                                args,
+                                precision=precision,
+                                batch_size=batch_size,
+                                mode=mode,
+                                epochs=epochs,
+                                max_length=sizes["max_length"],
+                                params=params,
+                                entry={"precision": precision, "batch_size": batch_size,
+                                       "mode": mode},
+                            )
+                        )  # fmt: skip
+                        save()
+
+        def search(name: str) -> None:
+            payload["search"][name] = _step(_search_one, Path(tmp), bert, args, name, params=params)
+            save()
+
+        layouts = ["packed", "one_per_gpu"] if args.device == "cuda" else ["packed"]
+        if args.mps and args.device == "cuda":
+            layouts.append("packed_mps")
         if args.search:
-            payload["search"] = _search_part(Path(tmp), bert, args, params=params)
+            search(layouts[0])
+        if args.trial:
+            trials(precisions[:1])
+        for name in layouts[1:] if args.search else []:
+            search(name)
+        if args.trial:
+            trials(precisions[1:])
+        _print(payload["trial"], params=params, max_length=sizes["max_length"])
+        if payload["search"]:
             _print_search(payload["search"])
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+    save()
     return 0
+
+
+def _step(function, *args, entry: dict | None = None, **kwargs) -> dict:
+    """`function(*args, **kwargs)`, or what went wrong: one failed step must not cost the
+    others (a GPU session is short)."""
+    import traceback
+
+    entry = entry or {}
+    try:
+        return {**entry, **function(*args, **kwargs)}
+    except Exception as exc:  # noqa: BLE001 - recorded in the JSON and printed
+        print(f"gpu_check: {entry or function.__name__} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return {**entry, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-3000:]}  # fmt: skip
 
 
 def _trial_entry(folder, data, args, *, precision, batch_size, mode, epochs, max_length, params):
     """One trial's figures, or why the combination was skipped."""
-    entry = {"precision": precision, "batch_size": batch_size, "mode": mode}
     try:
         resolve_precision(precision, args.device)
     except SentuneError as err:
-        return {**entry, "skipped": str(err)}
+        return {"skipped": str(err)}
     if mode == "compiled" and args.device == "cpu":
         # Measured here: a 2-layer, hidden-32 BERT took ~230 s to compile on a 2-core CPU.
-        return {**entry, "skipped": "torch.compile on the CPU takes minutes; compiled runs on CUDA"}
+        return {"skipped": "torch.compile on the CPU takes minutes; compiled runs on CUDA"}
     return run_check(
         folder,
         data,
@@ -453,40 +569,45 @@ def _trial_entry(folder, data, args, *, precision, batch_size, mode, epochs, max
     )
 
 
-def _search_part(tmp: Path, bert, args, *, params: int) -> dict:
-    """The packed search and the one-trial-per-GPU search, beside each other."""
+def _search_one(tmp: Path, bert, args, layout: str, *, params: int) -> dict:
+    """One search of part (b): `packed` (`gpus_per_trial: auto`), `packed_mps` (the same under
+    CUDA MPS) or `one_per_gpu` (`--baseline-trials` trials at one GPU each)."""
+    model_dir = tmp / "search-model"
     if args.tiny:
-        model_dir = tmp / "search-model"
-        build_model_folder(model_dir, bert)
+        if not model_dir.exists():
+            build_model_folder(model_dir, bert)
         dataset = str(synthetic_csv(tmp / "texts.csv", rows=400, vocab=bert.vocab_size - 5))
         train_size, trials, epochs, batch_size, max_length = 128, 2, 1, 16, 32
     else:
-        model_dir = tmp / "search-model"
-        tokenizer = args.tokenizer or _default_tokenizer()
-        build_model_folder(model_dir, bert, tokenizer=tokenizer)
+        if not model_dir.exists():
+            build_model_folder(model_dir, bert, tokenizer=args.tokenizer or _default_tokenizer())
         dataset, train_size = args.dataset, args.search_train_size
         trials, epochs = args.search_trials, args.search_epochs
         batch_size, max_length = args.search_batch_size, args.max_length
-    precision = "fp32" if args.tiny else args.search_precision
-    layouts = {"packed": "auto", "one_per_gpu": 1.0} if args.device == "cuda" else {"packed": 0.0}
-    results = {}
-    for name, gpus in layouts.items():
-        results[name] = search_check(
-            model_dir,
-            dataset,
-            work=tmp / name,
-            gpus_per_trial=gpus,
-            trials=trials,
-            epochs=epochs,
-            train_size=train_size,
-            batch_size=batch_size,
-            max_length=max_length,
-            precision=precision,
-            device=args.device,
-            params=params,
-            cpus_per_trial=args.cpus_per_trial,
-        )
-    return results
+    if layout == "one_per_gpu":
+        trials = min(trials, args.baseline_trials)
+    if args.device == "cuda":
+        torch.cuda.empty_cache()  # this process's part (a) must not crowd the search's trials
+    return search_check(
+        model_dir,
+        dataset,
+        work=tmp / layout,
+        gpus_per_trial=1.0
+        if layout == "one_per_gpu"
+        else ("auto" if args.device == "cuda" else 0.0),
+        trials=trials,
+        epochs=epochs,
+        train_size=train_size,
+        batch_size=batch_size,
+        max_length=max_length,
+        precision="fp32" if args.tiny else args.search_precision,
+        device=args.device,
+        params=params,
+        cpus_per_trial=args.cpus_per_trial,
+        mps=layout == "packed_mps",
+        log_dir=args.logs,
+        timeout_s=args.search_timeout_s,
+    )
 
 
 def _default_tokenizer() -> Path:
@@ -519,6 +640,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-batch-size", type=int, default=32)
     p.add_argument("--search-precision", default="auto", choices=config.PRECISIONS)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument(
+        "--baseline-trials",
+        type=int,
+        default=2,
+        help="trials of the one-trial-per-GPU search (they run one after another)",
+    )
+    p.add_argument("--mps", action="store_true", help="also the packed search under CUDA MPS")
+    p.add_argument(
+        "--search-timeout-s", type=float, default=300, help="stop a search that runs longer"
+    )
+    p.add_argument("--logs", type=Path, help="keep the searches' output in this folder")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p.parse_args(argv)
 
@@ -530,6 +662,10 @@ def _print(rows: list[dict], *, params: int, max_length: int) -> None:
         f"{'peak MiB':>10}{'TFLOPS':>9}{'MFU':>9}"
     )
     for r in rows:
+        if "error" in r:
+            print(f"{'':<24}{r['precision']:>10}{r['batch_size']:>7}{r['mode']:>10}  failed: "
+                  f"{r['error'][:60]}")  # fmt: skip
+            continue
         if "skipped" in r:
             print(f"{'':<24}{r['precision']:>10}{r['batch_size']:>7}{r['mode']:>10}  skipped: "
                   f"{r['skipped'][:60]}")  # fmt: skip
@@ -548,6 +684,9 @@ def _print_search(results: dict) -> None:
         f"{'samples/s':>11}{'MFU':>8}{'GPU busy':>9}"
     )
     for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<14}failed: {r['error'][:100]}")
+            continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         busy = f"{r['gpu_util_mean']:.0f}%" if r["gpu_util_mean"] is not None else "n/a"
         total = f"{r['samples_per_s_total']:.0f}" if r["samples_per_s_total"] else "n/a"

@@ -258,7 +258,7 @@ def _load_gpu_check():
     return module
 
 
-def test_gpu_check_tiny_on_the_cpu_writes_every_figure(ray_session, tmp_path, capsys):
+def test_gpu_check_tiny_on_the_cpu_writes_every_figure(tmp_path, capsys):
     """Both parts of `make gpu-check` on a tiny model: the JSON a GPU session will fill."""
     gpu_check = _load_gpu_check()
     out = tmp_path / "gpu.json"
