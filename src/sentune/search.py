@@ -490,6 +490,7 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     store = _store(options)
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)  # Ray Tune's files of a remote run
+    _settle_statuses(store, run_dir, run_dir)
     statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
         if status.get("status") == runs.COMPLETED:
@@ -650,6 +651,7 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
     store = _store(options)
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)
+    _settle_statuses(store, run_dir, runs.confirm_dir(run_dir))
     folders = runs.trial_dirs(runs.confirm_dir(run_dir))
     statuses = {d.name: runs.read_trial_status(d).get("status") for d in folders}
     for folder in folders:
@@ -1242,6 +1244,43 @@ def _progress_callback(
     return ProgressReporter()
 
 
+#: Each trial's outcome as this process's ledgers recorded it, by the trial's folder in the
+#: mirror of a run in object storage: `_settle_statuses` uploads what Tune's last upload of its
+#: staging missed.
+_RECORDED: dict[Path, tuple[str, int, str]] = {}
+
+
+def _remember_status(trial_dir: Path, record: tuple[str, int, str]) -> None:
+    """Keep a ledger's record for `_settle_statuses`. A module function, not the ledger's own
+    code: a resumed search's ledger is unpickled from Tune's state, and only a function found
+    by name here (not a copy pickled with it) writes to this process's `_RECORDED`."""
+    _RECORDED[trial_dir.resolve()] = record
+
+
+def _settle_statuses(store: storage.Storage, run_dir: Path, folder: Path) -> None:
+    """After a Tune experiment of a run in object storage ended, and its files were pulled into
+    the mirror: write and upload each trial status (`runs.TRIAL_STATUS`) that this process
+    recorded but the bucket lacks or holds older.
+
+    The ledger writes a status into Tune's local staging, which Tune uploads with its own state;
+    the status of the trial that ended last could miss that upload (seen 1 run in 4 after a
+    SIGKILL and `--resume`), and the trial then read as unfinished.
+    """
+    if not store.remote:
+        return
+    settled = []
+    for trial_dir in runs.trial_dirs(folder):
+        recorded = _RECORDED.get(trial_dir.resolve())
+        if recorded is None or runs.read_trial_status(trial_dir).get("status") == recorded[0]:
+            continue
+        status, failures, error = recorded
+        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
+        settled.append(trial_dir / runs.TRIAL_STATUS)
+    if settled:
+        log.debug("uploaded %d trial status(es) that Tune's last upload missed", len(settled))
+        storage.push(store, run_dir.name, settled)
+
+
 def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
     """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder in
     `folder` (the experiment's local folder: the run's, or its confirmation's).
@@ -1267,8 +1306,10 @@ def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
         error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
         failures = trial.run_metadata.num_failures
         runs.write_trial_status(trial_dir, status, failures=failures, error=error)
-        if store.remote and journal.is_file():
-            storage.push(store, run_dir.name, [journal])
+        if store.remote:
+            _remember_status(folder / Path(trial.path).name, (status, failures, error))
+            if journal.is_file():
+                storage.push(store, run_dir.name, [journal])
 
     class TrialLedger(Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
