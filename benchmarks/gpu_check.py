@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -384,6 +385,7 @@ def search_check(
     achieved = 6 * params * total * max_length / 1e12 if total else None
     return {
         "command": " ".join(command[1:]),
+        **_start_phases(log_path, min(first_steps) if first_steps else None),
         "mps": mps,
         "gpus_per_trial": manifest.budget.gpus_per_trial,
         "concurrency": manifest.budget.concurrency,
@@ -403,6 +405,32 @@ def search_check(
         "mfu": achieved / peak if peak and achieved else None,
         **sampler.summary(),
     }
+
+
+#: Lines of `sentune search`'s output that mark its start-up phases, by what they end.
+_PHASE_LINES = {
+    "ready_to_start_ray_s": re.compile(r"sentune\.search: search \S+: \d+ trials"),
+    "first_trial_started_s": re.compile(r"^trial \S+ started:"),
+}
+
+
+def _start_phases(log_path: Path, first_step_s: float | None) -> dict:
+    """Where the time before the first training step went, from the timed output
+    (`_copy_timed`): seconds from the command's start until it was ready to start Ray (imports,
+    checks, data), until the first trial started (Ray, Tune), and from then to the first step
+    (the worker's imports, CUDA, the model, the step itself)."""
+    found: dict[str, float] = {}
+    for line in log_path.read_text().splitlines():
+        stamp = re.match(r"\[\s*([\d.]+)s\] (.*)", line)
+        if stamp is None:
+            continue
+        for name, pattern in _PHASE_LINES.items():
+            if name not in found and pattern.search(stamp.group(2)):
+                found[name] = float(stamp.group(1))
+    started = found.get("first_trial_started_s")
+    if started is not None and first_step_s is not None:
+        found["trial_start_to_first_step_s"] = first_step_s - started
+    return found
 
 
 def _copy_timed(lines, log, started: float) -> None:
