@@ -26,6 +26,40 @@ def test_search_runs_every_trial_and_asha_stops_some(tiny_run):
     assert (stopped["epochs"] < 3).all()
 
 
+def test_a_trial_in_a_reused_worker_reports_what_a_fresh_run_reports(tiny_run, tmp_path):
+    """Ray reuses a finished trial's worker for the next (`reuse_actors`): nothing of the
+    earlier trial (RNG, optimizer, checkpoint, accelerate state) may reach the later one, so
+    its losses equal those of a direct `run_trial` of its configuration in this process."""
+    from sentune.trial import run_trial
+
+    folders = runs.trial_dirs(tiny_run)
+    results = {
+        d.name: [json.loads(line) for line in (d / runs.RESULTS_FILE).read_text().splitlines()]
+        for d in folders
+    }
+    pids = [rows[0]["pid"] for rows in results.values()]
+    assert len(set(pids)) < len(pids)  # sequential trials shared workers
+    first = {}
+    for d in sorted(folders, key=lambda d: results[d.name][0]["timestamp"]):
+        first.setdefault(results[d.name][0]["pid"], d)
+    later = next(d for d in folders if first[results[d.name][0]["pid"]] != d)
+    manifest = runs.read_manifest(tiny_run)
+    data = runs.load_data(manifest, cache_dir=tmp_path)
+    trial_config = json.loads((later / runs.PARAMS_FILE).read_text())
+    reported = results[later.name]
+    fresh = []
+    run_trial(
+        trial_config,
+        data,
+        lambda metrics, _checkpoint: fresh.append(metrics),
+        settings=replace(manifest.settings, checkpoint_dir=str(tmp_path / "w")),
+    )
+    # The full budget (the learning rate schedule depends on it); ASHA may have stopped it.
+    fresh = fresh[: len(reported)]
+    for key in (config.TRAIN_LOSS, config.VAL_LOSS, config.OBJECTIVE):
+        assert [r[key] for r in fresh] == pytest.approx([r[key] for r in reported], rel=1e-5)
+
+
 def test_leaderboard_contract(tiny_run):
     table = analysis.leaderboard(runs.open_run(tiny_run))
     for column in (
