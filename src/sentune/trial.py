@@ -556,7 +556,7 @@ class _Loop:
         )
         # Unweighted, so that val_loss compares across imbalance settings.
         metrics[config.VAL_LOSS] = float(
-            torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels))
+            torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels.copy()))
         )
         return metrics
 
