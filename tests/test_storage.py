@@ -173,7 +173,7 @@ def test_a_status_that_missed_the_bucket_is_uploaded_after_the_experiment(tmp_pa
     ledger unpickled from Tune's state (as a resumed search gets it)."""
     from types import SimpleNamespace
 
-    import cloudpickle
+    from ray import cloudpickle  # what Ray Tune pickles its state with
 
     from sentune import search
 
