@@ -183,8 +183,8 @@ def run_check(
     wall = time.perf_counter() - started
     samples_per_s = history[-1][config.TRAIN_SAMPLES_PER_S]
     tokens_per_s = samples_per_s * max_length
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    peak = peak_tflops(name) if device == "cuda" else None
+    name = _device_name(device)
+    peak = peak_tflops(name)  # None for "cpu"
     achieved = 6 * params * tokens_per_s / 1e12
     return {
         "device": name,

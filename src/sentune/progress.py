@@ -116,16 +116,13 @@ class SearchProgress:
         """`3/10 trials done, 7 epochs, 4m12s elapsed, ~9m00s left`; with a time budget
         `3 trials done, 7 epochs, 4m12s of 10m00s elapsed, ~5m48s left`."""
         elapsed = self.clock() - self.started_at if self.started_at is not None else 0.0
-        budget = self.time_budget_s
-        parts = [
-            f"{len(self.finished)} trials done"
-            if budget is not None
-            else f"{len(self.finished)}/{self.total} trials done",
-            f"{sum(self.epochs.values()):g} epochs",
-            f"{format_duration(elapsed)} of {format_duration(budget)} elapsed"
-            if budget is not None
-            else f"{format_duration(elapsed)} elapsed",
-        ]
+        done, spent = f"{len(self.finished)}/{self.total}", format_duration(elapsed)
+        if self.time_budget_s is not None:  # the trial budget is only a cap
+            done, spent = (
+                f"{len(self.finished)}",
+                f"{spent} of {format_duration(self.time_budget_s)}",
+            )
+        parts = [f"{done} trials done", f"{sum(self.epochs.values()):g} epochs", f"{spent} elapsed"]
         left = self.seconds_left(elapsed)
         if left is not None:
             parts.append(f"~{format_duration(left)} left")
