@@ -43,6 +43,30 @@ def _out_of_memory():
     return hook
 
 
+def _slow_wind_down(seconds: float):
+    """A trial hook: from its first evaluation on, the trial's worker takes `seconds` longer to
+    wind down a stopped trial (as `release_memory` can on a busy machine or a large GPU)."""
+
+    def hook(metrics, resumed):
+        import time
+
+        from sentune import trial
+
+        release = trial.release_memory
+        if getattr(release, "slowed", False):
+            return
+
+        def slow_release():  # once per trial: Ray's pooled worker goes on to other tests
+            trial.release_memory = release
+            time.sleep(seconds)
+            release()
+
+        slow_release.slowed = True
+        trial.release_memory = slow_release
+
+    return hook
+
+
 def _spec(folder: Path, write_tiny_space, model_dir, csv, **budget):
     return space.load(write_tiny_space(folder, model_dir, csv, **budget))
 
@@ -103,6 +127,30 @@ def test_a_trial_that_keeps_failing_is_recorded_with_its_reason(
     assert json.loads((trial_dir / runs.TRIAL_STATUS).read_text())["failures"] == 2
     assert cli.main(["leaderboard", str(run_dir), "--analysis", str(tmp_path / "a")]) == 0
     assert "failed: " in capsys.readouterr().out
+
+
+def test_a_worker_slow_to_wind_down_still_takes_the_next_trial(
+    ray_session, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    """Ray hands a finished trial's worker to the next trial only once the trial's thread has
+    ended; past Ray's 2-second default it fails the handover and (Ray 2.60) never starts the next
+    trial. A slower wind-down must only delay the next trial. (Should it hang again, the time
+    budget ends the search once Tune's 10-minute wait for a new trial runs out.)"""
+    spec = _spec(
+        tmp_path, write_tiny_space, tiny_model_dir, tiny_csv,
+        trials=3, max_epochs=2, time_budget_s=150,
+    )  # fmt: skip
+    options = _options(tmp_path, strategy="random-asha", trial_hook=_slow_wind_down(3))
+    run_dir = search.run(spec, options=options)
+    table = leaderboard(open_run(run_dir))
+    assert len(table) == 3
+    assert table["status"].isin(["completed", "stopped"]).all(), table[["status", "error"]]
+    assert table["error"].eq("").all()
+    pids = {
+        json.loads(path.read_text().splitlines()[0])["pid"]
+        for path in run_dir.glob("*/result.json")
+    }
+    assert len(pids) < 3  # the trials shared workers: the handover itself was tested
 
 
 def _ray_listeners(root_pid: int) -> set[tuple[str, int, str]]:

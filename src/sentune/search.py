@@ -1132,6 +1132,14 @@ def _trial_name(trial) -> str:
     return trial.trial_id
 
 
+#: How long a reused worker waits for a stopped trial to wind down (its `finally` blocks: freeing
+#: memory, removing checkpoint folders) before it takes the next trial. Ray's own default, 2 s,
+#: is too short on a busy machine or a large GPU, and when the wait runs out Ray 2.60 fails the
+#: handover and never starts the next trial: the search hangs. Ray reads it in the worker.
+WIND_DOWN_WAIT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+WIND_DOWN_WAIT_S = 600
+
+
 def _trainable(
     trial_config: dict[str, Any], *, data: PreparedData, settings: TrialSettings, hook=None
 ):
@@ -1141,6 +1149,8 @@ def _trainable(
 
     from sentune.trial import run_trial
 
+    # Set here, in the worker, so that it holds on any cluster (`--address` included).
+    os.environ.setdefault(WIND_DOWN_WAIT_ENV, str(WIND_DOWN_WAIT_S))
     # One progress bar per weight load and save would flood the driver's log.
     hf_logging.disable_progress_bar()
     workdir = Path(tempfile.mkdtemp(prefix="sentune-trial-"))
