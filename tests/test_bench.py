@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sentune import bench, config, search, space
+from sentune import bench, config, space, strategies
 from sentune.bench import METHODS, PEER, BenchOptions, MethodRun, anytime_curve, runner
 from sentune.bench.methods import REPORT_COLUMNS
 from sentune.bench.throughput import Measurement
@@ -27,7 +27,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CU
 
 
 def test_registry_has_every_strategy_and_the_peer():
-    assert set(METHODS) == set(search.STRATEGIES) | {PEER}
+    assert set(METHODS) == set(strategies.STRATEGIES) | {PEER}
     for name, method in METHODS.items():
         assert method.strategy == (None if name == PEER else name)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentune import analysis, cli, config, runs, search, space
+from sentune import analysis, cli, config, runs, search, space, strategies
 from sentune.errors import ResourceError
 
 pytestmark = pytest.mark.slow
@@ -206,12 +206,12 @@ def _proposals(sampler, trials: int) -> list[dict]:
 
 def test_tpe_learns_within_a_ten_trial_budget():
     budget = config.BudgetConfig(trials=10, seed=0, concurrency=2)
-    settings = search.sampler_settings("tpe", budget)
+    settings = strategies.sampler_settings("tpe", budget)
     assert settings["n_startup_trials"] == 3
     assert settings["multivariate"] and settings["group"] and settings["constant_liar"]
     startup = settings["n_startup_trials"]
-    tpe = _proposals(search.build_sampler(settings), 10)
-    random = _proposals(search.build_sampler(search.sampler_settings("random", budget)), 10)
+    tpe = _proposals(strategies.build_sampler(settings), 10)
+    random = _proposals(strategies.build_sampler(strategies.sampler_settings("random", budget)), 10)
     # After the startup trials, TPE proposes from its model, not what random sampling draws.
     assert tpe[startup:] != random[startup:]
     assert len(tpe) - startup >= 2 * startup  # two thirds of the budget follow the model
@@ -222,7 +222,7 @@ def test_tpe_learns_within_a_ten_trial_budget():
 )
 def test_startup_trials_scale_with_the_budget(trials, startup):
     budget = config.BudgetConfig(trials=trials, concurrency=1)
-    settings = search.sampler_settings("tpe", budget)
+    settings = strategies.sampler_settings("tpe", budget)
     assert settings["n_startup_trials"] == startup
     assert not settings["constant_liar"]  # one trial at a time: nothing to lie about
 
@@ -232,7 +232,7 @@ def test_every_named_sampler_builds_and_proposes(name):
     import optuna
 
     budget = config.BudgetConfig(trials=6)
-    sampler = search.build_sampler(search.sampler_settings(name, budget))
+    sampler = strategies.build_sampler(strategies.sampler_settings(name, budget))
     assert isinstance(sampler, optuna.samplers.BaseSampler)
     if name != "cmaes":  # CMA-ES cannot search the choice parameters of `optim`
         assert len(_proposals(sampler, 4)) == 4
@@ -240,12 +240,12 @@ def test_every_named_sampler_builds_and_proposes(name):
 
 def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
     spec = space.load("optim")
-    assert search._strategy_name(spec, None) == "tpe-asha"
-    assert search._strategy_name(spec, "qmc-fifo") == "qmc-fifo"
+    assert strategies.strategy_name(spec, None) == "tpe-asha"
+    assert strategies.strategy_name(spec, "qmc-fifo") == "qmc-fifo"
     with pytest.raises(space.SpaceError, match="cannot search choice parameters"):
-        search._strategy_name(spec, "cmaes-asha")
+        strategies.strategy_name(spec, "cmaes-asha")
     with pytest.raises(space.SpaceError, match="unknown strategy 'bayes-asha'"):
-        search._strategy_name(spec, "bayes-asha")
+        strategies.strategy_name(spec, "bayes-asha")
 
 
 def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp_path):

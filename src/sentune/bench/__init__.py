@@ -3,7 +3,7 @@
 Every method searches the same space on the same data and model for the same wall-clock budget,
 once per seed:
 
-- the Ray Tune strategies of `search.STRATEGIES` (Optuna TPE or random sampling, ASHA or FIFO);
+- the Ray Tune strategies of `strategies.STRATEGIES` (Optuna TPE or random sampling, ASHA or FIFO);
 - the peer: Hugging Face `Trainer.hyperparameter_search(backend="optuna")` with its standard recipe
   (`model_init`, truncation to max_length, `DataCollatorWithPadding`, evaluation each epoch,
   Optuna's defaults: TPE sampler, median pruner), stopped by the same wall-clock budget.

@@ -9,14 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-from sentune import config, search
+from sentune import config, strategies
 
 PEER = "peer"
 
 
 @dataclass(frozen=True)
 class Method:
-    """A way to search: a Ray Tune strategy of `search.STRATEGIES`, or the peer (strategy None)."""
+    """A way to search: a Ray Tune strategy (of `strategies.STRATEGIES`) or the peer (None)."""
 
     name: str
     description: str
@@ -27,7 +27,7 @@ class Method:
 METHODS: dict[str, Method] = {
     **{
         name: Method(name, f"Ray Tune: Optuna {s.sampler} sampler, {s.scheduler} scheduler", name)
-        for name, s in search.STRATEGIES.items()
+        for name, s in strategies.STRATEGIES.items()
     },
     PEER: Method(PEER, "Trainer.hyperparameter_search (Optuna TPE sampler, median pruner)"),
 }

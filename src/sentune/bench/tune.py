@@ -1,4 +1,4 @@
-"""A Ray Tune method: one search of `search.run` with a strategy of `search.STRATEGIES`, read
+"""A Ray Tune method: one search of `search.run` with a strategy of `strategies.STRATEGIES`, read
 back from its run folder as the evaluations it reported. Ray itself stays inside `search.py`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def run_tune(
 
     Args:
         spec: The space with the bench's budget and this seed.
-        strategy: A name of `search.STRATEGIES`.
+        strategy: A name of `strategies.STRATEGIES`.
         seed: The seed (recorded with the run).
         storage: The folder that gets the run folder.
         options: Precision, device, CPUs and cache of the benchmark.
