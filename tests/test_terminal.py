@@ -14,7 +14,7 @@ def test_the_terminal_shows_trial_events_and_an_estimate_not_tune_tables(
     write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
 ):
     """A whole `sentune search` as a user runs it: a line per trial event with progress and an
-    estimate, the leaderboard and the summary; Tune's tables and warnings only with -v."""
+    estimate, the leaderboard and the summary; Tune's tables, boxes and warnings only with -v."""
     import subprocess
     import sys
 
@@ -32,5 +32,9 @@ def test_the_terminal_shows_trial_events_and_an_estimate_not_tune_tables(
     assert len(started) == 4, done.stderr[-3000:]
     assert any("trials done" in line and "left]" in line for line in lines)
     assert sum("Trial status" in line for line in lines) == 0
+    # Tune's experiment box and TensorBoard hint (printed whatever `verbose` says by its new
+    # output engine) are not shown either.
+    assert not any("Configuration for experiment" in line for line in lines)
+    assert not any("tensorboard" in line.lower() for line in lines)
     assert not any("snapshotting" in line for line in lines)
     assert len(lines) <= 80, "\n".join(lines)

@@ -190,7 +190,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         )
         with cuda_mps(options.mps), ray_session(options):
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
-            grid = tuner.fit()
+            grid = _fit(tuner, options)
             if _finish(run_dir, grid, spec.budget, options):
                 _confirm(run_dir, data, settings, spec.budget, options)
     # The best checkpoints whole, for the report and the export that read the mirror.
@@ -246,7 +246,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             resume_unfinished=True,
             resume_errored=True,
         )
-        grid = tuner.fit()
+        grid = _fit(tuner, options)
         if _finish(run_dir, grid, budget, options):
             _confirm(run_dir, data, settings, budget, options)
     storage.pull(_store(options), run_dir.name)  # as at the end of `run`
@@ -542,7 +542,7 @@ def _confirm(
             len(configs),
         )
         tuner = _build_confirm_tuner(configs, trainable, run_dir, budget, options)
-    grid = tuner.fit()
+    grid = _fit(tuner, options)
     _finish_confirm(run_dir, grid, options)
 
 
@@ -1091,6 +1091,31 @@ def _trainable(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+#: Ray Tune's switch between its output engines (read when `Tuner.fit` starts).
+_TUNE_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
+
+
+def _fit(tuner, options: SearchOptions):
+    """`tuner.fit()`, printing nothing of Tune's own unless `options.verbose`.
+
+    Tune's new output engine prints an experiment box and a TensorBoard hint at every start
+    whatever `verbose` says (Ray 2.60 `tune.run` calls `experiment_started` unconditionally);
+    its legacy engine honours `verbose=0`. The switch is an environment variable, so it is
+    set for the call only.
+    """
+    if options.verbose:
+        return tuner.fit()
+    saved = os.environ.get(_TUNE_NEW_OUTPUT)
+    os.environ[_TUNE_NEW_OUTPUT] = "0"
+    try:
+        return tuner.fit()
+    finally:
+        if saved is None:
+            os.environ.pop(_TUNE_NEW_OUTPUT, None)
+        else:
+            os.environ[_TUNE_NEW_OUTPUT] = saved
 
 
 def _quiet_unless_verbose(options: SearchOptions) -> None:
