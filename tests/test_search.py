@@ -250,6 +250,7 @@ def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
 
 def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp_path):
     spec = space.load("heads")
+    spec = replace(spec, budget=replace(spec.budget, trials=20))
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
     searcher = search._searcher("random", spec, run_dir)
@@ -260,6 +261,24 @@ def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp
         assert ("head.width" in suggested) == has_layer
         assert ("head.activation" in suggested) == has_layer
     assert (run_dir / runs.OPTUNA_JOURNAL).is_file()
+
+
+def test_a_restored_searcher_suggests_no_trial_past_the_budget(tmp_path):
+    """Tune counts suggestions in its pickled state, which after a SIGKILL may predate the last
+    trial; the journal has every suggestion, so a searcher restored from older state stops at
+    the budget instead of adding a trial (a resumed S3 run once ended with 4 of 3)."""
+    from ray.tune.search import Searcher
+
+    spec = space.load("heads")
+    spec = replace(spec, budget=replace(spec.budget, trials=2))
+    run_dir = tmp_path / "heads-20260101-000000"
+    run_dir.mkdir()
+    first = search._searcher("random", spec, run_dir)
+    assert isinstance(first.suggest("a"), dict)
+    restored = search._searcher("random", spec, run_dir)  # its own state knows of "a" only
+    assert isinstance(first.suggest("b"), dict)
+    assert restored.suggest("c") == Searcher.FINISHED
+    assert first.suggest("d") == Searcher.FINISHED
 
 
 # --- latency-aware objectives ----------------------------------------------------------------

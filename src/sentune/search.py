@@ -875,6 +875,7 @@ def _searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     return _journal_searcher_class()(
         journal=runs.optuna_journal(run_dir.resolve()),
         max_epochs=spec.budget.max_epochs,
+        trials=spec.budget.trials,
         objective=objective,
         space=spec.define_by_run(),
         metric=list(objective.metrics) if objective.multi else config.OBJECTIVE,
@@ -913,6 +914,7 @@ def _journal_searcher_class():
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     class JournalOptunaSearch(OptunaSearch):
@@ -921,12 +923,14 @@ def _journal_searcher_class():
             *,
             journal: Path,
             max_epochs: float,
+            trials: int | None = None,
             objective: config.Objective | None = None,
             **kwargs,
         ):
             storage = JournalStorage(JournalFileBackend(str(journal)))
             super().__init__(storage=storage, **kwargs)
             self._max_epochs = float(max_epochs)
+            self._trials = trials
             self._objective = objective or config.Objective()
             #: Ray trial id -> {epoch: score} as reported to Optuna.
             self._epoch_scores: dict[str, dict[int, float]] = {}
@@ -934,6 +938,8 @@ def _journal_searcher_class():
             self._inference: dict[str, dict[str, float]] = {}
 
         def suggest(self, trial_id: str):
+            if trial_id not in self._ot_trials and self._budget_spent():
+                return Searcher.FINISHED
             suggested = super().suggest(trial_id)
             if not self._epoch_scores:
                 # The study's one objective by its name, for optuna-dashboard and load_study
@@ -945,6 +951,20 @@ def _journal_searcher_class():
                 self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
                 self._epoch_scores[trial_id] = {}
             return suggested
+
+        def _budget_spent(self) -> bool:
+            """Whether the journal already names `trials` Ray trials. Tune counts suggestions
+            in its own pickled state, which after a SIGKILL may predate the last trial it
+            restores (seen once in a resumed S3 test run): it would then ask for one trial more than
+            the budget. The journal is written at once, so it has every suggestion."""
+            budget = getattr(self, "_trials", None)  # state pickled before it existed: None
+            if budget is None:
+                return False
+            named = {
+                frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR)
+                for frozen in self._ot_study.get_trials(deepcopy=False)
+            }
+            return len(named - {None}) >= budget
 
         def on_trial_result(self, trial_id: str, result: dict):
             self._report_epoch(trial_id, result)
