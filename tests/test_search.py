@@ -265,20 +265,24 @@ def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp
 
 def test_a_restored_searcher_suggests_no_trial_past_the_budget(tmp_path):
     """Tune counts suggestions in its pickled state, which after a SIGKILL may predate the last
-    trial; the journal has every suggestion, so a searcher restored from older state stops at
-    the budget instead of adding a trial (a resumed S3 run once ended with 4 of 3)."""
+    trial; the journal has every trial that ran, so a searcher restored from older state stops
+    at the budget instead of adding a trial (a resumed S3 run once ended with 4 of 3). A trial
+    suggested but never reported (Tune may have lost it) is replaced."""
     from ray.tune.search import Searcher
 
     spec = space.load("heads")
     spec = replace(spec, budget=replace(spec.budget, trials=2))
+    epoch_1 = {config.EPOCH: 1, config.OBJECTIVE: 0.5}
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
     first = search._searcher("random", spec, run_dir)
-    assert isinstance(first.suggest("a"), dict)
+    first.suggest("a")
+    first.on_trial_result("a", epoch_1)
     restored = search._searcher("random", spec, run_dir)  # its own state knows of "a" only
-    assert isinstance(first.suggest("b"), dict)
-    assert restored.suggest("c") == Searcher.FINISHED
-    assert first.suggest("d") == Searcher.FINISHED
+    first.suggest("b")  # suggested, never reported: lost with the driver
+    assert isinstance(restored.suggest("c"), dict)
+    restored.on_trial_result("c", epoch_1)
+    assert restored.suggest("d") == Searcher.FINISHED
 
 
 # --- latency-aware objectives ----------------------------------------------------------------

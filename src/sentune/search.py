@@ -953,18 +953,21 @@ def _journal_searcher_class():
             return suggested
 
         def _budget_spent(self) -> bool:
-            """Whether the journal already names `trials` Ray trials. Tune counts suggestions
-            in its own pickled state, which after a SIGKILL may predate the last trial it
-            restores (seen once in a resumed S3 test run): it would then ask for one trial more than
-            the budget. The journal is written at once, so it has every suggestion."""
+            """Whether `trials` Ray trials have already run: reported an epoch or finished,
+            by the journal (written at once). Tune counts suggestions in its pickled state,
+            which after a SIGKILL may predate the last trial it restores (seen once in a
+            resumed S3 test run): it would then ask for one trial past the budget. A trial
+            suggested but never reported does not count: after a SIGKILL Tune may have lost
+            it, and then the budget needs its replacement."""
             budget = getattr(self, "_trials", None)  # state pickled before it existed: None
             if budget is None:
                 return False
-            named = {
+            ran = {
                 frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR)
                 for frozen in self._ot_study.get_trials(deepcopy=False)
+                if frozen.state.is_finished() or frozen.intermediate_values
             }
-            return len(named - {None}) >= budget
+            return len(ran - {None}) >= budget
 
         def on_trial_result(self, trial_id: str, result: dict):
             self._report_epoch(trial_id, result)
