@@ -1,6 +1,6 @@
 """Search strategies by name: which Optuna sampler proposes trials (the one place samplers are
 built, with their settings) and which scheduler stops them (ASHA or FIFO, built in `search`).
-Imports neither Ray nor the trial: the CLI, the bench and the analysis name strategies with it."""
+Imports neither Ray nor the trial: the bench names its methods with it, `search` runs them."""
 
 from __future__ import annotations
 
