@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,6 +144,41 @@ def test_gpus_on_a_host_without_gpus_fail_before_anything_is_written(
     with pytest.raises(ResourceError, match="no CUDA GPU"):
         search.run(spec, options=search.SearchOptions(storage=tmp_path / "trials"))
     assert not (tmp_path / "trials").exists()
+
+
+def test_ray_starts_while_the_data_is_prepared_and_stops_when_that_fails(
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, monkeypatch
+):
+    """The data is prepared in a second thread while Ray starts in this one (Ray's processes
+    die with the thread that started them); a preparation that fails still leaves no Ray
+    running and no run folder."""
+    import threading
+
+    import ray
+
+    from sentune.errors import DataError
+
+    seen = {}
+
+    def prepare(spec, options):
+        seen["thread"] = threading.current_thread()
+        # Started sequentially, Ray would start only after this returns: the wait would fail.
+        for _ in range(600):
+            if ray.is_initialized():
+                break
+            time.sleep(0.1)
+        seen["ray_during_prepare"] = ray.is_initialized()
+        raise DataError("the data is bad")
+
+    monkeypatch.setattr(search, "_prepare", prepare)
+    spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv))
+    options = search.SearchOptions(storage=tmp_path / "trials", dashboard=False)
+    with pytest.raises(DataError, match="the data is bad"):
+        search.run(spec, options=options)
+    assert seen["thread"] is not threading.main_thread()
+    assert seen["ray_during_prepare"]
+    assert not ray.is_initialized()
+    assert not list((tmp_path / "trials").glob("*/*"))
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(capsys):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
@@ -142,6 +142,67 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             f"--name {run_name!r}: {store.tune_path(run_name)} already exists; choose another "
             f"name, or continue it with `{resume_command(run_dir, options)}`"
         )
+    # Ray starts (here, in this thread) while another thread imports the model's libraries and
+    # prepares the data: the two longest steps before the first trial, and they share nothing.
+    with cuda_mps(options.mps), _beside_ray_start(options, _prepare, spec, options) as prepared:
+        spec, data, model_path, max_length = prepared()
+        settings = TrialSettings(
+            model=model_path,
+            max_epochs=spec.budget.max_epochs,
+            precision=options.precision,
+            device=options.device,
+            num_threads=max(1, int(spec.budget.cpus_per_trial)),
+            resumable=True,
+            measure_latency=spec.objective.needs_latency,
+            gpus_per_trial=spec.budget.gpus_per_trial,
+            started_at=options.started_at,
+        )
+        strategy = STRATEGIES[options.strategy]
+        with _removed_unless_started(run_dir, options):
+            with _storage_errors(run_dir):
+                run_dir.mkdir(parents=True)
+                manifest = runs.new_manifest(
+                    run_dir,
+                    spec=spec,
+                    data=data,
+                    settings=settings,
+                    strategy=options.strategy,
+                    max_failures=options.max_failures,
+                    address=options.address,
+                    max_length=max_length.record(),
+                    optuna_study=run_name if spec.params else None,
+                    sampler=sampler_settings(strategy.sampler, spec.budget)
+                    if spec.params
+                    else None,
+                    objective=spec.objective,
+                )
+                runs.write_manifest(run_dir, manifest)
+                storage.push(store, run_name)
+            log.info(
+                "search %s: %d trials, results in %s",
+                run_name,
+                spec.budget.trials,
+                _location(run_dir, options),
+            )
+            tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
+            grid = _fit(tuner, options)
+            if _finish(run_dir, grid, spec.budget, options):
+                _confirm(run_dir, data, settings, spec.budget, options)
+    # The best checkpoints whole, for the report and the export that read the mirror.
+    storage.pull(store, run_name)
+    return run_dir
+
+
+class _Prepared(NamedTuple):
+    spec: SearchSpec
+    data: PreparedData
+    model_path: str
+    max_length: MaxLength
+
+
+def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
+    """The model found and checked against the space, the data tokenized, and what depends on
+    both made concrete (`train.max_length: auto`, `budget.gpus_per_trial: auto`)."""
     from sentune.data import prepare
     from sentune.model import resolve_model
 
@@ -152,50 +213,39 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
     spec = replace(spec, budget=resolve_gpus_per_trial(spec, model_path, options))
-    settings = TrialSettings(
-        model=model_path,
-        max_epochs=spec.budget.max_epochs,
-        precision=options.precision,
-        device=options.device,
-        num_threads=max(1, int(spec.budget.cpus_per_trial)),
-        resumable=True,
-        measure_latency=spec.objective.needs_latency,
-        gpus_per_trial=spec.budget.gpus_per_trial,
-        started_at=options.started_at,
-    )
-    strategy = STRATEGIES[options.strategy]
-    with _removed_unless_started(run_dir, options):
-        with _storage_errors(run_dir):
-            run_dir.mkdir(parents=True)
-            manifest = runs.new_manifest(
-                run_dir,
-                spec=spec,
-                data=data,
-                settings=settings,
-                strategy=options.strategy,
-                max_failures=options.max_failures,
-                address=options.address,
-                max_length=max_length.record(),
-                optuna_study=run_name if spec.params else None,
-                sampler=sampler_settings(strategy.sampler, spec.budget) if spec.params else None,
-                objective=spec.objective,
-            )
-            runs.write_manifest(run_dir, manifest)
-            storage.push(store, run_name)
-        log.info(
-            "search %s: %d trials, results in %s",
-            run_name,
-            spec.budget.trials,
-            _location(run_dir, options),
-        )
-        with cuda_mps(options.mps), ray_session(options):
-            tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
-            grid = _fit(tuner, options)
-            if _finish(run_dir, grid, spec.budget, options):
-                _confirm(run_dir, data, settings, spec.budget, options)
-    # The best checkpoints whole, for the report and the export that read the mirror.
-    storage.pull(store, run_name)
-    return run_dir
+    return _Prepared(spec, data, model_path, max_length)
+
+
+def _reload(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, PreparedData]:
+    """A resumed run's model path and data. The model is resolved again: the run may continue
+    on another machine."""
+    from sentune.model import resolve_model
+
+    model_path = resolve_model(manifest.model)
+    data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
+    return model_path, data
+
+
+@contextmanager
+def _beside_ray_start(options: SearchOptions, function: Callable[..., Any], *args):
+    """Ray for the body of a `with` block (`ray_session`), started while `function(*args)` runs
+    in another thread; yields a call that waits for that function's result (or raises its
+    error).
+
+    Ray starts in this thread, not the other: Linux ends the processes Ray starts (the GCS, the
+    raylet) when the *thread* that started them ends (their parent-death signal), so Ray must
+    start in the thread that outlives the search. A function that fails still waits for Ray's
+    start (a few seconds) and its shutdown; bad input found before this block costs neither.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sentune-prepare") as pool:
+        future = pool.submit(function, *args)
+        try:
+            with ray_session(options):
+                yield future.result
+        finally:
+            future.cancel()
 
 
 def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
@@ -216,8 +266,6 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     """
     from ray import tune
 
-    from sentune.model import resolve_model
-
     run_dir = Path(run_dir)
     manifest = runs.read_manifest(run_dir)
     # Before Ray Tune is imported: a wrong address or a missing token is said within seconds.
@@ -232,14 +280,12 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     if not manifest.settings.resumable:
         raise RunError(f"{run_dir}: written by a sentune without resumable checkpoints; rerun it")
     budget = manifest.budget
-    model_path = resolve_model(manifest.model)
-    # The model is resolved again: the run may continue on another machine.
-    data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
     options = replace(options, started_at=options.started_at or time.time())
-    settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
     log.info("resuming %s", location)
     _quiet_unless_verbose(options)
-    with cuda_mps(options.mps), ray_session(options):
+    with cuda_mps(options.mps), _beside_ray_start(options, _reload, manifest, options) as reloaded:
+        model_path, data = reloaded()
+        settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
         tuner = tune.Tuner.restore(
             location,
             trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
@@ -744,6 +790,10 @@ def max_length_for_data(
     return spec, chosen
 
 
+#: The Ray module that says, at every local start, that token authentication is on.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def start_ray(options: SearchOptions):
     """Join a cluster, or start local Ray with every service on 127.0.0.1.
 
@@ -756,6 +806,9 @@ def start_ray(options: SearchOptions):
         return None
     if options.address is None:
         _keep_ray_on_loopback()
+        if not options.verbose:
+            # Ray's notice that it turned its token authentication on (as it should: kept on).
+            logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
         # "local" always starts a new Ray: without it, Ray joins whatever cluster
         # /tmp/ray/ray_current_cluster names, even one that is long gone.
         context = ray.init(
