@@ -3,10 +3,12 @@
 Part (a), one trial without Ray: sentune's trial loop (`run_trial`) on a randomly initialised
 BERT-base encoder (BertConfig defaults: 12 layers, hidden 768) over synthetic token ids of
 exactly `--max-length` tokens (no padding), at each batch size (32 and 128), precision (fp16,
-bf16) and mode (eager, compiled with `train.compile`). Per run: training samples/s and tokens/s
-of the last epoch (the first warms up, and compiles), peak GPU memory, and the model FLOPs
-utilisation: 6 * parameters * tokens/s over the device's peak dense fp16/bf16 throughput, looked
-up by device name (`unknown` when not in the table; attention's own FLOPs left out, as usual).
+bf16) and mode (`eager`; `compiled`: `train.compile` without CUDA graphs; `cudagraphs`:
+`train.compile` with them, `train.compile_mode: reduce-overhead`, what `auto` picks on CUDA).
+Per run: training samples/s and tokens/s of the last epoch (the first warms up, and
+compiles), peak GPU memory, and the model FLOPs utilisation: 6 * parameters * tokens/s over the
+device's peak dense fp16/bf16 throughput, looked up by device name (`unknown` when not in the
+table; attention's own FLOPs left out, as usual).
 
 Part (b), a real Ray Tune search (`search.run`, random sampler, FIFO: every trial trains the
 full budget) of `--search-trials` trials of the same encoder shape with the real tokenizer on
@@ -67,6 +69,12 @@ _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 #: The tokenizer of the search part, looked for in this order: the `.gpu/` bundle's copy of
 #: the embedded MiniLM's (bert-base-uncased vocabulary), then the installed package.
 _BUNDLED_TOKENIZER = Path(__file__).resolve().parents[1] / ".gpu" / "tok"
+#: One trial's modes (part a): the trial settings of each.
+MODES = {
+    "eager": {"train.compile": False},
+    "compiled": {"train.compile": True, "train.compile_mode": "default"},
+    "cudagraphs": {"train.compile": True, "train.compile_mode": "reduce-overhead"},
+}
 #: How often GPU utilisation is sampled during a search.
 SAMPLE_EVERY_S = 0.5
 
@@ -152,15 +160,16 @@ def run_check(
     batch_size: int,
     max_length: int,
     params: int,
-    compile: bool = False,
+    mode: str = "eager",
 ) -> dict:
-    """One `run_trial` call: last epoch's throughput, peak GPU memory and MFU."""
+    """One `run_trial` call in `mode` (`MODES`): last epoch's throughput, peak GPU memory and
+    MFU."""
     trial_config = {
         "train.batch_size": batch_size,
         "train.effective_batch_size": batch_size,
         "train.max_length": max_length,
         "train.learning_rate": 5e-5,
-        "train.compile": compile,
+        **MODES[mode],
     }
     history: list[dict] = []
     if device == "cuda":
@@ -190,7 +199,7 @@ def run_check(
         "device": name,
         "precision": precision,
         "batch_size": batch_size,
-        "mode": "compiled" if compile else "eager",
+        "mode": mode,
         "samples_per_s": samples_per_s,
         "tokens_per_s": tokens_per_s,
         "peak_memory_mib": (
@@ -581,7 +590,7 @@ def _trial_entry(folder, data, args, *, precision, batch_size, mode, epochs, max
         resolve_precision(precision, args.device)
     except SentuneError as err:
         return {"skipped": str(err)}
-    if mode == "compiled" and args.device == "cpu":
+    if mode != "eager" and args.device == "cpu":
         # Measured here: a 2-layer, hidden-32 BERT took ~230 s to compile on a 2-core CPU.
         return {"skipped": "torch.compile on the CPU takes minutes; compiled runs on CUDA"}
     return run_check(
@@ -593,7 +602,7 @@ def _trial_entry(folder, data, args, *, precision, batch_size, mode, epochs, max
         batch_size=batch_size,
         max_length=max_length,
         params=params,
-        compile=mode == "compiled",
+        mode=mode,
     )
 
 
@@ -653,7 +662,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-smoke", action="store_true", help="the same as --device cpu --tiny")
     p.add_argument("--precisions", default="fp16,bf16", help="comma-separated: fp16,bf16,fp32")
     p.add_argument("--batch-sizes", default="32,128", help="comma-separated")
-    p.add_argument("--modes", default="eager,compiled", help="comma-separated: eager,compiled")
+    p.add_argument(
+        "--modes", default="eager,compiled,cudagraphs", help=f"comma-separated: {','.join(MODES)}"
+    )
     p.add_argument("--samples", type=int, default=4096, help="training examples per epoch")
     p.add_argument("--val-samples", type=int, default=512)
     p.add_argument("--epochs", type=int, default=2, help="the last epoch is measured")

@@ -265,8 +265,9 @@ def test_gpu_check_tiny_on_the_cpu_writes_every_figure(tmp_path, capsys):
     assert gpu_check.main(["--device", "cpu", "--tiny", "--json", str(out)]) == 0
     payload = json.loads(out.read_text())
     trials = {(r["precision"], r["batch_size"], r["mode"]): r for r in payload["trial"]}
-    assert set(trials) == {("fp32", 16, "eager"), ("fp32", 16, "compiled")}
+    assert set(trials) == {("fp32", 16, m) for m in ("eager", "compiled", "cudagraphs")}
     assert "minutes" in trials["fp32", 16, "compiled"]["skipped"]
+    assert "minutes" in trials["fp32", 16, "cudagraphs"]["skipped"]
     eager = trials["fp32", 16, "eager"]
     for key in ("samples_per_s", "tokens_per_s", "model_tflops", "wall_s", "val_macro_f1"):
         assert isinstance(eager[key], float) and eager[key] >= 0, key

@@ -13,6 +13,7 @@ from sentune import config
 from sentune.batching import sorted_batches
 from sentune.config import DataConfig, TrainConfig, TrialSettings
 from sentune.data import prepare
+from sentune.errors import SentuneError
 from sentune.evaluate import compute_metrics
 from sentune.model import build_model, load_model
 from sentune.trial import (
@@ -420,9 +421,11 @@ def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
     replaced by a recorder (compiling on this CPU would take longer than the test)."""
     from sentune import trial
 
-    shapes = set()
+    shapes, modes = set(), []
 
-    def recording_compile(model):
+    def recording_compile(model, mode):
+        modes.append(mode)
+
         def forward(**inputs):
             shapes.add((tuple(inputs["input_ids"].shape), model.training))
             return model(**inputs)
@@ -435,6 +438,7 @@ def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
     assert result.best
     # Training batches of 16 rows and evaluation batches of 32, each 32 tokens wide (one bucket).
     assert shapes == {((16, 32), True), ((32, 32), False)}
+    assert modes == ["default"]  # `auto`: CUDA graphs are for CUDA devices only
 
     # A filler row (label IGNORE_LABEL) leaves the loss as it was.
     model = build_model(str(tiny_model_dir), config.HeadConfig(), label_names=["a", "b", "c"])
@@ -452,7 +456,19 @@ def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
 
 
+def test_compile_mode_auto_means_cuda_graphs_on_cuda_only():
+    from sentune.trial import compile_mode
+
+    assert compile_mode("auto", "cuda") == "reduce-overhead"
+    assert compile_mode("auto", "cpu") == "default"
+    assert compile_mode("default", "cuda") == "default"
+    with pytest.raises(SentuneError, match="use one of auto, default, reduce-overhead"):
+        compile_mode("max-autotune", "cuda")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles in seconds on a GPU only")
-def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path):
-    result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=1, **{"train.compile": True})
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path, mode):
+    settings = {"train.compile": True, "train.compile_mode": mode, "train.max_length": 64}
+    result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=2, **settings)
     assert result.best[config.OBJECTIVE] > 0

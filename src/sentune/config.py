@@ -132,6 +132,10 @@ TRUNCATION_WARN_SHARE = 0.2
 #: Which tokens of a text longer than `train.max_length` are kept: the first ones (`head`), the
 #: last ones (`tail`) or both ends (`head_tail`); see `batching.truncate`.
 TRUNCATIONS = ("head", "tail", "head_tail")
+#: How `train.compile` compiles (`torch.compile`'s `mode`): `reduce-overhead` adds CUDA graphs
+#: (a step's kernels launched as one graph: the host no longer paces a small batch), `default`
+#: does not; `auto` is `reduce-overhead` on CUDA and `default` elsewhere (CUDA graphs are CUDA's).
+COMPILE_MODES = ("auto", "default", "reduce-overhead")
 #: Optuna samplers a space (`sampler:`) or a strategy may name; TPE unless one is named.
 SAMPLERS = ("tpe", "random", "qmc", "gp", "cmaes")
 
@@ -227,6 +231,8 @@ class TrainConfig:
     #: `torch.compile` the model (training and evaluation); batches are then padded to multiples
     #: of 32 tokens so that it recompiles a few times only. Pays off on GPUs; slow to start on CPU.
     compile: bool = False
+    #: How `compile` compiles (`COMPILE_MODES`): `auto` uses CUDA graphs on GPUs.
+    compile_mode: str = "auto"
     #: Seed of the head's initialisation, the batches and dropout.
     seed: int = 0
 
@@ -365,6 +371,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "head.activation": ACTIVATIONS,
     "train.imbalance": IMBALANCE,
     "train.truncation": TRUNCATIONS,
+    "train.compile_mode": COMPILE_MODES,
 }
 #: Inclusive numeric bounds of fields (None: unbounded on that side).
 LIMITS: dict[str, tuple[float | None, float | None]] = {

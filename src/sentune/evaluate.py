@@ -192,13 +192,16 @@ def predict_logits(
                 input_ids, mask = pad_batch_static(
                     batch, pad_id=pad_id, max_length=static_max_length, rows=batch_size
                 )
+                # Each batch a new step for CUDA graphs: the previous one's logits are copied.
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 logits = model(
                     input_ids=to_device(torch.from_numpy(input_ids), device),
                     attention_mask=to_device(torch.from_numpy(mask), device),
                 ).logits
             order += indices
-            pieces.append(logits[: len(indices)].float())
+            # A copy: a CUDA graph's replay overwrites its outputs in place.
+            pieces.append(logits[: len(indices)].to(torch.float32, copy=True))
     out = torch.empty(len(split), model.config.num_labels)
     if pieces:
         out[order] = torch.cat(pieces).cpu()

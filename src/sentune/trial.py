@@ -179,7 +179,9 @@ def _run_trial(
     loop = _Loop(
         accelerator=accelerator,
         model=model,
-        forward=compile_model(model) if train.compile else model,
+        forward=compile_model(model, compile_mode(train.compile_mode, device))
+        if train.compile
+        else model,
         optimizer=optimizer,
         scheduler=scheduler,
         train=train,
@@ -208,9 +210,21 @@ def _run_trial(
 COMPILE_RECOMPILE_LIMIT = 64
 
 
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """`torch.compile(model)` with static shapes: batches come padded to a few lengths
-    (`batching.pad_batch_static`), so a graph per shape runs faster than one dynamic graph.
+def compile_mode(mode: str, device: str) -> str:
+    """`torch.compile`'s mode for `train.compile_mode` on `device` (`config.COMPILE_MODES`)."""
+    if mode not in config.COMPILE_MODES:
+        raise SentuneError(
+            f"unknown train.compile_mode {mode!r}; use one of {', '.join(config.COMPILE_MODES)}"
+        )
+    if mode == "auto":
+        return "reduce-overhead" if device == "cuda" else "default"
+    return mode
+
+
+def compile_model(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
+    """`torch.compile(model, mode=mode)` with static shapes: batches come padded to a few
+    lengths (`batching.pad_batch_static`), so a graph per shape runs faster than one dynamic
+    graph, and each shape can be replayed as a CUDA graph (`reduce-overhead`).
 
     The compiled module shares the model's parameters; save and unwrap the model itself.
     """
@@ -224,7 +238,7 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, COMPILE_RECOMPILE_LIMIT)
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, mode=mode)
 
 
 def _reset_accelerate() -> None:
@@ -500,6 +514,10 @@ class _Loop:
                 static_max_length=self.static_max_length,
                 rows=self.train.batch_size,
             ).to(self.accelerator.device)
+            if self.static_max_length is not None:
+                # A new step for CUDA graphs (`compile_mode`): the previous step's outputs are
+                # consumed, so its graphs may be replayed over them.
+                torch.compiler.cudagraph_mark_step_begin()
             with self.accelerator.autocast():
                 out = self.forward(
                     input_ids=batch.input_ids,
