@@ -418,16 +418,20 @@ def search_check(
 
 #: Lines of `sentune search`'s output that mark its start-up phases, by what they end.
 _PHASE_LINES = {
-    "ready_to_start_ray_s": re.compile(r"sentune\.search: search \S+: \d+ trials"),
+    "data_ready_s": re.compile(r"sentune\.search: search \S+: \d+ trials"),
     "first_trial_started_s": re.compile(r"^trial \S+ started:"),
+    # Printed at the first step (`progress.py`): seconds since this benchmark started the
+    # process, so the interpreter's own start counts too.
+    "first_step_seen_s": re.compile(r"^first training step "),
 }
 
 
 def _start_phases(log_path: Path, first_step_s: float | None) -> dict:
     """Where the time before the first training step went, from the timed output
-    (`_copy_timed`): seconds from the command's start until it was ready to start Ray (imports,
-    checks, data), until the first trial started (Ray, Tune), and from then to the first step
-    (the worker's imports, CUDA, the model, the step itself)."""
+    (`_copy_timed`): seconds from the command's start until the data was ready (imports,
+    checks, tokenizing; Ray starts meanwhile), until the first trial started (the rest of Ray's
+    start, Tune), until the first step was printed, and from the trial's start to its first
+    step (the worker's imports, CUDA, the model, the step itself)."""
     found: dict[str, float] = {}
     for line in log_path.read_text().splitlines():
         stamp = re.match(r"\[\s*([\d.]+)s\] (.*)", line)

@@ -278,7 +278,8 @@ def test_gpu_check_tiny_on_the_cpu_writes_every_figure(tmp_path, capsys):
         assert isinstance(packed[key], float) and packed[key] > 0, key
     assert packed["first_step_s"] < packed["wall_s"]
     # Where the time before the first step went, from the command's timed output.
-    assert 0 < packed["ready_to_start_ray_s"] < packed["first_trial_started_s"]
+    assert 0 < packed["data_ready_s"] < packed["first_trial_started_s"]
+    assert packed["first_trial_started_s"] < packed["first_step_seen_s"]
     assert packed["first_trial_started_s"] < packed["first_step_s"]
     assert packed["trial_start_to_first_step_s"] > 0
     assert packed["gpu_util_mean"] is None and packed["gpu_util_samples"] == 0
