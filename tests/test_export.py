@@ -236,7 +236,7 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
 
 def test_predict_cleans_text_as_training_did(tiny_run, exported, tmp_path):
     from sentune import data
-    from sentune.model import load_tokenizer
+    from sentune.encoders import load_tokenizer
 
     raw = "great<br /><br />phone &amp; case"
     cleaned = data._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning

@@ -18,17 +18,9 @@ from transformers import (
 )
 
 from sentune.config import ACTIVATIONS, POOLINGS, HeadConfig
+from sentune.encoders import MODELS, encoder_max_length, load_tokenizer, resolve_model
 from sentune.errors import ModelError
-from sentune.model import (
-    MODELS,
-    SentimentModel,
-    build_model,
-    class_weights,
-    encoder_max_length,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-)
+from sentune.model import SentimentModel, build_model, class_weights, load_model
 
 TEXTS = ["i love this phone", "the meeting was on monday", "worst day it was really awful"]
 
@@ -245,7 +237,7 @@ def test_tied_weights_are_none(tiny_model_dir):
 
 
 def test_encoder_layers_keeps_the_first_k_layers_and_loads_back(tiny_model_dir, tmp_path):
-    from sentune.model import check_encoder_layers
+    from sentune.encoders import check_encoder_layers
 
     labels = ["negative", "neutral", "positive"]
     full = build_model(str(tiny_model_dir), HeadConfig(), label_names=labels)
@@ -297,3 +289,31 @@ def test_padded_batch_needs_no_host_read_of_the_mask(
         model(**inputs)
     monkeypatch.undo()
     assert reads
+
+
+def test_a_search_prepares_its_start_without_transformers_modeling_code(
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    """What a search reads before its trials exist (the model's path, length limit, layers and
+    size; the tokenized data) comes from configs and tokenizers: importing transformers'
+    modeling code takes seconds that would delay the first trial. In a fresh process, since
+    this one has imported everything."""
+    import subprocess
+    import sys
+
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv)
+    code = f"""
+import json, sys
+from pathlib import Path
+from sentune import search, space
+spec = space.load(Path({str(space_file)!r}))
+prepared = search._prepare(spec, search.SearchOptions(cache_dir=Path({str(tmp_path)!r})))
+print(json.dumps([len(prepared.data.train), sorted(
+    m for m in ("sentune.model", "transformers.modeling_utils") if m in sys.modules)]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    n_train, imported = json.loads(out.strip().splitlines()[-1])
+    assert n_train > 0
+    assert imported == []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,37 +148,47 @@ def test_gpus_on_a_host_without_gpus_fail_before_anything_is_written(
 
 
 def test_ray_starts_while_the_data_is_prepared_and_stops_when_that_fails(
-    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, monkeypatch
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
 ):
     """The data is prepared in a second thread while Ray starts in this one (Ray's processes
     die with the thread that started them); a preparation that fails still leaves no Ray
-    running and no run folder."""
-    import threading
-
-    import ray
-
-    from sentune.errors import DataError
-
-    seen = {}
-
-    def prepare(spec, options):
-        seen["thread"] = threading.current_thread()
-        # Started sequentially, Ray would start only after this returns: the wait would fail.
-        for _ in range(600):
-            if ray.is_initialized():
-                break
-            time.sleep(0.1)
-        seen["ray_during_prepare"] = ray.is_initialized()
-        raise DataError("the data is bad")
-
-    monkeypatch.setattr(search, "_prepare", prepare)
-    spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv))
-    options = search.SearchOptions(storage=tmp_path / "trials", dashboard=False)
-    with pytest.raises(DataError, match="the data is bad"):
-        search.run(spec, options=options)
-    assert seen["thread"] is not threading.main_thread()
-    assert seen["ray_during_prepare"]
-    assert not ray.is_initialized()
+    running and no run folder. In a fresh process: this one may hold the tests' own Ray."""
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv)
+    code = f"""
+import json, threading, time
+from pathlib import Path
+import ray
+from sentune import search, space
+from sentune.errors import DataError
+seen = {{}}
+def prepare(spec, options):
+    seen["other_thread"] = threading.current_thread() is not threading.main_thread()
+    # Started sequentially, Ray would start only after this returns: the wait would fail.
+    for _ in range(600):
+        if ray.is_initialized():
+            break
+        time.sleep(0.1)
+    seen["ray_during_prepare"] = ray.is_initialized()
+    raise DataError("the data is bad")
+search._prepare = prepare
+options = search.SearchOptions(storage={str(tmp_path / "trials")!r}, dashboard=False)
+try:
+    search.run(space.load(Path({str(space_file)!r})), options=options)
+except DataError as err:
+    seen["error"] = str(err)
+seen["ray_after"] = ray.is_initialized()
+print(json.dumps(seen))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen == {
+        "other_thread": True,
+        "ray_during_prepare": True,
+        "error": "the data is bad",
+        "ray_after": False,
+    }
     assert not list((tmp_path / "trials").glob("*/*"))
 
 

@@ -160,7 +160,7 @@ def resolve_gpus_per_trial(
 
 def model_shape(model_path: str) -> ModelShape:
     """The encoder's size from its config alone (no weights are read)."""
-    from sentune.model import encoder_config
+    from sentune.encoders import encoder_config
 
     cfg = encoder_config(model_path)
     h, layers = cfg.hidden_size, cfg.num_hidden_layers

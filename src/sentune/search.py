@@ -204,7 +204,7 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     """The model found and checked against the space, the data tokenized, and what depends on
     both made concrete (`train.max_length: auto`, `budget.gpus_per_trial: auto`)."""
     from sentune.data import prepare
-    from sentune.model import resolve_model
+    from sentune.encoders import resolve_model
 
     model_path = resolve_model(spec.model)
     _check_max_length(spec, model_path)
@@ -219,7 +219,7 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
 def _reload(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, PreparedData]:
     """A resumed run's model path and data. The model is resolved again: the run may continue
     on another machine."""
-    from sentune.model import resolve_model
+    from sentune.encoders import resolve_model
 
     model_path = resolve_model(manifest.model)
     data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
@@ -720,7 +720,7 @@ def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
 
 
 def _check_max_length(spec: SearchSpec, model_path: str) -> None:
-    from sentune.model import encoder_max_length
+    from sentune.encoders import encoder_max_length
 
     param = spec.params.get(MAX_LENGTH_KEY)
     if spec.fixed.get(MAX_LENGTH_KEY) == config.MAX_LENGTH_AUTO or (
@@ -737,7 +737,7 @@ def _check_max_length(spec: SearchSpec, model_path: str) -> None:
 
 
 def _check_encoder_layers(spec: SearchSpec, model_path: str) -> None:
-    from sentune.model import check_encoder_layers
+    from sentune.encoders import check_encoder_layers
 
     values = [v for v in spec.values(ENCODER_LAYERS_KEY) if v is not None]
     if values:
@@ -755,7 +755,7 @@ def max_length_for_data(
     Returns:
         The spec with concrete max_length values, and how they were chosen.
     """
-    from sentune.model import encoder_max_length
+    from sentune.encoders import encoder_max_length
 
     limit = encoder_max_length(model_path)
     spec, chosen = resolve_max_length(spec, data.train.lengths, limit=limit)

@@ -661,7 +661,7 @@ class _Loop:
         self.accelerator.unwrap_model(self.model).save_pretrained(staging)
         # Export and serving need the tokenizer beside the weights.
         if self._tokenizer is None:
-            from sentune.model import load_tokenizer
+            from sentune.encoders import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.data.tokenizer)
         self._tokenizer.save_pretrained(staging)

@@ -162,7 +162,7 @@ def _check_options(options: BenchOptions) -> None:
 
 def _prepare(spec: SearchSpec, options: BenchOptions) -> tuple[PreparedData, str]:
     from sentune.data import prepare
-    from sentune.model import resolve_model
+    from sentune.encoders import resolve_model
 
     model_path = resolve_model(spec.model)
     return prepare(spec.data, model_path, cache_dir=options.cache_dir), model_path

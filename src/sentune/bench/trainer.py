@@ -126,8 +126,8 @@ def build_trainer(
         set_seed,
     )
 
+    from sentune.encoders import load_tokenizer
     from sentune.evaluate import compute_metrics
-    from sentune.model import load_tokenizer
 
     train = config.build_section("train", values)
     tokenizer = load_tokenizer(model_path)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from sentune import config, runs
+from sentune.encoders import LICENSES
 from sentune.export.common import (
     BENCHMARK_FILE,
     BOOTSTRAP_RESAMPLES,
@@ -24,7 +25,6 @@ from sentune.export.common import (
     macro_f1_of,
     portable_text,
 )
-from sentune.model import LICENSES
 from sentune.predict import (
     EXPORT_MANIFEST,
     INT8_FILE,

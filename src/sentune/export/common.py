@@ -14,8 +14,8 @@ import numpy as np
 from sentune import config, runs
 from sentune.analysis import format_mean_std
 from sentune.data import Split
+from sentune.encoders import HUB_IDS
 from sentune.inference import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
-from sentune.model import HUB_IDS
 from sentune.runs import Manifest
 
 log = logging.getLogger(__name__)
