@@ -60,3 +60,12 @@ def test_run_folder_names_are_known_to_runs_only():
         text = path.read_text()
         for literal in ('"sentune.json"', '"sentune_status.json"', '"trial_state.json"'):
             assert literal not in text, f"{_name(path)} spells {literal}; ask runs.py"
+
+
+def test_the_modules_imported_ahead_of_the_analysis_exist():
+    """`search.ANALYSIS_IMPORTS` names modules by string (imported while the trials run): a
+    renamed module would silently be imported after the search again."""
+    from sentune import search
+
+    for name in search.ANALYSIS_IMPORTS:
+        assert (PACKAGE.parent / (name.replace(".", "/") + ".py")).is_file(), name

@@ -184,6 +184,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                 spec.budget.trials,
                 _location(run_dir, options),
             )
+            _import_while_trials_run()
             tuner = _build_tuner(spec, data, settings, run_dir, strategy, options)
             grid = _fit(tuner, options)
             if _finish(run_dir, grid, spec.budget, options):
@@ -214,6 +215,27 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     spec, max_length = max_length_for_data(spec, data, model_path)
     spec = replace(spec, budget=resolve_gpus_per_trial(spec, model_path, options))
     return _Prepared(spec, data, model_path, max_length)
+
+
+#: What the leaderboard and report import after a search (transformers' modeling code among
+#: them: seconds), imported while the trials run, when this process mostly waits.
+ANALYSIS_IMPORTS = ("sentune.model", "sentune.evaluate", "sentune.analysis", "sentune.report")
+
+
+def _import_while_trials_run() -> None:
+    """Import `ANALYSIS_IMPORTS` in a daemon thread, so that the analysis after the search
+    does not wait for them; one that fails is left to the analysis, which says why."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in ANALYSIS_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - imported again by the analysis, which reports it
+                log.debug("could not import %s ahead of the analysis", name, exc_info=True)
+
+    threading.Thread(target=load, name="sentune-analysis-imports", daemon=True).start()
 
 
 def _reload(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, PreparedData]:
@@ -286,6 +308,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
     with cuda_mps(options.mps), _beside_ray_start(options, _reload, manifest, options) as reloaded:
         model_path, data = reloaded()
         settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
+        _import_while_trials_run()
         tuner = tune.Tuner.restore(
             location,
             trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
