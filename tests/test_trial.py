@@ -469,6 +469,12 @@ def test_compile_mode_auto_means_cuda_graphs_on_cuda_only():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles in seconds on a GPU only")
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path, mode):
-    settings = {"train.compile": True, "train.compile_mode": mode, "train.max_length": 64}
+    # Two micro-batches per step (accumulation) and two length buckets.
+    settings = {
+        "train.compile": True,
+        "train.compile_mode": mode,
+        "train.max_length": 64,
+        "train.effective_batch_size": 32,
+    }
     result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=2, **settings)
     assert result.best[config.OBJECTIVE] > 0

@@ -506,6 +506,12 @@ class _Loop:
         if self._segment_started is None:
             self._segment_started = time.perf_counter()
         n_examples = sum(len(b) for b in group)
+        if self.static_max_length is not None:
+            # A new step for CUDA graphs (`compile_mode`): the previous step's outputs (its
+            # gradients too, set to None) are consumed, so its graphs may be replayed over them.
+            # Once per optimizer step, not per micro-batch: an accumulated gradient may live in
+            # a graph's output memory, and CUDA graphs keep such memory while it is alive.
+            torch.compiler.cudagraph_mark_step_begin()
         for indices in group:
             batch = collate(
                 [self.train_ids[i] for i in indices],
@@ -514,10 +520,6 @@ class _Loop:
                 static_max_length=self.static_max_length,
                 rows=self.train.batch_size,
             ).to(self.accelerator.device)
-            if self.static_max_length is not None:
-                # A new step for CUDA graphs (`compile_mode`): the previous step's outputs are
-                # consumed, so its graphs may be replayed over them.
-                torch.compiler.cudagraph_mark_step_begin()
             with self.accelerator.autocast():
                 out = self.forward(
                     input_ids=batch.input_ids,
