@@ -385,7 +385,10 @@ CASES = [
 
 
 @pytest.fixture
-def ctx(tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, monkeypatch):
+def ctx(ray_session, tmp_path, write_tiny_space, tiny_model_dir, tiny_csv, monkeypatch):
+    """The cases run with the tests' Ray already up: a search that finds bad data starts Ray
+    beside its preparation and must stop it again (seconds per case); the real start and stop
+    are `test_bad_data_found_while_ray_starts_is_still_one_line`'s."""
     import torch
 
     monkeypatch.chdir(tmp_path)  # the token cache (.cache/sentune) goes here
@@ -447,3 +450,24 @@ def test_search_name_that_is_taken_is_refused_before_any_work(ctx, capsys):
     line = _one_error_line(capsys)
     assert "--name 'mine':" in line and "already exists" in line
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+
+def test_bad_data_found_while_ray_starts_is_still_one_line(ctx):
+    """In a fresh process, as a user runs it: the data is found bad while Ray starts beside
+    it; the command still says one line, exits 2 and leaves no run folder."""
+    import subprocess
+    import sys
+
+    bad = _space(ctx, data=_data(ctx, _texts().rename(columns={"text": "body"})))
+    done = subprocess.run(
+        [sys.executable, "-m", "sentune.cli", *_search(ctx, bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ctx["tmp"],
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sentune: error: "), done.stderr
+    assert "no text column" in lines[0]
+    assert not ctx["storage"].exists() or not any(ctx["storage"].iterdir())
