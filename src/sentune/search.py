@@ -263,11 +263,8 @@ def _beside_ray_start(options: SearchOptions, function: Callable[..., Any], *arg
 
     with ThreadPoolExecutor(1, thread_name_prefix="sentune-prepare") as pool:
         future = pool.submit(function, *args)
-        try:
-            with ray_session(options):
-                yield future.result
-        finally:
-            future.cancel()
+        with ray_session(options):
+            yield future.result
 
 
 def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
