@@ -3,7 +3,7 @@
 Reads configs and tokenizers only: transformers' modeling code is not imported here (seconds of
 imports), so a search reads what it needs of the model (its path, length limit, layer count,
 size) and tokenizes the data while Ray starts, before any trial exists. `model.py` builds the
-model itself, and re-exports these names.
+model itself.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _minilm_folder() -> str:
     return str(folder)
 
 
-def _load_failed(name: str, err: Exception) -> ModelError:
+def load_failed(name: str, err: Exception) -> ModelError:
+    """The one-line error for a model that cannot be loaded, naming what to pass instead."""
     registered = ", ".join(MODELS)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ModelError(
@@ -103,7 +104,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise _load_failed(name_or_path, err) from err
+        raise load_failed(name_or_path, err) from err
 
 
 def _load_config(name_or_path: str) -> PretrainedConfig:
@@ -111,7 +112,7 @@ def _load_config(name_or_path: str) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise _load_failed(name_or_path, err) from err
+        raise load_failed(name_or_path, err) from err
 
 
 def encoder_config(name_or_path: str) -> PretrainedConfig:
@@ -119,7 +120,7 @@ def encoder_config(name_or_path: str) -> PretrainedConfig:
     `SentimentModel` folder, that of its encoder."""
     config = _load_config(name_or_path)
     if isinstance(config, SentimentConfig):
-        config = _encoder_config(config.encoder)
+        config = config_from_dict(config.encoder)
     return config
 
 
@@ -141,7 +142,8 @@ def encoder_max_length(name_or_path: str) -> int:
     return int(length)
 
 
-def _encoder_config(encoder: dict[str, Any]) -> PretrainedConfig:
+def config_from_dict(encoder: dict[str, Any]) -> PretrainedConfig:
+    """The encoder config that `SentimentConfig.encoder` holds as a dict, as a config object."""
     model_type = encoder.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise ModelError(f"encoder model_type {model_type!r} is not known to transformers")
@@ -195,10 +197,7 @@ class SentimentConfig(PretrainedConfig):
 
 def encoder_layers(name_or_path: str) -> int:
     """How many layers the encoder has, read from its config without weights."""
-    config = _load_config(name_or_path)
-    if isinstance(config, SentimentConfig):
-        config = _encoder_config(config.encoder)
-    return int(config.num_hidden_layers)
+    return int(encoder_config(name_or_path).num_hidden_layers)
 
 
 def check_encoder_layers(name_or_path: str, kept: int | None, *, where: str = "") -> None:

@@ -31,9 +31,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from sentune.config import ACTIVATIONS, IMBALANCE, POOLINGS, HeadConfig, outside_limits
 from sentune.encoders import (
     SentimentConfig,
-    _encoder_config,
-    _load_failed,
     check_encoder_layers,
+    config_from_dict,
+    load_failed,
     resolve_model,
 )
 from sentune.errors import ModelError
@@ -61,7 +61,7 @@ class SentimentModel(PreTrainedModel):
         super().__init__(config)
         _check_head(config)
         if encoder is None:
-            encoder = AutoModel.from_config(_encoder_config(config.encoder))
+            encoder = AutoModel.from_config(config_from_dict(config.encoder))
         else:
             # post_init skips modules and tensors flagged as initialised; without the flags it
             # would overwrite the pretrained weights with random ones.
@@ -266,7 +266,7 @@ def build_model(
         else:
             encoder = None
     except (OSError, ValueError) as err:
-        raise _load_failed(name_or_path, err) from err
+        raise load_failed(name_or_path, err) from err
     config = SentimentConfig(
         encoder=encoder_config.to_dict(),
         pooling=head.pooling,
