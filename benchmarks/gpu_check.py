@@ -420,8 +420,8 @@ def search_check(
 _PHASE_LINES = {
     "data_ready_s": re.compile(r"sentune\.search: search \S+: \d+ trials"),
     "first_trial_started_s": re.compile(r"^trial \S+ started:"),
-    # Printed at the first step (`progress.py`): seconds since this benchmark started the
-    # process, so the interpreter's own start counts too.
+    # Printed with the first report (`progress.py`), so after the step itself; seconds since
+    # this benchmark started the process, the interpreter's own start included.
     "first_step_seen_s": re.compile(r"^first training step "),
 }
 
