@@ -87,7 +87,7 @@ def tiny_spec(write_tiny_space, tiny_model_dir, tiny_csv, tmp_path):
 
 
 def test_auto_is_the_default_and_means_no_gpu_without_one(tiny_spec, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(gpus, "gpu_memory_bytes", lambda: [])
+    monkeypatch.setattr(gpus, "gpu_cards", lambda: [])
     spec = tiny_spec()
     assert spec.budget.gpus_per_trial == config.GPUS_AUTO
     budget = gpus.resolve_gpus_per_trial(spec, str(tiny_model_dir), search.SearchOptions())
@@ -96,7 +96,10 @@ def test_auto_is_the_default_and_means_no_gpu_without_one(tiny_spec, tiny_model_
 
 
 def test_auto_packs_by_the_card_and_explicit_values_win(tiny_spec, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(gpus, "gpu_memory_bytes", lambda: [H100])
+    monkeypatch.setattr(gpus, "gpu_cards", lambda: [gpus.GpuCard(H100, bf16=True)])
+    # The driver decides without CUDA: a CUDA context here would hold GPU memory all search.
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", _no_cuda_in_the_driver)
+    monkeypatch.setattr("torch.cuda.init", _no_cuda_in_the_driver)
     options = search.SearchOptions(precision="fp16")
     unset = tiny_spec(concurrency=None)
     budget = gpus.resolve_gpus_per_trial(unset, str(tiny_model_dir), options)
@@ -109,6 +112,48 @@ def test_auto_packs_by_the_card_and_explicit_values_win(tiny_spec, tiny_model_di
     assert gpus.resolve_gpus_per_trial(explicit, str(tiny_model_dir), options).gpus_per_trial == 0.5
     cpu = search.SearchOptions(precision="fp16", device="cpu")
     assert gpus.resolve_gpus_per_trial(tiny_spec(), str(tiny_model_dir), cpu).gpus_per_trial == 0
+    # `auto` packs as 16-bit, which it is on CUDA; fp32 takes more room.
+    auto = gpus.resolve_gpus_per_trial(unset, str(tiny_model_dir), search.SearchOptions())
+    assert auto.gpus_per_trial == budget.gpus_per_trial
+
+
+def _no_cuda_in_the_driver(*args, **kwargs):
+    raise AssertionError("the search's driver initialised CUDA")
+
+
+def test_bf16_on_a_card_without_it_is_said_before_the_search(
+    tiny_spec, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setattr(gpus, "gpu_cards", lambda: [gpus.GpuCard(T4, bf16=False)])
+    with pytest.raises(ResourceError, match="no bf16; use --precision fp16"):
+        gpus.resolve_gpus_per_trial(
+            tiny_spec(), str(tiny_model_dir), search.SearchOptions(precision="bf16")
+        )
+    fp16 = gpus.resolve_gpus_per_trial(
+        tiny_spec(), str(tiny_model_dir), search.SearchOptions(precision="fp16")
+    )
+    assert fp16.gpus_per_trial == 0.125  # the tiny test model: the cap of 8 per card
+
+
+def _fake_nvidia_smi(folder: Path, output: str, status: int = 0) -> None:
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '{output}'\nexit {status}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_gpu_cards_come_from_nvidia_smi_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("torch.cuda.is_available", _no_cuda_in_the_driver)
+    _fake_nvidia_smi(tmp_path, "81559, 9.0\n15360, 7.5\n")
+    assert gpus.gpu_cards() == [gpus.GpuCard(H100, True), gpus.GpuCard(T4, False)]
+
+
+def test_gpu_cards_ask_torch_when_nvidia_smi_cannot_say(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    # A driver too old for the compute_cap field fails the whole query.
+    _fake_nvidia_smi(tmp_path, 'Field "compute_cap" is not a valid field to query.\n', 2)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert gpus.gpu_cards() == []
 
 
 def test_gpus_per_trial_takes_auto_or_a_number_only(tiny_spec):

@@ -72,7 +72,7 @@ def trial_memory_bytes(
         shape: The encoder's size.
         batch_size: Examples per forward pass (the largest the search may use).
         max_length: Tokens per example (the largest the search may use).
-        precision: `fp32`, `bf16` or `fp16`.
+        precision: `fp32`, `bf16`, `fp16`, or `auto` (16-bit: what it resolves to on CUDA).
     """
     state = 16 * shape.params + (2 * shape.params if precision != "fp32" else 0)
     s, b, h, a = max_length, batch_size, shape.hidden_size, shape.heads
@@ -110,13 +110,17 @@ def resolve_gpus_per_trial(
     spec: SearchSpec, model_path: str, options: SearchOptions
 ) -> BudgetConfig:
     """The budget with `gpus_per_trial: auto` made concrete: 0 without a local CUDA GPU (or
-    with `--device cpu`), else `gpu_packing` of this host's first GPU for the largest batch
+    with `--device cpu`), else `gpu_packing` of this host's smallest GPU for the largest batch
     and max_length of the search, with `concurrency` to match unless the space sets it.
-    An explicit `gpus_per_trial` is kept as it is."""
+    An explicit `gpus_per_trial` is kept as it is.
+
+    Raises:
+        ResourceError: `--precision bf16` on a GPU without bf16 (said here, before any trial).
+    """
     budget = spec.budget
     if budget.gpus_per_trial != config.GPUS_AUTO:
         return budget
-    cards = [] if options.device == "cpu" else gpu_memory_bytes()
+    cards = [] if options.device == "cpu" else gpu_cards()
     if not cards:
         if options.address is not None:
             log.info(
@@ -124,14 +128,15 @@ def resolve_gpus_per_trial(
                 "--gpus-per-trial to use a cluster's GPUs"
             )
         return replace(budget, gpus_per_trial=0.0)
-    from sentune.trial import resolve_precision
-
+    if options.precision == "bf16" and not all(card.bf16 for card in cards):
+        raise ResourceError("this GPU has no bf16; use --precision fp16")
     packing = gpu_packing(
         model_shape(model_path),
         batch_size=max(spec.values("train.batch_size")),
         max_length=max(spec.values(MAX_LENGTH_KEY)),
-        precision=resolve_precision(options.precision, "cuda"),
-        card_bytes=min(cards),
+        # `auto` is bf16 or fp16 on CUDA: the same bytes, so which one needs no CUDA here.
+        precision=options.precision,
+        card_bytes=min(card.memory_bytes for card in cards),
         gpus=len(cards),
     )
     log.info(
@@ -171,32 +176,53 @@ def model_shape(model_path: str) -> ModelShape:
     return ModelShape(params, h, layers, cfg.num_attention_heads)
 
 
-def gpu_memory_bytes() -> list[int]:
-    """Total memory of each GPU of this host; empty without a CUDA GPU.
+class GpuCard(NamedTuple):
+    """What the packing needs to know of one GPU."""
+
+    memory_bytes: int
+    #: Compute capability 8.0 or newer (Ampere on): what `torch.cuda.is_bf16_supported` checks.
+    bf16: bool
+
+
+#: bf16 arithmetic needs this major compute capability or newer.
+BF16_COMPUTE_CAPABILITY = 8
+
+
+def gpu_cards() -> list[GpuCard]:
+    """This host's GPUs; empty without a CUDA GPU.
 
     Asks `nvidia-smi` first, so that this (driver) process does not create a CUDA context of
-    its own that would hold GPU memory for the whole search; torch when it is not there.
+    its own that would hold GPU memory for the whole search; torch when it is not there (or
+    too old to report the compute capability).
     """
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
             out = subprocess.run(
-                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                [smi, "--query-gpu=memory.total,compute_cap", "--format=csv,noheader,nounits"],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=True,
             ).stdout
-            return [int(float(line)) * 2**20 for line in out.split() if line.strip()]
+            return [_smi_card(line) for line in out.splitlines() if line.strip()]
         except (OSError, subprocess.SubprocessError, ValueError):
-            pass
+            log.debug("nvidia-smi could not describe the GPUs; asking torch", exc_info=True)
     import torch
 
     if not torch.cuda.is_available():
         return []
-    return [
-        torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())
-    ]
+    properties = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [GpuCard(p.total_memory, p.major >= BF16_COMPUTE_CAPABILITY) for p in properties]
+
+
+def _smi_card(line: str) -> GpuCard:
+    """One line of `nvidia-smi --query-gpu=memory.total,compute_cap` (`81559, 9.0`: MiB and
+    the compute capability); ValueError for anything else."""
+    memory_mib, compute_capability = (field.strip() for field in line.split(","))
+    return GpuCard(
+        int(float(memory_mib)) * 2**20, float(compute_capability) >= BF16_COMPUTE_CAPABILITY
+    )
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.gpus import cuda_mps, resolve_gpus_per_trial
+from sentune.gpus import cuda_mps, gpu_cards, resolve_gpus_per_trial
 from sentune.space import (
     MAX_LENGTH_KEY,
     MaxLength,
@@ -723,14 +723,12 @@ def _check_resources(spec: SearchSpec, options: SearchOptions) -> None:
             "--mps starts CUDA MPS on this host only; on a cluster start it on each node "
             "(nvidia-cuda-mps-control -d) and drop --mps"
         )
-    if config.uses_gpus(spec.budget) and options.address is None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ResourceError(
-                f"budget.gpus_per_trial is {spec.budget.gpus_per_trial:g} but this host has no "
-                "CUDA GPU; use --gpus-per-trial 0, or --address to run on a cluster with GPUs"
-            )
+    # nvidia-smi, not torch: this process then neither waits for torch nor initialises CUDA.
+    if config.uses_gpus(spec.budget) and options.address is None and not gpu_cards():
+        raise ResourceError(
+            f"budget.gpus_per_trial is {spec.budget.gpus_per_trial:g} but this host has no "
+            "CUDA GPU; use --gpus-per-trial 0, or --address to run on a cluster with GPUs"
+        )
     cpus = options.num_cpus or os.cpu_count() or 1
     if options.address is None and spec.budget.cpus_per_trial > cpus:
         raise ResourceError(
