@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -478,3 +479,42 @@ def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path, mod
     }
     result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=2, **settings)
     assert result.best[config.OBJECTIVE] > 0
+
+
+def test_a_trial_reaches_its_first_step_without_scikit_learn(tiny_data, tiny_model_dir, tmp_path):
+    """scikit-learn (with SciPy: a second or more) is imported at the first evaluation, not
+    before the first training step: a trial's worker imports what `search._trainable` and
+    `run_trial` need, and seconds there delay every trial's start. In a fresh process, given
+    the prepared data as the worker gets it (pickled), since this one has imported everything."""
+    import pickle
+    import subprocess
+    import sys
+
+    (tmp_path / "data.pkl").write_bytes(pickle.dumps(tiny_data))
+    code = f"""
+import json, pickle, sys
+from pathlib import Path
+import torch
+from sentune import search  # the worker unpickles the trainable from here
+from sentune.config import TrialSettings
+from sentune.trial import run_trial
+
+seen = []
+step = torch.optim.AdamW.step
+def first_step(self, *args, **kwargs):
+    seen.append("sklearn" in sys.modules)
+    return step(self, *args, **kwargs)
+torch.optim.AdamW.step = first_step
+data = pickle.loads(Path({str(tmp_path / "data.pkl")!r}).read_bytes())
+settings = TrialSettings(model={str(tiny_model_dir)!r}, max_epochs=1, precision="fp32",
+                         checkpoint_dir={str(tmp_path / "work")!r})
+config = {{"train.batch_size": 16, "train.effective_batch_size": 16, "train.max_length": 32}}
+run_trial(config, data, lambda metrics, checkpoint: None, settings=settings)
+print(json.dumps([seen[0], "sklearn" in sys.modules]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    at_first_step, after_evaluation = json.loads(out.strip().splitlines()[-1])
+    assert not at_first_step
+    assert after_evaluation  # the metrics did import it: the check above can see it

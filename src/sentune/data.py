@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from sentune.batching import truncate
 from sentune.config import CACHE_DIR, DataConfig
@@ -592,6 +591,9 @@ def _stratified(
             f"only one class ({frame['label'].iloc[0]!r}) left for the {what}; a classifier needs "
             "at least two: check data.label_column"
         )
+    # Here, not at the top: a trial imports this module and would wait for scikit-learn.
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, part = train_test_split(
             frame, test_size=size, stratify=frame["label"], random_state=seed

@@ -2,7 +2,8 @@
 
 The trial loop, the report's winner, the export and the benchmark score models here, so a metric
 means the same thing and keeps the same name (`config.metric_name`) from the trial to the export.
-torch is imported where a model runs, so that the floor and the metrics stay light.
+torch is imported where a model runs, so that the floor and the metrics stay light, and
+scikit-learn where a metric is computed, so that a trial reaches its first step without it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
 from sentune import config
 from sentune.batching import pad_batch, pad_batch_static, sorted_batches
@@ -40,6 +37,8 @@ def compute_metrics(
         label_names: The names of the label ids (index = id).
         split: Names the metrics (`val` gives `val_macro_f1`, `val_precision/<label>`, …).
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     ids = list(range(len(label_names)))
     precision, recall, _, _ = precision_recall_fscore_support(
         labels, preds, labels=ids, zero_division=0
@@ -63,6 +62,8 @@ def score(metric: str, labels: np.ndarray, preds: np.ndarray, label_ids: list[in
         labels, preds: True and predicted label ids.
         label_ids: Every label id (a class absent from a sample still counts in the macro mean).
     """
+    from sklearn.metrics import confusion_matrix
+
     return score_confusion(metric, confusion_matrix(labels, preds, labels=label_ids))
 
 
@@ -139,6 +140,8 @@ def split_scores(
     labels: np.ndarray, preds: np.ndarray, label_names: list[str], *, split: str
 ) -> dict[str, Any]:
     """`compute_metrics` plus the support of each class and the confusion matrix (JSON-ready)."""
+    from sklearn.metrics import confusion_matrix
+
     return {
         "n": len(labels),
         **compute_metrics(labels, preds, label_names, split=split),
@@ -309,6 +312,7 @@ def checkpoint_confusion(
 ) -> Confusion:
     """Load a checkpoint and predict the validation split: confusion matrix and per-class scores."""
     import torch
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from transformers.utils import logging as hf_logging
 
     from sentune.model import load_model
