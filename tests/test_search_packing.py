@@ -216,3 +216,75 @@ def test_mps_without_its_control_program_or_on_a_cluster_is_an_error(
             pass
     with pytest.raises(ResourceError, match="each node"):
         search.run(tiny_spec(), options=search.SearchOptions(mps=True, address="auto"))
+
+
+# --- CPU trials: as many at once as the host's memory holds ----------------------------------
+
+GIB = 2**30
+
+
+def test_a_minilm_trial_on_long_texts_is_estimated_near_its_measured_peak():
+    """Measured on a CPU (fp32, eager attention): peak RSS 11.2 GiB at batch 32 and max_length
+    512, 2.3 GiB at max_length 128; the estimate must stay close enough to plan with."""
+    long = trial_memory_bytes(MINILM, batch_size=32, max_length=512, precision="fp32")
+    short = trial_memory_bytes(MINILM, batch_size=32, max_length=128, precision="fp32")
+    assert 9 * GIB < long < 13 * GIB
+    assert 1.8 * GIB < short < 3 * GIB
+
+
+def _cpu_budget(tiny_spec, tiny_model_dir, memory, monkeypatch, **budget):
+    monkeypatch.setattr(gpus, "host_memory_bytes", lambda: memory)
+    options = search.SearchOptions(num_cpus=2)
+    spec = tiny_spec(gpus_per_trial=0, **budget)
+    return gpus.resolve_cpu_concurrency(spec, str(tiny_model_dir), options)
+
+
+def test_cpu_trials_run_as_many_at_once_as_memory_holds(
+    tiny_spec, tiny_model_dir, monkeypatch, caplog
+):
+    # The tiny model's trial is ~1.1 GiB by the estimate (mostly the per-process allowance).
+    roomy = _cpu_budget(tiny_spec, tiny_model_dir, 64 * GIB, monkeypatch, concurrency=None)
+    assert roomy.concurrency is None  # the CPUs decide, as before
+    tight = _cpu_budget(tiny_spec, tiny_model_dir, 1.5 * GIB, monkeypatch, concurrency=None)
+    assert tight.concurrency == 1
+    assert (
+        "budget.concurrency 1, not 2: each trial needs" in caplog.text
+        and "lower train.batch_size" in caplog.text
+    )
+    caplog.clear()
+    none_fit = _cpu_budget(tiny_spec, tiny_model_dir, GIB // 2, monkeypatch, concurrency=None)
+    assert none_fit.concurrency == 1
+    assert "may be killed for memory" in caplog.text
+
+
+def test_an_explicit_concurrency_is_capped_too(tiny_spec, tiny_model_dir, monkeypatch, caplog):
+    """A space's concurrency was chosen for its usual data; on long texts an out-of-memory kill
+    would end the whole search."""
+    capped = _cpu_budget(tiny_spec, tiny_model_dir, 1.5 * GIB, monkeypatch, concurrency=2)
+    assert capped.concurrency == 1
+    assert "budget.concurrency 1, not 2" in caplog.text
+    kept = _cpu_budget(tiny_spec, tiny_model_dir, 64 * GIB, monkeypatch, concurrency=2)
+    assert kept.concurrency == 2
+
+
+def test_gpu_and_cluster_trials_are_not_capped_by_this_hosts_memory(
+    tiny_spec, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setattr(gpus, "host_memory_bytes", lambda: GIB // 2)
+    gpu = tiny_spec(gpus_per_trial=1, concurrency=None)
+    options = search.SearchOptions(num_cpus=2)
+    assert gpus.resolve_cpu_concurrency(gpu, str(tiny_model_dir), options) == gpu.budget
+    cpu = tiny_spec(gpus_per_trial=0, concurrency=None)
+    cluster = search.SearchOptions(address="auto")
+    assert gpus.resolve_cpu_concurrency(cpu, str(tiny_model_dir), cluster) == cpu.budget
+
+
+def test_the_search_plans_its_cpu_trials_by_memory(
+    tiny_spec, tiny_model_dir, monkeypatch, tmp_path
+):
+    """`search._prepare` applies the cap, so the manifest and Tune get it."""
+    monkeypatch.setattr(gpus, "gpu_cards", lambda: [])
+    monkeypatch.setattr(gpus, "host_memory_bytes", lambda: 1.5 * GIB)
+    options = search.SearchOptions(num_cpus=2, cache_dir=tmp_path)
+    prepared = search._prepare(tiny_spec(concurrency=None), options)
+    assert prepared.spec.budget.concurrency == 1

@@ -1,6 +1,7 @@
-"""GPUs for a search: how many trials share one (`gpus_per_trial: auto`, from an estimate of a
-trial's memory and the card's), the cards' memory read without a CUDA context, and CUDA MPS
-around a search. No Ray here: `search.py` applies the packing to the Tune run."""
+"""Memory and GPUs for a search: how many trials share a GPU (`gpus_per_trial: auto`) and how
+many CPU trials this host's memory holds at once (`concurrency`), both from an estimate of a
+trial's memory; the cards read without a CUDA context; CUDA MPS around a search. No Ray here:
+`search.py` applies the result to the Tune run."""
 
 from __future__ import annotations
 
@@ -161,6 +162,68 @@ def resolve_gpus_per_trial(
         gpus_per_trial=packing.gpus_per_trial,
         concurrency=budget.concurrency or packing.concurrency,
     )
+
+
+#: Share of the memory available when a search starts that its CPU trials may plan for: the
+#: search's own process, Ray's services and its object store take the rest.
+HOST_MEMORY_USABLE = 0.8
+
+
+def resolve_cpu_concurrency(
+    spec: SearchSpec, model_path: str, options: SearchOptions
+) -> BudgetConfig:
+    """The budget with `concurrency` capped by this host's memory when trials run on its CPUs.
+
+    As many trials run at once as `HOST_MEMORY_USABLE` of the available memory holds by
+    `trial_memory_bytes` (at least 1), when that is fewer than the CPUs (or `concurrency`)
+    allow. Long texts make a trial large (MiniLM at batch 32 and max_length 512 peaks at
+    ~11 GiB on a CPU), and Ray kills a worker when the host runs out of memory, which ends the
+    whole search: so an explicit `concurrency` is capped too (a space's value was chosen for
+    short texts), with a warning that says why. GPU trials (the card's memory decides,
+    `resolve_gpus_per_trial`) and a cluster's (other hosts) are left as they are.
+    """
+    budget = spec.budget
+    if config.uses_gpus(budget) or options.address is not None:
+        return budget
+    cpus = options.num_cpus or os.cpu_count() or 1
+    slots = max(1, int(cpus // budget.cpus_per_trial))
+    wanted = min(slots, budget.concurrency or slots)
+    batch_size = max(spec.values("train.batch_size"))
+    max_length = max(spec.values(MAX_LENGTH_KEY))
+    trial = trial_memory_bytes(
+        model_shape(model_path),
+        batch_size=batch_size,
+        max_length=max_length,
+        # `auto` is bf16 only on CPUs that have it: plan for fp32.
+        precision="bf16" if options.precision == "bf16" else "fp32",
+    )
+    available = host_memory_bytes()
+    fits = int(HOST_MEMORY_USABLE * available // trial)
+    if fits >= wanted:
+        return budget
+    need = (
+        f"each trial needs ~{trial / 2**30:.1f} GiB (batch {batch_size}, max_length "
+        f"{max_length}) and {available / 2**30:.1f} GiB of memory is available"
+    )
+    fix = "lower train.batch_size (train.effective_batch_size keeps the step) or train.max_length"
+    if fits == 0:
+        log.warning("budget.concurrency 1: %s, so even one may be killed for memory; %s", need, fix)
+    else:
+        log.warning(
+            "budget.concurrency %d, not %d: %s; to run more, %s",
+            fits,
+            wanted,
+            need,
+            fix,
+        )
+    return replace(budget, concurrency=max(1, fits))
+
+
+def host_memory_bytes() -> int:
+    """Memory that new processes can take now, without swapping (psutil's `available`)."""
+    import psutil
+
+    return psutil.virtual_memory().available
 
 
 def model_shape(model_path: str) -> ModelShape:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sentune import config, runs, storage
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
-from sentune.gpus import cuda_mps, gpu_cards, resolve_gpus_per_trial
+from sentune.gpus import cuda_mps, gpu_cards, resolve_cpu_concurrency, resolve_gpus_per_trial
 from sentune.space import (
     MAX_LENGTH_KEY,
     MaxLength,
@@ -203,7 +203,8 @@ class _Prepared(NamedTuple):
 
 def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     """The model found and checked against the space, the data tokenized, and what depends on
-    both made concrete (`train.max_length: auto`, `budget.gpus_per_trial: auto`)."""
+    both made concrete (`train.max_length: auto`, `budget.gpus_per_trial: auto`, and the
+    concurrency that this host's memory holds)."""
     from sentune.data import prepare
     from sentune.encoders import resolve_model
 
@@ -214,6 +215,7 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
     spec = replace(spec, budget=resolve_gpus_per_trial(spec, model_path, options))
+    spec = replace(spec, budget=resolve_cpu_concurrency(spec, model_path, options))
     return _Prepared(spec, data, model_path, max_length)
 
 
