@@ -138,9 +138,7 @@ def test_cli_leaderboard_writes_csv(tiny_run, tmp_path, capsys):
 def test_gpus_on_a_host_without_gpus_fail_before_anything_is_written(
     write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, monkeypatch
 ):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(search, "gpu_cards", lambda: [])  # nvidia-smi (or torch) sees none
     spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, gpus_per_trial=0.5))
     with pytest.raises(ResourceError, match="no CUDA GPU"):
         search.run(spec, options=search.SearchOptions(storage=tmp_path / "trials"))
@@ -403,3 +401,35 @@ def test_a_pareto_space_makes_a_multi_objective_study(tmp_path):
     assert trials["full"].values == [pytest.approx(0.5 + 0.1 * spec.budget.max_epochs), 6.0]
     assert trials["stopped"].state == optuna.trial.TrialState.PRUNED
     assert trials["stopped"].user_attrs[config.LATENCY_P95_MS] == 3.0
+
+
+def test_a_worker_killed_for_memory_is_said_in_one_line():
+    """Ray's memory monitor ends `fit` when it kills a trial's worker as it starts (Ray 2.60:
+    a RuntimeError caused by OutOfMemoryError); the search says what to lower instead."""
+    from ray.exceptions import OutOfMemoryError
+
+    report = (
+        "1 worker(s) were killed due to the node running low on memory. Memory on the node "
+        "(IP: 127.0.0.1, ID: 54a0) was 22.32GB used / 23.54GB limit (0.947997)\n" + "x\n" * 50
+    )
+
+    class KilledTuner:
+        def fit(self):
+            try:
+                raise OutOfMemoryError(report)
+            except OutOfMemoryError as exc:
+                raise RuntimeError(f"Caught unexpected exception: {exc}") from exc
+
+    with pytest.raises(ResourceError) as error:
+        search._fit(KilledTuner(), search.SearchOptions())
+    message = str(error.value)
+    assert "\n" not in message
+    assert "ran out of memory" in message and "(22.32GB used / 23.54GB limit)" in message
+    assert "lower train.batch_size or train.max_length, or --concurrency" in message
+
+    class FailingTuner:
+        def fit(self):
+            raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        search._fit(FailingTuner(), search.SearchOptions())

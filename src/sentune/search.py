@@ -1194,6 +1194,41 @@ _TUNE_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
 
 
 def _fit(tuner, options: SearchOptions):
+    """`tuner.fit()` (`_fit_quietly`), with an out-of-memory kill said in one line.
+
+    Ray kills a worker when the host runs low on memory. Tune retries a trial killed while it
+    trains, but a kill while a trial's worker starts ends `fit` with Ray's `OutOfMemoryError`
+    inside a `RuntimeError` and pages of Ray's report; this raises a `ResourceError` that says
+    what to lower instead (the run folder is then kept or removed as for any failure).
+    """
+    try:
+        return _fit_quietly(tuner, options)
+    except Exception as exc:
+        killed = _out_of_memory(exc)
+        if killed is None:
+            raise
+        usage = re.search(r"was ([\d.]+GB used / [\d.]+GB limit)", str(killed))
+        raise ResourceError(
+            "this host ran out of memory and Ray killed a trial's worker"
+            + (f" ({usage[1]})" if usage else "")
+            + "; lower train.batch_size or train.max_length, or --concurrency"
+        ) from exc
+
+
+def _out_of_memory(exc: BaseException) -> BaseException | None:
+    """Ray's `OutOfMemoryError` in `exc`'s chain of causes, if any."""
+    from ray.exceptions import OutOfMemoryError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OutOfMemoryError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _fit_quietly(tuner, options: SearchOptions):
     """`tuner.fit()`, printing nothing of Tune's own unless `options.verbose`.
 
     Tune's new output engine prints an experiment box and a TensorBoard hint at every start
