@@ -90,6 +90,13 @@ def test_summary_and_headline_lead_with_the_floor_when_it_beats_the_best_trial(t
     assert report._headline(result).startswith(first)
     assert report.summary(result).splitlines()[1].startswith("Top trials of")
 
+    assert "try train.max_length: auto or train.truncation: head_tail" in first
+    # At the model's limit a longer max_length is no fix.
+    result.verdict = result.verdict._replace(model_limit=64)
+    assert "the model takes no more, so keep both ends with train.truncation: head_tail" in (
+        report.summary(result)
+    )
+
     result.floor = _floor(0.5)
     result.verdict = analysis.floor_verdict(result.run, result.table, result.floor, result.tokens)
     assert result.verdict is None

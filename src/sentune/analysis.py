@@ -791,6 +791,8 @@ class FloorVerdict(NamedTuple):
     #: The best trial's max_length and the share of training texts it truncates (nan: unknown).
     max_length: int
     truncated_share: float
+    #: The most tokens the model takes (None: not recorded by the search).
+    model_limit: int | None
     #: Its last evaluation was its best: it was still improving when it stopped.
     still_improving: bool
     epochs: float
@@ -840,6 +842,7 @@ def floor_verdict(
         floor=floor.val_macro_f1,
         max_length=max_length,
         truncated_share=share,
+        model_limit=(run.manifest.max_length or {}).get("limit"),
         still_improving=still_improving,
         epochs=float(best["epochs"]),
         max_epochs=int(run.manifest.budget.max_epochs),

@@ -210,8 +210,12 @@ def _verdict_line(verdict: FloorVerdict) -> str:
     """One sentence: the floor beats (or ties with) the best trial, and the likely causes."""
     reasons = {
         "truncation": f"truncation (max_length {verdict.max_length} cuts "
-        f"{verdict.truncated_share:.1%} of the training texts; try train.max_length: auto or "
-        "train.truncation: head_tail)",
+        f"{verdict.truncated_share:.1%} of the training texts; "
+        + (
+            "the model takes no more, so keep both ends with train.truncation: head_tail)"
+            if verdict.model_limit is not None and verdict.max_length >= verdict.model_limit
+            else "try train.max_length: auto or train.truncation: head_tail)"
+        ),
         "too few epochs": (
             f"too few epochs (still improving at its last epoch, {verdict.epochs:g} of "
             f"{verdict.max_epochs}; raise budget.max_epochs)"
