@@ -148,3 +148,29 @@ def test_resume_takes_a_bare_run_name(tmp_path, capsys):
     argv = ["search", "--resume", "heads-cut", "--storage", str(storage), "--trials", "9"]
     assert cli.main(argv) == 2  # found by name, then refused for its override
     assert f"--resume continues {run} as it was started" in capsys.readouterr().err
+
+
+def test_a_timestamp_name_taken_by_another_search_moves_to_a_suffix(tmp_path, monkeypatch):
+    """Two searches of one space started in the same second get one timestamp name."""
+
+    class Frozen(runs.dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(runs.dt, "datetime", Frozen)
+    first = runs.new_run_dir(tmp_path, "heads")
+    assert first.name == "heads-20260102-030405"
+    # Named by both before either folder existed (each prepares its data first).
+    second = runs.new_run_dir(tmp_path, "heads")
+    assert runs.create_run_dir(first, named=False) == first
+    (first / "sentune.json").write_text("{}")  # the other search's run
+    created = runs.create_run_dir(second, named=False)
+    assert created.name == "heads-20260102-030405-2" and created.is_dir()
+    assert (first / "sentune.json").is_file()
+    assert runs.new_run_dir(tmp_path, "heads").name == "heads-20260102-030405-3"
+    # A chosen name taken meanwhile is an error, not another folder.
+    named = tmp_path / "mine"
+    named.mkdir()
+    with pytest.raises(RunError, match="another search created .* meanwhile"):
+        runs.create_run_dir(named, named=True)

@@ -433,3 +433,34 @@ def test_a_worker_killed_for_memory_is_said_in_one_line():
 
     with pytest.raises(RuntimeError, match="something else"):
         search._fit(FailingTuner(), search.SearchOptions())
+
+
+def test_a_search_never_takes_or_removes_a_folder_another_search_created_meanwhile(
+    ray_session, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, monkeypatch
+):
+    """Two searches started in the same second chose one timestamp name; the one whose data
+    was ready second used to fail on that folder and then remove it, the other's run."""
+    spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=1, max_epochs=1))
+    options = search.SearchOptions(
+        storage=tmp_path / "trials", precision="fp32", cache_dir=tmp_path / "cache"
+    )
+    chosen: list[Path] = []
+    new_run_dir, prepare = runs.new_run_dir, search._prepare
+
+    def name_the_run(*args, **kwargs):
+        chosen.append(new_run_dir(*args, **kwargs))
+        return chosen[-1]
+
+    def prepare_while_another_search_starts(spec, options):
+        prepared = prepare(spec, options)
+        # The other search, started in the same second, named its run alike and got there first.
+        chosen[0].mkdir(parents=True)
+        (chosen[0] / "other.txt").write_text("the other search's run")
+        return prepared
+
+    monkeypatch.setattr(runs, "new_run_dir", name_the_run)
+    monkeypatch.setattr(search, "_prepare", prepare_while_another_search_starts)
+    run_dir = search.run(spec, options=options)
+    assert (chosen[0] / "other.txt").is_file()
+    assert run_dir.name == f"{chosen[0].name}-2"
+    assert runs.read_manifest(run_dir).space.name == spec.name

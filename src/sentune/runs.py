@@ -336,7 +336,7 @@ def new_run_dir(storage: str | Path, space: str, *, name: str | None = None) -> 
         RunError: `name` is not a safe folder name, or that run already exists.
     """
     if name is None:
-        return Path(storage) / f"{space}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        return _free(Path(storage) / f"{space}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     if not _RUN_NAME.fullmatch(name):
         raise RunError(
             f"--name {name!r}: not a safe folder name; use letters, digits, '.', '_' and '-' "
@@ -349,6 +349,41 @@ def new_run_dir(storage: str | Path, space: str, *, name: str | None = None) -> 
             f"with `sentune search --resume {run_dir}`"
         )
     return run_dir
+
+
+def create_run_dir(run_dir: Path, *, named: bool) -> Path:
+    """Create the folder `new_run_dir` chose, seconds earlier (the data was prepared since).
+
+    Another search may have taken the name meanwhile (two started in the same second): a
+    timestamp name then moves on to the next free suffix, and a `--name` is an error; the other
+    search's folder is never touched.
+
+    Returns:
+        The folder created.
+
+    Raises:
+        RunError: `named` and the folder exists now.
+    """
+    chosen = run_dir
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            if named:
+                raise RunError(
+                    f"--name {run_dir.name!r}: another search created {run_dir} meanwhile; "
+                    "choose another name"
+                ) from None
+            run_dir = _free(chosen)
+
+
+def _free(run_dir: Path) -> Path:
+    """`run_dir`, else the first of `run_dir-2`, `run_dir-3`, … that does not exist."""
+    candidate, suffix = run_dir, 2
+    while candidate.exists():
+        candidate, suffix = run_dir.with_name(f"{run_dir.name}-{suffix}"), suffix + 1
+    return candidate
 
 
 def resolve_run(run: str | Path | None, storage: str | Path) -> tuple[Path, bool]:

@@ -158,9 +158,13 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             started_at=options.started_at,
         )
         strategy = STRATEGIES[options.strategy]
+        # Before the clean-up on failure is armed: a folder that another search created
+        # meanwhile is never this search's to remove.
+        with _storage_errors(run_dir):
+            run_dir = runs.create_run_dir(run_dir, named=options.name is not None)
+        run_name = run_dir.name
         with _removed_unless_started(run_dir, options):
             with _storage_errors(run_dir):
-                run_dir.mkdir(parents=True)
                 manifest = runs.new_manifest(
                     run_dir,
                     spec=spec,
