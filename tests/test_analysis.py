@@ -481,6 +481,9 @@ def test_floor_verdict_of_a_trial_past_its_peak_names_no_cause(tmp_path):
     verdict = analysis.floor_verdict(run, table, _floor(0.7, train_size=5000), _lengths(20, 30))
     assert verdict.best == verdict.floor == 0.7  # a tie does not beat the floor either
     assert not verdict.still_improving and verdict.causes == ()
+    # Perfect scores on easy data: a tie at 1.0 has no cause to name.
+    perfect = table.assign(**{config.OBJECTIVE: 1.0})
+    assert analysis.floor_verdict(run, perfect, _floor(1.0, train_size=500)) is None
 
 
 # --- what the report draws, as data ------------------------------------------------------

@@ -818,12 +818,16 @@ def floor_verdict(
         tokens: Training token lengths; without them the shares the search recorded are used.
 
     Returns:
-        None when there is no floor or no scored trial, or the best trial beats the floor.
+        None when there is no floor or no scored trial, or the best trial beats the floor or
+        scores 1.0.
     """
     scored = table.dropna(subset=[config.OBJECTIVE])
-    if floor is None or not len(scored) or scored.iloc[0][config.OBJECTIVE] > floor.val_macro_f1:
+    if floor is None or not len(scored):
         return None
     best = scored.iloc[0]
+    # A perfect score ties with a perfect floor and has nothing to fix (easy data).
+    if best[config.OBJECTIVE] > floor.val_macro_f1 or best[config.OBJECTIVE] >= 1.0:
+        return None
     max_length = trial_max_length(run, str(best["trial_id"]))
     if tokens is not None and len(tokens.lengths):
         share = float((tokens.lengths > max_length).mean())
