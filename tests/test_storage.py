@@ -311,3 +311,51 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
         (tmp_path / "analysis" / "tiny-s3" / "export" / "metrics.json").read_text()
     )
     assert metrics
+
+
+@pytest.mark.parametrize("remote", [True, False])
+def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
+    tmp_path, monkeypatch, remote
+):
+    """A SIGKILL between Tune's saving a trial as finished and the ledger's writing its status
+    left the trial without one: every resume then read the search as unfinished, so it never
+    ended (seen with a trial ASHA stopped just before the kill). The resumed ledger settles
+    Tune's restored finished trials once, also when unpickled from Tune's state."""
+    from types import SimpleNamespace
+
+    from ray import cloudpickle
+
+    from sentune import search
+
+    storage_uri = "s3://b/runs" if remote else str(tmp_path / "trials")
+    options = search.SearchOptions(storage=storage_uri, cache_dir=tmp_path)
+    store = storage.open_storage(options.storage, cache_dir=tmp_path)
+    run_dir = store.run_dir("run")
+    pushed = []
+    monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.append(paths))
+    ledger = cloudpickle.loads(cloudpickle.dumps(search._trial_ledger(run_dir, run_dir, options)))
+    trials = []
+    for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "TERMINATED")):
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / runs.PARAMS_FILE).write_text("{}")
+        trials.append(
+            SimpleNamespace(
+                status=status,
+                path=f"b/runs/run/{name}",
+                local_path=str(tmp_path / "staging" / name),
+                error_file=None,
+                run_metadata=SimpleNamespace(num_failures=0),
+            )
+        )
+    runs.write_trial_status(run_dir / "failed", runs.ERROR, failures=1, error="boom")
+    ledger.on_step_begin(0, trials)
+    search._settle_statuses(store, run_dir, run_dir)  # as `_finish` does (remote runs only)
+    assert runs.read_trial_status(run_dir / "done")["status"] == runs.COMPLETED
+    assert runs.read_trial_status(run_dir / "running") == {}
+    assert runs.read_trial_status(run_dir / "failed")["status"] == runs.ERROR
+    if remote:
+        assert pushed == [[run_dir / "done" / runs.TRIAL_STATUS]]
+    # Once per process: a trial Tune ends later gets its status from on_trial_complete.
+    (run_dir / "done" / runs.TRIAL_STATUS).unlink()
+    ledger.on_step_begin(1, trials)
+    assert runs.read_trial_status(run_dir / "done") == {}

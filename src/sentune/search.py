@@ -1335,6 +1335,9 @@ def _progress_callback(
 #: mirror of a run in object storage: `_settle_statuses` uploads what Tune's last upload of its
 #: staging missed.
 _RECORDED: dict[Path, tuple[str, int, str]] = {}
+#: The experiment folders whose ledger has looked over Tune's restored trials in this process
+#: (a ledger unpickled from Tune's state carries no memory of this process).
+_LEDGERS_STARTED: set[Path] = set()
 
 
 def _remember_status(trial_dir: Path, record: tuple[str, int, str]) -> None:
@@ -1382,6 +1385,7 @@ def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
     and the CLI do) does not import Ray Tune.
     """
     from ray.tune import Callback
+    from ray.tune.experiment import Trial
 
     store = _store(options)
     journal = runs.optuna_journal(run_dir)
@@ -1398,7 +1402,28 @@ def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
             if journal.is_file():
                 storage.push(store, run_dir.name, [journal])
 
+    def settle_restored(trial) -> None:
+        trial_dir = folder / Path(trial.path).name
+        if not trial_dir.is_dir() or runs.read_trial_status(trial_dir):
+            return
+        failures = trial.run_metadata.num_failures
+        if store.remote:  # Tune's staging of a restored trial may be empty: `_finish` uploads it
+            _remember_status(trial_dir, (runs.COMPLETED, failures, ""))
+        else:
+            runs.write_trial_status(trial_dir, runs.COMPLETED, failures=failures, error="")
+
     class TrialLedger(Callback):
+        def on_step_begin(self, iteration, trials, **info):
+            # Once per process, as Tune starts (or restores) the experiment: a trial that Tune
+            # had saved as finished may lack its status, when the process was killed between
+            # the two; it would read as unfinished on every resume, and the search never end.
+            if folder in _LEDGERS_STARTED:
+                return
+            _LEDGERS_STARTED.add(folder)
+            for trial in trials:
+                if trial.status == Trial.TERMINATED:
+                    settle_restored(trial)
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if store.remote and journal.is_file():
                 storage.push(store, run_dir.name, [journal])
