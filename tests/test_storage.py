@@ -319,8 +319,9 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
 ):
     """A SIGKILL between Tune's saving a trial as finished and the ledger's writing its status
     left the trial without one: every resume then read the search as unfinished, so it never
-    ended (seen with a trial ASHA stopped just before the kill). The resumed ledger settles
-    Tune's restored finished trials once, also when unpickled from Tune's state."""
+    ended (seen with a trial ASHA stopped just before the kill). The ledger settles Tune's
+    restored finished trials at the first step of each fit, also when unpickled from Tune's
+    state."""
     from types import SimpleNamespace
 
     from ray import cloudpickle
@@ -348,6 +349,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
             )
         )
     runs.write_trial_status(run_dir / "failed", runs.ERROR, failures=1, error="boom")
+    ledger.setup()  # Tune, at the start of each fit
     ledger.on_step_begin(0, trials)
     search._settle_statuses(store, run_dir, run_dir)  # as `_finish` does (remote runs only)
     assert runs.read_trial_status(run_dir / "done")["status"] == runs.COMPLETED
@@ -355,7 +357,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     assert runs.read_trial_status(run_dir / "failed")["status"] == runs.ERROR
     if remote:
         assert pushed == [[run_dir / "done" / runs.TRIAL_STATUS]]
-    # Once per process: a trial Tune ends later gets its status from on_trial_complete.
+    # Once per fit: a trial Tune ends later gets its status from on_trial_complete.
     (run_dir / "done" / runs.TRIAL_STATUS).unlink()
     ledger.on_step_begin(1, trials)
     assert runs.read_trial_status(run_dir / "done") == {}

@@ -1335,9 +1335,6 @@ def _progress_callback(
 #: mirror of a run in object storage: `_settle_statuses` uploads what Tune's last upload of its
 #: staging missed.
 _RECORDED: dict[Path, tuple[str, int, str]] = {}
-#: The experiment folders whose ledger has looked over Tune's restored trials in this process
-#: (a ledger unpickled from Tune's state carries no memory of this process).
-_LEDGERS_STARTED: set[Path] = set()
 
 
 def _remember_status(trial_dir: Path, record: tuple[str, int, str]) -> None:
@@ -1413,13 +1410,16 @@ def _trial_ledger(folder: Path, run_dir: Path, options: SearchOptions):
             runs.write_trial_status(trial_dir, runs.COMPLETED, failures=failures, error="")
 
     class TrialLedger(Callback):
+        def setup(self, **info):
+            self.restored_unchecked = True  # each `fit`, a resumed one too
+
         def on_step_begin(self, iteration, trials, **info):
-            # Once per process, as Tune starts (or restores) the experiment: a trial that Tune
-            # had saved as finished may lack its status, when the process was killed between
-            # the two; it would read as unfinished on every resume, and the search never end.
-            if folder in _LEDGERS_STARTED:
+            # Once per `fit`, at its first step: a trial that Tune had saved as finished may
+            # lack its status, when the process was killed between the two; it would read as
+            # unfinished on every resume, and the search would never end.
+            if not getattr(self, "restored_unchecked", False):
                 return
-            _LEDGERS_STARTED.add(folder)
+            self.restored_unchecked = False
             for trial in trials:
                 if trial.status == Trial.TERMINATED:
                     settle_restored(trial)
