@@ -249,7 +249,8 @@ class BudgetConfig:
     grace_period: int = 1
     #: ASHA keeps the best 1/reduction_factor of the trials at each rung.
     reduction_factor: int = 2
-    #: Trials running at once (None: as many as the resources allow).
+    #: Trials running at once (None: as many as the resources allow). CPU trials never run more
+    #: at once than the host's memory holds (`gpus.resolve_cpu_concurrency`).
     concurrency: int | None = None
     #: CPUs reserved for each trial (also its torch threads).
     cpus_per_trial: float = 1.0
