@@ -25,6 +25,7 @@ import pandas as pd
 from sentune.batching import truncate
 from sentune.config import CACHE_DIR, DataConfig
 from sentune.errors import DataError
+from sentune.stratify import stratified_split
 from sentune.text import clean_text
 
 logger = logging.getLogger(__name__)
@@ -591,19 +592,15 @@ def _stratified(
             f"only one class ({frame['label'].iloc[0]!r}) left for the {what}; a classifier needs "
             "at least two: check data.label_column"
         )
-    # Here, not at the top: a trial imports this module and would wait for scikit-learn.
-    from sklearn.model_selection import train_test_split
-
     try:
-        rest, part = train_test_split(
-            frame, test_size=size, stratify=frame["label"], random_state=seed
-        )
+        rest, part = stratified_split(frame["label"].to_numpy(), size, seed)
     except ValueError as exc:
         counts = frame["label"].value_counts().to_dict()
         raise DataError(
             f"cannot split {len(frame)} examples for the {what} by class ({exc}); class counts: "
             f"{counts}; drop the rare labels or use more data"
         ) from None
+    rest, part = frame.take(rest), frame.take(part)
     return rest.reset_index(drop=True), part.reset_index(drop=True)
 
 
