@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sentune.progress import SearchProgress, format_duration
+from sentune.progress import (
+    EpochProgress,
+    EpochProgressRecord,
+    ProgressFile,
+    SearchProgress,
+    format_duration,
+    read_progress,
+)
 
 
 def _progress(total=4, max_epochs=3):
@@ -81,3 +88,62 @@ def test_a_time_budget_bounds_the_estimate_and_the_trial_count_is_not_a_goal():
     short.on_start("a", {})
     short.on_result("a", 1, 0.5)
     assert short.seconds_left(60.0) == pytest.approx(60.0)
+
+
+# --- inside an epoch ---------------------------------------------------------------------------
+
+
+def test_a_trial_writes_where_its_epoch_stands_at_most_every_few_seconds(tmp_path):
+    now = [0.0]
+    write = ProgressFile(tmp_path, "a", every_s=10, clock=lambda: now[0])
+    write(EpochProgress(1, 1, 100))  # the epoch's first step: where its rate is measured from
+    assert not (tmp_path / "a.json").exists()
+    now[0] = 5.0
+    write(EpochProgress(1, 11, 100))
+    assert read_progress(tmp_path) == {}  # under 10 s since the last write
+    now[0] = 20.0
+    write(EpochProgress(1, 41, 100))
+    assert read_progress(tmp_path) == {"a": EpochProgressRecord(1, 41, 100, 2.0)}
+    now[0] = 25.0
+    write(EpochProgress(2, 3, 100))  # a new epoch: a new rate, and nothing written yet
+    now[0] = 35.0
+    write(EpochProgress(2, 13, 100))
+    assert read_progress(tmp_path)["a"] == EpochProgressRecord(2, 13, 100, 1.0)
+
+
+def test_a_missing_folder_is_not_made_and_a_bad_file_is_skipped(tmp_path):
+    now = [0.0]
+    write = ProgressFile(tmp_path / "gone", "a", every_s=0, clock=lambda: now[0])
+    write(EpochProgress(1, 1, 10))
+    now[0] = 1.0
+    write(EpochProgress(1, 5, 10))  # on another node of a cluster: nothing, and no error
+    assert not (tmp_path / "gone").exists()
+    (tmp_path / "b.json").write_text("{not json")
+    (tmp_path / "c.json").write_text('{"epoch": 1}')
+    assert read_progress(tmp_path) == {}
+    assert read_progress(tmp_path / "gone") == {}
+
+
+def test_a_long_epoch_gets_a_line_and_counts_in_the_estimate():
+    progress, lines, now = _progress(total=2, max_epochs=2)
+    progress.on_start("a", {})
+    now[0] = 30.0
+    progress.on_progress("a", EpochProgressRecord(1, 50, 200, 2.0))
+    assert len(lines) == 1  # 30 s since its last line: nothing said yet
+    # ...but counted: a quarter epoch in 30 s; 3.75 epochs to go at 120 s each.
+    assert progress.seconds_left(30.0) == pytest.approx(450.0)
+    now[0] = 61.0
+    progress.on_progress("a", EpochProgressRecord(1, 110, 200, 2.0))
+    assert lines[-1].startswith("trial a epoch 1/2: 110/200 batches (55%), ~45s to the epoch's end")
+    now[0] = 90.0
+    progress.on_progress("a", EpochProgressRecord(1, 160, 200, 2.0))
+    assert len(lines) == 2  # under a minute since that line
+    now[0] = 150.0
+    progress.on_result("a", 1, 0.6)
+    # Written before the evaluation: not news, and not counted twice.
+    now[0] = 400.0
+    progress.on_progress("a", EpochProgressRecord(1, 200, 200, 2.0))
+    assert progress.partial == {} and len(lines) == 3
+    progress.on_complete("a")
+    progress.on_progress("a", EpochProgressRecord(2, 10, 200, 2.0))
+    assert len(lines) == 4 and progress.partial == {}

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from sentune import analysis, cli, config, runs, search, space, strategies
+from sentune.config import DataConfig, TrialSettings
 from sentune.errors import ResourceError
 
 pytestmark = pytest.mark.slow
@@ -464,3 +465,42 @@ def test_a_search_never_takes_or_removes_a_folder_another_search_created_meanwhi
     assert (chosen[0] / "other.txt").is_file()
     assert run_dir.name == f"{chosen[0].name}-2"
     assert runs.read_manifest(run_dir).space.name == spec.name
+
+
+def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
+    tiny_csv, tiny_model_dir, tmp_path, monkeypatch
+):
+    """`_trainable` (as Tune runs it in a worker) writes where its epoch stands to the run's
+    progress folder; the search's progress callback reads it and says it."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from sentune.data import prepare
+
+    data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    folder = search._progress_dir(run_dir)
+    monkeypatch.setattr(config, "PROGRESS_WRITE_EVERY_S", 0.0)
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: None)
+    settings = TrialSettings(model=str(tiny_model_dir), max_epochs=1, precision="fp32")
+    search._trainable(
+        {"train.batch_size": 8, "train.max_length": 32},
+        data=data,
+        settings=settings,
+        progress_dir=folder,
+    )
+    batches = -(-len(data.train) // 8)
+    reporter = search._progress_callback(
+        total=1, max_epochs=1, rungs=[], shown=set(), options=search.SearchOptions(),
+        run_dir=run_dir,
+    )  # fmt: skip
+    lines = []
+    reporter.progress.write, reporter.progress.line_every_s = lines.append, 0.0
+    trial = SimpleNamespace(trial_id="t1", status="RUNNING", config={})
+    reporter.on_trial_start(0, [trial], trial)
+    reporter.on_step_begin(0, [trial])
+    assert lines[-1].startswith(f"trial t1 epoch 1/1: {batches}/{batches} batches (100%)")

@@ -115,6 +115,24 @@ def test_eval_every_steps_reports_fractional_epochs(tiny_data, tiny_model_dir, t
     assert epochs[-1] == 1
 
 
+def test_each_optimizer_step_says_where_its_epoch_stands(tiny_data, tiny_model_dir, tmp_path):
+    steps = []
+    settings = TrialSettings(
+        model=str(tiny_model_dir), max_epochs=2, precision="fp32", checkpoint_dir=str(tmp_path)
+    )
+    trial_config = {"train.batch_size": 8, "train.effective_batch_size": 16}
+    run_trial(trial_config, tiny_data, lambda m, c: None, settings=settings, on_step=steps.append)
+    batches = math.ceil(len(tiny_data.train) / 8)
+    per_epoch = math.ceil(batches / 2)  # two micro-batches per optimizer step
+    assert len(steps) == 2 * per_epoch
+    first, second = steps[:per_epoch], steps[per_epoch:]
+    assert [s.epoch for s in first] == [1] * per_epoch and [s.epoch for s in second] == [
+        2
+    ] * per_epoch
+    assert [s.batches_done for s in first] == [min(2 * i, batches) for i in range(1, per_epoch + 1)]
+    assert {s.batches for s in steps} == {batches}
+
+
 def test_accumulation_counts_optimizer_steps(tiny_data, tiny_model_dir, tmp_path):
     _, reports = _train(
         tiny_data,

@@ -414,6 +414,11 @@ ANALYSIS_DIR = "analysis"
 CACHE_DIR = ".cache/sentune"
 #: Retries of a failed trial (from its latest checkpoint) before it is recorded as errored.
 MAX_FAILURES = 1
+#: How often a trial's worker writes where it stands inside its epoch (`progress.ProgressFile`),
+#: and how long a trial goes without a terminal line before the search says where it stands
+#: (`SearchProgress.on_progress`): an epoch shorter than that prints no more than before.
+PROGRESS_WRITE_EVERY_S = 10.0
+PROGRESS_LINE_EVERY_S = 60.0
 #: Where the Ray dashboard listens: loopback; users tunnel to it.
 DASHBOARD_HOST = "127.0.0.1"
 #: Where `sentune dashboard` (optuna-dashboard on the run's journal) listens; same host.

@@ -4,20 +4,121 @@ Ray-free: `search.py` feeds it from a Ray Tune callback, a test feeds it directl
 needs no model of ASHA: wall seconds per trained epoch so far (concurrency included) times the
 epochs still expected, where a trial still to come is expected to train as many epochs as the
 finished ones did on average (the full budget until one has finished).
+
+Inside an epoch, a trial's worker writes where it stands to a small file (`ProgressFile`, fed
+by `trial.run_trial`'s `on_step`) that the search's process reads (`read_progress`): a trial
+whose epoch runs for minutes (long texts on a CPU) gets a line every
+`config.PROGRESS_LINE_EVERY_S` instead of silence, and the estimate counts the part of the epoch
+already trained.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 from sentune import config
+
+log = logging.getLogger(__name__)
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+class EpochProgress(NamedTuple):
+    """Where a trial stands inside an epoch (what `trial.run_trial` passes to its `on_step` after
+    each optimizer step)."""
+
+    epoch: int  # the epoch in progress, counted from 1
+    batches_done: int
+    batches: int
+
+
+class EpochProgressRecord(NamedTuple):
+    """What `ProgressFile` writes: `EpochProgress` and the epoch's rate so far."""
+
+    epoch: int
+    batches_done: int
+    batches: int
+    batches_per_s: float
+
+
+class ProgressFile:
+    """A trial's `on_step`: writes where the trial stands inside its epoch, and how fast it goes,
+    to `<folder>/<trial_id>.json` at most every `every_s` seconds.
+
+    Best effort: where the folder is missing (a trial on another node of a cluster) or a write
+    fails, the terminal only lacks the within-epoch lines; the trial never fails for it.
+
+    Args:
+        folder: Made by the search's process (`runs.progress_dir`); never created here.
+        trial_id: Tune's id of the trial, which names its file.
+        every_s: Seconds between writes (`config.PROGRESS_WRITE_EVERY_S` by default).
+        clock: Seconds, monotonic (a test passes a fake one).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        trial_id: str,
+        *,
+        every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.path = Path(folder) / f"{trial_id}.json"
+        self.every_s = config.PROGRESS_WRITE_EVERY_S if every_s is None else every_s
+        self.clock = clock
+        # The epoch, the time and its batches done when this process first saw it: the rate
+        # is measured from there, after the epoch's (or a resumed run's) first step.
+        self._epoch_start: tuple[int, float, int] | None = None
+        self._written_at = 0.0
+
+    def __call__(self, step: EpochProgress) -> None:
+        now = self.clock()
+        if self._epoch_start is None or self._epoch_start[0] != step.epoch:
+            self._epoch_start, self._written_at = (step.epoch, now, step.batches_done), now
+            return
+        if now - self._written_at < self.every_s:
+            return
+        self._written_at = now
+        _, started, first = self._epoch_start
+        record = {
+            "epoch": step.epoch,
+            "batches_done": step.batches_done,
+            "batches": step.batches,
+            "batches_per_s": (step.batches_done - first) / max(now - started, 1e-9),
+        }
+        staging = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            if self.path.parent.is_dir():
+                staging.write_text(json.dumps(record))
+                os.replace(staging, self.path)
+        except OSError:
+            log.debug("could not write %s", self.path, exc_info=True)
+
+
+def read_progress(folder: Path) -> dict[str, EpochProgressRecord]:
+    """The latest record of each trial that wrote one to `folder` (by trial id); a file being
+    replaced or unreadable is skipped (its next write is read next time)."""
+    records = {}
+    try:
+        paths = list(Path(folder).glob("*.json"))
+    except OSError:
+        return records
+    for path in paths:
+        try:
+            records[path.stem] = EpochProgressRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+    return records
 
 
 def format_duration(seconds: float) -> str:
@@ -51,10 +152,15 @@ class SearchProgress:
     write: Callable[[str], None] = _stderr
     clock: Callable[[], float] = time.monotonic
     started_at: float | None = None
+    line_every_s: float = config.PROGRESS_LINE_EVERY_S
     epochs: dict[str, float] = field(default_factory=dict)
+    #: The part of its current epoch a running trial has trained (0 to 1), for the estimate.
+    partial: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     finished: dict[str, str] = field(default_factory=dict)
     first_step_s: float | None = None
+    #: When each trial last got a line (its start, an evaluation, where it stands).
+    last_line: dict[str, float] = field(default_factory=dict)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -64,7 +170,7 @@ class SearchProgress:
             self.started_at = self.clock()
         self.epochs.setdefault(trial_id, 0.0)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
-        self._emit(f"trial {trial_id} started: {shown or 'defaults'}")
+        self._emit(f"trial {trial_id} started: {shown or 'defaults'}", trial_id)
 
     def on_result(
         self,
@@ -83,13 +189,40 @@ class SearchProgress:
             self.write(f"first training step {first_step_s:.1f}s after the command")
         previous = self.epochs.get(trial_id, 0.0)
         self.epochs[trial_id] = max(previous, epoch)
+        self.partial.pop(trial_id, None)
         self.best[trial_id] = max(self.best.get(trial_id, float("-inf")), score)
         passed = [r for r in self.rungs if previous >= r > 0 and epoch > r and r < self.max_epochs]
         note = f" (passed the epoch-{passed[-1]:g} rung)" if passed else ""
         latency = f", {config.LATENCY_P95_MS} {p95_ms:.2f}" if p95_ms is not None else ""
         self._emit(
             f"trial {trial_id} epoch {epoch:g}/{self.max_epochs}: "
-            f"{config.OBJECTIVE} {score:.4f}{latency}{note}"
+            f"{config.OBJECTIVE} {score:.4f}{latency}{note}",
+            trial_id,
+        )
+
+    def on_progress(self, trial_id: str, record: EpochProgressRecord) -> None:
+        """Where a running trial stands inside its epoch (`read_progress`): counted in the
+        estimate, and said when the trial has had no line for `line_every_s`."""
+        if trial_id in self.finished or trial_id not in self.epochs or record.batches <= 0:
+            return
+        position = record.epoch - 1 + min(record.batches_done, record.batches) / record.batches
+        if position <= self.epochs[trial_id]:
+            return  # written before the trial's last evaluation
+        self.partial[trial_id] = min(1.0, position - self.epochs[trial_id])
+        now = self.clock()
+        if now - self.last_line.get(trial_id, now) < self.line_every_s:
+            return
+        left = record.batches - record.batches_done
+        eta = (
+            f", ~{format_duration(left / record.batches_per_s)} to the epoch's end"
+            if record.batches_per_s > 0
+            else ""
+        )
+        self._emit(
+            f"trial {trial_id} epoch {record.epoch}/{self.max_epochs}: "
+            f"{record.batches_done}/{record.batches} batches "
+            f"({record.batches_done / record.batches:.0%}){eta}",
+            trial_id,
         )
 
     def on_complete(self, trial_id: str) -> None:
@@ -97,6 +230,7 @@ class SearchProgress:
         epochs = self.epochs.get(trial_id, 0.0)
         status = "completed" if epochs >= self.max_epochs else "stopped"
         self.finished[trial_id] = status
+        self.partial.pop(trial_id, None)
         best = self.best.get(trial_id)
         score = f", best {config.OBJECTIVE} {best:.4f}" if best is not None else ""
         self._emit(f"trial {trial_id} {status} after {epochs:g} epoch(s){score}")
@@ -104,6 +238,7 @@ class SearchProgress:
     def on_error(self, trial_id: str, error: str) -> None:
         """A trial failed for good."""
         self.finished[trial_id] = "error"
+        self.partial.pop(trial_id, None)
         self._emit(f"trial {trial_id} failed: {error}")
 
     def on_retry(self, trial_id: str, error: str) -> None:
@@ -131,7 +266,7 @@ class SearchProgress:
     def seconds_left(self, elapsed: float) -> float | None:
         """Estimated wall seconds until the budget is spent (None before the first epoch): at
         most what is left of the time budget."""
-        trained = sum(self.epochs.values())
+        trained = sum(self.epochs.values()) + sum(self.partial.values())
         if trained <= 0:
             return None
         if self.time_budget_s is not None:
@@ -143,11 +278,16 @@ class SearchProgress:
         done = [self.epochs[t] for t in self.finished if t in self.epochs]
         per_trial = sum(done) / len(done) if done else float(self.max_epochs)
         running = [t for t in self.epochs if t not in self.finished]
-        expected = sum(max(per_trial, self.epochs[t]) - self.epochs[t] for t in running)
+        expected = sum(
+            max(0.0, max(per_trial, self.epochs[t]) - self.epochs[t] - self.partial.get(t, 0.0))
+            for t in running
+        )
         expected += max(0, self.total - len(self.epochs)) * per_trial
         return elapsed / trained * expected
 
-    def _emit(self, line: str) -> None:
+    def _emit(self, line: str, trial_id: str | None = None) -> None:
+        if trial_id is not None:
+            self.last_line[trial_id] = self.clock()
         self.write(f"{line}  [{self.status()}]")
 
 

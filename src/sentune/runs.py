@@ -74,6 +74,9 @@ COMPLETED, RETRYING, ERROR = "completed", "retrying", "error"
 #: The confirmation trials of a run (a Tune experiment of its own inside the run folder), kept
 #: apart so that the search's leaderboard never mixes them in.
 CONFIRM_DIR = "confirm"
+#: Where running trials say how far into their epoch they are (`progress.ProgressFile`), for
+#: the search's terminal lines; removed when the search ends.
+PROGRESS_DIR = ".progress"
 #: In a confirmation trial's configuration: the search trial whose configuration it retrains.
 #: Not a dotted key, so the trial's sections ignore it.
 CONFIRMS_KEY = "confirms"
@@ -544,6 +547,11 @@ def _read_trials(folder: Path, manifest: Manifest) -> Run:
 def confirm_dir(run_dir: str | Path) -> Path:
     """The folder of a run's confirmation trials (`CONFIRM_DIR`)."""
     return Path(run_dir) / CONFIRM_DIR
+
+
+def progress_dir(run_dir: str | Path) -> Path:
+    """The folder of the running trials' progress files (`PROGRESS_DIR`)."""
+    return Path(run_dir) / PROGRESS_DIR
 
 
 def confirm_trial_name(trial_id: str, seed: int) -> str:

@@ -193,6 +193,7 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             grid = _fit(tuner, options)
             if _finish(run_dir, grid, spec.budget, options):
                 _confirm(run_dir, data, settings, spec.budget, options)
+    shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     # The best checkpoints whole, for the report and the export that read the mirror.
     storage.pull(store, run_name)
     return run_dir
@@ -314,13 +315,16 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
         _import_while_trials_run()
         tuner = tune.Tuner.restore(
             location,
-            trainable=_trainable_with_resources(data, settings, budget, options.trial_hook),
+            trainable=_trainable_with_resources(
+                data, settings, budget, options.trial_hook, run_dir
+            ),
             resume_unfinished=True,
             resume_errored=True,
         )
         grid = _fit(tuner, options)
         if _finish(run_dir, grid, budget, options):
             _confirm(run_dir, data, settings, budget, options)
+    shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     storage.pull(_store(options), run_dir.name)  # as at the end of `run`
     return run_dir
 
@@ -591,7 +595,7 @@ def _confirm(
     from sentune.analysis import confirmation_plan
 
     folder = f"{_location(run_dir, options)}/{runs.CONFIRM_DIR}"
-    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
+    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
     if tune.Tuner.can_restore(folder):
         log.info("continuing the confirmation of %s over seeds", run_dir.name)
         tuner = tune.Tuner.restore(
@@ -630,6 +634,7 @@ def _build_confirm_tuner(
         rungs=[float(budget.max_epochs)],
         shown={runs.CONFIRMS_KEY, runs.SEED_KEY},
         options=options,
+        run_dir=run_dir,
         first_step=False,  # the search's first step was said; the confirmation's is no news
     )
     return tune.Tuner(
@@ -867,14 +872,25 @@ def _keep_ray_on_loopback() -> None:
 
 
 def _trainable_with_resources(
-    data: PreparedData, settings: TrialSettings, budget: BudgetConfig, hook=None
+    data: PreparedData, settings: TrialSettings, budget: BudgetConfig, hook, run_dir: Path
 ):
     from ray import tune
 
-    return tune.with_resources(
-        tune.with_parameters(_trainable, data=data, settings=settings, hook=hook),
-        {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial},
+    trainable = tune.with_parameters(
+        _trainable, data=data, settings=settings, hook=hook, progress_dir=_progress_dir(run_dir)
     )
+    return tune.with_resources(
+        trainable, {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}
+    )
+
+
+def _progress_dir(run_dir: Path) -> str:
+    """`runs.progress_dir`, made: the search's process makes it, so that only trials on this
+    machine (the default) write there; a trial on another node of a cluster finds no such
+    folder and its epochs only show their evaluations."""
+    folder = runs.progress_dir(run_dir).resolve()
+    folder.mkdir(exist_ok=True)
+    return str(folder)
 
 
 def _build_tuner(
@@ -889,7 +905,7 @@ def _build_tuner(
 
     _quiet_unless_verbose(options)
     budget = spec.budget
-    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook)
+    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
     return tune.Tuner(
         trainable,
         # The searcher draws the searched parameters (define-by-run, conditions honoured);
@@ -913,7 +929,7 @@ def _build_tuner(
         run_config=_run_config(
             run_dir.name,
             _store(options).uri or str(run_dir.resolve().parent),
-            _progress_reporter(spec, options),
+            _progress_reporter(spec, options, run_dir),
             options,
             ledger=_trial_ledger(run_dir, run_dir, options),
         ),
@@ -1155,12 +1171,19 @@ WIND_DOWN_WAIT_S = 600
 
 
 def _trainable(
-    trial_config: dict[str, Any], *, data: PreparedData, settings: TrialSettings, hook=None
+    trial_config: dict[str, Any],
+    *,
+    data: PreparedData,
+    settings: TrialSettings,
+    hook=None,
+    progress_dir: str | None = None,
 ):
-    """The Tune function trainable: `run_trial` with a callback that reports to Tune."""
+    """The Tune function trainable: `run_trial` with a callback that reports to Tune, and one
+    that writes where each epoch stands to `progress_dir` (`progress.ProgressFile`)."""
     from ray import tune
     from transformers.utils import logging as hf_logging
 
+    from sentune.progress import ProgressFile
     from sentune.trial import run_trial
 
     # Set here, in the worker, so that it holds on any cluster (`--address` included).
@@ -1188,6 +1211,9 @@ def _trainable(
             report,
             settings=replace(settings, checkpoint_dir=str(workdir / "out")),
             resume_from=resume_from,
+            on_step=ProgressFile(Path(progress_dir), tune.get_context().get_trial_id())
+            if progress_dir
+            else None,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1266,7 +1292,7 @@ def _quiet_unless_verbose(options: SearchOptions) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _progress_reporter(spec: SearchSpec, options: SearchOptions):
+def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
     """A Tune callback that prints one line per trial event with an estimate (`progress.py`)."""
     from sentune.analysis import asha_rungs
 
@@ -1276,6 +1302,7 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions):
         rungs=asha_rungs(spec.budget, options.strategy),
         shown=set(spec.params),
         options=options,
+        run_dir=run_dir,
         time_budget_s=spec.budget.time_budget_s,
     )
 
@@ -1287,22 +1314,39 @@ def _progress_callback(
     rungs: list[float],
     shown: set[str],
     options: SearchOptions,
+    run_dir: Path,
     first_step: bool = True,
     time_budget_s: float | None = None,
 ):
     """The Tune callback behind `_progress_reporter`: `total` trials (or `time_budget_s`), the
-    config keys in `shown` printed when a trial starts, and (`first_step`) when training first
-    began."""
+    config keys in `shown` printed when a trial starts, (`first_step`) when training first
+    began, and where long epochs stand (the trials' files in `runs.progress_dir(run_dir)`)."""
     from ray.tune import Callback
 
-    from sentune.progress import SearchProgress
+    from sentune.progress import SearchProgress, read_progress
 
     progress = SearchProgress(
         total=total, max_epochs=max_epochs, rungs=rungs, time_budget_s=time_budget_s
     )
     say_first_step = first_step
+    folder = runs.progress_dir(run_dir).resolve()
+    read_at = [0.0]
 
     class ProgressReporter(Callback):
+        def __init__(self):
+            self.progress = progress
+
+        def on_step_begin(self, iteration, trials, **info):
+            # Tune calls this many times a second; the trials write every few seconds.
+            now = time.monotonic()
+            if now - read_at[0] < config.PROGRESS_WRITE_EVERY_S:
+                return
+            read_at[0] = now
+            running = {t.trial_id for t in trials if t.status == "RUNNING"}
+            for trial_id, record in read_progress(folder).items():
+                if trial_id in running:
+                    progress.on_progress(trial_id, record)
+
         def on_trial_start(self, iteration, trials, trial, **info):
             params = {k: v for k, v in trial.config.items() if k in shown}
             progress.on_start(trial.trial_id, params)

@@ -33,6 +33,7 @@ from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
 from sentune.evaluate import compute_metrics, predict_logits, to_device
+from sentune.progress import EpochProgress
 from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 #: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far
 #: (and at every evaluation when `TrialSettings.resumable`).
 Report = Callable[[dict[str, Any], "Path | None"], None]
+#: `on_step(progress)`: after each optimizer step, where the epoch stands (no device sync).
+OnStep = Callable[[EpochProgress], None]
 
 
 class TrialOutOfMemory(ResourceError):
@@ -76,6 +79,7 @@ def run_trial(
     *,
     settings: TrialSettings,
     resume_from: Path | None = None,
+    on_step: OnStep | None = None,
 ) -> TrialResult:
     """Fine-tune one configuration and report validation metrics at each evaluation.
 
@@ -88,6 +92,8 @@ def run_trial(
         settings: Runtime settings (model, epochs, precision, device, threads).
         resume_from: A checkpoint of a resumable run of this same trial (it holds
             `TRAINING_STATE_FILE`): training continues from there, as if never interrupted.
+        on_step: Called after each optimizer step with where the epoch stands (a search shows
+            it in the terminal during long epochs: `progress.ProgressFile`).
 
     Returns:
         The best evaluation, the full history and where the best checkpoint was left.
@@ -98,7 +104,9 @@ def run_trial(
     """
     train = config.build_section("train", trial_config)
     try:
-        return _run_trial(trial_config, data, report, settings=settings, resume_from=resume_from)
+        return _run_trial(
+            trial_config, data, report, settings=settings, resume_from=resume_from, on_step=on_step
+        )
     except torch.OutOfMemoryError as err:
         # Only the message is kept: the error's traceback holds the trial's frames, and with
         # them the model and optimizer that `release_memory` must free for the next trial.
@@ -144,6 +152,7 @@ def _run_trial(
     *,
     settings: TrialSettings,
     resume_from: Path | None,
+    on_step: OnStep | None,
 ) -> TrialResult:
     started = time.time()
     head = config.build_section("head", trial_config)
@@ -193,6 +202,7 @@ def _run_trial(
         precision=precision,
         started=started,
         int8=config.build_section("serve", trial_config).int8,
+        on_step=on_step,
     )
     if resume_from is not None:
         loop.restore(resume_from)
@@ -411,6 +421,7 @@ class _Loop:
         precision: str,
         started: float,
         int8: bool = False,
+        on_step: OnStep | None = None,
     ):
         self.accelerator = accelerator
         self.model = model
@@ -425,6 +436,7 @@ class _Loop:
         self.accumulation = accumulation
         self.steps_per_epoch = steps_per_epoch
         self.report = report
+        self.on_step = on_step
         self.precision = precision
         self.pad_id = data.pad_id
         self.train_ids = data.train.truncated(train.max_length, train.truncation)
@@ -463,6 +475,9 @@ class _Loop:
             for start in range(self.position, len(batches), self.accumulation):
                 self._optimizer_step(batches[start : start + self.accumulation])
                 at_epoch_end = start + self.accumulation >= len(batches)
+                if self.on_step is not None:
+                    done = min(start + self.accumulation, len(batches))
+                    self.on_step(EpochProgress(self.epoch + 1, done, len(batches)))
                 if at_epoch_end:
                     self.epoch, self.position = self.epoch + 1, 0
                     self.epoch_rng_state = self.rng.bit_generator.state
