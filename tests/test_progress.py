@@ -147,3 +147,21 @@ def test_a_long_epoch_gets_a_line_and_counts_in_the_estimate():
     progress.on_complete("a")
     progress.on_progress("a", EpochProgressRecord(2, 10, 200, 2.0))
     assert len(lines) == 4 and progress.partial == {}
+
+
+def test_a_search_saved_by_an_earlier_version_goes_on_with_the_fields_added_since():
+    """Tune pickles the progress with the search's callbacks and unpickles it on `--resume`."""
+    from ray import cloudpickle  # what Ray Tune pickles its state with
+
+    progress, lines, now = _progress()
+    progress.on_start("a", {})
+    progress.on_result("a", 1, 0.6)
+    state = dict(progress.__dict__)
+    for added in ("partial", "last_line", "line_every_s"):
+        del state[added]
+    old = object.__new__(SearchProgress)
+    old.__dict__.update(state)
+    restored = cloudpickle.loads(cloudpickle.dumps(old))
+    restored.on_progress("a", EpochProgressRecord(2, 10, 100, 1.0))
+    restored.on_result("a", 2, 0.7)
+    assert restored.epochs == {"a": 2} and restored.best == {"a": 0.7}

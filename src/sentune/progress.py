@@ -1,6 +1,6 @@
 """A search's progress in the terminal: one line per trial event, each with an estimate.
 
-Ray-free: `search.py` feeds it from a Ray Tune callback, a test feeds it directly. The estimate
+Ray-free: `callbacks.py` feeds it from a Ray Tune callback, a test feeds it directly. The estimate
 needs no model of ASHA: wall seconds per trained epoch so far (concurrency included) times the
 epochs still expected, where a trial still to come is expected to train as many epochs as the
 finished ones did on average (the full budget until one has finished).
@@ -161,6 +161,12 @@ class SearchProgress:
     first_step_s: float | None = None
     #: When each trial last got a line (its start, an evaluation, where it stands).
     last_line: dict[str, float] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict) -> None:
+        # Tune pickles this object with the search's callbacks; a search that an earlier sentune
+        # started and this one resumes lacks the fields added since: they start empty.
+        fresh = SearchProgress(total=state["total"], max_epochs=state["max_epochs"])
+        self.__dict__.update({**fresh.__dict__, **state})
 
     # --- events ----------------------------------------------------------------------------
 
