@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import make_reviews
 
-from sentune import cli, config, runs, search, space
+from sentune import cli, config, preflight, runs, space
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_a_fixed_max_length_that_cuts_most_texts_is_warned_about(
     spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv))
     data = prepare(spec.data, str(tiny_model_dir), cache_dir=tmp_path / "cache")
     with caplog.at_level(logging.INFO, logger="sentune.search"):
-        resolved, chosen = search.max_length_for_data(spec, data, str(tiny_model_dir))
+        resolved, chosen = preflight.max_length_for_data(spec, data, str(tiny_model_dir))
     assert resolved == spec and chosen.rule == "fixed" and chosen.values == (32,)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
@@ -95,7 +95,7 @@ def test_a_fixed_max_length_that_cuts_most_texts_is_warned_about(
     )
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="sentune.search"):
-        search.max_length_for_data(short, data, str(tiny_model_dir))
+        preflight.max_length_for_data(short, data, str(tiny_model_dir))
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     share = (data.train.lengths > 8).mean()
     assert share > config.TRUNCATION_WARN_SHARE

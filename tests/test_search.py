@@ -11,7 +11,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentune import analysis, cli, config, runs, search, space, strategies
+from sentune import (
+    analysis,
+    callbacks,
+    cli,
+    config,
+    preflight,
+    runs,
+    search,
+    searchers,
+    space,
+    strategies,
+)
 from sentune.config import DataConfig, TrialSettings
 from sentune.errors import ResourceError
 
@@ -139,7 +150,7 @@ def test_cli_leaderboard_writes_csv(tiny_run, tmp_path, capsys):
 def test_gpus_on_a_host_without_gpus_fail_before_anything_is_written(
     write_tiny_space, tiny_model_dir, tiny_csv, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(search, "gpu_cards", lambda: [])  # nvidia-smi (or torch) sees none
+    monkeypatch.setattr(preflight, "gpu_cards", lambda: [])  # nvidia-smi (or torch) sees none
     spec = space.load(write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, gpus_per_trial=0.5))
     with pytest.raises(ResourceError, match="no CUDA GPU"):
         search.run(spec, options=search.SearchOptions(storage=tmp_path / "trials"))
@@ -299,7 +310,7 @@ def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp
     spec = replace(spec, budget=replace(spec.budget, trials=20))
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
-    searcher = search._searcher("random", spec, run_dir)
+    searcher = searchers.build_searcher("random", spec, run_dir)
     configs = [searcher.suggest(f"trial{i:02d}") for i in range(20)]
     assert {c["head.layers"] for c in configs} == {0, 1, 2}
     for suggested in configs:
@@ -321,10 +332,10 @@ def test_a_restored_searcher_suggests_no_trial_past_the_budget(tmp_path):
     epoch_1 = {config.EPOCH: 1, config.OBJECTIVE: 0.5}
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
-    first = search._searcher("random", spec, run_dir)
+    first = searchers.build_searcher("random", spec, run_dir)
     first.suggest("a")
     first.on_trial_result("a", epoch_1)
-    restored = search._searcher("random", spec, run_dir)  # its own state knows of "a" only
+    restored = searchers.build_searcher("random", spec, run_dir)  # its own state knows of "a" only
     first.suggest("b")  # suggested, never reported: lost with the driver
     assert isinstance(restored.suggest("c"), dict)
     restored.on_trial_result("c", epoch_1)
@@ -361,7 +372,7 @@ def test_a_latency_bound_reaches_optuna_as_a_constraint(tmp_path):
     spec = replace(spec, objective=replace(spec.objective, metrics=(config.OBJECTIVE,)))
     run_dir = tmp_path / "latency-20260101-000000"
     run_dir.mkdir()
-    searcher = search._searcher("tpe", spec, run_dir)
+    searcher = searchers.build_searcher("tpe", spec, run_dir)
     max_epochs = spec.budget.max_epochs
     _tell(searcher, "fast", _reports(max_epochs, p95=5.0))
     _tell(searcher, "slow", _reports(1, p95=12.0))  # stopped by ASHA after one epoch
@@ -385,7 +396,7 @@ def test_a_pareto_space_makes_a_multi_objective_study(tmp_path):
     spec = space.load("latency")
     run_dir = tmp_path / "latency-20260101-000000"
     run_dir.mkdir()
-    searcher = search._searcher("tpe", spec, run_dir)
+    searcher = searchers.build_searcher("tpe", spec, run_dir)
     _tell(searcher, "full", _reports(spec.budget.max_epochs, p95=6.0))
     _tell(searcher, "stopped", _reports(1, p95=3.0))
     study = optuna.load_study(
@@ -494,10 +505,9 @@ def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
         progress_dir=folder,
     )
     batches = -(-len(data.train) // 8)
-    reporter = search._progress_callback(
-        total=1, max_epochs=1, rungs=[], shown=set(), options=search.SearchOptions(),
-        run_dir=run_dir,
-    )  # fmt: skip
+    reporter = callbacks.progress_callback(
+        total=1, max_epochs=1, rungs=[], shown=set(), run_dir=run_dir
+    )
     lines = []
     reporter.progress.write, reporter.progress.line_every_s = lines.append, 0.0
     trial = SimpleNamespace(trial_id="t1", status="RUNNING", config={})

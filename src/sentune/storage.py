@@ -115,12 +115,15 @@ def _one_line(err: BaseException) -> str:
 
 
 def check_writable(store: Storage) -> None:
-    """Fail early (before data preparation) on object storage that cannot be reached: no such
-    bucket, no credentials, no server at the endpoint.
+    """Fail early (before data preparation) on storage that cannot be written: a local folder
+    (or the mirror of object storage) that is a file or not writable; object storage that
+    cannot be reached: no such bucket, no credentials, no server at the endpoint.
 
     Raises:
+        RunError: The local folder cannot be written.
         StorageError: The bucket cannot be listed.
     """
+    _check_folder_writable(store.root)
     if not store.remote:
         return
     import pyarrow.fs as pafs
@@ -136,6 +139,20 @@ def check_writable(store: Storage) -> None:
         raise StorageError(
             f"--storage {store.uri}: cannot reach it ({_one_line(err)}); {_ENV_HINT}"
         ) from None
+
+
+def _check_folder_writable(folder: Path) -> None:
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(
+            f"--storage {folder}: {existing} is a file, not a folder; choose another --storage"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(
+            f"--storage {folder}: {existing} is not writable; choose a writable --storage"
+        )
 
 
 def _remote_path(store: Storage, name: str, relative: str | Path = "") -> str:
