@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sentune.progress import (
@@ -109,6 +111,20 @@ def test_a_trial_writes_where_its_epoch_stands_at_most_every_few_seconds(tmp_pat
     now[0] = 35.0
     write(EpochProgress(2, 13, 100))
     assert read_progress(tmp_path)["a"] == EpochProgressRecord(2, 13, 100, 1.0)
+
+
+def test_the_first_training_step_is_written_at_once(tmp_path):
+    """So that the search says when training began without waiting for an evaluation."""
+    now = [0.0]
+    started_at = time.time() - 42.0
+    write = ProgressFile(tmp_path, "a", started_at=started_at, every_s=10, clock=lambda: now[0])
+    write(EpochProgress(1, 1, 100))
+    record = read_progress(tmp_path)["a"]
+    assert record[:4] == (1, 1, 100, 0.0)
+    assert record.first_step_s == pytest.approx(42.0, abs=5.0)
+    now[0] = 20.0
+    write(EpochProgress(1, 41, 100))
+    assert read_progress(tmp_path)["a"] == EpochProgressRecord(1, 41, 100, 2.0, record.first_step_s)
 
 
 def test_a_missing_folder_is_not_made_and_a_bad_file_is_skipped(tmp_path):

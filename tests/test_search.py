@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -497,7 +498,9 @@ def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
     monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: None)
-    settings = TrialSettings(model=str(tiny_model_dir), max_epochs=1, precision="fp32")
+    settings = TrialSettings(
+        model=str(tiny_model_dir), max_epochs=1, precision="fp32", started_at=time.time() - 30
+    )
     search._trainable(
         {"train.batch_size": 8, "train.max_length": 32},
         data=data,
@@ -514,3 +517,5 @@ def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
     reporter.on_trial_start(0, [trial], trial)
     reporter.on_step_begin(0, [trial])
     assert lines[-1].startswith(f"trial t1 epoch 1/1: {batches}/{batches} batches (100%)")
+    first_step = [line for line in lines if line.startswith("first training step")]
+    assert len(first_step) == 1 and float(first_step[0].split()[3].rstrip("s")) >= 30

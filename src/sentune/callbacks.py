@@ -53,6 +53,8 @@ def progress_callback(
             running = {t.trial_id for t in trials if t.status == "RUNNING"}
             for trial_id, record in read_progress(folder).items():
                 if trial_id in running:
+                    if say_first_step and record.first_step_s is not None:
+                        progress.on_first_step(record.first_step_s)
                     progress.on_progress(trial_id, record)
 
         def on_trial_start(self, iteration, trials, trial, **info):

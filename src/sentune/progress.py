@@ -43,12 +43,14 @@ class EpochProgress(NamedTuple):
 
 
 class EpochProgressRecord(NamedTuple):
-    """What `ProgressFile` writes: `EpochProgress` and the epoch's rate so far."""
+    """What `ProgressFile` writes: `EpochProgress`, the epoch's rate so far and, once known,
+    the seconds from the command to this run's first training step."""
 
     epoch: int
     batches_done: int
     batches: int
     batches_per_s: float
+    first_step_s: float | None = None
 
 
 class ProgressFile:
@@ -61,6 +63,9 @@ class ProgressFile:
     Args:
         folder: Made by the search's process (`runs.progress_dir`); never created here.
         trial_id: Tune's id of the trial, which names its file.
+        started_at: When the command started (`TrialSettings.started_at`, epoch seconds): the
+            first call (right after the first training step) is written at once with the
+            seconds since, so that the search says it then rather than at the first evaluation.
         every_s: Seconds between writes (`config.PROGRESS_WRITE_EVERY_S` by default).
         clock: Seconds, monotonic (a test passes a fake one).
     """
@@ -70,23 +75,30 @@ class ProgressFile:
         folder: Path,
         trial_id: str,
         *,
+        started_at: float | None = None,
         every_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.path = Path(folder) / f"{trial_id}.json"
+        self.started_at = started_at
         self.every_s = config.PROGRESS_WRITE_EVERY_S if every_s is None else every_s
         self.clock = clock
         # The epoch, the time and its batches done when this process first saw it: the rate
         # is measured from there, after the epoch's (or a resumed run's) first step.
         self._epoch_start: tuple[int, float, int] | None = None
         self._written_at = 0.0
+        self._first_step_s: float | None = None
 
     def __call__(self, step: EpochProgress) -> None:
         now = self.clock()
-        if self._epoch_start is None or self._epoch_start[0] != step.epoch:
+        first_call = self._epoch_start is None
+        if first_call and self.started_at is not None:
+            self._first_step_s = time.time() - self.started_at
+        if first_call or self._epoch_start[0] != step.epoch:
             self._epoch_start, self._written_at = (step.epoch, now, step.batches_done), now
-            return
-        if now - self._written_at < self.every_s:
+            if not (first_call and self._first_step_s is not None):
+                return
+        elif now - self._written_at < self.every_s:
             return
         self._written_at = now
         _, started, first = self._epoch_start
@@ -95,6 +107,7 @@ class ProgressFile:
             "batches_done": step.batches_done,
             "batches": step.batches,
             "batches_per_s": (step.batches_done - first) / max(now - started, 1e-9),
+            "first_step_s": self._first_step_s,
         }
         staging = self.path.with_name(f".{self.path.name}.tmp")
         try:
@@ -190,9 +203,8 @@ class SearchProgress:
         """A trial reported an evaluation (with its p95 latency when it measured one);
         `first_step_s`: seconds from the command to its first training step
         (`config.FIRST_STEP_S`), said once, for the search's first."""
-        if first_step_s is not None and self.first_step_s is None:
-            self.first_step_s = first_step_s
-            self.write(f"first training step {first_step_s:.1f}s after the command")
+        if first_step_s is not None:
+            self.on_first_step(first_step_s)
         previous = self.epochs.get(trial_id, 0.0)
         self.epochs[trial_id] = max(previous, epoch)
         self.partial.pop(trial_id, None)
@@ -205,6 +217,13 @@ class SearchProgress:
             f"{config.OBJECTIVE} {score:.4f}{latency}{note}",
             trial_id,
         )
+
+    def on_first_step(self, seconds: float) -> None:
+        """Training began `seconds` after the command (`config.FIRST_STEP_S`): said once, for
+        the search's first trial to get there."""
+        if self.first_step_s is None:
+            self.first_step_s = seconds
+            self.write(f"first training step {seconds:.1f}s after the command")
 
     def on_progress(self, trial_id: str, record: EpochProgressRecord) -> None:
         """Where a running trial stands inside its epoch (`read_progress`): counted in the

@@ -700,7 +700,11 @@ def _trainable(
             report,
             settings=replace(settings, checkpoint_dir=str(workdir / "out")),
             resume_from=resume_from,
-            on_step=ProgressFile(Path(progress_dir), tune.get_context().get_trial_id())
+            on_step=ProgressFile(
+                Path(progress_dir),
+                tune.get_context().get_trial_id(),
+                started_at=settings.started_at,
+            )
             if progress_dir
             else None,
         )
