@@ -174,3 +174,48 @@ def test_a_timestamp_name_taken_by_another_search_moves_to_a_suffix(tmp_path, mo
     named.mkdir()
     with pytest.raises(RunError, match="another search created .* meanwhile"):
         runs.create_run_dir(named, named=True)
+
+
+def test_what_a_killed_search_left_unknown_to_tune_is_settled(tmp_path, monkeypatch):
+    """A worker uploads its checkpoint before the search's process records the trial, and Tune
+    saves its state apart from the trials' results; killed in between, the folder holds a
+    checkpoint that no experiment knows (deleted), or a trial with results that the resumed one
+    never held (recorded as lost, its training state dropped). Nothing else is touched."""
+    from types import SimpleNamespace
+
+    from sentune import search, storage
+
+    def trial(name, *, results="{}\n"):
+        folder = tmp_path / name
+        (folder / "checkpoint_000000").mkdir(parents=True)
+        (folder / "checkpoint_000000" / runs.TRAINING_STATE_FILE).write_bytes(b"state")
+        if results is not None:
+            (folder / runs.RESULTS_FILE).write_text(results)
+        return folder
+
+    trial("known", results=None)  # a trial of the experiment: kept, results or not
+    trial("reported", results='{"epoch": 1}\n')  # unknown, but it has results: kept
+    orphan = trial("orphan", results=None)
+    trial("empty", results="")
+    lost = trial("lost", results='{"epoch": 1}\n')  # a trial (params) Tune's state never held
+    (lost / runs.PARAMS_FILE).write_text("{}")
+    (lost / "checkpoint_000000" / runs.MODEL_CONFIG_FILE).write_text("{}")
+    (tmp_path / runs.PROGRESS_DIR).mkdir()  # no checkpoints: not a trial
+    assert [d.name for d in runs.orphan_trial_dirs(tmp_path, {"known"})] == ["empty", "orphan"]
+    assert runs.orphan_trial_dirs(tmp_path, {"known", "empty", "orphan"}) == []
+    assert runs.orphan_trial_dirs(tmp_path / "missing", set()) == []
+
+    deleted = []
+    monkeypatch.setattr(storage, "delete", lambda store, name, paths: deleted.extend(paths))
+    grid = [SimpleNamespace(path="bucket/runs/run/known")]
+    store = storage.open_storage(str(tmp_path.parent), cache_dir=tmp_path)
+    search._settle_unknown_trials(tmp_path, tmp_path, grid, store)
+    assert sorted(p.name for p in deleted) == ["empty", "orphan", runs.TRAINING_STATE_FILE]
+    assert runs.read_trial_status(lost) == {
+        "status": runs.ERROR, "failures": 0, "error": runs.LOST_ERROR
+    }  # fmt: skip
+    assert runs.checkpoints(lost) and not list(lost.rglob(runs.TRAINING_STATE_FILE))
+    assert [d.name for d in runs.lost_trial_dirs(tmp_path, {"known"})] == []  # said once
+    assert (
+        not orphan.exists() and (tmp_path / "known").is_dir() and (tmp_path / "reported").is_dir()
+    )

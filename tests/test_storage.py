@@ -203,14 +203,14 @@ def test_a_status_that_missed_the_bucket_is_uploaded_after_the_experiment(tmp_pa
     assert pushed == [[run_dir / "t1" / runs.TRIAL_STATUS]]
 
 
-def _finished(prefix: str) -> set[str]:
-    return {
-        path.split("/")[0]
-        for path in _files(prefix)
-        if path.count("/") == 1
-        and path.endswith(f"/{runs.TRIAL_STATUS}")
-        and json.loads(_read(f"{prefix}/{path}"))["status"] == runs.COMPLETED
-    }
+def _finished(prefix: str, status: str = runs.COMPLETED, error: str | None = None) -> set[str]:
+    found = set()
+    for path in _files(prefix):
+        if path.count("/") == 1 and path.endswith(f"/{runs.TRIAL_STATUS}"):
+            record = json.loads(_read(f"{prefix}/{path}"))
+            if record["status"] == status and (error is None or record.get("error") == error):
+                found.add(path.split("/")[0])
+    return found
 
 
 def _kill_tree(pid: int) -> None:
@@ -267,6 +267,14 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     before, finished_before = _trial_results("runs/tiny-s3"), _finished("runs/tiny-s3")
     assert len(before) >= 2 and runs.MANIFEST in _files("runs/tiny-s3")
 
+    # What a kill between a worker's checkpoint upload and the search's record of its trial
+    # leaves (it depends on the kill's timing, so it is made here): a checkpoint, with its
+    # training state, of a trial that the resumed experiment never knew.
+    orphan = f"{BUCKET}/runs/tiny-s3/0rphan00/checkpoint_000000"
+    for name in (runs.TRAINING_STATE_FILE, runs.STATE_FILE, runs.MODEL_CONFIG_FILE):
+        with _fs().open_output_stream(f"{orphan}/{name}") as out:
+            out.write(b"{}")
+
     # Another machine, as far as sentune knows: no mirror of the run (the token cache stays).
     mirror = tmp_path / config.CACHE_DIR / config.MIRROR_DIR
     shutil.rmtree(mirror)
@@ -279,8 +287,12 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     assert resumed.returncode == 0, (tmp_path / "resume.log").read_text()[-3000:]
     after = _trial_results("runs/tiny-s3")
     # Every trial's status is in the bucket, that of the trial that ended last too (Tune's own
-    # last upload missed it 1 run in 4 before `_settle_statuses`).
-    assert len(after) == 3 and _finished("runs/tiny-s3") == set(after)
+    # last upload missed it 1 run in 4 before `callbacks.settle_statuses`).
+    # ...or, when the kill came after a trial's results reached the bucket but before Ray Tune
+    # saved its state with that trial (a matter of timing), that trial is recorded as lost.
+    lost = _finished("runs/tiny-s3", runs.ERROR, runs.LOST_ERROR)
+    assert len(after) == 3 and _finished("runs/tiny-s3") | lost == set(after)
+    assert len(lost) <= 1 and not lost & set(finished_before)
     for trial_id, rows in before.items():
         if trial_id in finished_before:
             assert after[trial_id] == rows  # a finished trial is kept as it was
@@ -292,6 +304,7 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
         kept = {p.split("/")[1] for p in remote if p.startswith(f"{trial_id}/checkpoint_")}
         assert len(kept) == 1, remote
     assert not [p for p in remote if p.endswith(runs.TRAINING_STATE_FILE)]
+    assert not [p for p in remote if p.startswith("0rphan00/")]
     confirmed = _finished(f"runs/tiny-s3/{runs.CONFIRM_DIR}")
     assert len(confirmed) == 1 and confirmed.pop().endswith("-seed1")
     assert (tmp_path / "analysis" / "tiny-s3" / "confirm.csv").is_file()

@@ -649,6 +649,52 @@ def best_checkpoint(trial_dir: Path) -> Path | None:
     return max(kept, key=checkpoint_score) if kept else None  # `max` keeps the first of equals
 
 
+#: The error recorded for a trial that a killed search started and reported, but that Ray
+#: Tune's saved state never held: a resumed search cannot continue it.
+LOST_ERROR = (
+    "lost: the search was killed before Ray Tune saved this trial; its results are kept, but "
+    "--resume cannot continue it"
+)
+
+
+def lost_trial_dirs(folder: Path, known: set[str]) -> list[Path]:
+    """Trials of `folder` with results but no status that are none of the `known` trials of its
+    Tune experiment: Tune saves its state every few seconds, its trials' results reach the
+    folder apart from it, and a search killed in between leaves such a trial behind."""
+    if not Path(folder).is_dir():
+        return []
+    return [
+        d
+        for d in trial_dirs(folder)
+        if d.name not in known and _has_results(d) and not read_trial_status(d)
+    ]
+
+
+def _has_results(trial_dir: Path) -> bool:
+    results = Path(trial_dir) / RESULTS_FILE
+    return results.is_file() and results.stat().st_size > 0
+
+
+def orphan_trial_dirs(folder: Path, known: set[str]) -> list[Path]:
+    """Folders of `folder` (a run's, or its confirmation's) that hold checkpoints but no
+    results and are none of the `known` trials of its Tune experiment.
+
+    A trial's worker uploads each checkpoint itself, while the search's process records the
+    trial and its results: killed in between, the search leaves a checkpoint (with its training
+    state) that its resumed experiment never knew, and so never keeps or cleans.
+    """
+    if not Path(folder).is_dir():
+        return []
+    return [
+        d
+        for d in sorted(Path(folder).iterdir())
+        if d.is_dir()
+        and d.name not in known
+        and any(d.glob(CHECKPOINT_GLOB))
+        and not _has_results(d)
+    ]
+
+
 def keep_best_checkpoint(trial_dir: Path) -> list[Path]:
     """Delete all but the best checkpoint of a finished trial, and its training state.
 

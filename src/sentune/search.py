@@ -418,11 +418,16 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)  # Ray Tune's files of a remote run
     settle_statuses(store, run_dir, run_dir)
+    _settle_unknown_trials(run_dir, run_dir, grid, store)
     statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
         if status.get("status") == runs.COMPLETED:
             storage.delete(store, run_dir.name, runs.keep_best_checkpoint(run_dir / name))
-    failed = [name for name, s in statuses.items() if s.get("status") == runs.ERROR]
+    failed = [
+        name
+        for name, s in statuses.items()
+        if s.get("status") == runs.ERROR and s.get("error") != runs.LOST_ERROR
+    ]
     finished = sum(1 for s in statuses.values() if s.get("status") in (runs.COMPLETED, runs.ERROR))
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     interrupted = bool(unfinished or (budget.time_budget_s is None and finished < budget.trials))
@@ -541,6 +546,7 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)
     settle_statuses(store, run_dir, runs.confirm_dir(run_dir))
+    _settle_unknown_trials(runs.confirm_dir(run_dir), run_dir, grid, store)
     folders = runs.trial_dirs(runs.confirm_dir(run_dir))
     statuses = {d.name: runs.read_trial_status(d).get("status") for d in folders}
     for folder in folders:
@@ -557,6 +563,37 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
             f" ({', '.join(failed)})" if failed else "",
             resume_command(run_dir, options),
         )
+
+
+def _settle_unknown_trials(folder: Path, run_dir: Path, grid, store: storage.Storage) -> None:
+    """What a killed search left in `folder` that the experiment's saved state never held:
+    a trial with results is recorded as lost (`runs.LOST_ERROR`: it counts as finished, keeps
+    its best checkpoint without the training state, and is said once); a checkpoint without
+    results is deleted (`runs.orphan_trial_dirs`); here and in object storage."""
+    known = {Path(result.path).name for result in grid}
+    lost = runs.lost_trial_dirs(folder, known)
+    for trial_dir in lost:
+        runs.write_trial_status(trial_dir, runs.ERROR, failures=0, error=runs.LOST_ERROR)
+        storage.push(store, run_dir.name, [trial_dir / runs.TRIAL_STATUS])
+        storage.delete(store, run_dir.name, runs.keep_best_checkpoint(trial_dir))
+    if lost:
+        log.warning(
+            "%d trial(s) were lost when the search was killed (%s): Ray Tune had not saved "
+            "them; their results are kept, --resume cannot continue them",
+            len(lost),
+            ", ".join(d.name for d in lost),
+        )
+    orphans = runs.orphan_trial_dirs(folder, known)
+    if orphans:
+        log.info(
+            "removing the checkpoints of %d trial(s) that a killed search started but never "
+            "recorded: %s",
+            len(orphans),
+            ", ".join(d.name for d in orphans),
+        )
+        storage.delete(store, run_dir.name, orphans)
+        for orphan in orphans:
+            shutil.rmtree(orphan, ignore_errors=True)
 
 
 def _trainable_with_resources(
