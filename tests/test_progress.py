@@ -154,6 +154,9 @@ def test_a_long_epoch_gets_a_line_and_counts_in_the_estimate():
     now[0] = 90.0
     progress.on_progress("a", EpochProgressRecord(1, 160, 200, 2.0))
     assert len(lines) == 2  # under a minute since that line
+    now[0] = 125.0
+    progress.on_progress("a", EpochProgressRecord(1, 185, 200, 2.0))
+    assert len(lines) == 2  # its epoch ends (7.5 s) before the next look: the evaluation says it
     now[0] = 150.0
     progress.on_result("a", 1, 0.6)
     # Written before the evaluation: not news, and not counted twice.

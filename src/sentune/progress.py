@@ -227,7 +227,8 @@ class SearchProgress:
 
     def on_progress(self, trial_id: str, record: EpochProgressRecord) -> None:
         """Where a running trial stands inside its epoch (`read_progress`): counted in the
-        estimate, and said when the trial has had no line for `line_every_s`."""
+        estimate, and said when the trial has had no line for `line_every_s` and its epoch
+        does not end before the next look (`config.PROGRESS_WRITE_EVERY_S`)."""
         if trial_id in self.finished or trial_id not in self.epochs or record.batches <= 0:
             return
         position = record.epoch - 1 + min(record.batches_done, record.batches) / record.batches
@@ -235,18 +236,16 @@ class SearchProgress:
             return  # written before the trial's last evaluation
         self.partial[trial_id] = min(1.0, position - self.epochs[trial_id])
         now = self.clock()
-        if now - self.last_line.get(trial_id, now) < self.line_every_s:
+        if now - self.last_line.get(trial_id, now) < self.line_every_s or record.batches_per_s <= 0:
             return
-        left = record.batches - record.batches_done
-        eta = (
-            f", ~{format_duration(left / record.batches_per_s)} to the epoch's end"
-            if record.batches_per_s > 0
-            else ""
-        )
+        left_s = (record.batches - record.batches_done) / record.batches_per_s
+        if left_s < config.PROGRESS_WRITE_EVERY_S:
+            return  # the epoch's evaluation line comes before the next look
         self._emit(
             f"trial {trial_id} epoch {record.epoch}/{self.max_epochs}: "
             f"{record.batches_done}/{record.batches} batches "
-            f"({record.batches_done / record.batches:.0%}){eta}",
+            f"({record.batches_done / record.batches:.0%}), "
+            f"~{format_duration(left_s)} to the epoch's end",
             trial_id,
         )
 
