@@ -24,6 +24,17 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported (not those imported in functions)."""
+    top = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            top |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module)
+    return top
+
+
 def _name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
 
@@ -43,13 +54,7 @@ def test_only_the_search_modules_import_ray(path):
 @pytest.mark.parametrize("name", sorted(RAY_MODULES))
 def test_the_search_modules_import_ray_only_inside_functions(name):
     """The CLI, the analysis and a trial's worker import them without waiting for Ray."""
-    tree = ast.parse((PACKAGE / f"{name.split('.')[1]}.py").read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module)
+    top = _top_level_imports(PACKAGE / f"{name.split('.')[1]}.py")
     assert not {m for m in top if m == "ray" or m.startswith("ray.")}, top
 
 
@@ -60,13 +65,7 @@ def test_analysis_imports_neither_search_nor_trial():
 
 @pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
 def test_light_modules_do_not_import_torch_at_module_level(name):
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module)
+    top = _top_level_imports(PACKAGE / f"{name}.py")
     assert not {m for m in top if m == "torch" or m.startswith("torch.")}, top
 
 
