@@ -123,9 +123,9 @@ def ray_session():
     """Local Ray for the whole test session: 2 CPUs, no dashboard, services on loopback."""
     import ray
 
-    from sentune import cluster, search
+    from sentune import search
 
-    cluster.start_ray(search.SearchOptions(num_cpus=2, dashboard=False))
+    search.start_ray(search.SearchOptions(num_cpus=2, dashboard=False))
     yield
     ray.shutdown()
 

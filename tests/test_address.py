@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sentune import cluster
+from sentune import search
 from sentune.errors import ResourceError
 
 
@@ -31,18 +31,18 @@ def _free_port() -> int:
 @pytest.mark.parametrize("address", ["bad", "10.0.0.5", "host:0", "host:70000", "a b:6379"])
 def test_a_malformed_address_says_the_form(address):
     with pytest.raises(ResourceError, match="write the head's host:port"):
-        cluster.check_address(address)
+        search.check_address(address)
 
 
 def test_an_unreachable_address_says_so():
     port = _free_port()  # closed again: nothing listens there
     with pytest.raises(ResourceError, match=f"cannot reach 127.0.0.1:{port}"):
-        cluster.check_address(f"127.0.0.1:{port}")
+        search.check_address(f"127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize("address", [None, "auto", "local"])
 def test_auto_and_local_are_left_to_ray(address):
-    cluster.check_address(address)  # no probe: Ray finds (or starts) the cluster itself
+    search.check_address(address)  # no probe: Ray finds (or starts) the cluster itself
 
 
 def _head_env(ray_tmp: Path, token: str) -> dict[str, str]:
@@ -126,7 +126,7 @@ def test_a_token_protected_head_without_the_token_says_how_to_get_it(
     check = [
         sys.executable,
         "-c",
-        f"from sentune import cluster; cluster.check_address({address!r})",
+        f"from sentune import search; search.check_address({address!r})",
     ]
     refused = subprocess.run(check, env=wrong, capture_output=True, text=True, timeout=60)
     assert "refused this machine's Ray token" in refused.stderr
@@ -134,10 +134,10 @@ def test_a_token_protected_head_without_the_token_says_how_to_get_it(
     # With the head's token, the check passes and Ray joins the cluster.
     joined = subprocess.run(
         [sys.executable, "-c",
-         "import ray; from sentune import cluster, search\n"
+         "import ray; from sentune import search\n"
          f"options = search.SearchOptions(address={address!r})\n"
-         "cluster.check_address(options.address)\n"
-         "with cluster.ray_session(options):\n"
+         "search.check_address(options.address)\n"
+         "with search.ray_session(options):\n"
          "    print('CPUS', ray.cluster_resources().get('CPU'))"],
         env=head_env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -39,22 +39,17 @@ def _name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
 
 
-#: The search and the modules that serve it (docs/architecture.md): the only ones that know Ray.
-RAY_MODULES = {"sentune.search", "sentune.cluster", "sentune.searchers", "sentune.callbacks"}
-
-
 @pytest.mark.parametrize("path", MODULES, ids=_name)
-def test_only_the_search_modules_import_ray(path):
-    if _name(path) in RAY_MODULES:
+def test_only_search_imports_ray(path):
+    if _name(path) == "sentune.search":
         return
     ray = sorted(m for m in _imports(path) if m == "ray" or m.startswith("ray."))
-    assert not ray, f"{_name(path)} imports {ray}; only {sorted(RAY_MODULES)} may"
+    assert not ray, f"{_name(path)} imports {ray}; only sentune.search may"
 
 
-@pytest.mark.parametrize("name", sorted(RAY_MODULES))
-def test_the_search_modules_import_ray_only_inside_functions(name):
-    """The CLI, the analysis and a trial's worker import them without waiting for Ray."""
-    top = _top_level_imports(PACKAGE / f"{name.split('.')[1]}.py")
+def test_search_imports_ray_only_inside_functions():
+    """The CLI, the analysis and a trial's worker import it without waiting for Ray."""
+    top = _top_level_imports(PACKAGE / "search.py")
     assert not {m for m in top if m == "ray" or m.startswith("ray.")}, top
 
 

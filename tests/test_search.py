@@ -14,13 +14,11 @@ import pytest
 
 from sentune import (
     analysis,
-    callbacks,
     cli,
     config,
     preflight,
     runs,
     search,
-    searchers,
     space,
     strategies,
 )
@@ -311,7 +309,7 @@ def test_the_ray_searcher_leaves_inactive_parameters_out_of_the_trial_config(tmp
     spec = replace(spec, budget=replace(spec.budget, trials=20))
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
-    searcher = searchers.build_searcher("random", spec, run_dir)
+    searcher = search.build_searcher("random", spec, run_dir)
     configs = [searcher.suggest(f"trial{i:02d}") for i in range(20)]
     assert {c["head.layers"] for c in configs} == {0, 1, 2}
     for suggested in configs:
@@ -333,10 +331,10 @@ def test_a_restored_searcher_suggests_no_trial_past_the_budget(tmp_path):
     epoch_1 = {config.EPOCH: 1, config.OBJECTIVE: 0.5}
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
-    first = searchers.build_searcher("random", spec, run_dir)
+    first = search.build_searcher("random", spec, run_dir)
     first.suggest("a")
     first.on_trial_result("a", epoch_1)
-    restored = searchers.build_searcher("random", spec, run_dir)  # its own state knows of "a" only
+    restored = search.build_searcher("random", spec, run_dir)  # its own state knows of "a" only
     first.suggest("b")  # suggested, never reported: lost with the driver
     assert isinstance(restored.suggest("c"), dict)
     restored.on_trial_result("c", epoch_1)
@@ -373,7 +371,7 @@ def test_a_latency_bound_reaches_optuna_as_a_constraint(tmp_path):
     spec = replace(spec, objective=replace(spec.objective, metrics=(config.OBJECTIVE,)))
     run_dir = tmp_path / "latency-20260101-000000"
     run_dir.mkdir()
-    searcher = searchers.build_searcher("tpe", spec, run_dir)
+    searcher = search.build_searcher("tpe", spec, run_dir)
     max_epochs = spec.budget.max_epochs
     _tell(searcher, "fast", _reports(max_epochs, p95=5.0))
     _tell(searcher, "slow", _reports(1, p95=12.0))  # stopped by ASHA after one epoch
@@ -397,7 +395,7 @@ def test_a_pareto_space_makes_a_multi_objective_study(tmp_path):
     spec = space.load("latency")
     run_dir = tmp_path / "latency-20260101-000000"
     run_dir.mkdir()
-    searcher = searchers.build_searcher("tpe", spec, run_dir)
+    searcher = search.build_searcher("tpe", spec, run_dir)
     _tell(searcher, "full", _reports(spec.budget.max_epochs, p95=6.0))
     _tell(searcher, "stopped", _reports(1, p95=3.0))
     study = optuna.load_study(
@@ -509,7 +507,7 @@ def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
     )
     batches = -(-len(data.train) // 8)  # 8 per batch, rounded up
     monkeypatch.undo()  # the search's process reads with the defaults
-    reporter = callbacks.progress_callback(
+    reporter = search.progress_callback(
         total=1, max_epochs=1, rungs=[], shown=set(), run_dir=run_dir
     )
     lines = []

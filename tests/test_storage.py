@@ -175,14 +175,14 @@ def test_a_status_that_missed_the_bucket_is_uploaded_after_the_experiment(tmp_pa
 
     from ray import cloudpickle  # what Ray Tune pickles its state with
 
-    from sentune import callbacks, search
+    from sentune import search
 
     options = search.SearchOptions(storage="s3://b/runs", cache_dir=tmp_path)
     store = storage.open_storage(options.storage, cache_dir=tmp_path)
     run_dir = store.run_dir("run")
     staging, pushed = tmp_path / "staging", []
     monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.append(paths))
-    ledger = cloudpickle.loads(cloudpickle.dumps(callbacks.trial_ledger(run_dir, run_dir, store)))
+    ledger = cloudpickle.loads(cloudpickle.dumps(search.trial_ledger(run_dir, run_dir, store)))
     for name in ("t1", "t2"):
         (staging / name).mkdir(parents=True)
         (run_dir / name).mkdir(parents=True)
@@ -197,7 +197,7 @@ def test_a_status_that_missed_the_bucket_is_uploaded_after_the_experiment(tmp_pa
     # t2's status reached the bucket (so the pulled mirror has it); t1's did not.
     shutil.copy(staging / "t2" / runs.TRIAL_STATUS, run_dir / "t2" / runs.TRIAL_STATUS)
     pushed.clear()
-    callbacks.settle_statuses(store, run_dir, run_dir)
+    search.settle_statuses(store, run_dir, run_dir)
     assert runs.read_trial_status(run_dir / "t1") == runs.read_trial_status(staging / "t1")
     assert runs.read_trial_status(run_dir / "t1")["status"] == runs.COMPLETED
     assert pushed == [[run_dir / "t1" / runs.TRIAL_STATUS]]
@@ -287,7 +287,7 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     assert resumed.returncode == 0, (tmp_path / "resume.log").read_text()[-3000:]
     after = _trial_results("runs/tiny-s3")
     # Every trial's status is in the bucket, that of the trial that ended last too (Tune's own
-    # last upload missed it 1 run in 4 before `callbacks.settle_statuses`).
+    # last upload missed it 1 run in 4 before `search.settle_statuses`).
     # ...or, when the kill came after a trial's results reached the bucket but before Ray Tune
     # saved its state with that trial (a matter of timing), that trial is recorded as lost.
     lost = _finished("runs/tiny-s3", runs.ERROR, runs.LOST_ERROR)
@@ -339,7 +339,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
 
     from ray import cloudpickle
 
-    from sentune import callbacks, search
+    from sentune import search
 
     storage_uri = "s3://b/runs" if remote else str(tmp_path / "trials")
     options = search.SearchOptions(storage=storage_uri, cache_dir=tmp_path)
@@ -347,7 +347,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     run_dir = store.run_dir("run")
     pushed = []
     monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.append(paths))
-    ledger = cloudpickle.loads(cloudpickle.dumps(callbacks.trial_ledger(run_dir, run_dir, store)))
+    ledger = cloudpickle.loads(cloudpickle.dumps(search.trial_ledger(run_dir, run_dir, store)))
     trials = []
     for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "TERMINATED")):
         (run_dir / name).mkdir(parents=True)
@@ -364,7 +364,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     runs.write_trial_status(run_dir / "failed", runs.ERROR, failures=1, error="boom")
     ledger.setup()  # Tune, at the start of each fit
     ledger.on_step_begin(0, trials)
-    callbacks.settle_statuses(store, run_dir, run_dir)  # as `_finish` does (remote runs only)
+    search.settle_statuses(store, run_dir, run_dir)  # as `_finish` does (remote runs only)
     assert runs.read_trial_status(run_dir / "done")["status"] == runs.COMPLETED
     assert runs.read_trial_status(run_dir / "running") == {}
     assert runs.read_trial_status(run_dir / "failed")["status"] == runs.ERROR

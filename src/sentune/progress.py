@@ -1,6 +1,6 @@
 """A search's progress in the terminal: one line per trial event, each with an estimate.
 
-Ray-free: `callbacks.py` feeds it from a Ray Tune callback, a test feeds it directly. The estimate
+Ray-free: `search.py` feeds it from a Ray Tune callback, a test feeds it directly. The estimate
 needs no model of ASHA: wall seconds per trained epoch so far (concurrency included) times the
 epochs still expected, where a trial still to come is expected to train as many epochs as the
 finished ones did on average (the full budget until one has finished).

@@ -2,9 +2,10 @@
 
 It checks resources, prepares the data once (before any run folder exists, so bad input leaves
 nothing behind), puts it in Ray's object store, writes the run manifest and lets Tune drive
-`trial.run_trial` in each trial, then confirms the winner over seeds. The other modules that
-import Ray serve it: `cluster.py` (Ray started or joined), `searchers.py` (the searchers and
-schedulers) and `callbacks.py` (terminal lines, trial statuses).
+`trial.run_trial` in each trial, then confirms the winner over seeds. The only module that knows
+Ray (DESIGN.md): it also starts or joins Ray and checks `--address`, builds the searchers and
+schedulers, and holds the Tune callbacks (terminal lines, trial statuses); each of those is a
+section below, and Ray is imported inside functions, so that importing this module does not.
 
 Fault tolerance: every evaluation hands Tune a checkpoint (weights plus training state), and Tune
 keeps the best one and the latest one of each trial. A trial that raises or whose worker dies is
@@ -20,8 +21,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,8 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sentune import config, runs, storage
-from sentune.callbacks import progress_callback, remember_status, settle_statuses, trial_ledger
-from sentune.cluster import LOOPBACK, check_address, ray_session
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.gpus import cuda_mps, resolve_cpu_concurrency, resolve_gpus_per_trial
@@ -39,22 +40,17 @@ from sentune.preflight import (
     check_resources,
     max_length_for_data,
 )
-from sentune.searchers import build_scheduler, build_searcher, config_list
 from sentune.space import (
     MaxLength,
     SearchSpec,
 )
-from sentune.strategies import STRATEGIES, Strategy, sampler_settings, strategy_name
+from sentune.strategies import STRATEGIES, Strategy, build_sampler, sampler_settings, strategy_name
 
 if TYPE_CHECKING:
     # scikit-learn and friends take seconds to import: `--address` is checked before them.
     from sentune.data import PreparedData
 
 log = logging.getLogger(__name__)
-
-#: The ledger of a run started before `callbacks.py` existed calls the status recorder by this
-#: name when Tune unpickles it to resume the run.
-_remember_status = remember_status
 
 
 @dataclass(frozen=True)
@@ -834,3 +830,610 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
         run_dir=run_dir,
         time_budget_s=spec.budget.time_budget_s,
     )
+
+
+# --- Ray started (services on loopback) or joined; the --address check ---------------------------
+
+
+#: Hosts that keep the Ray dashboard off the network.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+#: `host:port` of a Ray head (a name, an IPv4 address or a bracketed IPv6 one).
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})")
+
+
+#: A cheap GCS call that any Ray head answers; its status says whether the head wants a token.
+_GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+
+
+#: What to do on a cluster that wants Ray's token: the one-line fix, said once.
+_TOKEN_FIX = (
+    "run `ray get-auth-token` on the head, then here `export RAY_AUTH_MODE=token` and put the "
+    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
+
+
+def check_address(address: str | None) -> None:
+    """Check a cluster address before Ray joins it, within twice `config.ADDRESS_TIMEOUT_S`: its
+    form, that the head's port answers, and (for a `host:port` GCS address) that the head
+    accepts what this machine would send, token or none.
+
+    Ray on its own retries a wrong address or a missing token for about 20 s and then raises;
+    this says the fix in one line instead. `auto` (and None: local Ray) is Ray's to find.
+
+    Raises:
+        ResourceError: A malformed or unreachable address, or a head that wants a token which
+            this machine does not send (or sends wrong).
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    match = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    port = int(match["port"]) if match else 0
+    if not match or not 0 < port < 65536:
+        raise ResourceError(
+            f"--address {address!r}: write the head's host:port (e.g. 10.0.0.5:6379), "
+            "ray://host:10001 or auto"
+        )
+    host = match["host"].strip("[]")
+    try:
+        socket.create_connection((host, port), timeout=config.ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else err.strerror or str(err)
+        raise ResourceError(
+            f"--address {address}: cannot reach {host}:{port} ({reason}); start the head there "
+            f"(`ray start --head --port {port}`) or fix the address, and open the port in the "
+            "firewall"
+        ) from None
+    if not client:  # a Ray Client server speaks its own protocol; Ray checks it on connect
+        _check_token(address, host, port)
+
+
+def _check_token(address: str, host: str, port: int) -> None:
+    """One GCS call with the token Ray would send (none unless RAY_AUTH_MODE=token): a head
+    that answers UNAUTHENTICATED wants a token this machine does not have."""
+    import grpc
+
+    headers = _ray_token_headers()
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        probe = channel.unary_unary(_GCS_PROBE)
+        probe(b"", timeout=config.ADDRESS_TIMEOUT_S, metadata=headers)
+    except grpc.RpcError as err:
+        code = err.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            if headers:
+                raise ResourceError(
+                    f"--address {address}: the cluster refused this machine's Ray token; "
+                    + _TOKEN_FIX.replace("put the token", "put the head's token")
+                ) from None
+            raise ResourceError(
+                f"--address {address}: the cluster wants Ray's auth token and none is set "
+                f"here; {_TOKEN_FIX}"
+            ) from None
+        # Every Ray head since 2.7 answers this call; anything else is another service.
+        raise ResourceError(
+            f"--address {address}: {host}:{port} does not answer as a Ray head ({code.name}); "
+            "pass the head's GCS port (6379 unless `ray start --port` chose another; "
+            "`ray status` on the head prints it)"
+        ) from None
+    finally:
+        channel.close()
+
+
+def _ray_token_headers() -> list[tuple[str, str]]:
+    """The gRPC metadata Ray's own client would add: the token when RAY_AUTH_MODE=token.
+
+    Wraps Ray 2.60's private `ray._raylet` token loader (the one `ray.init` uses), so that the
+    probe sends exactly what joining will send. Ray takes the mode from the environment only
+    (`ray._private.authentication.authentication_token_setup`); without RAY_AUTH_MODE=token it
+    sends no token, which is known without importing Ray (a second or more on a busy machine).
+
+    Raises:
+        ResourceError: RAY_AUTH_MODE=token but no token is found.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return []
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        return []
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token():
+        raise ResourceError(f"RAY_AUTH_MODE=token but no Ray token is found; {_TOKEN_FIX}")
+    return [(k.lower(), v) for k, v in loader.get_token_for_http_header().items()]
+
+
+@contextmanager
+def ray_session(options: SearchOptions):
+    """Ray for the body of a `with` block: joined or started by `start_ray`, and shut down after
+    it when this call started it (Ray already running in this process is left running).
+
+    Args:
+        options: The cluster address, CPUs and dashboard of a local Ray.
+    """
+    context = start_ray(options)
+    try:
+        yield
+    finally:
+        if context is not None:
+            import ray
+
+            ray.shutdown()
+
+
+#: The Ray module that says, at every local start, that token authentication is on.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def start_ray(options: SearchOptions):
+    """Join a cluster, or start local Ray with every service on 127.0.0.1.
+
+    Returns the Ray context when this call started or joined Ray (and so must shut it down),
+    None when Ray was already running in this process.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return None
+    if options.address is None:
+        _keep_ray_on_loopback()
+        if not options.verbose:
+            # Ray's notice that it turned its token authentication on (as it should: kept on).
+            logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
+        # "local" always starts a new Ray: without it, Ray joins whatever cluster
+        # /tmp/ray/ray_current_cluster names, even one that is long gone.
+        context = ray.init(
+            address="local",
+            num_cpus=options.num_cpus,
+            include_dashboard=options.dashboard,
+            dashboard_host=options.dashboard_host,
+            dashboard_port=options.dashboard_port,
+            configure_logging=False,
+            log_to_driver=options.verbose,
+        )
+    else:
+        context = ray.init(address=options.address, configure_logging=False)
+    url = getattr(context, "dashboard_url", None)
+    if url:
+        log.info("Ray dashboard: http://%s", url.removeprefix("http://"))
+    return context
+
+
+def _keep_ray_on_loopback() -> None:
+    """On Linux Ray binds its services to the host's network address even for a local run.
+
+    Ray's single-machine mode (the one it uses on macOS and Windows) keeps every service on
+    127.0.0.1. The switch is an environment variable that Ray reads when it is imported: the
+    processes Ray starts inherit it, and this process's copy of the constant is set directly in
+    case Ray was imported before.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+# --- the Tune searchers and schedulers -----------------------------------------------------------
+
+
+def config_list(configs: list[dict[str, Any]]):
+    """A Tune searcher that hands out `configs` whole, one per trial, in order.
+
+    Ray's `BasicVariantGenerator(points_to_evaluate=…)` only fills keys that its param space
+    already has, and the configurations differ in which conditional keys they hold. Its state
+    (what it has handed out) is pickled with the experiment, so a resumed confirmation does not
+    start a configuration twice. Defined on first use so that importing this module does not
+    import Ray Tune.
+    """
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    class ConfigList(Searcher):
+        def __init__(self, configs: list[dict[str, Any]]):
+            super().__init__(metric=config.OBJECTIVE, mode=config.MODE)
+            self._configs = [dict(c) for c in configs]
+            self._given = 0
+
+        def suggest(self, trial_id: str):
+            if self._given >= len(self._configs):
+                return Searcher.FINISHED
+            self._given += 1
+            return dict(self._configs[self._given - 1])
+
+        def on_trial_complete(self, trial_id: str, result=None, error=False):
+            pass  # nothing to learn: every configuration is given
+
+        def save(self, checkpoint_path: str):
+            with open(checkpoint_path, "wb") as file:
+                pickle.dump(self.__dict__, file)
+
+        def restore(self, checkpoint_path: str):
+            with open(checkpoint_path, "rb") as file:
+                self.__dict__.update(pickle.load(file))
+
+    return ConfigList(configs)
+
+
+def build_searcher(sampler: str, spec: SearchSpec, run_dir: Path):
+    """Optuna's sampler, seeded, behind Ray's `OptunaSearch`, its study kept in the run's
+    journal (None when nothing is searched)."""
+    if not spec.params:
+        return None
+    objective = spec.objective
+    return _journal_searcher_class()(
+        journal=runs.optuna_journal(run_dir.resolve()),
+        max_epochs=spec.budget.max_epochs,
+        trials=spec.budget.trials,
+        objective=objective,
+        space=spec.define_by_run(),
+        metric=list(objective.metrics) if objective.multi else config.OBJECTIVE,
+        mode=objective.directions() if objective.multi else config.MODE,
+        study_name=run_dir.name,
+        sampler=build_sampler(sampler_settings(sampler, spec.budget)),
+    )
+
+
+def _journal_searcher_class():
+    """Ray's `OptunaSearch` with its study in a journal file, told what ASHA did.
+
+    Ray's own class reports every result to Optuna at step `training_iteration` and completes a
+    stopped trial with its last (low-epoch) score as if it were final, so TPE would learn from
+    epoch-1 scores as if they were full trainings. This subclass reports each whole epoch's
+    score at step = epoch, records a trial that ended without error before `max_epochs` as
+    PRUNED (Optuna keeps its last intermediate value), an errored one as FAIL, a finished one as
+    COMPLETE with its best epoch's score (as the leaderboard scores it), and names the Ray trial
+    in the user attribute `runs.RAY_TRIAL_ID_ATTR`.
+
+    With a latency-aware objective (`config.Objective`) each trial's inference metrics become
+    user attributes, each bound of the objective becomes an Optuna constraint
+    (`Trial.set_constraint(metric, value - bound)`, which constraint-aware TPE reads; Optuna 5
+    deprecates `TPESampler(constraints_func=...)` for it) before the trial is told, and a
+    multi-objective study is told the trial's best macro-F1 with its inference metrics (Optuna
+    has no intermediate values in multi-objective studies, so only `COMPLETE` trials carry
+    values; ASHA still stops trials on macro-F1).
+
+    Relies on the internals of Ray 2.60's `ray.tune.search.optuna.OptunaSearch`: `_ot_trials`
+    (Ray trial id -> `optuna.Trial`), `_ot_study` and `_completed_trials`. Its `save`/`restore`
+    pickle `__dict__`, so the journal storage and the per-trial scores below travel with the
+    searcher's state and `Tuner.restore` (`search.resume`) writes to the same journal. Defined
+    on first use so that importing this module does not import Ray Tune.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class JournalOptunaSearch(OptunaSearch):
+        def __init__(
+            self,
+            *,
+            journal: Path,
+            max_epochs: float,
+            trials: int | None = None,
+            objective: config.Objective | None = None,
+            **kwargs,
+        ):
+            storage = JournalStorage(JournalFileBackend(str(journal)))
+            super().__init__(storage=storage, **kwargs)
+            self._max_epochs = float(max_epochs)
+            self._trials = trials
+            self._objective = objective or config.Objective()
+            #: Ray trial id -> {epoch: score} as reported to Optuna.
+            self._epoch_scores: dict[str, dict[int, float]] = {}
+            #: Ray trial id -> its inference metrics (the same at every report).
+            self._inference: dict[str, dict[str, float]] = {}
+
+        def suggest(self, trial_id: str):
+            if trial_id not in self._ot_trials and self._budget_spent():
+                return Searcher.FINISHED
+            suggested = super().suggest(trial_id)
+            if not self._epoch_scores:
+                # The study's one objective by its name, for optuna-dashboard and load_study
+                # (experimental in Optuna since 3.2; its warning says nothing to a user).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._ot_study.set_metric_names(list(self._objective.metrics))
+            if trial_id not in self._epoch_scores:
+                self._ot_trials[trial_id].set_user_attr(runs.RAY_TRIAL_ID_ATTR, trial_id)
+                self._epoch_scores[trial_id] = {}
+            return suggested
+
+        def _budget_spent(self) -> bool:
+            """Whether `trials` Ray trials have already run: reported an epoch or finished,
+            by the journal (written at once). Tune counts suggestions in its pickled state,
+            which after a SIGKILL may predate the last trial it restores (seen once in a
+            resumed S3 test run): it would then ask for one trial past the budget. A trial
+            suggested but never reported does not count: after a SIGKILL Tune may have lost
+            it, and then the budget needs its replacement."""
+            budget = getattr(self, "_trials", None)  # state pickled before it existed: None
+            if budget is None:
+                return False
+            ran = {
+                frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR)
+                for frozen in self._ot_study.get_trials(deepcopy=False)
+                if frozen.state.is_finished() or frozen.intermediate_values
+            }
+            return len(ran - {None}) >= budget
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            self._report_epoch(trial_id, result)
+
+        def _known(self, trial_id: str) -> bool:
+            """Whether the study has this Ray trial. The pickled state may predate a trial
+            that the journal (written at once) has: a resumed search finds it there."""
+            if trial_id in self._ot_trials:
+                return True
+            for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.user_attrs.get(runs.RAY_TRIAL_ID_ATTR) == trial_id:
+                    self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                    self._epoch_scores[trial_id] = dict(frozen.intermediate_values)
+                    return True
+            return False
+
+        def _report_epoch(self, trial_id: str, result: dict) -> None:
+            if not self._known(trial_id):
+                return
+            scores = self._epoch_scores.get(trial_id)
+            epoch = result.get(config.EPOCH)
+            if scores is None or trial_id in self._completed_trials or epoch is None:
+                return
+            measured = {k: float(result[k]) for k in config.INFERENCE_METRICS if k in result}
+            if measured:
+                self._inference[trial_id] = measured
+            # Evaluations between epochs (eval_every_steps) have no integer step of their own;
+            # a trial retried from a checkpoint reports some epochs again (Optuna keeps the first).
+            if float(epoch) != int(epoch) or int(epoch) in scores:
+                return
+            value = float(result[config.OBJECTIVE])
+            scores[int(epoch)] = value
+            if not self._objective.multi:
+                try:
+                    self._ot_trials[trial_id].report(value, int(epoch))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # finished in the journal already (see `on_trial_complete`)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
+            if trial_id in self._completed_trials or not self._known(trial_id):
+                return
+            # Ray hands the result that ends a trial (ASHA's stop, or max_t) to this call only.
+            if result and not error:
+                self._report_epoch(trial_id, result)
+            scores = self._epoch_scores.get(trial_id, {})
+            reached = float((result or {}).get(config.EPOCH) or max(scores, default=0))
+            inference = self._inference.get(trial_id, {})
+            if error:
+                state, value = TrialState.FAIL, None
+            elif not scores or reached < self._max_epochs:
+                state, value = TrialState.PRUNED, None
+            else:
+                state, value = TrialState.COMPLETE, max(scores.values())
+            if state == TrialState.COMPLETE and self._objective.multi:
+                missing = [m for m in self._objective.metrics[1:] if m not in inference]
+                if missing:
+                    log.warning("trial %s reported no %s; told FAIL", trial_id, missing[0])
+                    state, value = TrialState.FAIL, None
+                else:
+                    value = [value, *(inference[m] for m in self._objective.metrics[1:])]
+            # A resumed search may restore a trial as running that the journal (written at
+            # once, Tune's state every few seconds) already finished: the journal's word stays.
+            trial = self._ot_trials[trial_id]
+            if state != TrialState.FAIL:
+                try:
+                    self._tell_inference(trial, inference)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+            self._ot_study.tell(trial, value, state=state, skip_if_finished=True)
+            self._completed_trials.add(trial_id)
+
+        def _tell_inference(self, ot_trial, inference: dict[str, float]) -> None:
+            """The inference metrics as user attributes, and the objective's bounds as
+            constraints (feasible at 0 or below), before the trial is told."""
+            for metric, measured in inference.items():
+                ot_trial.set_user_attr(metric, measured)
+            for metric, bound in self._objective.constraints.items():
+                if metric in inference:
+                    ot_trial.set_constraint(metric, inference[metric] - bound)
+
+    return JournalOptunaSearch
+
+
+def build_scheduler(name: str, spec: SearchSpec):
+    """ASHA on epochs (fractional when evaluating every N steps), or FIFO (no early stopping)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if name == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=config.EPOCH,
+        max_t=spec.budget.max_epochs,
+        grace_period=spec.budget.grace_period,
+        reduction_factor=spec.budget.reduction_factor,
+    )
+
+
+# --- the Tune callbacks: terminal lines and the trial ledger -------------------------------------
+
+
+def progress_callback(
+    *,
+    total: int,
+    max_epochs: int,
+    rungs: list[float],
+    shown: set[str],
+    run_dir: Path,
+    first_step: bool = True,
+    time_budget_s: float | None = None,
+):
+    """The Tune callback that prints the terminal lines (`progress.SearchProgress`): `total`
+    trials (or `time_budget_s`), the config keys in `shown` printed when a trial starts,
+    (`first_step`) when training first began, and where long epochs stand (the trials' files
+    in `runs.progress_dir(run_dir)`)."""
+    from ray.tune import Callback
+
+    from sentune.progress import SearchProgress, read_progress
+
+    progress = SearchProgress(
+        total=total, max_epochs=max_epochs, rungs=rungs, time_budget_s=time_budget_s
+    )
+    say_first_step = first_step
+    folder = runs.progress_dir(run_dir).resolve()
+    read_at = [0.0]
+
+    class ProgressReporter(Callback):
+        def __init__(self):
+            self.progress = progress
+
+        def on_step_begin(self, iteration, trials, **info):
+            # Tune calls this many times a second; the trials write every few seconds.
+            now = time.monotonic()
+            if now - read_at[0] < config.PROGRESS_WRITE_EVERY_S:
+                return
+            read_at[0] = now
+            running = {t.trial_id for t in trials if t.status == "RUNNING"}
+            for trial_id, record in read_progress(folder).items():
+                if trial_id in running:
+                    if say_first_step and record.first_step_s is not None:
+                        progress.on_first_step(record.first_step_s)
+                    progress.on_progress(trial_id, record)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            params = {k: v for k, v in trial.config.items() if k in shown}
+            progress.on_start(trial.trial_id, params)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if config.OBJECTIVE in result and config.EPOCH in result:
+                p95 = result.get(config.LATENCY_P95_MS)
+                first_step = result.get(config.FIRST_STEP_S) if say_first_step else None
+                progress.on_result(
+                    trial.trial_id,
+                    float(result[config.EPOCH]),
+                    float(result[config.OBJECTIVE]),
+                    p95_ms=float(p95) if p95 is not None else None,
+                    first_step_s=float(first_step) if first_step is not None else None,
+                )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.on_complete(trial.trial_id)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            progress.on_retry(trial.trial_id, runs.last_error_line(trial.error_file))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.on_error(trial.trial_id, runs.last_error_line(trial.error_file))
+
+    return ProgressReporter()
+
+
+#: Each trial's outcome as this process's ledgers recorded it, by the trial's folder in the
+#: mirror of a run in object storage: `settle_statuses` uploads what Tune's last upload of its
+#: staging missed.
+_RECORDED: dict[Path, tuple[str, int, str]] = {}
+
+
+def _remember_status(trial_dir: Path, record: tuple[str, int, str]) -> None:
+    """Keep a ledger's record for `settle_statuses`. A module function, not the ledger's own
+    code: a resumed search's ledger is unpickled from Tune's state, and only a function found
+    by name here (not a copy pickled with it) writes to this process's `_RECORDED`."""
+    _RECORDED[trial_dir.resolve()] = record
+
+
+def settle_statuses(store: storage.Storage, run_dir: Path, folder: Path) -> None:
+    """After a Tune experiment of a run in object storage ended, and its files were pulled into
+    the mirror: write and upload each trial status (`runs.TRIAL_STATUS`) that this process
+    recorded but the bucket lacks or holds older.
+
+    The ledger writes a status into Tune's local staging, which Tune uploads with its own state;
+    the status of the trial that ended last could miss that upload (seen 1 run in 4 after a
+    SIGKILL and `--resume`), and the trial then read as unfinished.
+    """
+    if not store.remote:
+        return
+    settled = []
+    for trial_dir in runs.trial_dirs(folder):
+        recorded = _RECORDED.get(trial_dir.resolve())
+        if recorded is None or runs.read_trial_status(trial_dir).get("status") == recorded[0]:
+            continue
+        status, failures, error = recorded
+        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
+        settled.append(trial_dir / runs.TRIAL_STATUS)
+    if settled:
+        log.debug("uploaded %d trial status(es) that Tune's last upload missed", len(settled))
+        storage.push(store, run_dir.name, settled)
+
+
+def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage):
+    """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder in
+    `folder` (the experiment's local folder: the run's, or its confirmation's).
+
+    Ray leaves `error.txt` behind for a failure even when the retry succeeds; this record says
+    whether the trial completed, is being retried, or errored for good (with the reason).
+
+    For a run in object storage the status goes into the trial's folder in Ray Tune's local
+    staging, which Tune uploads together with its own experiment state: after a SIGKILL the
+    two agree on which trials finished. The Optuna journal (in the mirror) is pushed after
+    each result. The class is defined on first use so that importing this module (as `analysis`
+    and the CLI do) does not import Ray Tune.
+    """
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    journal = runs.optuna_journal(run_dir)
+
+    def record(trial, status: str) -> None:
+        trial_dir = Path(trial.local_path) if store.remote else folder / Path(trial.path).name
+        if not trial_dir.is_dir():
+            return  # the trial never wrote its folder
+        error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
+        failures = trial.run_metadata.num_failures
+        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
+        if store.remote:
+            _remember_status(folder / Path(trial.path).name, (status, failures, error))
+            if journal.is_file():
+                storage.push(store, run_dir.name, [journal])
+
+    def settle_restored(trial) -> None:
+        trial_dir = folder / Path(trial.path).name
+        if not trial_dir.is_dir() or runs.read_trial_status(trial_dir):
+            return
+        failures = trial.run_metadata.num_failures
+        # Tune's staging of a restored trial may be empty: `search._finish` uploads it.
+        if store.remote:
+            _remember_status(trial_dir, (runs.COMPLETED, failures, ""))
+        else:
+            runs.write_trial_status(trial_dir, runs.COMPLETED, failures=failures, error="")
+
+    class TrialLedger(Callback):
+        def setup(self, **info):
+            self.restored_unchecked = True  # each `fit`, a resumed one too
+
+        def on_step_begin(self, iteration, trials, **info):
+            # Once per `fit`, at its first step: a trial that Tune had saved as finished may
+            # lack its status, when the process was killed between the two; it would read as
+            # unfinished on every resume, and the search would never end.
+            if not getattr(self, "restored_unchecked", False):
+                return
+            self.restored_unchecked = False
+            for trial in trials:
+                if trial.status == Trial.TERMINATED:
+                    settle_restored(trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if store.remote and journal.is_file():
+                storage.push(store, run_dir.name, [journal])
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            record(trial, runs.RETRYING)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            record(trial, runs.COMPLETED)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            record(trial, runs.ERROR)
+
+    return TrialLedger()

@@ -24,7 +24,7 @@ class Strategy:
 #: Schedulers by name: ASHA stops weak trials at its rungs, FIFO trains every trial fully.
 SCHEDULERS = ("asha", "fifo")
 #: Search strategies by name, every sampler (`config.SAMPLERS`, built by `build_sampler`) with
-#: every scheduler (built by `searchers.build_scheduler`).
+#: every scheduler (built by `search.build_scheduler`).
 STRATEGIES: dict[str, Strategy] = {
     f"{sampler}-{scheduler}": Strategy(sampler, scheduler)
     for scheduler in SCHEDULERS

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from sentune import cluster, search, space
+from sentune import search, space
 from sentune.bench.methods import METHODS, UNLIMITED_TRIALS, BenchOptions, MethodRun
 from sentune.bench.peer import run_peer
 from sentune.bench.render import print_results, write_results
@@ -173,4 +173,4 @@ def _ray_if_needed(options: BenchOptions):
     that no search pays Ray's start-up), shut down after it."""
     if not any(METHODS[m].strategy for m in options.methods):
         return contextlib.nullcontext()
-    return cluster.ray_session(search.SearchOptions(dashboard=False, num_cpus=options.num_cpus))
+    return search.ray_session(search.SearchOptions(dashboard=False, num_cpus=options.num_cpus))
