@@ -92,12 +92,12 @@ class ProgressFile:
     def __call__(self, step: EpochProgress) -> None:
         now = self.clock()
         first_call = self._epoch_start is None
-        if first_call and self.started_at is not None:
-            self._first_step_s = time.time() - self.started_at
         if first_call or self._epoch_start[0] != step.epoch:
             self._epoch_start, self._written_at = (step.epoch, now, step.batches_done), now
-            if not (first_call and self._first_step_s is not None):
+            if not first_call or self.started_at is None:
                 return
+            # The first step of this run: written at once, with the seconds since the command.
+            self._first_step_s = time.time() - self.started_at
         elif now - self._written_at < self.every_s:
             return
         self._written_at = now
