@@ -80,3 +80,15 @@ def test_the_modules_imported_ahead_of_the_analysis_exist():
 
     for name in search.ANALYSIS_IMPORTS:
         assert (PACKAGE.parent / (name.replace(".", "/") + ".py")).is_file(), name
+
+
+def test_the_modules_imported_ahead_of_the_tuner_exist():
+    """`search.TUNE_IMPORTS` names Ray's and Optuna's modules by string (imported while the
+    data is prepared): one that a new Ray or Optuna renamed would be found missing here, not
+    silently imported after the preparation again."""
+    import importlib.util
+
+    from sentune import search
+
+    for name in search.TUNE_IMPORTS:
+        assert importlib.util.find_spec(name) is not None, name

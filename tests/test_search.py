@@ -160,11 +160,12 @@ def test_ray_starts_while_the_data_is_prepared_and_stops_when_that_fails(
     write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
 ):
     """The data is prepared in a second thread while Ray starts in this one (Ray's processes
-    die with the thread that started them); a preparation that fails still leaves no Ray
-    running and no run folder. In a fresh process: this one may hold the tests' own Ray."""
+    die with the thread that started them), which then imports what the Tuner needs while the
+    preparation goes on; a preparation that fails still leaves no Ray running and no run
+    folder. In a fresh process: this one may hold the tests' own Ray."""
     space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv)
     code = f"""
-import json, threading, time
+import json, sys, threading, time
 from pathlib import Path
 import ray
 from sentune import search, space
@@ -178,6 +179,12 @@ def prepare(spec, options):
             break
         time.sleep(0.1)
     seen["ray_during_prepare"] = ray.is_initialized()
+    # Imported after the preparation, Ray Tune would never appear during this wait.
+    for _ in range(600):
+        if all(name in sys.modules for name in search.TUNE_IMPORTS):
+            break
+        time.sleep(0.1)
+    seen["tune_imported_during_prepare"] = all(name in sys.modules for name in search.TUNE_IMPORTS)
     raise DataError("the data is bad")
 search._prepare = prepare
 options = search.SearchOptions(storage={str(tmp_path / "trials")!r}, dashboard=False)
@@ -195,6 +202,7 @@ print(json.dumps(seen))
     assert seen == {
         "other_thread": True,
         "ray_during_prepare": True,
+        "tune_imported_during_prepare": True,
         "error": "the data is bad",
         "ray_after": False,
     }

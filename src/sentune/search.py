@@ -221,20 +221,41 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
 ANALYSIS_IMPORTS = ("sentune.model", "sentune.evaluate", "sentune.analysis", "sentune.report")
 
 
+#: What building the `Tuner` imports (Ray Tune, Optuna, Ray's Optuna searcher and the
+#: schedulers: ~2 s on 2 CPUs), imported once Ray has started, while the data is still being
+#: prepared in the other thread, rather than after it.
+TUNE_IMPORTS = (
+    "ray.tune",
+    "ray.tune.schedulers",
+    "ray.tune.search.optuna",
+    "optuna",
+    "optuna.storages.journal",
+)
+
+
 def _import_while_trials_run() -> None:
     """Import `ANALYSIS_IMPORTS` in a daemon thread, so that the analysis after the search
     does not wait for them; one that fails is left to the analysis, which says why."""
-    import importlib
     import threading
 
-    def load() -> None:
-        for name in ANALYSIS_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - imported again by the analysis, which reports it
-                log.debug("could not import %s ahead of the analysis", name, exc_info=True)
+    threading.Thread(
+        target=_import_ahead,
+        args=(ANALYSIS_IMPORTS, "the analysis"),
+        name="sentune-analysis-imports",
+        daemon=True,
+    ).start()
 
-    threading.Thread(target=load, name="sentune-analysis-imports", daemon=True).start()
+
+def _import_ahead(names: tuple[str, ...], needed_by: str) -> None:
+    """Import `names` before `needed_by` does; one that fails is left to `needed_by`, which
+    imports it again and says why."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - imported again where it is needed, which reports it
+            log.debug("could not import %s ahead of %s", name, needed_by, exc_info=True)
 
 
 def _reload(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, PreparedData]:
@@ -257,12 +278,18 @@ def _beside_ray_start(options: SearchOptions, function: Callable[..., Any], *arg
     raylet) when the *thread* that started them ends (their parent-death signal), so Ray must
     start in the thread that outlives the search. A function that fails still waits for Ray's
     start (a few seconds) and its shutdown; bad input found before this block costs neither.
+    Once Ray is up, this thread imports what the `Tuner` will need (`TUNE_IMPORTS`) if the
+    function is still running.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="sentune-prepare") as pool:
         future = pool.submit(function, *args)
         with ray_session(options):
+            # The data takes longer than Ray on a GPU host (more so with long texts): this
+            # thread would only wait for it.
+            if not future.done():
+                _import_ahead(TUNE_IMPORTS, "the Tuner")
             yield future.result
 
 
