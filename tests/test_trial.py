@@ -297,12 +297,19 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
 
     def report(metrics, checkpoint):
         reports.append(metrics)
-        # Every evaluation hands over a checkpoint, valid until the next call: keep a copy.
-        kept.append(shutil.copytree(checkpoint, tmp_path / f"epoch{metrics[config.EPOCH]}"))
+        # Every evaluation before the last hands over a checkpoint, valid until the next call:
+        # keep a copy. The last one hands one over only when it is the best.
+        if checkpoint is not None:
+            kept.append(shutil.copytree(checkpoint, tmp_path / f"epoch{metrics[config.EPOCH]}"))
 
     run_trial(trial_config, tiny_data, report, settings=settings)
-    assert len(kept) == 2
+    assert len(reports) == 2
     assert (kept[0] / TRAINING_STATE_FILE).is_file() and (kept[0] / STATE_FILE).is_file()
+    final_is_best = reports[1][config.OBJECTIVE] > reports[0][config.OBJECTIVE]
+    assert len(kept) == (2 if final_is_best else 1)
+    if final_is_best:
+        # Nothing continues after the last epoch: its checkpoint carries no training state.
+        assert not (kept[1] / TRAINING_STATE_FILE).exists()
 
     resumed = []
     result = run_trial(
@@ -319,6 +326,74 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
     # The best-so-far and history travel with the checkpoint.
     assert len(result.history) == 2
     assert result.best[config.OBJECTIVE] == max(m[config.OBJECTIVE] for m in reports)
+
+
+def _run_keeping_checkpoints(tiny_data, settings, trial_config, folder):
+    """Run a trial; return its reports and a copy of each checkpoint it handed over (None where
+    it handed none)."""
+    import shutil
+
+    reports, kept = [], []
+
+    def report(metrics, checkpoint):
+        reports.append(metrics)
+        copy = folder / f"epoch{metrics[config.EPOCH]}"
+        kept.append(shutil.copytree(checkpoint, copy) if checkpoint is not None else None)
+
+    run_trial(trial_config, tiny_data, report, settings=settings)
+    return reports, kept
+
+
+def test_the_last_epoch_leaves_no_training_state_and_a_retry_from_it_trains_nothing(
+    tiny_data, tiny_model_dir, tmp_path
+):
+    from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
+
+    settings = TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=1,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path / "work"),
+        resumable=True,
+    )
+    trial_config = {"train.learning_rate": 2e-3, "train.max_length": 32}
+    reports, kept = _run_keeping_checkpoints(tiny_data, settings, trial_config, tmp_path)
+    # One epoch: its evaluation is the last and the best.
+    (final,) = kept
+    assert not (final / TRAINING_STATE_FILE).exists()
+    assert json.loads((final / STATE_FILE).read_text())["final"] is True
+
+    again = []
+    result = run_trial(
+        trial_config,
+        tiny_data,
+        lambda metrics, checkpoint: again.append(metrics),
+        settings=replace(settings, checkpoint_dir=str(tmp_path / "again")),
+        resume_from=final,
+    )
+    assert again == []
+    assert result.best[config.OBJECTIVE] == reports[0][config.OBJECTIVE]
+
+
+def test_a_last_epoch_that_is_not_the_best_hands_over_no_checkpoint(
+    tiny_data, tiny_model_dir, tmp_path
+):
+    from sentune.runs import TRAINING_STATE_FILE
+
+    settings = TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=2,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path / "work"),
+        resumable=True,
+    )
+    # The smallest learning rate allowed: the weights hardly move, so epoch 2 scores what
+    # epoch 1 did and is not an improvement.
+    trial_config = {"train.learning_rate": 1e-8, "train.max_length": 32, "head.dropout": 0.0}
+    reports, kept = _run_keeping_checkpoints(tiny_data, settings, trial_config, tmp_path)
+    assert reports[1][config.OBJECTIVE] == reports[0][config.OBJECTIVE]
+    assert kept[1] is None
+    assert (kept[0] / TRAINING_STATE_FILE).is_file()
 
 
 def test_out_of_memory_says_what_to_shrink(tiny_data, tiny_model_dir, tmp_path):

@@ -39,7 +39,7 @@ from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 log = logging.getLogger(__name__)
 
 #: `report(metrics, checkpoint_dir)`: checkpoint_dir is set when this evaluation is the best so far
-#: (and at every evaluation when `TrialSettings.resumable`).
+#: (and, when `TrialSettings.resumable`, at every evaluation before the last epoch's end).
 Report = Callable[[dict[str, Any], "Path | None"], None]
 #: `on_step(progress)`: after each optimizer step, where the epoch stands (no device sync).
 OnStep = Callable[[EpochProgress], None]
@@ -92,6 +92,8 @@ def run_trial(
         settings: Runtime settings (model, epochs, precision, device, threads).
         resume_from: A checkpoint of a resumable run of this same trial (it holds
             `TRAINING_STATE_FILE`): training continues from there, as if never interrupted.
+            The last epoch's checkpoint has no training state (nothing is left to train): the
+            trial then ends at once, reporting nothing.
         on_step: Called after each optimizer step with where the epoch stands (a search shows
             it in the terminal during long epochs: `progress.ProgressFile`).
 
@@ -494,9 +496,12 @@ class _Loop:
         )
 
     def restore(self, checkpoint: Path) -> None:
-        """Continue from a resumable checkpoint (the model's weights are already loaded)."""
+        """Continue from a resumable checkpoint (the model's weights are already loaded), or
+        end at once from the last epoch's (`_evaluate_and_report`)."""
         path = checkpoint / TRAINING_STATE_FILE
         if not path.is_file():
+            if self._restore_finished(checkpoint):
+                return
             raise SentuneError(
                 f"{checkpoint}: no {TRAINING_STATE_FILE}, so the trial cannot continue from it; "
                 "it was written by a run without resumable checkpoints"
@@ -516,6 +521,20 @@ class _Loop:
         last = self.history[-1] if self.history else {}
         self.latency = {k: last[k] for k in config.INFERENCE_METRICS if k in last}
         log.info("resumed at epoch %s, step %d", self.epoch, self.step)
+
+    def _restore_finished(self, checkpoint: Path) -> bool:
+        """Take the state of a checkpoint written at the end of the last epoch, if it is one:
+        the trial is over (a retry or a resumed search that lost Tune's record of its end)."""
+        try:
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        if not state.get("final"):
+            return False
+        self.epoch, self.position, self.step = self.settings.max_epochs, 0, state["step"]
+        self.best, self.history = dict(state["metrics"]), [state["metrics"]]
+        log.info("resumed after the last epoch (step %d): nothing left to train", self.step)
+        return True
 
     def _optimizer_step(self, group: list[list[int]]) -> None:
         if self._segment_started is None:
@@ -654,8 +673,12 @@ class _Loop:
         improved = not self.best or metrics[config.OBJECTIVE] > self.best[config.OBJECTIVE]
         if improved:
             self.best = dict(metrics)
-        if improved or self.settings.resumable:
-            checkpoint = self._save_checkpoint(metrics, best=improved)
+        # After the last epoch nothing continues: no training state (for BERT-base, 0.9 GB of
+        # AdamW moments written and copied into the run per trial), and no checkpoint at all
+        # unless it is the best.
+        final = epoch_end is not None and epoch_end >= self.settings.max_epochs
+        if improved or (self.settings.resumable and not final):
+            checkpoint = self._save_checkpoint(metrics, best=improved, final=final)
         log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
         self.report(metrics, checkpoint)
 
@@ -670,9 +693,10 @@ class _Loop:
             times[config.FIRST_STEP_S] = self.first_step_at - self.settings.started_at
         return times
 
-    def _save_checkpoint(self, metrics: dict[str, Any], *, best: bool) -> Path:
+    def _save_checkpoint(self, metrics: dict[str, Any], *, best: bool, final: bool) -> Path:
         """Write the model to `<workdir>/best` (or `latest` when it is not the best so far),
-        replacing the previous one in one rename; resumable trials add the training state."""
+        replacing the previous one in one rename; resumable trials add the training state,
+        except at the end of the last epoch (`final`, said in `STATE_FILE`)."""
         staging = self.workdir / "staging"
         shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.unwrap_model(self.model).save_pretrained(staging)
@@ -683,9 +707,11 @@ class _Loop:
             self._tokenizer = load_tokenizer(self.data.tokenizer)
         self._tokenizer.save_pretrained(staging)
         (staging / STATE_FILE).write_text(
-            json.dumps({"metrics": metrics, "step": self.step, "best": best}, indent=1)
+            json.dumps(
+                {"metrics": metrics, "step": self.step, "best": best, "final": final}, indent=1
+            )
         )
-        if self.settings.resumable:
+        if self.settings.resumable and not final:
             torch.save(self._training_state(), staging / TRAINING_STATE_FILE)
         target = self.workdir / ("best" if best else "latest")
         shutil.rmtree(target, ignore_errors=True)
