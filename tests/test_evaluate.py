@@ -93,6 +93,51 @@ def test_checkpoint_confusion_scores_the_validation_split(tiny_csv, tiny_model_d
     assert 0.0 <= confusion.val_macro_f1 <= 1.0
 
 
+def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
+    tiny_csv, tiny_model_dir, tmp_path, monkeypatch, caplog
+):
+    """A trial saves its validation predictions beside the weights: the report reads them
+    instead of loading the model (minutes on a CPU for BERT-base), unless they are of another
+    validation split."""
+    from sentune import model as model_module
+    from sentune.evaluate import checkpoint_confusion
+    from sentune.model import build_model
+
+    data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
+    checkpoint = tmp_path / "ckpt"
+    build_model(
+        str(tiny_model_dir), config.HeadConfig(), label_names=data.label_names
+    ).save_pretrained(checkpoint)
+    labels = data.validation.labels
+    everything_first = np.zeros_like(labels)
+    np.save(
+        checkpoint / runs.PREDICTIONS_FILE, np.stack([labels, everything_first]).astype(np.int32)
+    )
+    loads = []
+    real_load = model_module.load_model
+    monkeypatch.setattr(
+        model_module, "load_model", lambda path: loads.append(path) or real_load(path)
+    )
+
+    confusion = checkpoint_confusion(str(checkpoint), data, trial_id="t", max_length=16)
+    assert loads == []
+    first = data.label_names[0]
+    assert confusion.matrix[first].sum() == len(labels)  # every text predicted as the first label
+    assert confusion.matrix.drop(columns=first).to_numpy().sum() == 0
+
+    # Predictions of another split (here: its labels shuffled) are not taken for this one's.
+    other = np.random.default_rng(0).permutation(labels)
+    assert not np.array_equal(other, labels)
+    np.save(
+        checkpoint / runs.PREDICTIONS_FILE, np.stack([other, everything_first]).astype(np.int32)
+    )
+    with caplog.at_level("WARNING", logger="sentune.evaluate"):
+        confusion = checkpoint_confusion(str(checkpoint), data, trial_id="t", max_length=16)
+    assert loads == [str(checkpoint)]
+    assert "another validation split" in caplog.text
+    assert int(confusion.matrix.to_numpy().sum()) == len(labels)
+
+
 def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
     from sentune.evaluate import bootstrap_interval
 

@@ -15,7 +15,7 @@ from sentune.batching import sorted_batches
 from sentune.config import DataConfig, TrainConfig, TrialSettings
 from sentune.data import prepare
 from sentune.errors import SentuneError
-from sentune.evaluate import compute_metrics
+from sentune.evaluate import checkpoint_confusion, compute_metrics
 from sentune.model import build_model, load_model
 from sentune.trial import (
     _linear_warmup_decay,
@@ -362,6 +362,9 @@ def test_the_last_epoch_leaves_no_training_state_and_a_retry_from_it_trains_noth
     (final,) = kept
     assert not (final / TRAINING_STATE_FILE).exists()
     assert json.loads((final / STATE_FILE).read_text())["final"] is True
+    # The predictions saved beside it give the report exactly the score the trial reported.
+    confusion = checkpoint_confusion(str(final), tiny_data, trial_id="t", max_length=32)
+    assert confusion.val_macro_f1 == reports[0][config.OBJECTIVE]
 
     again = []
     result = run_trial(

@@ -9,7 +9,9 @@ scikit-learn where a metric is computed, so that a trial reaches its first step 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
     from sentune.data import PreparedData, Split
 
+log = logging.getLogger(__name__)
 
 # --- metrics ---------------------------------------------------------------------------------
 
@@ -310,9 +313,38 @@ def checkpoint_confusion(
     truncation: str = config.TrainConfig.truncation,
     batch_size: int = 64,
 ) -> Confusion:
-    """Load a checkpoint and predict the validation split: confusion matrix and per-class scores."""
+    """A checkpoint's confusion matrix and per-class scores on the validation split: from the
+    predictions its trial saved beside it (`runs.PREDICTIONS_FILE`, what its score was computed
+    from), else by loading it and predicting (a checkpoint of an older run)."""
+    names = list(data.label_names)
+    preds = stored_predictions(checkpoint, data.validation.labels)
+    if preds is None:
+        preds = _predict_validation(checkpoint, data, max_length, truncation, batch_size)
+    return _confusion(trial_id, str(checkpoint), data.validation.labels, preds, names)
+
+
+def stored_predictions(checkpoint: str | Path, labels: np.ndarray) -> np.ndarray | None:
+    """The validation predictions saved with a checkpoint, if it has them and they are of
+    these labels (the same validation split, in the same order); else None."""
+    from sentune.runs import PREDICTIONS_FILE
+
+    try:
+        saved = np.load(Path(checkpoint) / PREDICTIONS_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if saved.shape != (2, len(labels)) or not np.array_equal(saved[0], labels):
+        log.warning(
+            "%s: its saved predictions are of another validation split; predicting again",
+            checkpoint,
+        )
+        return None
+    return saved[1]
+
+
+def _predict_validation(
+    checkpoint: str, data: PreparedData, max_length: int, truncation: str, batch_size: int
+) -> np.ndarray:
     import torch
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from transformers.utils import logging as hf_logging
 
     from sentune.model import load_model
@@ -332,19 +364,25 @@ def checkpoint_confusion(
         batch_size=batch_size,
         device=device,
     )
-    preds = logits.argmax(-1).numpy()
-    names = list(data.label_names)
+    return logits.argmax(-1).numpy()
+
+
+def _confusion(
+    trial_id: str, checkpoint: str, labels: np.ndarray, preds: np.ndarray, names: list[str]
+) -> Confusion:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     label_ids = list(range(len(names)))
-    matrix = confusion_matrix(split.labels, preds, labels=label_ids)
+    matrix = confusion_matrix(labels, preds, labels=label_ids)
     precision, recall, f1, support = precision_recall_fscore_support(
-        split.labels, preds, labels=label_ids, zero_division=0
+        labels, preds, labels=label_ids, zero_division=0
     )
     return Confusion(
         trial_id=trial_id,
-        checkpoint=str(checkpoint),
+        checkpoint=checkpoint,
         matrix=pd.DataFrame(matrix, index=names, columns=names),
         per_class=pd.DataFrame(
             {"label": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
         ),
-        val_macro_f1=compute_metrics(split.labels, preds, names)[config.OBJECTIVE],
+        val_macro_f1=compute_metrics(labels, preds, names)[config.OBJECTIVE],
     )

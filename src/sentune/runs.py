@@ -13,7 +13,8 @@ trials/<space>-<YYYYmmdd-HHMMSS>/
   <trial_id>/result.json          one JSON line per evaluation
   <trial_id>/sentune_status.json  completed | retrying | error, failures, error line
   <trial_id>/error.txt            Ray's record of the latest failure
-  <trial_id>/checkpoint_*/        model files, trial_state.json [, training_state.pt]
+  <trial_id>/checkpoint_*/        model files, trial_state.json, val_predictions.npy
+                                  [, training_state.pt]
   confirm/<trial_id>-seed<n>/     a confirmation trial: the search trial's configuration
                                   retrained to the full budget with `train.seed` n (same files)
 ```
@@ -67,6 +68,9 @@ STATE_FILE = "trial_state.json"
 #: (optimizer, scheduler, step, epoch, RNG states, best-so-far). Plain tensors, dicts and lists,
 #: read back with `torch.load(weights_only=True)`.
 TRAINING_STATE_FILE = "training_state.pt"
+#: In each checkpoint: the validation split's labels and the predictions its score came from
+#: (int32, shape 2 x n), so that the report reads the winner's errors instead of predicting again.
+PREDICTIONS_FILE = "val_predictions.npy"
 #: The model weights' config in a checkpoint: a checkpoint without it is incomplete.
 MODEL_CONFIG_FILE = "config.json"
 

@@ -34,7 +34,7 @@ from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
 from sentune.evaluate import compute_metrics, predict_logits, to_device
 from sentune.progress import EpochProgress
-from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
+from sentune.runs import PREDICTIONS_FILE, STATE_FILE, TRAINING_STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +464,8 @@ class _Loop:
         self._started = started
         self.first_step_at: float | None = None
         self._tokenizer = None
+        #: The last evaluation's validation predictions, saved with its checkpoint.
+        self._predictions: np.ndarray | None = None
         self.int8 = int8
         #: The model's inference cost (`config.INFERENCE_METRICS`), measured once.
         self.latency: dict[str, float] = {}
@@ -605,9 +607,8 @@ class _Loop:
             static_max_length=self.static_max_length,
         )
         self.model.train()
-        metrics = compute_metrics(
-            split.labels, logits.argmax(-1).numpy(), list(self.data.label_names)
-        )
+        self._predictions = logits.argmax(-1).numpy()
+        metrics = compute_metrics(split.labels, self._predictions, list(self.data.label_names))
         # Unweighted, so that val_loss compares across imbalance settings.
         metrics[config.VAL_LOSS] = float(
             torch.nn.functional.cross_entropy(logits, torch.from_numpy(split.labels.copy()))
@@ -711,6 +712,11 @@ class _Loop:
                 {"metrics": metrics, "step": self.step, "best": best, "final": final}, indent=1
             )
         )
+        if self._predictions is not None:
+            labels = self.data.validation.labels
+            np.save(
+                staging / PREDICTIONS_FILE, np.stack([labels, self._predictions]).astype(np.int32)
+            )
         if self.settings.resumable and not final:
             torch.save(self._training_state(), staging / TRAINING_STATE_FILE)
         target = self.workdir / ("best" if best else "latest")

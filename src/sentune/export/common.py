@@ -38,6 +38,7 @@ CHECKPOINT_SKIP = (
     "model.safetensors",
     runs.STATE_FILE,
     runs.TRAINING_STATE_FILE,
+    runs.PREDICTIONS_FILE,
 )
 #: Bootstrap resamples and seed of the test scores' 95 % intervals.
 BOOTSTRAP_RESAMPLES = 1000
