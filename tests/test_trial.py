@@ -281,35 +281,19 @@ def test_metrics_by_name():
 def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
     tiny_data, tiny_model_dir, tmp_path
 ):
-    import shutil
-
     from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
-    settings = TrialSettings(
-        model=str(tiny_model_dir),
-        max_epochs=2,
-        precision="fp32",
-        checkpoint_dir=str(tmp_path / "work"),
-        resumable=True,
-    )
+    settings = _resumable(tiny_model_dir, tmp_path, max_epochs=2)
     trial_config = {"train.learning_rate": 2e-3, "train.max_length": 32, "head.dropout": 0.2}
-    reports, kept = [], []
-
-    def report(metrics, checkpoint):
-        reports.append(metrics)
-        # Every evaluation before the last hands over a checkpoint, valid until the next call:
-        # keep a copy. The last one hands one over only when it is the best.
-        if checkpoint is not None:
-            kept.append(shutil.copytree(checkpoint, tmp_path / f"epoch{metrics[config.EPOCH]}"))
-
-    run_trial(trial_config, tiny_data, report, settings=settings)
+    reports, kept = _run_keeping_checkpoints(tiny_data, settings, trial_config, tmp_path)
     assert len(reports) == 2
     assert (kept[0] / TRAINING_STATE_FILE).is_file() and (kept[0] / STATE_FILE).is_file()
-    final_is_best = reports[1][config.OBJECTIVE] > reports[0][config.OBJECTIVE]
-    assert len(kept) == (2 if final_is_best else 1)
-    if final_is_best:
-        # Nothing continues after the last epoch: its checkpoint carries no training state.
+    # The last evaluation hands over a checkpoint only when it is the best, and nothing
+    # continues after it: no training state.
+    if reports[1][config.OBJECTIVE] > reports[0][config.OBJECTIVE]:
         assert not (kept[1] / TRAINING_STATE_FILE).exists()
+    else:
+        assert kept[1] is None
 
     resumed = []
     result = run_trial(
@@ -328,9 +312,19 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
     assert result.best[config.OBJECTIVE] == max(m[config.OBJECTIVE] for m in reports)
 
 
+def _resumable(tiny_model_dir, tmp_path, *, max_epochs: int) -> TrialSettings:
+    return TrialSettings(
+        model=str(tiny_model_dir),
+        max_epochs=max_epochs,
+        precision="fp32",
+        checkpoint_dir=str(tmp_path / "work"),
+        resumable=True,
+    )
+
+
 def _run_keeping_checkpoints(tiny_data, settings, trial_config, folder):
-    """Run a trial; return its reports and a copy of each checkpoint it handed over (None where
-    it handed none)."""
+    """Run a trial; return its reports and a copy of each checkpoint it handed over (valid
+    only until the next report; None where it handed none)."""
     import shutil
 
     reports, kept = [], []
@@ -349,13 +343,7 @@ def test_the_last_epoch_leaves_no_training_state_and_a_retry_from_it_trains_noth
 ):
     from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
-    settings = TrialSettings(
-        model=str(tiny_model_dir),
-        max_epochs=1,
-        precision="fp32",
-        checkpoint_dir=str(tmp_path / "work"),
-        resumable=True,
-    )
+    settings = _resumable(tiny_model_dir, tmp_path, max_epochs=1)
     trial_config = {"train.learning_rate": 2e-3, "train.max_length": 32}
     reports, kept = _run_keeping_checkpoints(tiny_data, settings, trial_config, tmp_path)
     # One epoch: its evaluation is the last and the best.
@@ -383,13 +371,7 @@ def test_a_last_epoch_that_is_not_the_best_hands_over_no_checkpoint(
 ):
     from sentune.runs import TRAINING_STATE_FILE
 
-    settings = TrialSettings(
-        model=str(tiny_model_dir),
-        max_epochs=2,
-        precision="fp32",
-        checkpoint_dir=str(tmp_path / "work"),
-        resumable=True,
-    )
+    settings = _resumable(tiny_model_dir, tmp_path, max_epochs=2)
     # The smallest learning rate allowed: the weights hardly move, so epoch 2 scores what
     # epoch 1 did and is not an improvement.
     trial_config = {"train.learning_rate": 1e-8, "train.max_length": 32, "head.dropout": 0.0}
