@@ -216,9 +216,24 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     return _Prepared(spec, data, model_path, max_length)
 
 
-#: What the leaderboard and report import after a search (transformers' modeling code among
-#: them: seconds), imported while the trials run, when this process mostly waits.
-ANALYSIS_IMPORTS = ("sentune.model", "sentune.evaluate", "sentune.analysis", "sentune.report")
+#: What the leaderboard and report import after a search (transformers' modeling code, and
+#: scikit-learn for the fANOVA forests, the TF-IDF floor and the metrics: seconds each),
+#: imported while the trials run, when this process mostly waits.
+ANALYSIS_IMPORTS = (
+    "sentune.model",
+    "sentune.evaluate",
+    "sentune.analysis",
+    "sentune.importance",
+    "sentune.report",
+    "optuna.importance",
+    "sklearn.metrics",
+    "sklearn.linear_model",
+    "sklearn.feature_extraction.text",
+    "sklearn.pipeline",
+    "plotly.graph_objects",
+    "plotly.io",
+    "plotly.subplots",
+)
 
 
 #: What building the `Tuner` imports (Ray Tune, Optuna, Ray's Optuna searcher and the
