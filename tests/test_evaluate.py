@@ -100,7 +100,7 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
     instead of loading the model (minutes on a CPU for BERT-base), unless they are of another
     validation split."""
     from sentune import model as model_module
-    from sentune.evaluate import checkpoint_confusion
+    from sentune.evaluate import checkpoint_confusion, save_predictions
     from sentune.model import build_model
 
     data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
@@ -110,9 +110,7 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
     ).save_pretrained(checkpoint)
     labels = data.validation.labels
     everything_first = np.zeros_like(labels)
-    np.save(
-        checkpoint / runs.PREDICTIONS_FILE, np.stack([labels, everything_first]).astype(np.int32)
-    )
+    save_predictions(checkpoint, labels, everything_first)
     loads = []
     real_load = model_module.load_model
     monkeypatch.setattr(
@@ -128,9 +126,7 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
     # Predictions of another split (here: its labels shuffled) are not taken for this one's.
     other = np.random.default_rng(0).permutation(labels)
     assert not np.array_equal(other, labels)
-    np.save(
-        checkpoint / runs.PREDICTIONS_FILE, np.stack([other, everything_first]).astype(np.int32)
-    )
+    save_predictions(checkpoint, other, everything_first)
     with caplog.at_level("WARNING", logger="sentune.evaluate"):
         confusion = checkpoint_confusion(str(checkpoint), data, trial_id="t", max_length=16)
     assert loads == [str(checkpoint)]

@@ -323,6 +323,14 @@ def checkpoint_confusion(
     return _confusion(trial_id, str(checkpoint), data.validation.labels, preds, names)
 
 
+def save_predictions(checkpoint: str | Path, labels: np.ndarray, preds: np.ndarray) -> None:
+    """Save a checkpoint's validation predictions beside it, with the labels they are of (read
+    back by `stored_predictions`)."""
+    from sentune.runs import PREDICTIONS_FILE
+
+    np.save(Path(checkpoint) / PREDICTIONS_FILE, np.stack([labels, preds]).astype(np.int32))
+
+
 def stored_predictions(checkpoint: str | Path, labels: np.ndarray) -> np.ndarray | None:
     """The validation predictions saved with a checkpoint, if it has them and they are of
     these labels (the same validation split, in the same order); else None."""

@@ -32,9 +32,9 @@ from sentune.batching import length_grouped_batches, pad_batch, pad_batch_static
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
-from sentune.evaluate import compute_metrics, predict_logits, to_device
+from sentune.evaluate import compute_metrics, predict_logits, save_predictions, to_device
 from sentune.progress import EpochProgress
-from sentune.runs import PREDICTIONS_FILE, STATE_FILE, TRAINING_STATE_FILE
+from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -713,10 +713,7 @@ class _Loop:
             )
         )
         if self._predictions is not None:
-            labels = self.data.validation.labels
-            np.save(
-                staging / PREDICTIONS_FILE, np.stack([labels, self._predictions]).astype(np.int32)
-            )
+            save_predictions(staging, self.data.validation.labels, self._predictions)
         if self.settings.resumable and not final:
             torch.save(self._training_state(), staging / TRAINING_STATE_FILE)
         target = self.workdir / ("best" if best else "latest")
