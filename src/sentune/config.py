@@ -341,7 +341,8 @@ class TrialSettings:
         precision: `auto` (fp16/bf16 on CUDA, bf16 on CPUs with native bf16, else fp32) or explicit.
         device: `auto`, `cpu` or `cuda`.
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
-        checkpoint_dir: Where the trial writes its checkpoints before handing them to `report`.
+        checkpoint_dir: Where the trial writes its checkpoints before handing them to `report`
+            (None: a `scratch` folder, removed by a later sweep once this process has ended).
         resumable: Hand `report` a checkpoint at every evaluation, with the training state
             (optimizer, scheduler, RNGs) beside the weights, so that the trial can continue from
             its latest one; otherwise only the best evaluation's weights are saved.

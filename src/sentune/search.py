@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sentune import config, runs, storage
+from sentune import config, runs, scratch, storage
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.gpus import cuda_mps, resolve_cpu_concurrency, resolve_gpus_per_trial
@@ -754,7 +753,9 @@ def _trainable(
     os.environ.setdefault(WIND_DOWN_WAIT_ENV, str(WIND_DOWN_WAIT_S))
     # One progress bar per weight load and save would flood the driver's log.
     hf_logging.disable_progress_bar()
-    workdir = Path(tempfile.mkdtemp(prefix="sentune-trial-"))
+    # Trials that Ray ended by ending their worker left their folders behind.
+    scratch.sweep()
+    workdir = scratch.make()
 
     latest = tune.get_checkpoint()
 
@@ -784,7 +785,7 @@ def _trainable(
             else None,
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.release(workdir)
 
 
 #: Ray Tune's switch between its output engines (read when `Tuner.fit` starts).
@@ -1004,6 +1005,8 @@ def ray_session(options: SearchOptions):
             import ray
 
             ray.shutdown()
+        # The folders of the trials Ray ended by ending their workers (on this node).
+        scratch.sweep()
 
 
 #: The Ray module that says, at every local start, that token authentication is on.

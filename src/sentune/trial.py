@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentune import config
+from sentune import config, scratch
 from sentune.batching import length_grouped_batches, pad_batch, pad_batch_static
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
@@ -452,7 +451,7 @@ class _Loop:
         self.epoch_rng_state = self.rng.bit_generator.state
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
-        self.workdir = Path(settings.checkpoint_dir or tempfile.mkdtemp(prefix="sentune-trial-"))
+        self.workdir = Path(settings.checkpoint_dir or scratch.make())
         self.train_s = 0.0
         self._samples_since_eval = 0
         self._train_s_since_eval = 0.0
