@@ -1,4 +1,4 @@
-"""analysis.py on small synthetic Tune results written into a tmp run folder (no Ray, no model)."""
+"""analysis/ on small synthetic Tune results written into a tmp run folder (no Ray, no model)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentune import analysis, config, evaluate, importance, runs
+from sentune import analysis, config, evaluate, runs
+from sentune.analysis import importance
 from sentune.config import DataConfig
 from sentune.data import load_splits
 from sentune.runs import MANIFEST

@@ -53,9 +53,22 @@ def test_search_imports_ray_only_inside_functions():
     assert not {m for m in top if m == "ray" or m.startswith("ray.")}, top
 
 
-def test_analysis_imports_neither_search_nor_trial():
-    imported = _imports(PACKAGE / "analysis.py")
-    assert not imported & {"sentune.search", "sentune.trial"}, imported
+ANALYSIS_MODULES = sorted((PACKAGE / "analysis").rglob("*.py"))
+
+
+def _under(imported: set[str], *packages: str) -> set[str]:
+    """The imported modules that are one of `packages` or inside one."""
+    return {m for m in imported if any(m == p or m.startswith(p + ".") for p in packages)}
+
+
+def test_the_analysis_package_has_its_modules():
+    assert len(ANALYSIS_MODULES) > 1, ANALYSIS_MODULES
+
+
+@pytest.mark.parametrize("path", ANALYSIS_MODULES, ids=_name)
+def test_analysis_imports_neither_search_nor_trial(path):
+    imported = _under(_imports(path), "sentune.search", "sentune.trial", "sentune.train")
+    assert not imported, f"{_name(path)} imports {sorted(imported)}"
 
 
 @pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
@@ -82,7 +95,8 @@ def test_the_modules_imported_ahead_of_the_analysis_exist():
 
     for name in search.ANALYSIS_IMPORTS:
         if name.startswith("sentune."):
-            assert (PACKAGE.parent / (name.replace(".", "/") + ".py")).is_file(), name
+            module = PACKAGE.parent / name.replace(".", "/")
+            assert module.with_suffix(".py").is_file() or (module / "__init__.py").is_file(), name
         else:
             assert importlib.util.find_spec(name) is not None, name
 

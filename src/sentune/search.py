@@ -222,7 +222,7 @@ ANALYSIS_IMPORTS = (
     "sentune.model",
     "sentune.evaluate",
     "sentune.analysis",
-    "sentune.importance",
+    "sentune.analysis.importance",
     "sentune.report",
     "optuna.importance",
     "sklearn.metrics",

@@ -2,7 +2,8 @@
 
 fANOVA (Optuna's `FanovaImportanceEvaluator`) over the trials that reached a common epoch, each
 scored AT that epoch; the mean over forest seeds and bootstrap resamples with its spread, so a
-reader sees which importances a handful of trials can support. Plain data; `report.py` draws it.
+reader sees which importances a handful of trials can support. Plain data; `sentune.report`
+draws it.
 """
 
 from __future__ import annotations
