@@ -71,6 +71,26 @@ def test_analysis_imports_neither_search_nor_trial(path):
     assert not imported, f"{_name(path)} imports {sorted(imported)}"
 
 
+REPORT_MODULES = sorted((PACKAGE / "report").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", REPORT_MODULES, ids=_name)
+def test_the_report_draws_only_from_the_analysis(path):
+    """The report never trains or scores a model: what it draws, `analysis` computed."""
+    imported = _under(
+        _imports(path),
+        *("sentune.search", "sentune.trial", "sentune.train", "sentune.model"),
+        *("sentune.evaluate", "sentune.inference", "sentune.data", "torch", "transformers"),
+    )
+    assert not imported, f"{_name(path)} imports {sorted(imported)}"
+
+
+@pytest.mark.parametrize("path", ANALYSIS_MODULES + REPORT_MODULES, ids=_name)
+def test_the_analysis_and_report_modules_stay_under_600_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 600, f"{_name(path)} has {lines} lines; split it by job"
+
+
 @pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
 def test_light_modules_do_not_import_torch_at_module_level(name):
     top = _top_level_imports(PACKAGE / f"{name}.py")

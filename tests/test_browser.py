@@ -1,11 +1,11 @@
-"""browser.py: headless Chromium sees script errors and unrendered figures (skipped without it)."""
+"""browser: headless Chromium sees script errors and unrendered figures (skipped without it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sentune import browser
 from sentune.errors import SentuneError
+from sentune.report import browser
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from test_analysis import write_manifest
 
-from sentune import cli, dashboard, runs
+from sentune import cli, runs
+from sentune.report import dashboard
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("optuna_dashboard")

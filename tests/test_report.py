@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from test_analysis import FLOW_SEARCHED, FLOW_SPACE, _floor, params, write_manifest, write_trial
 
-from sentune import analysis, browser, cli, report, runs
+from sentune import analysis, cli, report, runs
 from sentune.evaluate import Floor
+from sentune.report import browser, page
 
 PANELS = (
     "leaderboard",
@@ -87,7 +88,7 @@ def test_summary_and_headline_lead_with_the_floor_when_it_beats_the_best_trial(t
     assert "likely causes: truncation (max_length 64 cuts 100.0% of the training texts" in first
     assert "too few epochs (still improving at its last epoch, 3 of 3; raise budget." in first
     assert "too little data (600 training examples" in first
-    assert report._headline(result).startswith(first)
+    assert page._headline(result).startswith(first)
     assert report.summary(result).splitlines()[1].startswith("Top trials of")
 
     assert "try train.max_length: auto or train.truncation: head_tail" in first
@@ -101,7 +102,7 @@ def test_summary_and_headline_lead_with_the_floor_when_it_beats_the_best_trial(t
     result.verdict = analysis.floor_verdict(result.run, result.table, result.floor, result.tokens)
     assert result.verdict is None
     assert report.summary(result).startswith("Top trials of")
-    assert report._headline(result).startswith("3 trials")
+    assert page._headline(result).startswith("3 trials")
 
 
 @pytest.mark.slow

@@ -429,7 +429,7 @@ def _add_dashboard_parser(commands) -> None:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from sentune import dashboard
+    from sentune.report import dashboard
 
     # A live view wants the search that is running now, which is not finished yet.
     run_dir = _resolve_run(args.run, args.storage, finished=False)
@@ -447,7 +447,8 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = False) -> Path:
     """Analyse a run, write its tables and report.html, and print the summary."""
-    from sentune import analysis, browser, report
+    from sentune import analysis, report
+    from sentune.report import browser
 
     log.info("analysing %s (importance, TF-IDF floor, the winner on validation)", run_dir)
     result = analysis.analyze(run_dir)

@@ -1,6 +1,6 @@
 """Headless Chromium as a tool: a PNG of a page and a check that its scripts and figures render.
 
-Not part of the report's job (`report.py` writes HTML and needs no browser): `sentune report
+Not part of the report's job (`report.page` writes HTML and needs no browser): `sentune report
 --screenshot` and the report's render test use this module, and nothing here is needed to read a
 report. Chromium is looked up on PATH; without it every call raises `SentuneError` saying how to
 install it.
