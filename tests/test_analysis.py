@@ -218,11 +218,11 @@ def test_the_ranking_rule_is_stated_as_data():
 def test_status_and_asha_rung_of_each_trial(small_run):
     table = analysis.leaderboard(runs.open_run(small_run)).set_index("trial_id")
     assert table["status"].to_dict() == {
-        "eeee": "unfinished",
-        "aaaa": "completed",
-        "cccc": "stopped",
-        "bbbb": "stopped",
-        "dddd": "error",
+        "eeee": analysis.UNFINISHED,
+        "aaaa": analysis.COMPLETED,
+        "cccc": analysis.STOPPED,
+        "bbbb": analysis.STOPPED,
+        "dddd": analysis.ERROR,
     }
     assert table["stopped_early"].to_dict() == {
         "eeee": False,
@@ -264,8 +264,8 @@ def test_a_killed_run_keeps_what_finished(small_run):
     table = analysis.leaderboard(run).set_index("trial_id")
     assert "gggg" not in table.index
     assert table.loc["aaaa", "epochs"] == 2
-    assert table.loc["aaaa", "status"] == "unfinished"
-    assert table.loc["ffff", "status"] == "unfinished"
+    assert table.loc["aaaa", "status"] == analysis.UNFINISHED
+    assert table.loc["ffff", "status"] == analysis.UNFINISHED
     assert math.isnan(table.loc["ffff", config.OBJECTIVE])
     curves = analysis.learning_curves(run)
     assert set(curves["trial_id"]) == {"aaaa", "bbbb", "cccc", "dddd", "eeee"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sentune import config, runs, search, space
-from sentune.analysis import leaderboard
+from sentune.analysis import COMPLETED, ERROR, STOPPED, leaderboard
 from sentune.runs import TRAINING_STATE_FILE, open_run
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_a_failed_trial_is_retried_from_its_checkpoint(
     run_dir = search.run(spec, options=options)
     table = leaderboard(open_run(run_dir))
     assert len(table) == 2
-    assert (table["status"] == "completed").all() and table["error"].eq("").all()
+    assert (table["status"] == COMPLETED).all() and table["error"].eq("").all()
     for trial_id in table["trial_id"]:
         trial_dir = run_dir / trial_id
         # Ray recorded the failure; the retry continued after epoch 1 instead of starting over.
@@ -118,7 +118,7 @@ def test_a_trial_that_keeps_failing_is_recorded_with_its_reason(
     options = _options(tmp_path, max_failures=1, strategy="tpe-fifo", trial_hook=_out_of_memory())
     run_dir = search.run(spec, options=options)
     table = leaderboard(open_run(run_dir))
-    assert table["status"].tolist() == ["error"]
+    assert table["status"].tolist() == [ERROR]
     assert "out of memory" in table["error"][0]
     assert "lower train.batch_size and keep train.effective_batch_size" in table["error"][0]
     # Two attempts: the retry continued from epoch 1's checkpoint and failed after epoch 2.
@@ -144,7 +144,7 @@ def test_a_worker_slow_to_wind_down_still_takes_the_next_trial(
     run_dir = search.run(spec, options=options)
     table = leaderboard(open_run(run_dir))
     assert len(table) == 3
-    assert table["status"].isin(["completed", "stopped"]).all(), table[["status", "error"]]
+    assert table["status"].isin([COMPLETED, STOPPED]).all(), table[["status", "error"]]
     assert table["error"].eq("").all()
     pids = {
         json.loads(path.read_text().splitlines()[0])["pid"]

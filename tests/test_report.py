@@ -107,15 +107,20 @@ def test_summary_and_headline_lead_with_the_floor_when_it_beats_the_best_trial(t
 
 @pytest.mark.slow
 def test_report_of_a_finished_run(tiny_run, tiny_report, capfd):
-    for name in ("report.html", "leaderboard.csv", "importance.csv", "floor.json"):
+    for name in (
+        analysis.REPORT_FILE,
+        analysis.LEADERBOARD_FILE,
+        analysis.IMPORTANCE_FILE,
+        analysis.FLOOR_FILE,
+    ):
         assert (tiny_report / name).is_file()
-    table = pd.read_csv(tiny_report / "leaderboard.csv")
+    table = pd.read_csv(tiny_report / analysis.LEADERBOARD_FILE)
     assert len(table) == 6 and "rung" in table.columns
-    importance = pd.read_csv(tiny_report / "importance.csv")
+    importance = pd.read_csv(tiny_report / analysis.IMPORTANCE_FILE)
     assert set(importance["param"]) == {"head.dropout", "train.learning_rate"}
-    floor = json.loads((tiny_report / "floor.json").read_text())
+    floor = json.loads((tiny_report / analysis.FLOOR_FILE).read_text())
     assert 0 <= floor["val_macro_f1"] <= 1 and floor["fingerprint_matches"]
-    text = (tiny_report / "report.html").read_text()
+    text = (tiny_report / analysis.REPORT_FILE).read_text()
     assert text.count("<section id=") == len(PANELS)
     assert '<p class="note">not available' not in text  # every part was computed
     assert text.count("window.PlotlyConfig") == 1 and "<script src=" not in text
@@ -126,16 +131,16 @@ def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
     run_dir = tmp_path / "trials" / tiny_run.name
     shutil.copytree(tiny_run, run_dir)
     table = analysis.leaderboard(runs.open_run(run_dir))
-    completed = table[table["status"] == "completed"]["trial_id"].tolist()
+    completed = table[table["status"] == analysis.COMPLETED]["trial_id"].tolist()
     # Killed mid-write: one trial's last line is cut, another's results are gone altogether.
     cut = run_dir / completed[0] / "result.json"
     cut.write_text(cut.read_text()[:-30])
     (run_dir / completed[1] / "result.json").write_text("")
     assert _report(run_dir, tmp_path) == 0
     out = tmp_path / "analysis" / tiny_run.name
-    assert (out / "report.html").is_file() and (out / "importance.csv").is_file()
-    status = pd.read_csv(out / "leaderboard.csv").set_index("trial_id")["status"]
-    assert status[completed[0]] == "unfinished" and status[completed[1]] == "unfinished"
+    assert (out / analysis.REPORT_FILE).is_file() and (out / analysis.IMPORTANCE_FILE).is_file()
+    status = pd.read_csv(out / analysis.LEADERBOARD_FILE).set_index("trial_id")["status"]
+    assert status[completed[0]] == status[completed[1]] == analysis.UNFINISHED
     assert "report:" in capsys.readouterr().out
 
 
@@ -143,11 +148,13 @@ def test_report_of_a_run_killed_halfway(tiny_run, tmp_path, capsys):
 def test_report_renders_every_panel_in_headless_chromium(tiny_report):
     if browser.find_chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    check = browser.check_render(tiny_report / "report.html")
+    check = browser.check_render(tiny_report / analysis.REPORT_FILE)
     assert check.errors == []
     assert set(check.figures) == FIGURES
     assert all(check.figures.values()), check.figures
-    png = browser.screenshot(tiny_report / "report.html", tiny_report / "report.png")
+    png = browser.screenshot(
+        tiny_report / analysis.REPORT_FILE, tiny_report / analysis.SCREENSHOT_FILE
+    )
     assert png.stat().st_size > 10_000
 
 

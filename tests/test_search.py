@@ -33,7 +33,7 @@ def test_search_runs_every_trial_and_asha_stops_some(tiny_run):
     table = analysis.leaderboard(run)
     assert len(table) == 6
     assert table["stopped_early"].sum() >= 1
-    assert (table["status"] == "completed").sum() >= 1
+    assert (table["status"] == analysis.COMPLETED).sum() >= 1
     assert table["error"].eq("").all()
     stopped = table[table["stopped_early"]]
     assert (stopped["epochs"] < 3).all()
@@ -142,7 +142,7 @@ def test_cli_leaderboard_writes_csv(tiny_run, tmp_path, capsys):
     assert cli.main(["leaderboard", str(tiny_run), "--analysis", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "stopped early by ASHA" in out
-    csv = pd.read_csv(tmp_path / tiny_run.name / "leaderboard.csv")
+    csv = pd.read_csv(tmp_path / tiny_run.name / analysis.LEADERBOARD_FILE)
     assert len(csv) == 6
 
 
@@ -239,11 +239,11 @@ def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
         assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
         for epoch, value in trial.intermediate_values.items():
             assert value == pytest.approx(row[analysis.epoch_score_column(epoch)])
-        if row["status"] == "stopped":
+        if row["status"] == analysis.STOPPED:
             assert trial.state == TrialState.PRUNED
             assert trial.value == pytest.approx(trial.intermediate_values[epochs])
         else:
-            assert row["status"] == "completed"
+            assert row["status"] == analysis.COMPLETED
             assert trial.state == TrialState.COMPLETE
             assert trial.value == pytest.approx(row[config.OBJECTIVE])
     assert any(t.state == TrialState.PRUNED for t in study.trials)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sentune import config, runs, storage
+from sentune import analysis, config, runs, storage
 from sentune.errors import RunError, StorageError
 
 BUCKET = "sentune-test"
@@ -307,7 +307,7 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     assert not [p for p in remote if p.startswith("0rphan00/")]
     confirmed = _finished(f"runs/tiny-s3/{runs.CONFIRM_DIR}")
     assert len(confirmed) == 1 and confirmed.pop().endswith("-seed1")
-    assert (tmp_path / "analysis" / "tiny-s3" / "confirm.csv").is_file()
+    assert (tmp_path / "analysis" / "tiny-s3" / analysis.CONFIRM_FILE).is_file()
 
     # The export reads the winner from object storage (the latest finished run there).
     shutil.rmtree(mirror)
@@ -317,7 +317,7 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "using " in exported.stderr and "latest finished run" in exported.stderr
-    board = (tmp_path / "analysis" / "tiny-s3" / "leaderboard.csv").read_text().splitlines()
+    board = (tmp_path / "analysis" / "tiny-s3" / analysis.LEADERBOARD_FILE).read_text().splitlines()
     best = board[1].split(",")[0]
     assert f"Exported trial {best} of " in exported.stdout
     metrics = json.loads(

@@ -456,7 +456,7 @@ def _write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = Fals
     analysis.write_tables(result, out)
     path = report.write_report(result, out)
     if screenshot:
-        log.info("screenshot: %s", browser.screenshot(path, out / "report.png"))
+        log.info("screenshot: %s", browser.screenshot(path, out / analysis.SCREENSHOT_FILE))
     print("\n" + report.summary(result, report=path))
     return path
 
@@ -485,7 +485,7 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
     table = analysis.leaderboard(run)
     out = analysis_root / Path(run_dir).name
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_csv(table, out / "leaderboard.csv")
+    runs.write_csv(table, out / analysis.LEADERBOARD_FILE)
     shown = table.drop(columns=["checkpoint", "error", config.VAL_LOSS])
     with pd.option_context(
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
@@ -496,17 +496,17 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
     stopped = int(table["stopped_early"].sum())
     print(
         f"\n{len(table)} trials, {stopped} stopped early by ASHA, "
-        f"{int((table['status'] == 'error').sum())} failed"
+        f"{int((table['status'] == analysis.ERROR).sum())} failed"
     )
-    for _, row in table[table["status"] == "error"].iterrows():
+    for _, row in table[table["status"] == analysis.ERROR].iterrows():
         print(f"  {row['trial_id']} failed: {row['error']}")
-    print(f"leaderboard: {out / 'leaderboard.csv'}")
+    print(f"leaderboard: {out / analysis.LEADERBOARD_FILE}")
     confirmed = analysis.confirmation(run, table)
     if confirmed is not None:
-        runs.write_csv(confirmed.table, out / "confirm.csv")
+        runs.write_csv(confirmed.table, out / analysis.CONFIRM_FILE)
         print("\nConfirmation over seeds (best mean first; the winner is the first):")
         print(confirmed.configs.to_string(index=False, float_format="{:.4f}".format))
-        print(f"confirmation: {out / 'confirm.csv'}")
+        print(f"confirmation: {out / analysis.CONFIRM_FILE}")
 
 
 def _add_export_parsers(commands) -> None:

@@ -67,11 +67,16 @@ from sentune.analysis.params import (
 )
 from sentune.analysis.ranking import (
     BOARD_COLUMNS,
+    COMPLETED,
     EPOCH_SCORE_PREFIX,
+    ERROR,
     FLOOR_LABEL,
     LEADERBOARD_COLUMNS,
     RANK_COLUMNS,
     RANKING_RULE,
+    STATUSES,
+    STOPPED,
+    UNFINISHED,
     Board,
     asha_rungs,
     board_with_floor,
@@ -92,16 +97,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BOARD_COLUMNS",
+    "COMPLETED",
+    "ERROR",
+    "STATUSES",
+    "STOPPED",
+    "UNFINISHED",
     "CONFIRM_COLUMNS",
     "CONFIRM_CONFIG_COLUMNS",
+    "CONFIRM_FILE",
     "EPOCH_SCORE_PREFIX",
+    "IMPORTANCE_FILE",
     "FLOOR_CAUSES",
+    "FLOOR_FILE",
     "FLOOR_LABEL",
     "LEADERBOARD_COLUMNS",
+    "LEADERBOARD_FILE",
     "PARETO_COLUMNS",
     "PARETO_FILE",
     "RANKING_RULE",
     "RANK_COLUMNS",
+    "REPORT_FILE",
+    "SCREENSHOT_FILE",
     "SMALL_TRAIN_SIZE",
     "Board",
     "ComputeTime",
@@ -146,6 +162,23 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# --- the files of analysis/<run>/ (the export's own folder is named by `sentune.export`) --------
+
+#: The leaderboard (`leaderboard`), one row per trial, best first.
+LEADERBOARD_FILE = "leaderboard.csv"
+#: Parameter importance (`parameter_importance`).
+IMPORTANCE_FILE = "importance.csv"
+#: The confirmation over seeds (`Confirmation.table`).
+CONFIRM_FILE = "confirm.csv"
+#: The accuracy-latency table of a run, beside its leaderboard.
+PARETO_FILE = "pareto.csv"
+#: The TF-IDF floor (`evaluate.Floor`).
+FLOOR_FILE = "floor.json"
+#: The HTML report (`sentune.report.write_report`) and its screenshot (`sentune report
+#: --screenshot`).
+REPORT_FILE = "report.html"
+SCREENSHOT_FILE = "report.png"
 
 
 @dataclass
@@ -275,22 +308,18 @@ def _part(result: RunAnalysis, name: str, compute, *args, **kwargs):
         return None
 
 
-#: The accuracy-latency table of a run, beside its leaderboard.
-PARETO_FILE = "pareto.csv"
-
-
 def write_tables(result: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
     """Write `leaderboard.csv` and `importance.csv` (and `confirm.csv`, `pareto.csv`,
     `floor.json`) into `out_dir`, each whole or not at all."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"leaderboard": runs.write_csv(result.table, out_dir / "leaderboard.csv")}
+    written = {"leaderboard": runs.write_csv(result.table, out_dir / LEADERBOARD_FILE)}
     if result.importance is not None:
-        written["importance"] = runs.write_csv(result.importance, out_dir / "importance.csv")
+        written["importance"] = runs.write_csv(result.importance, out_dir / IMPORTANCE_FILE)
     if result.confirmation is not None:
-        written["confirm"] = runs.write_csv(result.confirmation.table, out_dir / "confirm.csv")
+        written["confirm"] = runs.write_csv(result.confirmation.table, out_dir / CONFIRM_FILE)
     if result.pareto is not None:
         written["pareto"] = runs.write_csv(result.pareto.table, out_dir / PARETO_FILE)
     if result.floor is not None:
-        written["floor"] = runs.write_json(out_dir / "floor.json", result.floor._asdict())
+        written["floor"] = runs.write_json(out_dir / FLOOR_FILE, result.floor._asdict())
     return written

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config, runs
-from sentune.analysis.ranking import leaderboard
+from sentune.analysis.ranking import COMPLETED, STOPPED, leaderboard
 from sentune.runs import Run
 
 #: `confirm.csv`: one row per configuration and seed that trained the full budget, configurations
@@ -70,7 +70,7 @@ def confirmation_plan(run: Run, table: pd.DataFrame | None = None) -> list[Confi
     if budget.confirm_seeds <= 0:
         return []
     table = leaderboard(run) if table is None else table
-    scored = table[table[config.OBJECTIVE].notna() & table["status"].isin(["completed", "stopped"])]
+    scored = table[table[config.OBJECTIVE].notna() & table["status"].isin([COMPLETED, STOPPED])]
     plan = []
     for position, row in scored.head(config.confirm_top(budget)).iterrows():
         first = runs.trial_seed(run.params[row["trial_id"]])
@@ -79,7 +79,7 @@ def confirmation_plan(run: Run, table: pd.DataFrame | None = None) -> list[Confi
                 rank=int(position) + 1,
                 trial_id=str(row["trial_id"]),
                 seeds=tuple(first + i for i in range(budget.confirm_seeds)),
-                searched_seed=first if row["status"] == "completed" else None,
+                searched_seed=first if row["status"] == COMPLETED else None,
             )
         )
     return plan
@@ -132,7 +132,7 @@ def confirmation(run: Run, table: pd.DataFrame | None = None) -> Confirmation | 
         return None
     retrained: dict[tuple[str, int], tuple[str, pd.Series]] = {}
     for _, row in leaderboard(run.confirmation).iterrows():
-        if row["status"] != "completed":
+        if row["status"] != COMPLETED:
             continue
         params = run.confirmation.params[row["trial_id"]]
         key = (str(params.get(runs.CONFIRMS_KEY)), runs.trial_seed(params))

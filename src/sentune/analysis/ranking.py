@@ -19,6 +19,13 @@ from sentune.runs import Run
 if TYPE_CHECKING:
     from sentune.evaluate import Floor
 
+#: A trial's `status` in the leaderboard: it trained the full epoch budget, ASHA stopped it, it
+#: failed, or it is still running (or the search was killed). Not the driver's record of a trial
+#: (`runs.COMPLETED`, …), where a trial ASHA stopped has completed too.
+COMPLETED, STOPPED, ERROR, UNFINISHED = "completed", "stopped", "error", "unfinished"
+#: Every leaderboard status, in the order the report counts them.
+STATUSES = (COMPLETED, STOPPED, UNFINISHED, ERROR)
+
 #: Leaderboard columns before the searched parameters (DESIGN.md contract, then extras).
 LEADERBOARD_COLUMNS = [
     "trial_id",
@@ -114,12 +121,12 @@ def leaderboard(run: Run) -> pd.DataFrame:
         else:
             row.update({"epochs": 0.0})
         if row["error"]:
-            row["status"] = "error"
+            row["status"] = ERROR
         elif row["epochs"] >= max_epochs:
-            row["status"] = "completed"
+            row["status"] = COMPLETED
         else:
-            row["status"] = "stopped" if done else "unfinished"
-        row["stopped_early"] = row["status"] == "stopped"
+            row["status"] = STOPPED if done else UNFINISHED
+        row["stopped_early"] = row["status"] == STOPPED
         row["rung"] = max((r for r in rungs if r <= row["epochs"]), default=0.0)
         best_checkpoint = runs.best_checkpoint(run.trial_dir(trial_id))
         row["checkpoint"] = str(best_checkpoint) if best_checkpoint else ""

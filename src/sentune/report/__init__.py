@@ -18,14 +18,13 @@ browser`), not here.
 
 from __future__ import annotations
 
-from sentune.report.page import REPORT, build_panels, write_report
+from sentune.report.page import build_panels, write_report
 from sentune.report.panel import FLOOR_COLOR, NUMBER_FORMAT, STATUS_COLORS, STATUS_SYMBOLS, Panel
 from sentune.report.terminal import summary
 
 __all__ = [
     "FLOOR_COLOR",
     "NUMBER_FORMAT",
-    "REPORT",
     "STATUS_COLORS",
     "STATUS_SYMBOLS",
     "Panel",

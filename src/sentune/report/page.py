@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sentune import config
-from sentune.analysis import RunAnalysis
+from sentune.analysis import REPORT_FILE, STATUSES, RunAnalysis
 from sentune.report.panel import Panel, import_plotly
 from sentune.report.panels_data import panel_data, panel_manifest, panel_tokens, panel_winner
 from sentune.report.panels_params import panel_importance, panel_parallel, panel_slices
@@ -21,8 +21,6 @@ from sentune.report.panels_trials import (
     panel_leaderboard,
 )
 from sentune.report.sentences import verdict_line
-
-REPORT = "report.html"
 
 
 def write_report(result: RunAnalysis, out_dir: str | Path) -> Path:
@@ -61,7 +59,7 @@ def write_report(result: RunAnalysis, out_dir: str | Path) -> Path:
         body.append("\n".join(parts))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / REPORT
+    path = out_dir / REPORT_FILE
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(_page(result, _contents(panels) + "\n".join(body)), encoding="utf-8")
     tmp.replace(path)
@@ -138,9 +136,7 @@ def _page(result: RunAnalysis, body: str) -> str:
 def _headline(result: RunAnalysis) -> str:
     table = result.table
     counts = table["status"].value_counts()
-    parts = [f"{len(table)} trials"] + [
-        f"{counts[s]} {s}" for s in ("completed", "stopped", "unfinished", "error") if s in counts
-    ]
+    parts = [f"{len(table)} trials"] + [f"{counts[s]} {s}" for s in STATUSES if s in counts]
     text = ", ".join(parts) + "."
     if result.verdict is not None:
         text = f"{verdict_line(result.verdict)} {text}"

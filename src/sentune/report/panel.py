@@ -9,21 +9,22 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from sentune.analysis import COMPLETED, ERROR, STOPPED, UNFINISHED
 from sentune.errors import SentuneError
 
 #: Colour of each trial status, the same in every panel that colours by status.
 STATUS_COLORS = {
-    "completed": "#1f77b4",
-    "stopped": "#ff7f0e",
-    "unfinished": "#7f7f7f",
-    "error": "#d62728",
+    COMPLETED: "#1f77b4",
+    STOPPED: "#ff7f0e",
+    UNFINISHED: "#7f7f7f",
+    ERROR: "#d62728",
 }
 #: Marker of each trial status where colour marks the trial (learning curves).
 STATUS_SYMBOLS = {
-    "completed": "circle",
-    "stopped": "x",
-    "unfinished": "circle-open",
-    "error": "triangle-up",
+    COMPLETED: "circle",
+    STOPPED: "x",
+    UNFINISHED: "circle-open",
+    ERROR: "triangle-up",
 }
 FLOOR_COLOR = "#2ca02c"
 #: Number format (d3) of parameter values and scores on axes: 3 significant digits, no

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import RANKING_RULE, RunAnalysis, format_mean_std
+from sentune.analysis import COMPLETED, RANKING_RULE, UNFINISHED, RunAnalysis, format_mean_std
 from sentune.report.panel import (
     STATUS_COLORS,
     STATUS_SYMBOLS,
@@ -85,7 +85,7 @@ def panel_confirmation(result: RunAnalysis, plotly: Plotly) -> Panel:
             x=table["trial_id"],
             y=table[config.OBJECTIVE],
             mode="markers",
-            marker={"size": 10, "color": STATUS_COLORS["completed"], "opacity": 0.7},
+            marker={"size": 10, "color": STATUS_COLORS[COMPLETED], "opacity": 0.7},
             text=[f"seed {s}" for s in table["seed"]],
             hovertemplate="trial %{x}, %{text}<br>%{y:.4f}<extra></extra>",
             name="seed",
@@ -333,7 +333,7 @@ def panel_curves(result: RunAnalysis, plotly: Plotly) -> Panel:
     )
     for trial_id in order:
         group = groups[trial_id]
-        state = status.get(trial_id, "unfinished")
+        state = status.get(trial_id, UNFINISHED)
         color = colors.get(trial_id, "#999")
         style = {
             "mode": "lines+markers",
