@@ -427,6 +427,22 @@ def test_token_lengths_give_the_share_each_max_length_truncates(csv_manifest, tm
     assert not tokens.cuts["searched"].any()
 
 
+def test_token_lengths_without_a_fixed_max_length_cut_at_the_default(csv_manifest, tmp_path):
+    csv_manifest.space.fixed.clear()
+    data = runs.load_data(csv_manifest, cache_dir=tmp_path / "cache")
+    tokens = analysis.token_lengths(data, csv_manifest)
+    assert tokens.cuts["max_length"].tolist() == [config.TrainConfig.max_length]
+
+
+def test_a_trial_s_max_length_is_its_own_else_the_default(small_run):
+    write_trial(small_run, "ffff", {**params(), "train.max_length": 32}, [0.5])
+    write_trial(small_run, "gggg", {k: v for k, v in params().items() if "max_length" not in k}, [])
+    run = runs.open_run(small_run)
+    assert analysis.trial_max_length(run, "aaaa") == 64
+    assert analysis.trial_max_length(run, "ffff") == 32
+    assert analysis.trial_max_length(run, "gggg") == config.TrainConfig.max_length
+
+
 def _floor(value: float, train_size: int = 500) -> evaluate.Floor:
     return evaluate.Floor(
         val_macro_f1=value,

@@ -15,6 +15,7 @@ import pandas as pd
 from sentune import config
 from sentune.analysis.params import search_params, value_label
 from sentune.runs import Manifest, Run
+from sentune.space import MAX_LENGTH_KEY
 
 if TYPE_CHECKING:
     from sentune.analysis.confirm import Confirmation
@@ -116,7 +117,7 @@ def token_lengths(data: PreparedData, manifest: Manifest) -> TokenLengths:
     """Train-split token lengths and the share of texts each max_length of the run truncates."""
     from sentune.errors import SentuneError
 
-    key = "train.max_length"
+    key = MAX_LENGTH_KEY
     lengths = np.asarray(data.train.lengths)
     searched = key in manifest.space.searched
     if searched:
@@ -126,7 +127,7 @@ def token_lengths(data: PreparedData, manifest: Manifest) -> TokenLengths:
         except (SentuneError, KeyError):
             values = []
     else:
-        values = [manifest.space.fixed.get(key, config.TrainConfig.max_length)]
+        values = [_max_length_in(manifest.space.fixed)]
     cuts = pd.DataFrame(
         {
             "max_length": [int(v) for v in sorted(set(values))],
@@ -166,8 +167,14 @@ def winner_confusion(
 
 def trial_max_length(run: Run, trial_id: str) -> int:
     """The max_length a trial trained with (its parameter, else the default)."""
-    value = run.params.get(trial_id, {}).get("train.max_length")
-    return int(value or config.TrainConfig.max_length)
+    return _max_length_in(run.params.get(trial_id, {}))
+
+
+def _max_length_in(settings: dict[str, Any]) -> int:
+    """`train.max_length` in a trial's configuration or a run's fixed settings (dotted keys),
+    else the default: the one place the analysis reads a max_length, so the verdict, the
+    winner's confusion and the token lengths cannot disagree on it."""
+    return int(settings.get(MAX_LENGTH_KEY) or config.TrainConfig.max_length)
 
 
 def trial_truncation(run: Run, trial_id: str) -> str:
