@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentune import cli, config, runs
+from sentune import cli, config, machine, runs
 from sentune.errors import RunError
 
 
@@ -113,7 +113,7 @@ def test_cpu_name_is_the_model_name(monkeypatch):
         lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         if lines:
             assert runs.cpu_name() == lines[0].split(":", 1)[1].strip()
-    monkeypatch.setattr(runs.platform, "processor", lambda: "Fallback CPU")
+    monkeypatch.setattr(machine.platform, "processor", lambda: "Fallback CPU")
     real = Path.read_text
     monkeypatch.setattr(
         Path,

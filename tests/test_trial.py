@@ -253,7 +253,7 @@ def test_precision_resolution_on_cpu(monkeypatch):
 
 
 def test_bf16_trial_runs_where_the_cpu_has_it(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import cpu_has_bf16
+    from sentune.machine import cpu_has_bf16
 
     if not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")

@@ -26,14 +26,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import re
 import shutil
-import socket
-import subprocess
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +37,13 @@ import pandas as pd
 from sentune import config
 from sentune.config import BudgetConfig, DataConfig, Objective, TrialSettings
 from sentune.errors import RunError
+from sentune.machine import (  # noqa: F401 - machine facts, named here too
+    cpu_name,
+    device_description,
+    git_commit,
+    host_description,
+    package_versions,
+)
 
 if TYPE_CHECKING:
     from sentune.data import PreparedData
@@ -86,20 +88,6 @@ PROGRESS_DIR = ".progress"
 CONFIRMS_KEY = "confirms"
 #: The trial seed's dotted key: a confirmation trial changes it and nothing else.
 SEED_KEY = "train.seed"
-
-_VERSIONED = (
-    "sentune",
-    "torch",
-    "transformers",
-    "accelerate",
-    "ray",
-    "optuna",
-    "datasets",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-)
-
 
 # --- the manifest ------------------------------------------------------------------------------
 
@@ -420,71 +408,6 @@ def resolve_run(run: str | Path | None, storage: str | Path) -> tuple[Path, bool
         f"no run {str(run)!r}: not a folder, nor a run in {storage}/ (its latest runs: {shown}); "
         "pass trials/<run> or a run name"
     )
-
-
-# --- metadata: where and with what ------------------------------------------------------------
-
-
-def git_commit() -> str | None:
-    """The commit of the sentune checkout (with `-dirty` for uncommitted changes), if any."""
-    here = Path(__file__).parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=here,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def package_versions() -> dict[str, str]:
-    """Python's version and those of the packages that shape a result."""
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def host_description() -> dict[str, Any]:
-    """The host's name, platform and CPU count."""
-    return {"name": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (`/proc/cpuinfo`'s "model name", e.g. "AMD EPYC 9454 48-Core
-    Processor"); elsewhere what `platform` knows (which may be only the architecture)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def device_description() -> dict[str, Any]:
-    """The CPU (and whether it has native bf16) and the CUDA GPUs, if any."""
-    import torch
-
-    from sentune.trial import cpu_has_bf16
-
-    device: dict[str, Any] = {
-        "cpu": cpu_name(),
-        "cpu_bf16": cpu_has_bf16(),
-    }
-    if torch.cuda.is_available():
-        device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return device
 
 
 # --- trials ----------------------------------------------------------------------------------

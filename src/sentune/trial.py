@@ -32,6 +32,7 @@ from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
 from sentune.errors import ResourceError, SentuneError
 from sentune.evaluate import compute_metrics, predict_logits, save_predictions, to_device
+from sentune.machine import cpu_has_bf16
 from sentune.progress import EpochProgress
 from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 
@@ -291,15 +292,6 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "bf16" and not cpu_has_bf16():
         raise ResourceError("this CPU has no native bf16 (avx512_bf16/amx); use --precision fp32")
     return precision
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 arithmetic (emulated bf16 is slower than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_device(device: str) -> str:

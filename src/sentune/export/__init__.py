@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sentune import config, runs
+from sentune import config, machine, runs
 from sentune.analysis import Confirmation, confirmation, leaderboard
 from sentune.batching import pad_batch, sorted_batches
 from sentune.data import PreparedData, Split
@@ -495,7 +495,7 @@ def _benchmark(
         "mean_tokens_batch32": float(
             np.mean([m.sum(1).mean() for _, m in batches[options.warmup :]])
         ),
-        "cpu": runs.cpu_name(),
+        "cpu": machine.cpu_name(),
         "cpu_count": os.cpu_count(),
         "versions": versions,
         "results": results,
