@@ -58,7 +58,7 @@ def test_analysis_imports_neither_search_nor_trial():
     assert not imported & {"sentune.search", "sentune.trial"}, imported
 
 
-@pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
+@pytest.mark.parametrize("name", ["data/batching", "predict", "progress", "runs", "config"])
 def test_light_modules_do_not_import_torch_at_module_level(name):
     top = _top_level_imports(PACKAGE / f"{name}.py")
     assert not {m for m in top if m == "torch" or m.startswith("torch.")}, top

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from sentune import analysis, cli, config, export, predict, runs
-from sentune.batching import pad_batch
+from sentune.data.batching import pad_batch
 from sentune.errors import DataError, ExportError, RunError
 from sentune.model import load_model
 from sentune.runs import MANIFEST
@@ -235,11 +235,11 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
 
 
 def test_predict_cleans_text_as_training_did(tiny_run, exported, tmp_path):
-    from sentune import data
+    from sentune.data import splits
     from sentune.encoders import load_tokenizer
 
     raw = "great<br /><br />phone &amp; case"
-    cleaned = data._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning
+    cleaned = splits._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning
     assert cleaned == "great phone & case"
     tokenizer = load_tokenizer(runs.read_manifest(tiny_run).model_path)
     trained_ids = tokenizer([cleaned], add_special_tokens=True)["input_ids"][0]

@@ -9,7 +9,7 @@ import pytest
 from conftest import VOCAB_WORDS
 
 from sentune import predict
-from sentune.batching import truncate
+from sentune.data.batching import truncate
 from sentune.errors import ExportError
 
 

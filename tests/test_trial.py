@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from sentune import config
-from sentune.batching import sorted_batches
 from sentune.config import DataConfig, TrainConfig, TrialSettings
 from sentune.data import prepare
+from sentune.data.batching import sorted_batches
 from sentune.errors import SentuneError
 from sentune.evaluate import checkpoint_confusion, compute_metrics
 from sentune.model import build_model, load_model
@@ -148,7 +148,7 @@ def test_head_tail_trial_feeds_the_first_and_last_tokens(
     tiny_data, tiny_model_dir, tmp_path, monkeypatch
 ):
     from sentune import evaluate, trial
-    from sentune.batching import truncate
+    from sentune.data.batching import truncate
 
     fed = []
     real_collate, real_pad = trial.collate, evaluate.pad_batch

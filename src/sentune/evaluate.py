@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.batching import pad_batch, pad_batch_static, sorted_batches
+from sentune.data.batching import pad_batch, pad_batch_static, sorted_batches
 
 if TYPE_CHECKING:
     import torch

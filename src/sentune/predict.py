@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sentune.batching import pad_batch, sorted_batches, truncate
 from sentune.config import TRUNCATIONS
+from sentune.data.batching import pad_batch, sorted_batches, truncate
+from sentune.data.text import clean_text
 from sentune.errors import DataError, ExportError
-from sentune.text import clean_text
 
 #: Files of an export folder that inference reads.
 EXPORT_MANIFEST = "export.json"

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from sentune import config, scratch
-from sentune.batching import length_grouped_batches, pad_batch, pad_batch_static
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData, Split
+from sentune.data.batching import length_grouped_batches, pad_batch, pad_batch_static
 from sentune.errors import ResourceError, SentuneError
 from sentune.evaluate import compute_metrics, predict_logits, save_predictions, to_device
 from sentune.machine import cpu_has_bf16

@@ -32,8 +32,8 @@ import torch
 
 from sentune import config, machine, runs
 from sentune.analysis import Confirmation, confirmation, leaderboard
-from sentune.batching import pad_batch, sorted_batches
 from sentune.data import PreparedData, Split
+from sentune.data.batching import pad_batch, sorted_batches
 from sentune.errors import ExportError, RunError
 from sentune.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 from sentune.export.card import format_benchmark, format_intervals, format_scores, model_card

@@ -243,10 +243,10 @@ def _truncation_lines(winner: Winner) -> list[str]:
     if winner.truncation == "head":
         return []
     return [
-        f"This model was trained on `{winner.truncation}` truncation (see `sentune.batching`): "
-        "the tokenizer's own truncation keeps the head of a longer text only. Tokenize without "
-        "truncation and cut the ids with "
-        f'`sentune.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
+        f"This model was trained on `{winner.truncation}` truncation (see "
+        "`sentune.data.batching`): the tokenizer's own truncation keeps the head of a longer text "
+        "only. Tokenize without truncation and cut the ids with "
+        f'`sentune.data.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
         "`sentune predict` does.",
         "",
     ]

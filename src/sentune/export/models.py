@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentune.batching import pad_batch
 from sentune.data import PreparedData
+from sentune.data.batching import pad_batch
 from sentune.errors import ExportError
 from sentune.export.common import (
     CHECKPOINT_SKIP,
