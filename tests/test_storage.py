@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sentune import config, runs, storage
+from sentune import config, runs
 from sentune.errors import RunError, StorageError
+from sentune.runs import storage
 
 BUCKET = "sentune-test"
 

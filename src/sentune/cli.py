@@ -465,7 +465,7 @@ def _resolve_run(
 ) -> Path:
     """The local folder of the run a command names (a path or a bare name), or of the latest
     (finished) one, said aloud; a run in object storage is pulled into its mirror first."""
-    from sentune import storage
+    from sentune.runs import storage
 
     store = storage.open_storage(location, cache_dir=cache_dir)
     run_dir = storage.resolve_run(run, store, finished=finished)

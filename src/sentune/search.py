@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sentune import config, runs, scratch, storage
+from sentune import config, runs, scratch
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.gpus import cuda_mps, resolve_cpu_concurrency, resolve_gpus_per_trial
@@ -39,6 +39,7 @@ from sentune.preflight import (
     check_resources,
     max_length_for_data,
 )
+from sentune.runs import storage
 from sentune.space import (
     MaxLength,
     SearchSpec,
