@@ -18,8 +18,8 @@ import torch
 
 from sentune.config import DataConfig, HeadConfig
 from sentune.data import prepare
-from sentune.inference import measure_latency
 from sentune.model import build_model, encoder_layers, resolve_model
+from sentune.serve.engines import measure_latency
 
 
 def main() -> None:

@@ -65,7 +65,9 @@ def _files(name: str) -> list[Path]:
     return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{name}.py"]
 
 
-@pytest.mark.parametrize("name", ["data/batching", "predict", "progress", "runs", "config"])
+@pytest.mark.parametrize(
+    "name", ["data/batching", "serve/predict", "serve/onnx", "progress", "runs", "config"]
+)
 def test_light_modules_do_not_import_torch_at_module_level(name):
     for path in _files(name):
         top = _top_level_imports(path)

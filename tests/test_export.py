@@ -15,11 +15,12 @@ import pytest
 import torch
 import yaml
 
-from sentune import analysis, cli, config, export, predict, runs
+from sentune import analysis, cli, config, export, runs
 from sentune.data.batching import pad_batch
 from sentune.errors import DataError, ExportError, RunError
 from sentune.model import load_model
 from sentune.runs import MANIFEST
+from sentune.serve import predict
 
 pytestmark = pytest.mark.slow
 

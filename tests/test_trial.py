@@ -403,16 +403,16 @@ def test_a_latency_aware_trial_measures_once_and_reports_it_every_epoch(
     tiny_data, tiny_model_dir, tmp_path, monkeypatch
 ):
     pytest.importorskip("onnxruntime")
-    from sentune import inference
+    from sentune.serve import engines
 
     calls = []
-    measure = inference.measure_latency
+    measure = engines.measure_latency
 
     def counted(model, *args, **kwargs):
         calls.append((len(model.encoder.encoder.layer), kwargs["int8"]))
         return measure(model, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "measure_latency", counted)
+    monkeypatch.setattr(engines, "measure_latency", counted)
     values = {"model.encoder_layers": 1, "serve.int8": True}
     _, reports = _train(
         tiny_data, tiny_model_dir, tmp_path, epochs=2, measure_latency=True, **values

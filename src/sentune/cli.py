@@ -509,6 +509,8 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
 
 
 def _add_export_parsers(commands) -> None:
+    from sentune.serve.predict import OUTPUT_FORMATS
+
     export = commands.add_parser(
         "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
     )
@@ -549,7 +551,7 @@ def _add_export_parsers(commands) -> None:
     predict.add_argument("--column", default="text", help="the text column of --file")
     predict.add_argument(
         "--format",
-        choices=("table", "json", "csv"),
+        choices=OUTPUT_FORMATS,
         help="output format (default: table on a terminal, csv when piped)",
     )
     predict.add_argument(
@@ -609,8 +611,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sentune import predict
     from sentune.errors import ExportError
+    from sentune.serve import predict
 
     if bool(args.file) == bool(args.texts):
         raise ExportError("sentune predict: give TEXT arguments or --file FILE (not both)")

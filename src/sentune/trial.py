@@ -613,7 +613,7 @@ class _Loop:
             return self.latency
         import copy
 
-        from sentune.inference import measure_latency
+        from sentune.serve.engines import measure_latency
 
         started = time.perf_counter()
         # A copy: export tracing and a move to eval mode must not touch the model in training.

@@ -60,15 +60,15 @@ from sentune.export.common import (
     macro_f1_of,
 )
 from sentune.export.models import write_models
-from sentune.inference import summarize, timed, timing_batches
-from sentune.predict import (
+from sentune.runs import Run
+from sentune.serve.engines import summarize, timed, timing_batches
+from sentune.serve.onnx import (
     EXPORT_MANIFEST,
     INT8_FILE,
     ONNX_FILE,
     ONNX_INPUTS,
     import_onnxruntime,
 )
-from sentune.runs import Run
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from sentune.export.common import (
     macro_f1_of,
     portable_text,
 )
-from sentune.predict import (
+from sentune.runs import Manifest, Run
+from sentune.serve.onnx import (
     EXPORT_MANIFEST,
     INT8_FILE,
     ONNX_FILE,
     ONNX_INPUTS,
 )
-from sentune.runs import Manifest, Run
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from sentune import config, runs
 from sentune.analysis import format_mean_std
 from sentune.data import Split
 from sentune.encoders import HUB_IDS
-from sentune.inference import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
 from sentune.runs import Manifest
+from sentune.serve.engines import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
 
 log = logging.getLogger(__name__)
 

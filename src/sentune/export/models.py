@@ -20,7 +20,8 @@ from sentune.export.common import (
     ExportOptions,
     Winner,
 )
-from sentune.inference import (
+from sentune.model import load_model
+from sentune.serve.engines import (
     Engine,
     LogitsOnly,
     dynamic_shapes,
@@ -30,8 +31,7 @@ from sentune.inference import (
     write_int8,
     write_onnx,
 )
-from sentune.model import load_model
-from sentune.predict import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
+from sentune.serve.onnx import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
