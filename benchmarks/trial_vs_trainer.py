@@ -28,8 +28,8 @@ from sentune.bench.throughput import (
 )
 from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
-from sentune.model import resolve_model
-from sentune.trial import resolve_precision
+from sentune.train.device import resolve_precision
+from sentune.train.model import resolve_model
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 from test_analysis import FLOW_SEARCHED, FLOW_SPACE, _floor, params, write_manifest, write_trial
 
 from sentune import analysis, browser, cli, report, runs
-from sentune.evaluate import Floor
+from sentune.train.evaluate import Floor
 
 PANELS = (
     "leaderboard",

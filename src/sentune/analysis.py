@@ -24,8 +24,8 @@ from sentune.runs import Manifest, Run, open_run
 
 if TYPE_CHECKING:
     from sentune.data import PreparedData
-    from sentune.evaluate import Confusion, Floor
     from sentune.space import Param
+    from sentune.train.evaluate import Confusion, Floor
 
 log = logging.getLogger(__name__)
 
@@ -897,7 +897,7 @@ def winner_confusion(
 ) -> Confusion | None:
     """The winner scored on the validation split: the best seed of the confirmation's winner,
     else the best trial with a kept checkpoint (None: no checkpoint yet)."""
-    from sentune.evaluate import checkpoint_confusion
+    from sentune.train.evaluate import checkpoint_confusion
 
     best_seed = confirmed.winner_seed() if confirmed is not None else None
     kept = table[table["checkpoint"].fillna("").astype(str) != ""]
@@ -1165,7 +1165,7 @@ def analyze(
         for part in ("floor", "tokens", "confusion"):
             result.notes[part] = "skipped (the data was not rebuilt)"
         return result
-    from sentune.evaluate import reference_floor
+    from sentune.train.evaluate import reference_floor
 
     data = _part(
         result, "floor", runs.load_data, run.manifest, cache_dir=cache_dir, allow_changed=True

@@ -93,7 +93,7 @@ def run_peer(
     import optuna
     from transformers import TrainerCallback
 
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     setup_process(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -154,7 +154,7 @@ def _check_options(options: BenchOptions) -> None:
     for name in options.methods:
         if name not in METHODS:
             raise SpaceError(f"unknown bench method {name!r}; use some of {', '.join(METHODS)}")
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     # Before any search: a device or precision this host lacks fails now, not in every trial.
     resolve_precision(options.precision, resolve_device(options.device))
@@ -162,7 +162,7 @@ def _check_options(options: BenchOptions) -> None:
 
 def _prepare(spec: SearchSpec, options: BenchOptions) -> tuple[PreparedData, str]:
     from sentune.data import prepare
-    from sentune.encoders import resolve_model
+    from sentune.train.encoders import resolve_model
 
     model_path = resolve_model(spec.model)
     return prepare(spec.data, model_path, cache_dir=options.cache_dir), model_path

@@ -71,7 +71,7 @@ def measure_throughput(
         `val_macro_f1`, `peak_rss_mb`, `threads`.
     """
     from sentune.bench.peer import peer_values
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     values = peer_values(spec)
     device = resolve_device(options.device)
@@ -108,8 +108,9 @@ def measure_trial_loop(
     """
     import torch
 
-    from sentune.model import load_model
-    from sentune.trial import resolve_device, run_trial
+    from sentune.train.device import resolve_device
+    from sentune.train.model import load_model
+    from sentune.train.trial import run_trial
 
     setup_process(measurement.threads)
     device = resolve_device(measurement.device)
@@ -167,7 +168,7 @@ def measure_evaluation(
     """
     import torch
 
-    from sentune.evaluate import predict_logits
+    from sentune.train.evaluate import predict_logits
 
     model = model.to(device).eval()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -203,7 +204,7 @@ def measure_trainer(
     """
     import torch
 
-    from sentune.trial import resolve_device
+    from sentune.train.device import resolve_device
 
     setup_process(measurement.threads)
     with tempfile.TemporaryDirectory() as out:

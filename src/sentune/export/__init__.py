@@ -35,7 +35,6 @@ from sentune.analysis import Confirmation, confirmation, leaderboard
 from sentune.data import PreparedData, Split
 from sentune.data.batching import pad_batch, sorted_batches
 from sentune.errors import ExportError, RunError
-from sentune.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 from sentune.export.card import format_benchmark, format_intervals, format_scores, model_card
 from sentune.export.common import (
     BENCHMARK_FILE,
@@ -69,6 +68,7 @@ from sentune.serve.onnx import (
     ONNX_INPUTS,
     import_onnxruntime,
 )
+from sentune.train.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 
 log = logging.getLogger(__name__)
 

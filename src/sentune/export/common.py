@@ -14,9 +14,9 @@ import numpy as np
 from sentune import config, runs
 from sentune.analysis import format_mean_std
 from sentune.data import Split
-from sentune.encoders import HUB_IDS
 from sentune.runs import Manifest
 from sentune.serve.engines import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
+from sentune.train.encoders import HUB_IDS
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from sentune.export.common import (
     ExportOptions,
     Winner,
 )
-from sentune.model import load_model
 from sentune.serve.engines import (
     Engine,
     LogitsOnly,
@@ -32,6 +31,7 @@ from sentune.serve.engines import (
     write_onnx,
 )
 from sentune.serve.onnx import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
+from sentune.train.model import load_model
 
 log = logging.getLogger(__name__)
 

@@ -355,7 +355,7 @@ def _predict_validation(
     import torch
     from transformers.utils import logging as hf_logging
 
-    from sentune.model import load_model
+    from sentune.train.model import load_model
 
     # A progress bar per weight load is noise in a report's log.
     hf_logging.disable_progress_bar()
