@@ -20,12 +20,8 @@ from dataclasses import replace
 import torch
 
 from sentune import config
-from sentune.bench.throughput import (
-    Measurement,
-    measure_trainer,
-    measure_trial_loop,
-    run_isolated,
-)
+from sentune.bench.memory import run_isolated
+from sentune.bench.throughput import Measurement, measure_trainer, measure_trial_loop
 from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
 from sentune.train.device import resolve_precision

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from sentune import config
+from sentune.bench.memory import peak_rss_mb
 from sentune.bench.methods import PEER, REPORT_COLUMNS, UNLIMITED_TRIALS, MethodRun
-from sentune.bench.throughput import peak_rss_mb
 from sentune.bench.trainer import (
     MODEL_KEYS,
     TRAINING_KEYS,

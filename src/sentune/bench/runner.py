@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 
 from sentune import search, space
+from sentune.bench.memory import run_isolated
 from sentune.bench.methods import METHODS, UNLIMITED_TRIALS, BenchOptions, MethodRun
 from sentune.bench.peer import run_peer
 from sentune.bench.render import print_results, write_results
-from sentune.bench.throughput import measure_throughput, run_isolated
+from sentune.bench.throughput import measure_throughput
 from sentune.bench.tune import run_tune
 from sentune.data import PreparedData
 from sentune.errors import SpaceError
