@@ -107,3 +107,33 @@ def test_the_modules_imported_ahead_of_the_tuner_exist():
 
     for name in search.TUNE_IMPORTS:
         assert importlib.util.find_spec(name) is not None, name
+
+
+#: What each package never imports, lazily or not: a trial runs without Ray, a run folder is
+#: read without training code, data knows nothing of training or runs, serving needs no training.
+NEVER = {
+    "sentune.data": ("sentune.train", "sentune.runs", "sentune.search"),
+    "sentune.runs": ("sentune.train", "sentune.search"),
+    "sentune.train": ("sentune.search",),
+    "sentune.serve": ("sentune.train", "sentune.search"),
+}
+#: The ground floor imports nothing of sentune above it.
+GROUND = ("sentune.config", "sentune.errors", "sentune.machine", "sentune.space")
+
+
+def _within(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("package", sorted(NEVER))
+def test_packages_keep_their_nevers(package):
+    for path in _files(package.removeprefix("sentune.")):
+        banned = sorted(m for m in _imports(path) if _within(m, NEVER[package]))
+        assert not banned, f"{_name(path)} imports {banned}"
+
+
+def test_the_ground_floor_imports_nothing_above_it():
+    for path in MODULES:
+        if _within(_name(path).removesuffix(".__init__"), GROUND):
+            above = {m for m in _imports(path) if m.startswith("sentune.")}
+            assert not {m for m in above if not _within(m, GROUND)}, (_name(path), above)
