@@ -19,7 +19,8 @@ import torch
 from sentune.config import DataConfig, HeadConfig
 from sentune.data import prepare
 from sentune.serve.engines import measure_latency
-from sentune.train.model import build_model, encoder_layers, resolve_model
+from sentune.train.encoders import encoder_layers, resolve_model
+from sentune.train.model import build_model
 
 
 def main() -> None:
