@@ -53,7 +53,8 @@ from sentune import config  # noqa: E402
 from sentune.config import TrialSettings  # noqa: E402
 from sentune.data import PreparedData, Split  # noqa: E402
 from sentune.errors import SentuneError  # noqa: E402
-from sentune.trial import resolve_precision, run_trial  # noqa: E402
+from sentune.train.device import resolve_precision  # noqa: E402
+from sentune.train.trial import run_trial  # noqa: E402
 
 #: Peak dense fp16/bf16 tensor TFLOPS by a part of the device name, most specific first.
 PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -654,7 +655,7 @@ def _search_one(tmp: Path, bert, args, layout: str, *, params: int) -> dict:
 def _default_tokenizer() -> Path:
     if _BUNDLED_TOKENIZER.is_dir():
         return _BUNDLED_TOKENIZER
-    from sentune.model import resolve_model
+    from sentune.train.model import resolve_model
 
     return Path(resolve_model("minilm"))
 

@@ -18,8 +18,9 @@ import torch
 
 from sentune.config import DataConfig, HeadConfig
 from sentune.data import prepare
-from sentune.inference import measure_latency
-from sentune.model import build_model, encoder_layers, resolve_model
+from sentune.serve.engines import measure_latency
+from sentune.train.encoders import encoder_layers, resolve_model
+from sentune.train.model import build_model
 
 
 def main() -> None:

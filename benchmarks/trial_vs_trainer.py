@@ -20,16 +20,12 @@ from dataclasses import replace
 import torch
 
 from sentune import config
-from sentune.bench.throughput import (
-    Measurement,
-    measure_trainer,
-    measure_trial_loop,
-    run_isolated,
-)
+from sentune.bench.memory import run_isolated
+from sentune.bench.throughput import Measurement, measure_trainer, measure_trial_loop
 from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
-from sentune.model import resolve_model
-from sentune.trial import resolve_precision
+from sentune.train.device import resolve_precision
+from sentune.train.model import resolve_model
 
 
 def main() -> None:

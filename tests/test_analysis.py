@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentune import analysis, config, evaluate, runs
+from sentune import analysis, config, runs
 from sentune.analysis import importance
 from sentune.config import DataConfig
 from sentune.data import load_splits
 from sentune.runs import MANIFEST
 from sentune.space import Param
+from sentune.train import evaluate
 
 SPACE_TEXT = """\
 description: synthetic

@@ -67,7 +67,7 @@ def test_the_analysis_package_has_its_modules():
 
 @pytest.mark.parametrize("path", ANALYSIS_MODULES, ids=_name)
 def test_analysis_imports_neither_search_nor_trial(path):
-    imported = _under(_imports(path), "sentune.search", "sentune.trial", "sentune.train")
+    imported = _under(_imports(path), "sentune.search", "sentune.train.trial")
     assert not imported, f"{_name(path)} imports {sorted(imported)}"
 
 
@@ -80,7 +80,7 @@ def test_the_report_draws_only_from_the_analysis(path):
     imported = _under(
         _imports(path),
         *("sentune.search", "sentune.trial", "sentune.train", "sentune.model"),
-        *("sentune.evaluate", "sentune.inference", "sentune.data", "torch", "transformers"),
+        *("sentune.serve.engines", "sentune.data", "torch", "transformers"),
     )
     assert not imported, f"{_name(path)} imports {sorted(imported)}"
 
@@ -91,19 +91,29 @@ def test_the_analysis_and_report_modules_stay_under_600_lines(path):
     assert lines <= 600, f"{_name(path)} has {lines} lines; split it by job"
 
 
-@pytest.mark.parametrize("name", ["batching", "predict", "progress", "runs", "config"])
+def _files(name: str) -> list[Path]:
+    """The module `name` (a path under the package, without `.py`), or every module of the
+    package folder `name`."""
+    folder = PACKAGE / name
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{name}.py"]
+
+
+@pytest.mark.parametrize(
+    "name", ["data/batching", "serve/predict", "serve/onnx", "progress", "runs", "config"]
+)
 def test_light_modules_do_not_import_torch_at_module_level(name):
-    top = _top_level_imports(PACKAGE / f"{name}.py")
-    assert not {m for m in top if m == "torch" or m.startswith("torch.")}, top
+    for path in _files(name):
+        top = _top_level_imports(path)
+        assert not {m for m in top if m == "torch" or m.startswith("torch.")}, (_name(path), top)
 
 
 def test_run_folder_names_are_known_to_runs_only():
     for path in MODULES:
-        if _name(path) in ("sentune.runs",):
+        if _name(path) in ("sentune.runs.layout",):
             continue
         text = path.read_text()
         for literal in ('"sentune.json"', '"sentune_status.json"', '"trial_state.json"'):
-            assert literal not in text, f"{_name(path)} spells {literal}; ask runs.py"
+            assert literal not in text, f"{_name(path)} spells {literal}; ask runs.layout"
 
 
 def test_the_modules_imported_ahead_of_the_analysis_exist():
@@ -131,3 +141,33 @@ def test_the_modules_imported_ahead_of_the_tuner_exist():
 
     for name in search.TUNE_IMPORTS:
         assert importlib.util.find_spec(name) is not None, name
+
+
+#: What each package never imports, lazily or not: a trial runs without Ray, a run folder is
+#: read without training code, data knows nothing of training or runs, serving needs no training.
+NEVER = {
+    "sentune.data": ("sentune.train", "sentune.runs", "sentune.search"),
+    "sentune.runs": ("sentune.train", "sentune.search"),
+    "sentune.train": ("sentune.search",),
+    "sentune.serve": ("sentune.train", "sentune.search"),
+}
+#: The ground floor imports nothing of sentune above it.
+GROUND = ("sentune.config", "sentune.errors", "sentune.machine", "sentune.space")
+
+
+def _within(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("package", sorted(NEVER))
+def test_packages_keep_their_nevers(package):
+    for path in _files(package.removeprefix("sentune.")):
+        banned = sorted(m for m in _imports(path) if _within(m, NEVER[package]))
+        assert not banned, f"{_name(path)} imports {banned}"
+
+
+def test_the_ground_floor_imports_nothing_above_it():
+    for path in MODULES:
+        if _within(_name(path).removesuffix(".__init__"), GROUND):
+            above = {m for m in _imports(path) if m.startswith("sentune.")}
+            assert not {m for m in above if not _within(m, GROUND)}, (_name(path), above)

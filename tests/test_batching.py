@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sentune.batching import length_grouped_batches, pad_batch, sorted_batches, truncate
+from sentune.data.batching import length_grouped_batches, pad_batch, sorted_batches, truncate
 
 
 def test_truncate_keeps_the_final_special_token():
@@ -72,13 +72,13 @@ def test_length_grouped_batches_shuffle_groups_and_oversample():
 def test_batching_does_not_import_torch():
     import subprocess
 
-    code = "import sys, sentune.batching; print('torch' in sys.modules)"
+    code = "import sys, sentune.data.batching; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_bucket_length_rounds_up_to_multiples_capped_at_max_length():
-    from sentune.batching import bucket_length
+    from sentune.data.batching import bucket_length
 
     assert [bucket_length(n, 128) for n in (1, 31, 32, 33, 64, 65, 127, 128)] == [
         32,
@@ -110,7 +110,7 @@ def test_pad_batch_to_a_given_width():
 
 
 def test_static_batches_have_bucketed_widths_and_full_rows():
-    from sentune.batching import pad_batch_static
+    from sentune.data.batching import pad_batch_static
 
     ids, mask = pad_batch_static([[5, 6, 7], [8]], pad_id=0, max_length=64, rows=4)
     assert ids.shape == (4, 32)

@@ -16,6 +16,7 @@ from conftest import LABELS, make_texts
 
 from sentune import data
 from sentune.config import DataConfig
+from sentune.data import splits
 from sentune.errors import DataError
 
 
@@ -202,12 +203,12 @@ def test_cleaning_drops_and_counts(tmp_path):
 
 
 def test_html_cleaning_keeps_non_tags():
-    cleaned = data._normalise_texts(pd.Series(["i <3 it, 2 < 3 > 1", "a<p class='x'>b</p>"]))
+    cleaned = splits._normalise_texts(pd.Series(["i <3 it, 2 < 3 > 1", "a<p class='x'>b</p>"]))
     assert cleaned.tolist() == ["i <3 it, 2 < 3 > 1", "a b"]
 
 
 def test_training_cleaning_is_the_one_text_function():
-    from sentune.text import clean_text
+    from sentune.data.text import clean_text
 
     raw = [
         "great<br /><br />phone &amp; case",
@@ -217,7 +218,7 @@ def test_training_cleaning_is_the_one_text_function():
         "<br />",
         None,
     ]
-    cleaned = data._normalise_texts(pd.Series(raw, dtype=object)).tolist()
+    cleaned = splits._normalise_texts(pd.Series(raw, dtype=object)).tolist()
     assert cleaned == [clean_text(t or "") for t in raw]
     assert cleaned == [
         "great phone & case",

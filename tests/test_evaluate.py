@@ -9,13 +9,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from sentune import config, runs
 from sentune.config import DataConfig
 from sentune.data import load_splits, prepare
-from sentune.evaluate import (
+from sentune.runs import DataRecord, Manifest, SpaceRecord
+from sentune.train.evaluate import (
     build_floor_model,
     compute_metrics,
     reference_floor,
     split_scores,
 )
-from sentune.runs import DataRecord, Manifest, SpaceRecord
 
 
 def test_metrics_are_named_once_per_split():
@@ -81,8 +81,8 @@ def test_a_changed_source_is_refused_or_flagged(tiny_csv, tiny_model_dir, tmp_pa
 
 
 def test_checkpoint_confusion_scores_the_validation_split(tiny_csv, tiny_model_dir, tmp_path):
-    from sentune.evaluate import checkpoint_confusion
-    from sentune.model import build_model
+    from sentune.train.evaluate import checkpoint_confusion
+    from sentune.train.model import build_model
 
     data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
     model = build_model(str(tiny_model_dir), config.HeadConfig(), label_names=data.label_names)
@@ -99,9 +99,9 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
     """A trial saves its validation predictions beside the weights: the report reads them
     instead of loading the model (minutes on a CPU for BERT-base), unless they are of another
     validation split."""
-    from sentune import model as model_module
-    from sentune.evaluate import checkpoint_confusion, save_predictions
-    from sentune.model import build_model
+    from sentune.train import model as model_module
+    from sentune.train.evaluate import checkpoint_confusion, save_predictions
+    from sentune.train.model import build_model
 
     data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
     checkpoint = tmp_path / "ckpt"
@@ -127,7 +127,7 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
     other = np.random.default_rng(0).permutation(labels)
     assert not np.array_equal(other, labels)
     save_predictions(checkpoint, other, everything_first)
-    with caplog.at_level("WARNING", logger="sentune.evaluate"):
+    with caplog.at_level("WARNING", logger="sentune.train.evaluate"):
         confusion = checkpoint_confusion(str(checkpoint), data, trial_id="t", max_length=16)
     assert loads == [str(checkpoint)]
     assert "another validation split" in caplog.text
@@ -135,7 +135,7 @@ def test_checkpoint_confusion_reads_the_predictions_saved_with_the_checkpoint(
 
 
 def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
-    from sentune.evaluate import bootstrap_interval
+    from sentune.train.evaluate import bootstrap_interval
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 300)
@@ -155,7 +155,7 @@ def test_bootstrap_interval_is_seeded_and_holds_the_point_estimate():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_metrics_match_scikit_learn_with_absent_classes(seed):
-    from sentune.evaluate import score
+    from sentune.train.evaluate import score
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, 40)  # class 3 never occurs; class 2 may never be predicted

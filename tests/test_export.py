@@ -15,11 +15,12 @@ import pytest
 import torch
 import yaml
 
-from sentune import analysis, cli, config, export, predict, runs
-from sentune.batching import pad_batch
+from sentune import analysis, cli, config, export, runs
+from sentune.data.batching import pad_batch
 from sentune.errors import DataError, ExportError, RunError
-from sentune.model import load_model
 from sentune.runs import MANIFEST
+from sentune.serve import predict
+from sentune.train.model import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -138,9 +139,9 @@ def test_model_card_has_hub_metadata_recipe_and_intervals(tiny_run, exported):
 def test_hf_folder_round_trips_with_identical_logits(exported):
     from transformers import AutoModelForSequenceClassification
 
-    import sentune.model  # noqa: F401 - registers the model type
+    import sentune.train.model  # noqa: F401 - registers the model type
 
-    original = sentune.model.load_model(exported.winner.checkpoint).eval()
+    original = sentune.train.model.load_model(exported.winner.checkpoint).eval()
     loaded = AutoModelForSequenceClassification.from_pretrained(exported.path).eval()
     assert loaded.config.id2label == original.config.id2label
     ids = torch.randint(5, 30, (4, 12))
@@ -197,7 +198,7 @@ def test_metrics_score_every_format_on_the_test_split(exported):
     assert metrics["search_val_macro_f1"] == exported.winner.val_macro_f1
     card = (exported.path / "README.md").read_text()
     assert "held-out test split" in card and "from_pretrained" in card
-    assert "import sentune.model" in card and exported.winner.trial_id in card
+    assert "import sentune.train.model" in card and exported.winner.trial_id in card
 
 
 def test_benchmark_has_every_format_and_its_settings(exported):
@@ -235,11 +236,11 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
 
 
 def test_predict_cleans_text_as_training_did(tiny_run, exported, tmp_path):
-    from sentune import data
-    from sentune.encoders import load_tokenizer
+    from sentune.data import splits
+    from sentune.train.encoders import load_tokenizer
 
     raw = "great<br /><br />phone &amp; case"
-    cleaned = data._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning
+    cleaned = splits._normalise_texts(pd.Series([raw])).iloc[0]  # the training path's cleaning
     assert cleaned == "great phone & case"
     tokenizer = load_tokenizer(runs.read_manifest(tiny_run).model_path)
     trained_ids = tokenizer([cleaned], add_special_tokens=True)["input_ids"][0]

@@ -50,7 +50,7 @@ def _slow_wind_down(seconds: float):
     def hook(metrics, resumed):
         import time
 
-        from sentune import trial
+        from sentune.train import trial
 
         release = trial.release_memory
         if getattr(release, "slowed", False):

@@ -7,8 +7,8 @@ import pytest
 
 from sentune import config
 from sentune.config import HeadConfig
-from sentune.inference import Latency, measure_latency, summarize, timing_batches
-from sentune.model import build_model
+from sentune.serve.engines import Latency, measure_latency, summarize, timing_batches
+from sentune.train.model import build_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

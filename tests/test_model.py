@@ -18,9 +18,9 @@ from transformers import (
 )
 
 from sentune.config import ACTIVATIONS, POOLINGS, HeadConfig
-from sentune.encoders import MODELS, encoder_max_length, load_tokenizer, resolve_model
 from sentune.errors import ModelError
-from sentune.model import SentimentModel, build_model, class_weights, load_model
+from sentune.train.encoders import MODELS, encoder_max_length, load_tokenizer, resolve_model
+from sentune.train.model import SentimentModel, build_model, class_weights, load_model
 
 TEXTS = ["i love this phone", "the meeting was on monday", "worst day it was really awful"]
 
@@ -237,7 +237,7 @@ def test_tied_weights_are_none(tiny_model_dir):
 
 
 def test_encoder_layers_keeps_the_first_k_layers_and_loads_back(tiny_model_dir, tmp_path):
-    from sentune.encoders import check_encoder_layers
+    from sentune.train.encoders import check_encoder_layers
 
     labels = ["negative", "neutral", "positive"]
     full = build_model(str(tiny_model_dir), HeadConfig(), label_names=labels)
@@ -309,7 +309,7 @@ from sentune import search, space
 spec = space.load(Path({str(space_file)!r}))
 prepared = search._prepare(spec, search.SearchOptions(cache_dir=Path({str(tmp_path)!r})))
 print(json.dumps([len(prepared.data.train), sorted(
-    m for m in ("sentune.model", "transformers.modeling_utils") if m in sys.modules)]))
+    m for m in ("sentune.train.model", "transformers.modeling_utils") if m in sys.modules)]))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True

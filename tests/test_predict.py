@@ -8,9 +8,9 @@ import shutil
 import pytest
 from conftest import VOCAB_WORDS
 
-from sentune import predict
-from sentune.batching import truncate
+from sentune.data.batching import truncate
 from sentune.errors import ExportError
+from sentune.serve import predict
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from test_analysis import FLOW_SEARCHED, FLOW_SPACE, _floor, params, write_manifest, write_trial
 
 from sentune import analysis, cli, report, runs
-from sentune.evaluate import Floor
 from sentune.report import browser, page
+from sentune.train.evaluate import Floor
 
 PANELS = (
     "leaderboard",

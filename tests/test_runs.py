@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentune import cli, config, runs
+from sentune import cli, config, machine, runs
 from sentune.errors import RunError
 
 
@@ -113,7 +113,7 @@ def test_cpu_name_is_the_model_name(monkeypatch):
         lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         if lines:
             assert runs.cpu_name() == lines[0].split(":", 1)[1].strip()
-    monkeypatch.setattr(runs.platform, "processor", lambda: "Fallback CPU")
+    monkeypatch.setattr(machine.platform, "processor", lambda: "Fallback CPU")
     real = Path.read_text
     monkeypatch.setattr(
         Path,
@@ -153,12 +153,12 @@ def test_resume_takes_a_bare_run_name(tmp_path, capsys):
 def test_a_timestamp_name_taken_by_another_search_moves_to_a_suffix(tmp_path, monkeypatch):
     """Two searches of one space started in the same second get one timestamp name."""
 
-    class Frozen(runs.dt.datetime):
+    class Frozen(runs.folder.dt.datetime):
         @classmethod
         def now(cls, tz=None):
             return cls(2026, 1, 2, 3, 4, 5)
 
-    monkeypatch.setattr(runs.dt, "datetime", Frozen)
+    monkeypatch.setattr(runs.folder.dt, "datetime", Frozen)
     first = runs.new_run_dir(tmp_path, "heads")
     assert first.name == "heads-20260102-030405"
     # Named by both before either folder existed (each prepares its data first).
@@ -183,7 +183,8 @@ def test_what_a_killed_search_left_unknown_to_tune_is_settled(tmp_path, monkeypa
     never held (recorded as lost, its training state dropped). Nothing else is touched."""
     from types import SimpleNamespace
 
-    from sentune import search, storage
+    from sentune import search
+    from sentune.runs import storage
 
     def trial(name, *, results="{}\n"):
         folder = tmp_path / name

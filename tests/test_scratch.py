@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from sentune import scratch
+from sentune.train import scratch
 
 #: A process that makes a scratch folder under argv[1], writes into it, says where, and waits.
 _OWNER = """
 import sys, time
-from sentune import scratch
+from sentune.train import scratch
 path = scratch.make(sys.argv[1])
 (path / "model.safetensors").write_bytes(b"0" * 4096)
 print(path, flush=True)
@@ -62,7 +62,7 @@ def test_a_folder_is_locked_before_it_takes_its_swept_name(tmp_path):
     path = scratch.make(tmp_path)
     try:
         # Another process's sweep sees it locked (this process's own sweep knows it anyway).
-        sweep = f"from sentune import scratch; scratch.sweep({str(tmp_path)!r})"
+        sweep = f"from sentune.train import scratch; scratch.sweep({str(tmp_path)!r})"
         subprocess.run([sys.executable, "-c", sweep], check=True)
         assert path.is_dir()
         assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -43,7 +43,7 @@ def test_a_trial_in_a_reused_worker_reports_what_a_fresh_run_reports(tiny_run, t
     """Ray reuses a finished trial's worker for the next (`reuse_actors`): nothing of the
     earlier trial (RNG, optimizer, checkpoint, accelerate state) may reach the later one, so
     its losses equal those of a direct `run_trial` of its configuration in this process."""
-    from sentune.trial import run_trial
+    from sentune.train.trial import run_trial
 
     folders = runs.trial_dirs(tiny_run)
     results = {

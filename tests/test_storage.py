@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sentune import analysis, config, runs, storage
+from sentune import analysis, config, runs
 from sentune.errors import RunError, StorageError
+from sentune.runs import storage
 
 BUCKET = "sentune-test"
 

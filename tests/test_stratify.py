@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from sentune.stratify import stratified_split
+from sentune.data.stratify import stratified_split
 
 
 def _sklearn(labels, size, seed):

@@ -11,20 +11,16 @@ import pytest
 import torch
 
 from sentune import config
-from sentune.batching import sorted_batches
 from sentune.config import DataConfig, TrainConfig, TrialSettings
 from sentune.data import prepare
+from sentune.data.batching import sorted_batches
 from sentune.errors import SentuneError
-from sentune.evaluate import checkpoint_confusion, compute_metrics
-from sentune.model import build_model, load_model
-from sentune.trial import (
-    _linear_warmup_decay,
-    _parameter_groups,
-    collate,
-    resolve_precision,
-    run_trial,
-    training_batches,
-)
+from sentune.train.batches import collate, training_batches
+from sentune.train.device import resolve_precision
+from sentune.train.evaluate import checkpoint_confusion, compute_metrics
+from sentune.train.model import build_model, load_model
+from sentune.train.optim import linear_warmup_decay, parameter_groups
+from sentune.train.trial import run_trial
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +143,8 @@ def test_accumulation_counts_optimizer_steps(tiny_data, tiny_model_dir, tmp_path
 def test_head_tail_trial_feeds_the_first_and_last_tokens(
     tiny_data, tiny_model_dir, tmp_path, monkeypatch
 ):
-    from sentune import evaluate, trial
-    from sentune.batching import truncate
+    from sentune.data.batching import truncate
+    from sentune.train import evaluate, trial
 
     fed = []
     real_collate, real_pad = trial.collate, evaluate.pad_batch
@@ -216,7 +212,7 @@ def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
     model = build_model(
         str(tiny_model_dir), config.HeadConfig(layers=1, width=8), label_names=["a", "b"]
     )
-    decay, no_decay = _parameter_groups(model, 0.01)
+    decay, no_decay = parameter_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(not names[id(p)].endswith("bias") for p in decay["params"])
@@ -228,7 +224,7 @@ def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
 def test_warmup_then_linear_decay():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler = _linear_warmup_decay(optimizer, 0.2, 10)
+    scheduler = linear_warmup_decay(optimizer, 0.2, 10)
     rates = []
     for _ in range(10):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -240,20 +236,20 @@ def test_warmup_then_linear_decay():
 
 
 def test_precision_resolution_on_cpu(monkeypatch):
-    import sentune.trial as trial
+    import sentune.train.device as device
 
-    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
-    with pytest.raises(trial.ResourceError, match="no native bf16"):
+    with pytest.raises(device.ResourceError, match="no native bf16"):
         resolve_precision("bf16", "cpu")
-    with pytest.raises(trial.ResourceError, match="needs a CUDA GPU"):
+    with pytest.raises(device.ResourceError, match="needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
-    monkeypatch.setattr(trial, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16"
 
 
 def test_bf16_trial_runs_where_the_cpu_has_it(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import cpu_has_bf16
+    from sentune.machine import cpu_has_bf16
 
     if not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
@@ -382,7 +378,7 @@ def test_a_last_epoch_that_is_not_the_best_hands_over_no_checkpoint(
 
 
 def test_out_of_memory_says_what_to_shrink(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import TrialOutOfMemory
+    from sentune.train.trial import TrialOutOfMemory
 
     def out_of_memory(metrics, checkpoint):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
@@ -403,16 +399,16 @@ def test_a_latency_aware_trial_measures_once_and_reports_it_every_epoch(
     tiny_data, tiny_model_dir, tmp_path, monkeypatch
 ):
     pytest.importorskip("onnxruntime")
-    from sentune import inference
+    from sentune.serve import engines
 
     calls = []
-    measure = inference.measure_latency
+    measure = engines.measure_latency
 
     def counted(model, *args, **kwargs):
         calls.append((len(model.encoder.encoder.layer), kwargs["int8"]))
         return measure(model, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "measure_latency", counted)
+    monkeypatch.setattr(engines, "measure_latency", counted)
     values = {"model.encoder_layers": 1, "serve.int8": True}
     _, reports = _train(
         tiny_data, tiny_model_dir, tmp_path, epochs=2, measure_latency=True, **values
@@ -427,7 +423,7 @@ def test_a_latency_aware_trial_measures_once_and_reports_it_every_epoch(
 
 
 def test_out_of_memory_while_packed_says_to_lower_the_packing(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import TrialOutOfMemory
+    from sentune.train.trial import TrialOutOfMemory
 
     def out_of_memory(metrics, checkpoint):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
@@ -449,14 +445,14 @@ def test_out_of_memory_while_packed_says_to_lower_the_packing(tiny_data, tiny_mo
 def _live_models() -> int:
     import gc
 
-    from sentune.model import SentimentModel
+    from sentune.train.model import SentimentModel
 
     gc.collect()
     return sum(type(o) is SentimentModel for o in gc.get_objects())
 
 
 def test_a_finished_or_failed_trial_leaves_no_model_behind(tiny_data, tiny_model_dir, tmp_path):
-    from sentune.trial import TrialOutOfMemory
+    from sentune.train.trial import TrialOutOfMemory
 
     before = _live_models()
     _train(tiny_data, tiny_model_dir, tmp_path, epochs=1)
@@ -498,7 +494,7 @@ def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
 ):
     """`train.compile` pads batches to length buckets and full rows; the compile itself is
     replaced by a recorder (compiling on this CPU would take longer than the test)."""
-    from sentune import trial
+    from sentune.train import trial
 
     shapes, modes = set(), []
 
@@ -536,7 +532,7 @@ def test_compiled_trials_see_few_shapes_and_filler_rows_change_nothing(
 
 
 def test_compile_mode_auto_means_cuda_graphs_on_cuda_only():
-    from sentune.trial import compile_mode
+    from sentune.train.device import compile_mode
 
     assert compile_mode("auto", "cuda") == "reduce-overhead"
     assert compile_mode("auto", "cpu") == "default"
@@ -575,7 +571,7 @@ from pathlib import Path
 import torch
 from sentune import search  # the worker unpickles the trainable from here
 from sentune.config import TrialSettings
-from sentune.trial import run_trial
+from sentune.train.trial import run_trial
 
 seen = []
 step = torch.optim.AdamW.step

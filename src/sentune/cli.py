@@ -466,7 +466,7 @@ def _resolve_run(
 ) -> Path:
     """The local folder of the run a command names (a path or a bare name), or of the latest
     (finished) one, said aloud; a run in object storage is pulled into its mirror first."""
-    from sentune import storage
+    from sentune.runs import storage
 
     store = storage.open_storage(location, cache_dir=cache_dir)
     run_dir = storage.resolve_run(run, store, finished=finished)
@@ -510,6 +510,8 @@ def _show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
 
 
 def _add_export_parsers(commands) -> None:
+    from sentune.serve.predict import OUTPUT_FORMATS
+
     export = commands.add_parser(
         "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
     )
@@ -550,7 +552,7 @@ def _add_export_parsers(commands) -> None:
     predict.add_argument("--column", default="text", help="the text column of --file")
     predict.add_argument(
         "--format",
-        choices=("table", "json", "csv"),
+        choices=OUTPUT_FORMATS,
         help="output format (default: table on a terminal, csv when piped)",
     )
     predict.add_argument(
@@ -610,8 +612,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sentune import predict
     from sentune.errors import ExportError
+    from sentune.serve import predict
 
     if bool(args.file) == bool(args.texts):
         raise ExportError("sentune predict: give TEXT arguments or --file FILE (not both)")

@@ -46,7 +46,7 @@ TRIAL_SETUP_S = "trial_setup_s"
 VAL_PRECISION_PREFIX = metric_name(VAL, PRECISION) + "/"
 VAL_RECALL_PREFIX = metric_name(VAL, RECALL) + "/"
 
-#: Inference cost of a trial's model (`inference.measure_latency`), reported beside its scores
+#: Inference cost of a trial's model (`serve.engines.measure_latency`), reported beside its scores
 #: from the first evaluation on when the search needs it: batch-1 latency (median, 95th
 #: percentile), batch-32 throughput (texts/s) and the size of the measured model file.
 LATENCY_P50_MS = "latency_p50_ms"
@@ -346,7 +346,7 @@ class TrialSettings:
         resumable: Hand `report` a checkpoint at every evaluation, with the training state
             (optimizer, scheduler, RNGs) beside the weights, so that the trial can continue from
             its latest one; otherwise only the best evaluation's weights are saved.
-        measure_latency: Measure the model's inference cost once (`inference.measure_latency`)
+        measure_latency: Measure the model's inference cost once (`serve.engines.measure_latency`)
             and report it with every evaluation (`INFERENCE_METRICS`); only searches whose
             objective needs it pay for it.
         gpus_per_trial: The share of a GPU the trial has (below 1: it shares the GPU with

@@ -228,7 +228,7 @@ def host_memory_bytes() -> int:
 
 def model_shape(model_path: str) -> ModelShape:
     """The encoder's size from its config alone (no weights are read)."""
-    from sentune.encoders import encoder_config
+    from sentune.train.encoders import encoder_config
 
     cfg = encoder_config(model_path)
     h, layers = cfg.hidden_size, cfg.num_hidden_layers

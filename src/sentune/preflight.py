@@ -49,7 +49,7 @@ def check_resources(spec: SearchSpec, options: SearchOptions) -> None:
 def check_model(spec: SearchSpec, model_path: str) -> None:
     """The space's fixed and searched `train.max_length` within the model's limit (`auto` and
     quantiles are capped there later), and `model.encoder_layers` within its layers."""
-    from sentune.encoders import check_encoder_layers, encoder_max_length
+    from sentune.train.encoders import check_encoder_layers, encoder_max_length
 
     param = spec.params.get(MAX_LENGTH_KEY)
     resolved_later = spec.fixed.get(MAX_LENGTH_KEY) == config.MAX_LENGTH_AUTO or (
@@ -79,7 +79,7 @@ def max_length_for_data(
     Returns:
         The spec with concrete max_length values, and how they were chosen.
     """
-    from sentune.encoders import encoder_max_length
+    from sentune.train.encoders import encoder_max_length
 
     limit = encoder_max_length(model_path)
     spec, chosen = resolve_max_length(spec, data.train.lengths, limit=limit)

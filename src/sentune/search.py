@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sentune import config, runs, scratch, storage
+from sentune import config, runs
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SpaceError
 from sentune.gpus import cuda_mps, resolve_cpu_concurrency, resolve_gpus_per_trial
@@ -39,11 +39,13 @@ from sentune.preflight import (
     check_resources,
     max_length_for_data,
 )
+from sentune.runs import storage
 from sentune.space import (
     MaxLength,
     SearchSpec,
 )
 from sentune.strategies import STRATEGIES, Strategy, build_sampler, sampler_settings, strategy_name
+from sentune.train import scratch
 
 if TYPE_CHECKING:
     # scikit-learn and friends take seconds to import: `--address` is checked before them.
@@ -203,7 +205,7 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     both made concrete (`train.max_length: auto`, `budget.gpus_per_trial: auto`, and the
     concurrency that this host's memory holds)."""
     from sentune.data import prepare
-    from sentune.encoders import resolve_model
+    from sentune.train.encoders import resolve_model
 
     model_path = resolve_model(spec.model)
     check_model(spec, model_path)
@@ -219,8 +221,8 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
 #: scikit-learn for the fANOVA forests, the TF-IDF floor and the metrics: seconds each),
 #: imported while the trials run, when this process mostly waits.
 ANALYSIS_IMPORTS = (
-    "sentune.model",
-    "sentune.evaluate",
+    "sentune.train.model",
+    "sentune.train.evaluate",
     "sentune.analysis",
     "sentune.analysis.importance",
     "sentune.report",
@@ -275,7 +277,7 @@ def _import_ahead(names: tuple[str, ...], needed_by: str) -> None:
 def _reload(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, PreparedData]:
     """A resumed run's model path and data. The model is resolved again: the run may continue
     on another machine."""
-    from sentune.encoders import resolve_model
+    from sentune.train.encoders import resolve_model
 
     model_path = resolve_model(manifest.model)
     data = runs.load_data(replace(manifest, model_path=model_path), cache_dir=options.cache_dir)
@@ -747,7 +749,7 @@ def _trainable(
     from transformers.utils import logging as hf_logging
 
     from sentune.progress import ProgressFile
-    from sentune.trial import run_trial
+    from sentune.train.trial import run_trial
 
     # Set here, in the worker, so that it holds on any cluster (`--address` included).
     os.environ.setdefault(WIND_DOWN_WAIT_ENV, str(WIND_DOWN_WAIT_S))

@@ -93,7 +93,7 @@ from sentune.analysis.tradeoff import (
 from sentune.runs import Run, open_run
 
 if TYPE_CHECKING:
-    from sentune.evaluate import Confusion, Floor
+    from sentune.train.evaluate import Confusion, Floor
 
 __all__ = [
     "BOARD_COLUMNS",
@@ -275,7 +275,7 @@ def analyze(
         for part in ("floor", "tokens", "confusion"):
             result.notes[part] = "skipped (the data was not rebuilt)"
         return result
-    from sentune.evaluate import reference_floor
+    from sentune.train.evaluate import reference_floor
 
     data = _part(
         result, "floor", runs.load_data, run.manifest, cache_dir=cache_dir, allow_changed=True

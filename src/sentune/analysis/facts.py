@@ -20,8 +20,8 @@ from sentune.space import MAX_LENGTH_KEY
 if TYPE_CHECKING:
     from sentune.analysis.confirm import Confirmation
     from sentune.data import PreparedData
-    from sentune.evaluate import Confusion, Floor
     from sentune.space import Param
+    from sentune.train.evaluate import Confusion, Floor
 
 #: Why the TF-IDF floor may beat the best trial, in the order `FloorVerdict.causes` names them.
 FLOOR_CAUSES = ("truncation", "too few epochs", "too little data")
@@ -146,7 +146,7 @@ def winner_confusion(
 ) -> Confusion | None:
     """The winner scored on the validation split: the best seed of the confirmation's winner,
     else the best trial with a kept checkpoint (None: no checkpoint yet)."""
-    from sentune.evaluate import checkpoint_confusion
+    from sentune.train.evaluate import checkpoint_confusion
 
     best_seed = confirmed.winner_seed() if confirmed is not None else None
     kept = table[table["checkpoint"].fillna("").astype(str) != ""]

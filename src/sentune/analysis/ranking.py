@@ -17,7 +17,7 @@ from sentune import config, runs
 from sentune.runs import Run
 
 if TYPE_CHECKING:
-    from sentune.evaluate import Floor
+    from sentune.train.evaluate import Floor
 
 #: A trial's `status` in the leaderboard: it trained the full epoch budget, ASHA stopped it, it
 #: failed, or it is still running (or the search was killed). Not the driver's record of a trial

@@ -18,8 +18,9 @@ defined in `curves.DEFINITIONS`.
 
 Modules, one job each: `methods` (the registry, options, a search's record), `runner` (the whole
 benchmark), `tune` (a Ray Tune method), `peer` (the Trainer's search), `trainer` (the Trainer
-set-up the peer and the throughput share), `throughput` (trial loop vs Trainer, evaluation time,
-memory), `curves` (the numbers), `render` (files and the printed table).
+set-up the peer and the throughput share), `throughput` (trial loop vs Trainer, evaluation time),
+`memory` (peak memory, a call in a fresh process), `curves` (the numbers), `render` (files and
+the printed table).
 """
 
 #: Each public name and the module that defines it: imported on first use (PEP 562), so
@@ -35,6 +36,8 @@ _PUBLIC = {
     "summarise": "curves",
     "time_to_target": "curves",
     "trial_overheads": "curves",
+    "peak_rss_mb": "memory",
+    "run_isolated": "memory",
     "BenchOptions": "methods",
     "CPU_SIZES": "methods",
     "DEFAULT_METHODS": "methods",
@@ -54,7 +57,6 @@ _PUBLIC = {
     "measure_throughput": "throughput",
     "measure_trainer": "throughput",
     "measure_trial_loop": "throughput",
-    "run_isolated": "throughput",
     "build_trainer": "trainer",
     "training_fields": "trainer",
     "run_tune": "tune",

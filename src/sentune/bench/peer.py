@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from sentune import config
+from sentune.bench.memory import peak_rss_mb
 from sentune.bench.methods import PEER, REPORT_COLUMNS, UNLIMITED_TRIALS, MethodRun
-from sentune.bench.throughput import peak_rss_mb
 from sentune.bench.trainer import (
     MODEL_KEYS,
     TRAINING_KEYS,
@@ -93,7 +93,7 @@ def run_peer(
     import optuna
     from transformers import TrainerCallback
 
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     setup_process(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

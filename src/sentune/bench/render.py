@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentune import config, runs
+from sentune import config, machine, runs
 from sentune.bench.curves import DEFINITIONS, BenchResults, compute_results
 from sentune.bench.methods import METHODS, PEER, BenchOptions, MethodRun
 from sentune.bench.peer import peer_unmapped
@@ -85,10 +85,10 @@ def bench_manifest(spec: SearchSpec, options: BenchOptions, results: BenchResult
         "peer_unmapped": peer_unmapped(spec),
         "target": results.target,
         "target_source": results.target_source,
-        "git_commit": runs.git_commit(),
-        "versions": runs.package_versions(),
-        "host": runs.host_description(),
-        "device": runs.device_description(),
+        "git_commit": machine.git_commit(),
+        "versions": machine.package_versions(),
+        "host": machine.host_description(),
+        "device": machine.device_description(),
     }
 
 

@@ -13,10 +13,11 @@ from typing import Any
 import pandas as pd
 
 from sentune import search, space
+from sentune.bench.memory import run_isolated
 from sentune.bench.methods import METHODS, UNLIMITED_TRIALS, BenchOptions, MethodRun
 from sentune.bench.peer import run_peer
 from sentune.bench.render import print_results, write_results
-from sentune.bench.throughput import measure_throughput, run_isolated
+from sentune.bench.throughput import measure_throughput
 from sentune.bench.tune import run_tune
 from sentune.data import PreparedData
 from sentune.errors import SpaceError
@@ -154,7 +155,7 @@ def _check_options(options: BenchOptions) -> None:
     for name in options.methods:
         if name not in METHODS:
             raise SpaceError(f"unknown bench method {name!r}; use some of {', '.join(METHODS)}")
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     # Before any search: a device or precision this host lacks fails now, not in every trial.
     resolve_precision(options.precision, resolve_device(options.device))
@@ -162,7 +163,7 @@ def _check_options(options: BenchOptions) -> None:
 
 def _prepare(spec: SearchSpec, options: BenchOptions) -> tuple[PreparedData, str]:
     from sentune.data import prepare
-    from sentune.encoders import resolve_model
+    from sentune.train.encoders import resolve_model
 
     model_path = resolve_model(spec.model)
     return prepare(spec.data, model_path, cache_dir=options.cache_dir), model_path

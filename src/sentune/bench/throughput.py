@@ -1,14 +1,13 @@
 """Throughput on one configuration: sentune's trial loop (run directly, no Ray) against the
 plain Hugging Face `Trainer`, the time of one evaluation, and peak memory.
 
-Each measurement can run in a fresh process (`run_isolated`) so that its peak resident memory is
-its own.
+Each measurement can run in a fresh process (`memory.run_isolated`) so that its peak resident
+memory is its own.
 """
 
 from __future__ import annotations
 
 import math
-import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from sentune import config
+from sentune.bench.memory import peak_rss_mb, run_isolated
 from sentune.bench.methods import BenchOptions
 from sentune.bench.trainer import build_trainer, setup_process
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
@@ -71,7 +71,7 @@ def measure_throughput(
         `val_macro_f1`, `peak_rss_mb`, `threads`.
     """
     from sentune.bench.peer import peer_values
-    from sentune.trial import resolve_device, resolve_precision
+    from sentune.train.device import resolve_device, resolve_precision
 
     values = peer_values(spec)
     device = resolve_device(options.device)
@@ -108,8 +108,9 @@ def measure_trial_loop(
     """
     import torch
 
-    from sentune.model import load_model
-    from sentune.trial import resolve_device, run_trial
+    from sentune.train.device import resolve_device
+    from sentune.train.model import load_model
+    from sentune.train.trial import run_trial
 
     setup_process(measurement.threads)
     device = resolve_device(measurement.device)
@@ -167,7 +168,7 @@ def measure_evaluation(
     """
     import torch
 
-    from sentune.evaluate import predict_logits
+    from sentune.train.evaluate import predict_logits
 
     model = model.to(device).eval()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -203,7 +204,7 @@ def measure_trainer(
     """
     import torch
 
-    from sentune.trial import resolve_device
+    from sentune.train.device import resolve_device
 
     setup_process(measurement.threads)
     with tempfile.TemporaryDirectory() as out:
@@ -235,29 +236,3 @@ def measure_trainer(
         "peak_rss_mb": peak_rss_mb(),
         "threads": measurement.threads or torch.get_num_threads(),
     }
-
-
-# --- memory ----------------------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_isolated(fn, *args, **kwargs):
-    """Call `fn` in a fresh process, so that its peak memory is its own.
-
-    Args:
-        fn: A picklable function (module level).
-        *args: Its arguments (pickled to the process).
-        **kwargs: Its keyword arguments.
-
-    Returns:
-        What `fn` returns.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args, **kwargs).result()

@@ -69,7 +69,7 @@ def training_fields(values: dict[str, Any]) -> dict[str, Any]:
 def model_builder(model_path: str, data: PreparedData) -> Callable[[dict[str, Any]], Any]:
     """A function from dotted values to a fresh sentune model: the `head.*` section and the
     class weights of `train.imbalance` over the training labels."""
-    from sentune.model import build_model, class_weights
+    from sentune.train.model import build_model, class_weights
 
     label_names = list(data.label_names)
     counts = np.bincount(data.train.labels, minlength=len(label_names)).tolist()
@@ -126,8 +126,8 @@ def build_trainer(
         set_seed,
     )
 
-    from sentune.encoders import load_tokenizer
-    from sentune.evaluate import compute_metrics
+    from sentune.train.encoders import load_tokenizer
+    from sentune.train.evaluate import compute_metrics
 
     train = config.build_section("train", values)
     tokenizer = load_tokenizer(model_path)

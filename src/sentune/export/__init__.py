@@ -30,12 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sentune import config, runs
+from sentune import config, machine, runs
 from sentune.analysis import Confirmation, confirmation, leaderboard
-from sentune.batching import pad_batch, sorted_batches
 from sentune.data import PreparedData, Split
+from sentune.data.batching import pad_batch, sorted_batches
 from sentune.errors import ExportError, RunError
-from sentune.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 from sentune.export.card import format_benchmark, format_intervals, format_scores, model_card
 from sentune.export.common import (
     BENCHMARK_FILE,
@@ -60,15 +59,16 @@ from sentune.export.common import (
     macro_f1_of,
 )
 from sentune.export.models import write_models
-from sentune.inference import summarize, timed, timing_batches
-from sentune.predict import (
+from sentune.runs import Run
+from sentune.serve.engines import summarize, timed, timing_batches
+from sentune.serve.onnx import (
     EXPORT_MANIFEST,
     INT8_FILE,
     ONNX_FILE,
     ONNX_INPUTS,
     import_onnxruntime,
 )
-from sentune.runs import Run
+from sentune.train.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 
 log = logging.getLogger(__name__)
 
@@ -495,7 +495,7 @@ def _benchmark(
         "mean_tokens_batch32": float(
             np.mean([m.sum(1).mean() for _, m in batches[options.warmup :]])
         ),
-        "cpu": runs.cpu_name(),
+        "cpu": machine.cpu_name(),
         "cpu_count": os.cpu_count(),
         "versions": versions,
         "results": results,

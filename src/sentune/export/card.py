@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from sentune import config, runs
-from sentune.encoders import LICENSES
 from sentune.export.common import (
     BENCHMARK_FILE,
     BOOTSTRAP_RESAMPLES,
@@ -25,13 +24,14 @@ from sentune.export.common import (
     macro_f1_of,
     portable_text,
 )
-from sentune.predict import (
+from sentune.runs import Manifest, Run
+from sentune.serve.onnx import (
     EXPORT_MANIFEST,
     INT8_FILE,
     ONNX_FILE,
     ONNX_INPUTS,
 )
-from sentune.runs import Manifest, Run
+from sentune.train.encoders import LICENSES
 
 log = logging.getLogger(__name__)
 
@@ -212,18 +212,18 @@ def model_card(
         "## How to use it",
         "",
         "```python",
-        "import sentune.model  # registers the model type with transformers",
+        "import sentune.train.model  # registers the model type with transformers",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
         "",
         'model = AutoModelForSequenceClassification.from_pretrained("EXPORT_DIR")',
         'tokenizer = AutoTokenizer.from_pretrained("EXPORT_DIR")',
-        '# or: model = sentune.model.load_model("EXPORT_DIR")',
+        '# or: model = sentune.train.model.load_model("EXPORT_DIR")',
         f'batch = tokenizer(["what a day"], truncation=True, max_length={winner.max_length}, '
         'return_tensors="pt")',
         "label = model.config.id2label[int(model(**batch).logits.argmax(-1))]",
         "```",
         "",
-        "No `trust_remote_code`: importing `sentune.model` registers the model class.",
+        "No `trust_remote_code`: importing `sentune.train.model` registers the model class.",
         "",
         *_truncation_lines(winner),
         "With onnxruntime only (no torch):",
@@ -243,10 +243,10 @@ def _truncation_lines(winner: Winner) -> list[str]:
     if winner.truncation == "head":
         return []
     return [
-        f"This model was trained on `{winner.truncation}` truncation (see `sentune.batching`): "
-        "the tokenizer's own truncation keeps the head of a longer text only. Tokenize without "
-        "truncation and cut the ids with "
-        f'`sentune.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
+        f"This model was trained on `{winner.truncation}` truncation (see "
+        "`sentune.data.batching`): the tokenizer's own truncation keeps the head of a longer text "
+        "only. Tokenize without truncation and cut the ids with "
+        f'`sentune.data.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
         "`sentune predict` does.",
         "",
     ]

@@ -14,9 +14,9 @@ import numpy as np
 from sentune import config, runs
 from sentune.analysis import format_mean_std
 from sentune.data import Split
-from sentune.encoders import HUB_IDS
-from sentune.inference import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
 from sentune.runs import Manifest
+from sentune.serve.engines import ONNX_OPSET, Engine, quiet  # noqa: F401 - the export's names
+from sentune.train.encoders import HUB_IDS
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,6 @@ CARD_FILE = "README.md"
 PT2_FILE = "model.pt2"
 #: Largest allowed |logit difference| between ONNX (or torch.export) and PyTorch.
 PARITY_ATOL = 1e-4
-#: Names of the scored and benchmarked formats, in table order.
-ENGINES = ("pytorch", "onnx", "int8")
 #: Checkpoint files not copied as they are: the weights and config are saved anew, the trial's
 #: state and the optimizer state of an interrupted run are training's business, not a model's.
 CHECKPOINT_SKIP = (

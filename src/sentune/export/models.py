@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentune.batching import pad_batch
 from sentune.data import PreparedData
+from sentune.data.batching import pad_batch
 from sentune.errors import ExportError
 from sentune.export.common import (
     CHECKPOINT_SKIP,
@@ -20,7 +20,7 @@ from sentune.export.common import (
     ExportOptions,
     Winner,
 )
-from sentune.inference import (
+from sentune.serve.engines import (
     Engine,
     LogitsOnly,
     dynamic_shapes,
@@ -30,8 +30,8 @@ from sentune.inference import (
     write_int8,
     write_onnx,
 )
-from sentune.model import load_model
-from sentune.predict import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
+from sentune.serve.onnx import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
+from sentune.train.model import load_model
 
 log = logging.getLogger(__name__)
 

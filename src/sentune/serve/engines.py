@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from sentune import config
-from sentune.batching import pad_batch
+from sentune.data.batching import pad_batch
 from sentune.errors import ExportError
-from sentune.predict import ONNX_INPUTS, build_session, import_onnxruntime, run_session
+from sentune.serve.onnx import ONNX_INPUTS, build_session, import_onnxruntime, run_session
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,53 +18,21 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sentune.batching import pad_batch, sorted_batches, truncate
 from sentune.config import TRUNCATIONS
+from sentune.data.batching import pad_batch, sorted_batches, truncate
+from sentune.data.text import clean_text
 from sentune.errors import DataError, ExportError
-from sentune.text import clean_text
+from sentune.serve.onnx import (
+    EXPORT_MANIFEST,
+    INT8_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    build_session,
+    run_session,
+    softmax,
+)
 
-#: Files of an export folder that inference reads.
-EXPORT_MANIFEST = "export.json"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-#: Input names of the exported ONNX graph, in order.
-ONNX_INPUTS = ("input_ids", "attention_mask")
 DEFAULT_BATCH_SIZE = 32
-
-
-def import_onnxruntime():
-    """onnxruntime, or an error that says how to install it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "onnxruntime is not installed; install the export extra: pip install 'sentune[export]'"
-        ) from None
-    return onnxruntime
-
-
-def build_session(path: str | Path, *, threads: int | None = None):
-    """An onnxruntime CPU session with `threads` intra-op threads (None: the CPU count)."""
-    ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """Logits of one padded batch (int64 inputs of shape (batch, length))."""
-    feeds = dict(zip(ONNX_INPUTS, (input_ids, attention_mask), strict=True))
-    return session.run(None, feeds)[0]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed stably in float64."""
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)

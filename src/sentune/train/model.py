@@ -29,14 +29,14 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from sentune.config import ACTIVATIONS, IMBALANCE, POOLINGS, HeadConfig, outside_limits
-from sentune.encoders import (
+from sentune.errors import ModelError
+from sentune.train.encoders import (
     SentimentConfig,
     check_encoder_layers,
     config_from_dict,
     load_failed,
     resolve_model,
 )
-from sentune.errors import ModelError
 
 log = logging.getLogger(__name__)
 

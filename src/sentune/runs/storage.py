@@ -1,7 +1,7 @@
 """Where runs are kept: a local folder, or object storage by URI (`s3://bucket/prefix`,
 `gs://…`, any pyarrow filesystem URI), mirrored in the cache.
 
-A run in object storage has the layout of a local one (`runs.py`). Ray Tune writes its trials
+A run in object storage has the layout of a local one (`runs.layout`). Ray Tune writes its trials
 (params, results, checkpoints) to the URI from whichever node runs them; sentune's driver
 writes its own files (manifest, Optuna journal: `runs.driver_files`) in a local
 mirror of the run (`<cache>/storage/<scheme>/<bucket>/<prefix>/<run>`) and `push`es them as

@@ -1,46 +1,28 @@
-"""Read and validate `search_spaces/<name>.yaml` into a `SearchSpec`.
+"""Read and validate a space file (`search_spaces/<name>.yaml`) into a `SearchSpec`.
 
-A space file names its model, dataset, budget and the parameters it searches, by dotted keys
-into the dataclasses of `config.py` (which alone hold the defaults)::
-
-    description: Which head on top of the encoder classifies tweets best?
-    model: minilm
-    data: {dataset: tweets, train_size: 4000}
-    budget: {trials: 8, max_epochs: 3}
-    fixed: {train.learning_rate: 1.0e-4}
-    search:
-      head.dropout: {uniform: [0.1, 0.5]}
-      head.layers: {choice: [0, 1, 2]}
-
-Distributions: `choice: [a, b, …]`, `uniform: [low, high]`, `quniform: [low, high, q]`,
-`loguniform: [low, high]`, `int: [low, high]` and `qrandint: [low, high, q]` (integer bounds
-inclusive). A parameter may be conditional: `head.width: {choice: [128, 384], when: {head.layers:
-[1, 2]}}` is drawn only when `head.layers` took 1 or 2; otherwise it is left out of the trial's
-configuration, which then uses the `config.py` default (`SearchSpec.define_by_run`). Every
-problem raises `SpaceError` naming the file, the key and the fix.
-
-`train.max_length` may follow the data: `auto` (fixed) or `{quantiles: [0.5, 0.9, 0.99]}`
-(searched) are resolved once against the training split's token lengths by
-`resolve_max_length`, before any trial runs.
+Every problem raises `SpaceError` naming the file, the key and the fix. The format is described
+in the package's docstring (`sentune.space`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import yaml
 
 from sentune import config
-from sentune.config import BudgetConfig, DataConfig, Objective
+from sentune.config import BudgetConfig
 from sentune.errors import SpaceError
+from sentune.space.objective import parse_objective, with_latency_budget
+from sentune.space.params import Param, condition_order
+from sentune.space.spec import MAX_LENGTH_KEY, SearchSpec
 
 #: Where space names are looked up: the working directory first, then the source checkout.
-SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[2] / "search_spaces")
+SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[3] / "search_spaces")
+
 _TOP_KEYS = (
     "description",
     "model",
@@ -52,87 +34,8 @@ _TOP_KEYS = (
     "fixed",
     "search",
 )
+
 DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
-#: The one key whose values can come from the data (`auto`, `quantiles`).
-MAX_LENGTH_KEY = "train.max_length"
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched parameter: a distribution name and its arguments.
-
-    `when` holds its conditions, `((parent_key, (value, …)), …)`: the parameter is active (drawn
-    and passed to the trial) only when every parent is active and took one of its values.
-    """
-
-    kind: str
-    args: tuple
-    when: tuple = ()
-
-    def to_optuna(self, *, grid: bool = True):
-        """The Optuna distribution of this parameter (drawn by `suggest`, define-by-run).
-
-        Args:
-            grid: Keep the step of `quniform`/`qrandint`. Tune rounds `quniform` to multiples of
-                q, which need not lie on Optuna's `low + k*q` grid: analysis of observed values
-                passes False.
-        """
-        from optuna.distributions import (
-            CategoricalDistribution,
-            FloatDistribution,
-            IntDistribution,
-        )
-
-        if self.kind == "choice":
-            return CategoricalDistribution(list(self.args))
-        low, high = self.args[0], self.args[1]
-        step = self.args[2] if grid and self.kind in ("quniform", "qrandint") else None
-        if self.kind in ("int", "qrandint"):
-            return IntDistribution(int(low), int(high), step=int(step or 1))
-        return FloatDistribution(float(low), float(high), log=self.kind == "loguniform", step=step)
-
-    def suggest(self, trial, key: str) -> Any:
-        """Draw this parameter from an Optuna trial (define-by-run), by its `to_optuna` form."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
-
-        dist = self.to_optuna()
-        if isinstance(dist, CategoricalDistribution):
-            return trial.suggest_categorical(key, list(dist.choices))
-        if isinstance(dist, IntDistribution):
-            return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
-        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """A validated search space with its fixed settings, budget, model and data."""
-
-    name: str
-    path: Path
-    description: str
-    model: str
-    data: DataConfig
-    budget: BudgetConfig
-    #: Dotted keys of the tunable sections, fixed for every trial.
-    fixed: dict[str, Any] = field(default_factory=dict)
-    #: Dotted keys of the tunable sections, searched.
-    params: dict[str, Param] = field(default_factory=dict)
-    #: The Optuna sampler the space asks for (`config.SAMPLERS`); None: TPE.
-    sampler: str | None = None
-    #: What the search optimises (macro-F1 alone unless the space says more).
-    objective: Objective = field(default_factory=Objective)
-
-    def define_by_run(self) -> DefineByRun:
-        """The Optuna define-by-run space of this search (conditions honoured)."""
-        return DefineByRun(self.params)
-
-    def values(self, key: str) -> list[Any]:
-        """The values a tunable key can take in this search (a range as its two ends)."""
-        if key in self.params:
-            p = self.params[key]
-            return list(p.args) if p.kind == "choice" else list(p.args[:2])
-        section, name = key.split(".", 1)
-        return [self.fixed.get(key, getattr(config.SECTIONS[section](), name))]
 
 
 def list_spaces() -> list[str]:
@@ -231,182 +134,7 @@ def load(
     )
 
 
-# --- objectives ----------------------------------------------------------------------------------
-
-
-def parse_objective(where: str, single: Any, multi: Any) -> Objective:
-    """The `objective:` or `objectives:` of a space file, checked.
-
-    `objective: {maximize: val_macro_f1, subject_to: {latency_p95_ms: 8}}` bounds inference
-    metrics (`config.CONSTRAINT_METRICS`); `objectives: [val_macro_f1, latency_p95_ms]` makes a
-    Pareto search of macro-F1 (first, ASHA stops on it) and inference metrics
-    (`config.INFERENCE_METRICS`). Neither: macro-F1 alone.
-
-    Raises:
-        SpaceError: Both keys, an unknown metric, a bound that is not a positive number, …
-    """
-    if single is not None and multi is not None:
-        raise SpaceError(
-            f"{where}: give objective (one metric, with bounds) or objectives (a Pareto search), "
-            "not both"
-        )
-    if multi is not None:
-        return Objective(metrics=_objective_list(where, multi))
-    if single is None:
-        return Objective()
-    example = f"{{maximize: {config.OBJECTIVE}, subject_to: {{{config.LATENCY_METRIC}: 8}}}}"
-    if not isinstance(single, dict):
-        raise SpaceError(f"{where}: objective: give a mapping, e.g. {example}; got {single!r}")
-    unknown = sorted(set(single) - {"maximize", "subject_to"})
-    if unknown:
-        raise SpaceError(
-            f"{where}: objective: unknown key {unknown[0]!r}; use maximize and subject_to, "
-            f"e.g. {example}"
-        )
-    goal = single.get("maximize", config.OBJECTIVE)
-    if goal != config.OBJECTIVE:
-        raise SpaceError(
-            f"{where}: objective: maximize {goal!r}: only {config.OBJECTIVE} can be maximised "
-            f"(ASHA stops trials on it); bound the others with subject_to, or list them under "
-            "objectives for a Pareto search"
-        )
-    bounds = single.get("subject_to") or {}
-    if not isinstance(bounds, dict):
-        raise SpaceError(
-            f"{where}: objective: subject_to: give a mapping of metric: upper bound, e.g. "
-            f"{{{config.LATENCY_METRIC}: 8}}; got {bounds!r}"
-        )
-    constraints = {}
-    for metric, limit in bounds.items():
-        if metric not in config.CONSTRAINT_METRICS:
-            raise SpaceError(
-                f"{where}: objective: subject_to: unknown metric {metric!r}; bound one of "
-                f"{', '.join(config.CONSTRAINT_METRICS)}"
-            )
-        constraints[metric] = _positive_bound(f"{where}: objective: subject_to: {metric}", limit)
-    return Objective(constraints=constraints)
-
-
-def _objective_list(where: str, multi: Any) -> tuple[str, ...]:
-    example = f"[{config.OBJECTIVE}, {config.LATENCY_METRIC}]"
-    if not isinstance(multi, list) or len(multi) < 2:
-        raise SpaceError(
-            f"{where}: objectives: give a list of two or more metrics, e.g. {example}; "
-            f"got {multi!r}"
-        )
-    if multi[0] != config.OBJECTIVE:
-        raise SpaceError(
-            f"{where}: objectives: the first must be {config.OBJECTIVE} (ASHA stops trials on "
-            f"it), e.g. {example}; got {multi[0]!r}"
-        )
-    for metric in multi[1:]:
-        if metric not in config.INFERENCE_METRICS:
-            raise SpaceError(
-                f"{where}: objectives: unknown metric {metric!r}; after {config.OBJECTIVE} use "
-                f"{', '.join(config.INFERENCE_METRICS)}"
-            )
-    if len(set(multi)) != len(multi):
-        raise SpaceError(f"{where}: objectives: {multi!r} repeats a metric; list each once")
-    return tuple(multi)
-
-
-def _positive_bound(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpaceError(f"{where}: needs a number, got {value!r}")
-    if value <= 0:
-        raise SpaceError(f"{where}: needs a bound above 0, got {value!r}")
-    return float(value)
-
-
-def with_latency_budget(objective: Objective, max_latency_ms: float) -> Objective:
-    """`objective` with its p95 latency bound set to `max_latency_ms` (`--max-latency-ms`)."""
-    limit = _positive_bound("--max-latency-ms", max_latency_ms)
-    return replace(objective, constraints={**objective.constraints, config.LATENCY_METRIC: limit})
-
-
-# --- max_length from the data ----------------------------------------------------------------
-
-
-class MaxLength(NamedTuple):
-    """The `train.max_length` values of a search, how they were chosen and what each cuts."""
-
-    #: `auto p95`, `quantiles [0.5, 0.9]`, `fixed`, `default`, or `searched <distribution>`.
-    rule: str
-    values: tuple[int, ...]
-    #: Share of the training texts longer than each value (they are truncated).
-    truncated_share: dict[int, float]
-    #: The model's limit in tokens (auto and quantile values are capped there).
-    limit: int
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form the run manifest keeps (`max_length`)."""
-        return {
-            "rule": self.rule,
-            "values": list(self.values),
-            "truncated_share": {str(v): share for v, share in self.truncated_share.items()},
-            "limit": self.limit,
-        }
-
-
-def covering_max_length(lengths: np.ndarray, quantile: float, *, limit: int) -> int:
-    """The smallest multiple of `config.MAX_LENGTH_MULTIPLE` tokens into which at least
-    `quantile` of the texts fit whole, capped at `limit`.
-
-    Args:
-        lengths: Token count of each training text, special tokens included.
-        quantile: The share of texts to cover, in (0, 1].
-        limit: The model's longest input.
-    """
-    lengths = np.asarray(lengths)
-    if not len(lengths) or not 0 < quantile <= 1:
-        raise ValueError(f"need token lengths and a quantile in (0, 1], got {quantile}")
-    # inverted_cdf: the shortest observed length that `quantile` of the texts do not exceed.
-    covered = int(np.quantile(lengths, quantile, method="inverted_cdf"))
-    step = config.MAX_LENGTH_MULTIPLE
-    return min(-(-covered // step) * step, limit)
-
-
-def resolve_max_length(
-    spec: SearchSpec, lengths: np.ndarray, *, limit: int
-) -> tuple[SearchSpec, MaxLength]:
-    """Turn `train.max_length: auto` and `{quantiles: […]}` into concrete token counts.
-
-    `auto` becomes the value covering `config.MAX_LENGTH_QUANTILE` of the texts; quantiles
-    become a `choice` of the values covering each (deduplicated; one value is fixed instead).
-    A spec with concrete values comes back unchanged, with what its values truncate.
-
-    Args:
-        spec: A loaded space.
-        lengths: Token count of each training text, special tokens included.
-        limit: The model's longest input.
-
-    Returns:
-        The spec with concrete values, and how they were chosen.
-    """
-    key = MAX_LENGTH_KEY
-    fixed, params = dict(spec.fixed), dict(spec.params)
-    param = params.get(key)
-    if fixed.get(key) == config.MAX_LENGTH_AUTO:
-        quantile = config.MAX_LENGTH_QUANTILE
-        rule = f"auto p{quantile * 100:g}"
-        fixed[key] = covering_max_length(lengths, quantile, limit=limit)
-    elif param is not None and param.kind == "quantiles":
-        rule = f"quantiles [{', '.join(f'{q:g}' for q in param.args)}]"
-        values = sorted({covering_max_length(lengths, q, limit=limit) for q in param.args})
-        if len(values) == 1:
-            del params[key]
-            fixed[key] = values[0]
-        else:
-            params[key] = Param("choice", tuple(values))
-    elif param is not None:
-        rule = f"searched {param.kind}"
-    else:
-        rule = "fixed" if key in fixed else "default"
-    resolved = replace(spec, fixed=fixed, params=params)
-    values = tuple(sorted({int(v) for v in resolved.values(key)}))
-    lengths = np.asarray(lengths)
-    shares = {v: float((lengths > v).mean()) if len(lengths) else 0.0 for v in values}
-    return resolved, MaxLength(rule, values, shares, limit)
+# --- the file and its values ----------------------------------------------------------------------
 
 
 class _Loader(yaml.SafeLoader):
@@ -622,7 +350,7 @@ def _check_budget(where: str, budget: BudgetConfig) -> None:
         )
 
 
-# --- the sampler a space names -----------------------------------------------------------------
+# --- the sampler a space names --------------------------------------------------------------------
 
 
 def _sampler(where: str, name: Any, params: dict[str, Param]) -> str | None:
@@ -650,35 +378,7 @@ def check_sampler(where: str, name: Any, params: dict[str, Param]) -> None:
         )
 
 
-# --- conditional parameters ----------------------------------------------------------------------
-
-
-class DefineByRun:
-    """An Optuna define-by-run space (Ray's `OptunaSearch(space=...)`): called with an
-    `optuna.Trial`, it draws the active parameters, parents first, each through
-    `Param.suggest`; an inactive one is not drawn, so the trial uses its `config.py` default.
-    A class rather than a closure so that Ray can pickle it with the searcher's state."""
-
-    def __init__(self, params: dict[str, Param]):
-        self.params = params
-        self.order = _condition_order(params)
-
-    def __call__(self, trial) -> None:
-        """Draw the active parameters into `trial` (Ray reads them off the trial)."""
-        self.suggest(trial)
-
-    def suggest(self, trial) -> dict[str, Any]:
-        """Draw the active parameters into `trial` and return them by dotted key."""
-        values: dict[str, Any] = {}
-        for key in self.order:
-            if is_active(self.params[key], values):
-                values[key] = self.params[key].suggest(trial, key)
-        return values
-
-
-def is_active(param: Param, values: dict[str, Any]) -> bool:
-    """Whether `param`'s conditions hold for the parameters drawn so far (`values`)."""
-    return all(parent in values and values[parent] in allowed for parent, allowed in param.when)
+# --- conditional parameters -----------------------------------------------------------------------
 
 
 def _with_conditions(where: str, params: dict[str, Param], raw: dict[str, Any]) -> dict[str, Param]:
@@ -714,7 +414,7 @@ def _with_conditions(where: str, params: dict[str, Param], raw: dict[str, Any]) 
             conditions.append((parent, values))
         out[key] = Param(params[key].kind, params[key].args, tuple(conditions))
     try:
-        _condition_order(out)
+        condition_order(out)
     except ValueError as cycle:
         raise SpaceError(f"{where}: conditions form a cycle ({cycle}); break it") from None
     return out
@@ -724,31 +424,6 @@ def _can_take(param: Param, value: Any) -> bool:
     if param.kind == "choice":
         return value in param.args
     return param.args[0] <= value <= param.args[1]
-
-
-def _condition_order(params: dict[str, Param]) -> list[str]:
-    """The keys with every parent before its children (file order otherwise).
-
-    Raises:
-        ValueError: The conditions form a cycle (its keys, joined by ' -> ').
-    """
-    order: list[str] = []
-    visiting: list[str] = []
-
-    def visit(key: str) -> None:
-        if key in order:
-            return
-        if key in visiting:
-            raise ValueError(" -> ".join([*visiting[visiting.index(key) :], key]))
-        visiting.append(key)
-        for parent, _ in params[key].when:
-            visit(parent)
-        visiting.pop()
-        order.append(key)
-
-    for key in params:
-        visit(key)
-    return order
 
 
 def _resolve_fixed_conditions(params: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:

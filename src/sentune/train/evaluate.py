@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.batching import pad_batch, pad_batch_static, sorted_batches
+from sentune.data.batching import pad_batch, pad_batch_static, sorted_batches
 
 if TYPE_CHECKING:
     import torch
@@ -355,7 +355,7 @@ def _predict_validation(
     import torch
     from transformers.utils import logging as hf_logging
 
-    from sentune.model import load_model
+    from sentune.train.model import load_model
 
     # A progress bar per weight load is noise in a report's log.
     hf_logging.disable_progress_bar()

@@ -1,4 +1,4 @@
-"""The one text-cleaning function: training (`data.py`) and serving (`predict.py`) both call it.
+"""The one text-cleaning function: training (`data/`) and serving (`serve/predict.py`) call it.
 
 A model sees at serving time what it saw in training only if both paths clean a text the same
 way, so the rules live here once. Plain Python and `re`: no torch, no pandas, so the onnxruntime

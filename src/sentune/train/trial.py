@@ -26,14 +26,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentune import config, scratch
-from sentune.batching import length_grouped_batches, pad_batch, pad_batch_static
+from sentune import config
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
-from sentune.data import PreparedData, Split
+from sentune.data import PreparedData
 from sentune.errors import ResourceError, SentuneError
-from sentune.evaluate import compute_metrics, predict_logits, save_predictions, to_device
 from sentune.progress import EpochProgress
 from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
+from sentune.train import scratch
+from sentune.train.batches import collate, training_batches
+from sentune.train.device import (
+    compile_mode,
+    compile_model,
+    mixed_precision,
+    reset_accelerate,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
+from sentune.train.evaluate import compute_metrics, predict_logits, save_predictions
+from sentune.train.optim import linear_warmup_decay, parameter_groups
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +67,6 @@ class TrialResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint_dir: Path | None = None
     train_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-
-    def to(self, device) -> Batch:
-        """On `device`; to a GPU from pinned memory, without blocking the host."""
-        return Batch(
-            *(to_device(t, device) for t in (self.input_ids, self.attention_mask, self.labels))
-        )
 
 
 def run_trial(
@@ -165,8 +163,8 @@ def _run_trial(
         torch.set_num_threads(settings.num_threads)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    _reset_accelerate()
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=_mixed_precision(precision))
+    reset_accelerate()
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision(precision))
     set_seed(train.seed)
 
     model = _build_model(settings.model, head, train, data, trial_config)
@@ -176,14 +174,14 @@ def _run_trial(
     # Fused AdamW: one kernel for all parameters and, under fp16, the grad scaler's inf check
     # done on the GPU (the unfused path reads it back to the host at every step).
     optimizer = torch.optim.AdamW(
-        _parameter_groups(model, train.weight_decay),
+        parameter_groups(model, train.weight_decay),
         lr=train.learning_rate,
         fused=device == "cuda",
     )
     accumulation = max(1, math.ceil(train.effective_batch_size / train.batch_size))
     steps_per_epoch = math.ceil(math.ceil(len(data.train) / train.batch_size) / accumulation)
     total_steps = steps_per_epoch * settings.max_epochs
-    scheduler = _linear_warmup_decay(optimizer, train.warmup_ratio, total_steps)
+    scheduler = linear_warmup_decay(optimizer, train.warmup_ratio, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     loop = _Loop(
@@ -214,57 +212,6 @@ def _run_trial(
         accelerator.free_memory()
 
 
-#: Compiled graphs kept per function: one per shape and mode, i.e. per length bucket
-#: (`batching.LENGTH_BUCKET`) for training and for evaluation (batches are padded to full rows,
-#: so the batch size does not vary); at max_length 512 that is 32, over torch's default of 8,
-#: past which it would fall back to eager.
-COMPILE_RECOMPILE_LIMIT = 64
-
-
-def compile_mode(mode: str, device: str) -> str:
-    """`torch.compile`'s mode for `train.compile_mode` on `device` (`config.COMPILE_MODES`)."""
-    if mode not in config.COMPILE_MODES:
-        raise SentuneError(
-            f"unknown train.compile_mode {mode!r}; use one of {', '.join(config.COMPILE_MODES)}"
-        )
-    if mode == "auto":
-        return "reduce-overhead" if device == "cuda" else "default"
-    return mode
-
-
-def compile_model(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
-    """`torch.compile(model, mode=mode)` with static shapes: batches come padded to a few
-    lengths (`batching.pad_batch_static`), so a graph per shape runs faster than one dynamic
-    graph, and each shape can be replayed as a CUDA graph (`reduce-overhead`).
-
-    The compiled module shares the model's parameters; save and unwrap the model itself.
-    """
-    import torch._dynamo
-
-    # The previous trial's graphs (a reused worker) guard on a model that is gone; dropping
-    # them keeps this trial's recompiles under the limit. Inductor's on-disk cache still
-    # serves the kernels of shapes compiled before.
-    torch._dynamo.reset()
-    # A private config of torch (2.x), set here only; `cache_size_limit` is its older name.
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, COMPILE_RECOMPILE_LIMIT)
-    return torch.compile(model, dynamic=False, mode=mode)
-
-
-def _reset_accelerate() -> None:
-    """Forget the previous trial's accelerate state (precision, device, accumulation).
-
-    accelerate keeps its state per process; a process that runs several trials (a benchmark, a
-    test, a reused Ray actor) must drop it before building a new `Accelerator`. accelerate has
-    no public call for this: `_reset_state` is private (accelerate 1.x), used here only.
-    """
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def _load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
@@ -272,55 +219,10 @@ def _load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """Turn `auto` into fp16/bf16 on CUDA (bf16 where supported), bf16 on CPUs with native
-    bf16 instructions, fp32 elsewhere; check that an explicit choice is possible."""
-    if precision not in config.PRECISIONS:
-        raise SentuneError(f"unknown precision {precision!r}; use one of {config.PRECISIONS}")
-    if device == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-        if precision == "auto":
-            return "bf16" if bf16 else "fp16"
-        if precision == "bf16" and not bf16:
-            raise ResourceError("this GPU has no bf16; use --precision fp16")
-        return precision
-    if precision == "fp16":
-        raise ResourceError("fp16 needs a CUDA GPU; on CPU use --precision bf16 or fp32")
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    if precision == "bf16" and not cpu_has_bf16():
-        raise ResourceError("this CPU has no native bf16 (avx512_bf16/amx); use --precision fp32")
-    return precision
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 arithmetic (emulated bf16 is slower than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(device: str) -> str:
-    """Turn `auto` into `cuda` when torch sees a GPU, else `cpu`; check an explicit choice."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ResourceError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise SentuneError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
-
-
-def _mixed_precision(precision: str) -> str:
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-
-
 def _build_model(
     name: str, head: HeadConfig, train: TrainConfig, data: PreparedData, trial_config: dict
 ):
-    from sentune.model import build_model, class_weights
+    from sentune.train.model import build_model, class_weights
 
     counts = np.bincount(data.train.labels, minlength=len(data.label_names))
     return build_model(
@@ -330,76 +232,6 @@ def _build_model(
         class_weights=class_weights(counts.tolist(), train.imbalance),
         encoder_layers=config.build_section("model", trial_config).encoder_layers,
     )
-
-
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Biases and LayerNorm weights get no weight decay (it only shrinks their scale)."""
-    no_decay: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.LayerNorm):
-            no_decay.update(id(p) for p in module.parameters(recurse=False))
-    for name, param in model.named_parameters():
-        if name.endswith("bias"):
-            no_decay.add(id(param))
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-    ]
-
-
-def _linear_warmup_decay(optimizer, warmup_ratio: float, total_steps: int):
-    warmup = math.ceil(warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def training_batches(
-    split: Split, train: TrainConfig, *, rng: np.random.Generator
-) -> list[list[int]]:
-    """One epoch of training batches (lists of example indices), grouped by length.
-
-    With `imbalance: oversample` the epoch keeps its size but draws examples with replacement so
-    that every class is equally likely (see `batching.length_grouped_batches`).
-    """
-    return length_grouped_batches(
-        np.minimum(split.lengths, train.max_length),
-        batch_size=train.batch_size,
-        rng=rng,
-        labels=split.labels if train.imbalance == "oversample" else None,
-    )
-
-
-#: The label of a filler row (`collate` with `static_max_length`): cross-entropy ignores it.
-IGNORE_LABEL = -100
-
-
-def collate(
-    ids: list[np.ndarray],
-    labels: np.ndarray,
-    *,
-    pad_id: int,
-    static_max_length: int | None = None,
-    rows: int | None = None,
-) -> Batch:
-    """Pad a batch of token id arrays to its longest member; or, for a compiled model (with
-    `static_max_length` and `rows`), to a bucketed width and `rows` rows whose filler rows have
-    the label `IGNORE_LABEL` (see `batching.pad_batch_static`)."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if static_max_length is None:
-        input_ids, mask = pad_batch(ids, pad_id=pad_id)
-    else:
-        input_ids, mask = pad_batch_static(
-            ids, pad_id=pad_id, max_length=static_max_length, rows=rows or len(ids)
-        )
-        filler = torch.full((len(input_ids) - len(ids),), IGNORE_LABEL, dtype=torch.long)
-        labels = torch.cat([labels, filler])
-    return Batch(torch.from_numpy(input_ids), torch.from_numpy(mask), labels)
 
 
 class _Loop:
@@ -578,7 +410,7 @@ class _Loop:
         self.step += 1
         self._samples_since_eval += n_examples
         if self.first_step_at is None:
-            _synchronize(self.accelerator.device)  # once: the step has really run
+            synchronize(self.accelerator.device)  # once: the step has really run
             self.first_step_at = time.time()
 
     def _end_segment(self) -> None:
@@ -586,7 +418,7 @@ class _Loop:
         first, so that the time is that of the work, not of queueing it."""
         if self._segment_started is None:
             return
-        _synchronize(self.accelerator.device)
+        synchronize(self.accelerator.device)
         elapsed = time.perf_counter() - self._segment_started
         self._segment_started = None
         self._train_s_since_eval += elapsed
@@ -621,7 +453,7 @@ class _Loop:
             return self.latency
         import copy
 
-        from sentune.inference import measure_latency
+        from sentune.serve.engines import measure_latency
 
         started = time.perf_counter()
         # A copy: export tracing and a move to eval mode must not touch the model in training.
@@ -702,7 +534,7 @@ class _Loop:
         self.accelerator.unwrap_model(self.model).save_pretrained(staging)
         # Export and serving need the tokenizer beside the weights.
         if self._tokenizer is None:
-            from sentune.encoders import load_tokenizer
+            from sentune.train.encoders import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.data.tokenizer)
         self._tokenizer.save_pretrained(staging)
@@ -736,8 +568,3 @@ class _Loop:
             "history": self.history,
             "train_s": self.train_s,
         }
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

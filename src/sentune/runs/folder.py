@@ -1,277 +1,51 @@
-"""The run folder: its layout, its typed manifest, trial status and best checkpoints.
+"""The run folder read and kept: finding and naming runs, each trial's parameters, history and
+status, its checkpoints, and the run's data rebuilt from its manifest.
 
-`search.py` writes a run through this module; analysis, report, export and bench read it through
-this module. Nobody else knows a file name inside `trials/<run>/` or a manifest key.
-
-Layout (Ray Tune writes the per-trial files; the names are Ray's and this module's):
-
-```
-trials/<space>-<YYYYmmdd-HHMMSS>/
-  sentune.json                    the manifest (`Manifest`)
-  optuna.journal                  the Optuna study of the run (JournalStorage)
-  <trial_id>/params.json          the trial's configuration (dotted keys)
-  <trial_id>/result.json          one JSON line per evaluation
-  <trial_id>/sentune_status.json  completed | retrying | error, failures, error line
-  <trial_id>/error.txt            Ray's record of the latest failure
-  <trial_id>/checkpoint_*/        model files, trial_state.json, val_predictions.npy
-                                  [, training_state.pt]
-  confirm/<trial_id>-seed<n>/     a confirmation trial: the search trial's configuration
-                                  retrained to the full budget with `train.seed` n (same files)
-```
+`search` writes a run through this package; analysis, report, export and bench read it through
+it. The names of the files are in `layout`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import re
 import shutil
-import socket
-import subprocess
-from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sentune import config
-from sentune.config import BudgetConfig, DataConfig, Objective, TrialSettings
 from sentune.errors import RunError
+from sentune.runs.atomic import write_json
+from sentune.runs.layout import (
+    CHECKPOINT_GLOB,
+    COMPLETED,
+    CONFIRM_DIR,
+    ERROR,
+    ERROR_FILE,
+    MANIFEST,
+    MODEL_CONFIG_FILE,
+    OPTUNA_JOURNAL,
+    PARAMS_FILE,
+    PROGRESS_DIR,
+    RESULTS_FILE,
+    SEED_KEY,
+    STATE_FILE,
+    TRAINING_STATE_FILE,
+    TRIAL_STATUS,
+)
+from sentune.runs.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
     from sentune.data import PreparedData
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "sentune.json"
-#: The run's Optuna study (`optuna.storages.JournalStorage` file): one trial per Ray trial, its
-#: per-epoch intermediate values, PRUNED when ASHA stopped it, COMPLETE or FAIL otherwise.
-OPTUNA_JOURNAL = "optuna.journal"
-#: The Optuna user attribute that names a study trial's Ray trial id (its folder in the run).
-RAY_TRIAL_ID_ATTR = "ray_trial_id"
-#: Per trial, written by the driver: {"status": "completed"|"error"|"retrying", "failures": n,
-#: "error": one line}. A trial retried after a failure keeps Ray's `error.txt`; this says whether
-#: the failure was its last word.
-TRIAL_STATUS = "sentune_status.json"
-PARAMS_FILE = "params.json"
-RESULTS_FILE = "result.json"
-ERROR_FILE = "error.txt"
-CHECKPOINT_GLOB = "checkpoint_*"
-#: In each checkpoint: the evaluation's metrics and whether it was the best so far (JSON).
-STATE_FILE = "trial_state.json"
-#: In each checkpoint of a resumable trial: what continuing needs besides the weights
-#: (optimizer, scheduler, step, epoch, RNG states, best-so-far). Plain tensors, dicts and lists,
-#: read back with `torch.load(weights_only=True)`.
-TRAINING_STATE_FILE = "training_state.pt"
-#: In each checkpoint: the validation split's labels and the predictions its score came from
-#: (int32, shape 2 x n), so that the report reads the winner's errors instead of predicting again.
-PREDICTIONS_FILE = "val_predictions.npy"
-#: The model weights' config in a checkpoint: a checkpoint without it is incomplete.
-MODEL_CONFIG_FILE = "config.json"
-
-COMPLETED, RETRYING, ERROR = "completed", "retrying", "error"
-#: The confirmation trials of a run (a Tune experiment of its own inside the run folder), kept
-#: apart so that the search's leaderboard never mixes them in.
-CONFIRM_DIR = "confirm"
-#: Where running trials say how far into their epoch they are (`progress.ProgressFile`), for
-#: the search's terminal lines; removed when the search ends.
-PROGRESS_DIR = ".progress"
-#: In a confirmation trial's configuration: the search trial whose configuration it retrains.
-#: Not a dotted key, so the trial's sections ignore it.
-CONFIRMS_KEY = "confirms"
-#: The trial seed's dotted key: a confirmation trial changes it and nothing else.
-SEED_KEY = "train.seed"
-
-_VERSIONED = (
-    "sentune",
-    "torch",
-    "transformers",
-    "accelerate",
-    "ray",
-    "optuna",
-    "datasets",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-)
-
-
-# --- the manifest ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpaceRecord:
-    """The search space a run used: its name, file, full text and what it searched."""
-
-    name: str
-    path: str
-    text: str
-    description: str = ""
-    searched: list[str] = field(default_factory=list)
-    fixed: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataRecord:
-    """The data a run saw: its config, fingerprint, label names and preparation statistics."""
-
-    config: DataConfig
-    fingerprint: str
-    label_names: list[str]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a run is: written once when the search starts (`sentune.json`).
-
-    Attributes:
-        run: The run's folder name (`<space>-<timestamp>`).
-        started: ISO time the search started.
-        space: The search space (`SpaceRecord`).
-        model: The model as the user named it; `model_path` is where it was loaded from.
-        data: The data (`DataRecord`).
-        budget: The search budget; `budget.seed` seeds the sampler.
-        settings: The trials' runtime settings.
-        strategy: The search strategy's name (sampler + scheduler).
-        max_failures: Retries of a failed trial.
-        address: The Ray cluster joined (None: local Ray).
-        max_length: How `train.max_length` was chosen from the data (`space.MaxLength.record`:
-            rule, values, truncated share of each), None for runs that predate it.
-        git_commit, versions, host, device: Where and with what the run was made.
-        optuna_study: The study's name in `OPTUNA_JOURNAL` (None: a run from before the
-            journal, or nothing searched).
-        sampler: The Optuna sampler's settings (name, seed, startup trials, …).
-        objective: What the search optimised (`config.Objective`: metrics and bounds).
-    """
-
-    run: str
-    started: str
-    space: SpaceRecord
-    model: str
-    model_path: str
-    data: DataRecord
-    budget: BudgetConfig
-    settings: TrialSettings
-    strategy: str = "tpe-asha"
-    max_failures: int = 1
-    address: str | None = None
-    max_length: dict[str, Any] | None = None
-    git_commit: str | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-    host: dict[str, Any] = field(default_factory=dict)
-    device: dict[str, Any] = field(default_factory=dict)
-    optuna_study: str | None = None
-    sampler: dict[str, Any] = field(default_factory=dict)
-    objective: Objective = field(default_factory=Objective)
-
-    @property
-    def seed(self) -> int:
-        """The sampler's seed."""
-        return self.budget.seed
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (as written to `sentune.json`)."""
-        return {**asdict(self), "seed": self.seed}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
-        """Read the JSON form back; fields a newer sentune added are optional."""
-        data = dict(raw["data"])
-        data["config"] = _dataclass_from(DataConfig, data["config"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        values.update(
-            space=_dataclass_from(SpaceRecord, raw["space"]),
-            data=_dataclass_from(DataRecord, data),
-            budget=_dataclass_from(BudgetConfig, raw["budget"]),
-            settings=_dataclass_from(TrialSettings, raw.get("settings", {})),
-            objective=_dataclass_from(Objective, raw.get("objective", {})),
-        )
-        return cls(**values)
-
-
-def _dataclass_from(cls: type, values: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def new_manifest(
-    run_dir: Path,
-    *,
-    spec,
-    data: PreparedData,
-    settings: TrialSettings,
-    strategy: str,
-    max_failures: int,
-    address: str | None,
-    max_length: dict[str, Any] | None = None,
-    optuna_study: str | None = None,
-    sampler: dict[str, Any] | None = None,
-    objective: Objective | None = None,
-) -> Manifest:
-    """The manifest of a new run of `spec` (a `space.SearchSpec`) on prepared `data`."""
-    return Manifest(
-        run=Path(run_dir).name,
-        started=dt.datetime.now().isoformat(timespec="seconds"),
-        space=SpaceRecord(
-            name=spec.name,
-            path=str(spec.path),
-            text=Path(spec.path).read_text(),
-            description=spec.description,
-            searched=sorted(spec.params),
-            fixed=dict(spec.fixed),
-        ),
-        model=spec.model,
-        model_path=settings.model,
-        data=DataRecord(
-            config=spec.data,
-            fingerprint=data.fingerprint,
-            label_names=list(data.label_names),
-            stats=data.stats,
-        ),
-        budget=spec.budget,
-        settings=settings,
-        strategy=strategy,
-        max_failures=max_failures,
-        address=address,
-        max_length=max_length,
-        git_commit=git_commit(),
-        versions=package_versions(),
-        host=host_description(),
-        device=device_description(),
-        optuna_study=optuna_study,
-        sampler=dict(sampler or {}),
-        objective=objective or Objective(),
-    )
-
-
-def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Write `sentune.json` whole or not at all."""
-    write_json(Path(run_dir) / MANIFEST, manifest.to_dict())
-
-
-def read_manifest(run_dir: str | Path) -> Manifest:
-    """The manifest of a run folder.
-
-    Raises:
-        RunError: The folder is not a sentune run, or its manifest is unreadable.
-    """
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise RunError(
-            f"{run_dir}: not a sentune run (no {MANIFEST}); pass a trials/<run> folder written by "
-            "`sentune search`"
-        )
-    try:
-        return Manifest.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RunError(f"{path}: unreadable manifest ({err}); the run cannot be used") from None
+# --- runs in a folder -----------------------------------------------------------------------------
 
 
 def optuna_journal(run_dir: str | Path) -> Path:
@@ -422,72 +196,7 @@ def resolve_run(run: str | Path | None, storage: str | Path) -> tuple[Path, bool
     )
 
 
-# --- metadata: where and with what ------------------------------------------------------------
-
-
-def git_commit() -> str | None:
-    """The commit of the sentune checkout (with `-dirty` for uncommitted changes), if any."""
-    here = Path(__file__).parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=here,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def package_versions() -> dict[str, str]:
-    """Python's version and those of the packages that shape a result."""
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def host_description() -> dict[str, Any]:
-    """The host's name, platform and CPU count."""
-    return {"name": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (`/proc/cpuinfo`'s "model name", e.g. "AMD EPYC 9454 48-Core
-    Processor"); elsewhere what `platform` knows (which may be only the architecture)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def device_description() -> dict[str, Any]:
-    """The CPU (and whether it has native bf16) and the CUDA GPUs, if any."""
-    import torch
-
-    from sentune.trial import cpu_has_bf16
-
-    device: dict[str, Any] = {
-        "cpu": cpu_name(),
-        "cpu_bf16": cpu_has_bf16(),
-    }
-    if torch.cuda.is_available():
-        device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return device
-
-
-# --- trials ----------------------------------------------------------------------------------
+# --- trials ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -627,7 +336,7 @@ def last_error_line(path: Path, *, default: str = "failed") -> str:
     return lines[-1] if lines else "failed"
 
 
-# --- checkpoints ----------------------------------------------------------------------------
+# --- checkpoints ----------------------------------------------------------------------------------
 
 
 def checkpoint_score(folder: Path) -> float:
@@ -734,7 +443,7 @@ def is_checkpoint_body(path: str | Path) -> bool:
     return in_checkpoint and path.name not in (STATE_FILE, MODEL_CONFIG_FILE)
 
 
-# --- the run's data --------------------------------------------------------------------------
+# --- the run's data -------------------------------------------------------------------------------
 
 
 def load_data(
@@ -776,29 +485,3 @@ def load_data(
             recorded,
         )
     return data
-
-
-# --- writing ---------------------------------------------------------------------------------
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write a file whole or not at all (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
-def write_json(path: Path, value: Any) -> Path:
-    """Write JSON whole or not at all."""
-    return write_text(path, json.dumps(value, indent=1, default=str))
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a DataFrame as CSV whole or not at all."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path

@@ -2,9 +2,9 @@
 
 Token ids come in as one integer array (or list) per text, special tokens included. This module
 cuts them to a `max_length` (keeping the head, the tail or both ends of the text), groups texts
-of similar length into batches and pads a batch to its longest member; `trial.py` wraps the
-padded arrays in tensors, `predict.py` hands them to onnxruntime. One implementation, so that
-serving sees what training saw.
+of similar length into batches and pads a batch to its longest member; `train/trial.py` wraps
+the padded arrays in tensors, `serve/predict.py` hands them to onnxruntime. One implementation,
+so that serving sees what training saw.
 """
 
 from __future__ import annotations
