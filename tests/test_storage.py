@@ -5,7 +5,6 @@ with no finished trial lost, and the export reads its winner from there."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -15,44 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import S3_BUCKET as BUCKET
 
 from sentune import analysis, config, runs
 from sentune.errors import RunError, StorageError
 from sentune.runs import storage
-
-BUCKET = "sentune-test"
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """A moto S3 server on 127.0.0.1 with bucket `BUCKET`; yields the environment that points
-    pyarrow (and boto3) at it. The variables are set in this process for the module's tests."""
-    moto_server = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=BUCKET)
-    try:
-        yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 def _fs():
@@ -168,40 +134,40 @@ def _trial_results(prefix: str) -> dict[str, list[dict]]:
     return results
 
 
-def test_a_status_that_missed_the_bucket_is_uploaded_after_the_experiment(tmp_path, monkeypatch):
-    """The ledger's status of a trial can miss Ray Tune's last upload of its staging; after the
-    experiment the driver writes the statuses the pulled run lacks and uploads them, also with a
-    ledger unpickled from Tune's state (as a resumed search gets it)."""
+def test_the_ledger_stores_each_result_and_the_status_in_the_bucket_at_once(tmp_path, monkeypatch):
+    """Tune copies a trial's staging into the bucket every few seconds, with its state; the
+    ledger uploads each result as Tune logs it and the status when the trial ends, so that a
+    kill in between loses neither (also as unpickled from Tune's state, as a resumed search
+    gets it)."""
     from types import SimpleNamespace
 
     from ray import cloudpickle  # what Ray Tune pickles its state with
 
     from sentune import search
 
-    options = search.SearchOptions(storage="s3://b/runs", cache_dir=tmp_path)
-    store = storage.open_storage(options.storage, cache_dir=tmp_path)
+    store = storage.open_storage("s3://b/runs", cache_dir=tmp_path)
     run_dir = store.run_dir("run")
-    staging, pushed = tmp_path / "staging", []
-    monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.append(paths))
+    pushed = []
+    monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.extend(paths))
     ledger = cloudpickle.loads(cloudpickle.dumps(search.trial_ledger(run_dir, run_dir, store)))
-    for name in ("t1", "t2"):
-        (staging / name).mkdir(parents=True)
-        (run_dir / name).mkdir(parents=True)
-        (run_dir / name / runs.PARAMS_FILE).write_text("{}")  # as pulled from the bucket
-        trial = SimpleNamespace(
-            local_path=str(staging / name),
-            path=f"b/runs/run/{name}",
-            error_file=None,
-            run_metadata=SimpleNamespace(num_failures=1),
-        )
-        ledger.on_trial_complete(0, [], trial)
-    # t2's status reached the bucket (so the pulled mirror has it); t1's did not.
-    shutil.copy(staging / "t2" / runs.TRIAL_STATUS, run_dir / "t2" / runs.TRIAL_STATUS)
+    staging = tmp_path / "staging" / "t1"
+    staging.mkdir(parents=True)
+    (staging / runs.PARAMS_FILE).write_text("{}")
+    (staging / runs.RESULTS_FILE).write_text('{"epoch": 1}\n')
+    trial = SimpleNamespace(
+        local_path=str(staging),
+        path="b/runs/run/t1",
+        error_file=None,
+        run_metadata=SimpleNamespace(num_failures=0),
+    )
+    ledger.on_trial_result(0, [], trial, {})
+    assert pushed == [run_dir / "t1" / runs.PARAMS_FILE, run_dir / "t1" / runs.RESULTS_FILE]
+    assert (run_dir / "t1" / runs.RESULTS_FILE).read_text() == '{"epoch": 1}\n'
     pushed.clear()
-    search.settle_statuses(store, run_dir, run_dir)
-    assert runs.read_trial_status(run_dir / "t1") == runs.read_trial_status(staging / "t1")
+    ledger.on_trial_complete(0, [], trial)
+    assert pushed == [run_dir / "t1" / runs.TRIAL_STATUS]
     assert runs.read_trial_status(run_dir / "t1")["status"] == runs.COMPLETED
-    assert pushed == [[run_dir / "t1" / runs.TRIAL_STATUS]]
+    assert runs.read_trial_status(staging) == runs.read_trial_status(run_dir / "t1")
 
 
 def _finished(prefix: str, status: str = runs.COMPLETED, error: str | None = None) -> set[str]:
@@ -327,15 +293,55 @@ def test_a_search_in_s3_survives_sigkill_resumes_and_exports(
     assert metrics
 
 
+def test_the_trials_that_ended_agree_before_a_resume(tmp_path):
+    """A kill between the journal's and the status's records of a trial's end: a trial that
+    either holds as ended is ended in both before Tune restores the run (and its trainable
+    then ends it at once); the others stay as they were."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sentune import search
+
+    run_dir = tmp_path / "run"
+    for name in ("stored", "told", "running", "failed", "complete"):
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / runs.PARAMS_FILE).write_text("{}")
+    runs.write_trial_status(run_dir / "stored", runs.COMPLETED, failures=0)
+    runs.write_trial_status(run_dir / "complete", runs.COMPLETED, failures=0)
+    runs.write_trial_status(run_dir / "failed", runs.ERROR, failures=1, error="boom")
+    journal = JournalStorage(JournalFileBackend(str(runs.optuna_journal(run_dir))))
+    study = optuna.create_study(study_name="run", storage=journal, direction="maximize")
+    for name, epochs in (("stored", 1), ("told", 1), ("running", 1), ("complete", 3)):
+        trial = study.ask()
+        trial.set_user_attr(runs.RAY_TRIAL_ID_ATTR, name)
+        for epoch in range(1, epochs + 1):
+            trial.report(0.5 + epoch / 10, epoch)
+        if name == "told":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    store = storage.open_storage(tmp_path, cache_dir=tmp_path)
+
+    finished = search.finished_trials(run_dir, run_dir, store, study=study, max_epochs=3)
+
+    assert finished == {"stored", "told", "complete"}
+    status = {n: runs.read_trial_status(run_dir / n).get("status") for n in ("told", "running")}
+    assert status == {"told": runs.COMPLETED, "running": None}
+    assert runs.read_trial_status(run_dir / "failed")["status"] == runs.ERROR
+    states = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.get_trials()}
+    assert states["stored"].state == optuna.trial.TrialState.PRUNED  # stopped at epoch 1 of 3
+    assert states["complete"].state == optuna.trial.TrialState.COMPLETE
+    assert states["complete"].value == pytest.approx(0.8)
+    assert states["running"].state == optuna.trial.TrialState.RUNNING
+
+
 @pytest.mark.parametrize("remote", [True, False])
 def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     tmp_path, monkeypatch, remote
 ):
-    """A SIGKILL between Tune's saving a trial as finished and the ledger's writing its status
-    left the trial without one: every resume then read the search as unfinished, so it never
-    ended (seen with a trial ASHA stopped just before the kill). The ledger settles Tune's
-    restored finished trials at the first step of each fit, also when unpickled from Tune's
-    state."""
+    """A SIGKILL after Tune saved a trial as finished but before its status was stored left
+    the trial without one: every resume then read the search as unfinished. The ledger
+    settles Tune's restored finished trials at the first step of each fit, also when
+    unpickled from Tune's state, and stores the status at once."""
     from types import SimpleNamespace
 
     from ray import cloudpickle
@@ -343,11 +349,10 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     from sentune import search
 
     storage_uri = "s3://b/runs" if remote else str(tmp_path / "trials")
-    options = search.SearchOptions(storage=storage_uri, cache_dir=tmp_path)
-    store = storage.open_storage(options.storage, cache_dir=tmp_path)
+    store = storage.open_storage(storage_uri, cache_dir=tmp_path)
     run_dir = store.run_dir("run")
     pushed = []
-    monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.append(paths))
+    monkeypatch.setattr(storage, "push", lambda s, name, paths=None: pushed.extend(paths))
     ledger = cloudpickle.loads(cloudpickle.dumps(search.trial_ledger(run_dir, run_dir, store)))
     trials = []
     for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "TERMINATED")):
@@ -365,12 +370,10 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
     runs.write_trial_status(run_dir / "failed", runs.ERROR, failures=1, error="boom")
     ledger.setup()  # Tune, at the start of each fit
     ledger.on_step_begin(0, trials)
-    search.settle_statuses(store, run_dir, run_dir)  # as `_finish` does (remote runs only)
     assert runs.read_trial_status(run_dir / "done")["status"] == runs.COMPLETED
     assert runs.read_trial_status(run_dir / "running") == {}
     assert runs.read_trial_status(run_dir / "failed")["status"] == runs.ERROR
-    if remote:
-        assert pushed == [[run_dir / "done" / runs.TRIAL_STATUS]]
+    assert pushed == [run_dir / "done" / runs.TRIAL_STATUS]
     # Once per fit: a trial Tune ends later gets its status from on_trial_complete.
     (run_dir / "done" / runs.TRIAL_STATUS).unlink()
     ledger.on_step_begin(1, trials)

@@ -79,6 +79,10 @@ class SearchOptions:
         trial_hook: Called in the trial's process after each report with the metrics and
             whether the trial continued from a checkpoint; what it raises fails the trial (the
             fault-tolerance tests inject failures through it). Pickled to the trial workers.
+        ledger_hook: Called in the search's process by the trial ledger (`trial_ledger`) as
+            it records a trial's outcome: `("before-status", trial)` once the journal has it
+            and before the status is written, `("after-status", trial)` once the status is
+            stored. The kill-and-resume tests kill the driver there. Pickled with Tune's state.
         mps: Run the trials under CUDA MPS (`cuda_mps`): packed trials then share the GPU's
             SMs at once rather than by time slices. Opt-in and not yet measured.
         started_at: When the command started (`time.time()`); trials report the seconds from
@@ -99,6 +103,7 @@ class SearchOptions:
     verbose: bool = False
     name: str | None = None
     trial_hook: Callable[[dict[str, Any], bool], None] | None = None
+    ledger_hook: Callable[[str, Any], None] | None = None
     mps: bool = False
     started_at: float | None = None
 
@@ -348,10 +353,17 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
         model_path, data = reloaded()
         settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
         _import_while_trials_run()
+        finished = finished_trials(
+            run_dir,
+            run_dir,
+            _store(options),
+            study=_study_of(run_dir, manifest),
+            max_epochs=budget.max_epochs,
+        )
         tuner = tune.Tuner.restore(
             location,
             trainable=_trainable_with_resources(
-                data, settings, budget, options.trial_hook, run_dir
+                data, settings, budget, options.trial_hook, run_dir, finished=finished
             ),
             resume_unfinished=True,
             resume_errored=True,
@@ -456,7 +468,6 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     store = _store(options)
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)  # Ray Tune's files of a remote run
-    settle_statuses(store, run_dir, run_dir)
     _settle_unknown_trials(run_dir, run_dir, grid, store)
     statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
     for name, status in statuses.items():
@@ -510,13 +521,17 @@ def _confirm(
     from sentune.analysis import confirmation_plan
 
     folder = f"{_location(run_dir, options)}/{runs.CONFIRM_DIR}"
-    trainable = _trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
     if tune.Tuner.can_restore(folder):
         log.info("continuing the confirmation of %s over seeds", run_dir.name)
+        finished = finished_trials(runs.confirm_dir(run_dir), run_dir, _store(options))
+        trainable = _trainable_with_resources(
+            data, settings, budget, options.trial_hook, run_dir, finished=finished
+        )
         tuner = tune.Tuner.restore(
             folder, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
+        trainable = _trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
         run = runs.open_run(run_dir)
         plan = confirmation_plan(run)
         configs = [
@@ -569,7 +584,9 @@ def _build_confirm_tuner(
             _location(run_dir, options),
             progress,
             options,
-            ledger=trial_ledger(runs.confirm_dir(run_dir), run_dir, _store(options)),
+            ledger=trial_ledger(
+                runs.confirm_dir(run_dir), run_dir, _store(options), hook=options.ledger_hook
+            ),
         ),
     )
 
@@ -584,7 +601,6 @@ def _finish_confirm(run_dir: Path, grid, options: SearchOptions) -> None:
     store = _store(options)
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)
-    settle_statuses(store, run_dir, runs.confirm_dir(run_dir))
     _settle_unknown_trials(runs.confirm_dir(run_dir), run_dir, grid, store)
     folders = runs.trial_dirs(runs.confirm_dir(run_dir))
     statuses = {d.name: runs.read_trial_status(d).get("status") for d in folders}
@@ -636,12 +652,23 @@ def _settle_unknown_trials(folder: Path, run_dir: Path, grid, store: storage.Sto
 
 
 def _trainable_with_resources(
-    data: PreparedData, settings: TrialSettings, budget: BudgetConfig, hook, run_dir: Path
+    data: PreparedData,
+    settings: TrialSettings,
+    budget: BudgetConfig,
+    hook,
+    run_dir: Path,
+    *,
+    finished: frozenset[str] = frozenset(),
 ):
     from ray import tune
 
     trainable = tune.with_parameters(
-        _trainable, data=data, settings=settings, hook=hook, progress_dir=_progress_dir(run_dir)
+        _trainable,
+        data=data,
+        settings=settings,
+        hook=hook,
+        progress_dir=_progress_dir(run_dir),
+        finished=finished,
     )
     return tune.with_resources(
         trainable, {"cpu": budget.cpus_per_trial, "gpu": budget.gpus_per_trial}
@@ -695,7 +722,7 @@ def _build_tuner(
             _store(options).uri or str(run_dir.resolve().parent),
             _progress_reporter(spec, options, run_dir),
             options,
-            ledger=trial_ledger(run_dir, run_dir, _store(options)),
+            ledger=trial_ledger(run_dir, run_dir, _store(options), hook=options.ledger_hook),
         ),
     )
 
@@ -704,6 +731,7 @@ def _run_config(name: str, storage_path: str, progress, options: SearchOptions, 
     """Where a Tune experiment writes (`<storage_path>/<name>`: a folder or a URI), its
     checkpoints, retries and callbacks: the same for the search and its confirmation."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     return tune.RunConfig(
         name=name,
@@ -718,7 +746,9 @@ def _run_config(name: str, storage_path: str, progress, options: SearchOptions, 
             checkpoint_score_order=config.MODE,
         ),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        callbacks=[ledger, progress],
+        # Ray's JSON logger writes each result into the trial's staging before the ledger
+        # stores it (Tune would add the logger after the ledger otherwise).
+        callbacks=[JsonLoggerCallback(), ledger, progress],
         verbose=1 if options.verbose else 0,
     )
 
@@ -742,10 +772,16 @@ def _trainable(
     settings: TrialSettings,
     hook=None,
     progress_dir: str | None = None,
+    finished: frozenset[str] = frozenset(),
 ):
     """The Tune function trainable: `run_trial` with a callback that reports to Tune, and one
-    that writes where each epoch stands to `progress_dir` (`progress.ProgressFile`)."""
+    that writes where each epoch stands to `progress_dir` (`progress.ProgressFile`). A trial
+    whose folder is in `finished` ended before a kill that Tune's saved state missed
+    (`finished_trials`): it ends at once, untouched."""
     from ray import tune
+
+    if Path(tune.get_context().get_trial_dir()).name in finished:
+        return
     from transformers.utils import logging as hf_logging
 
     from sentune.progress import ProgressFile
@@ -1256,10 +1292,8 @@ def _journal_searcher_class():
             inference = self._inference.get(trial_id, {})
             if error:
                 state, value = TrialState.FAIL, None
-            elif not scores or reached < self._max_epochs:
-                state, value = TrialState.PRUNED, None
             else:
-                state, value = TrialState.COMPLETE, max(scores.values())
+                value, state = _journal_outcome(scores, reached, self._max_epochs)
             if state == TrialState.COMPLETE and self._objective.multi:
                 missing = [m for m in self._objective.metrics[1:] if m not in inference]
                 if missing:
@@ -1302,6 +1336,94 @@ def build_scheduler(name: str, spec: SearchSpec):
         grace_period=spec.budget.grace_period,
         reduction_factor=spec.budget.reduction_factor,
     )
+
+
+# --- one record of a trial's end, across a kill -------------------------------------------------
+
+
+def finished_trials(
+    folder: Path, run_dir: Path, store: storage.Storage, *, study=None, max_epochs: float = 0
+) -> frozenset[str]:
+    """Before Tune restores an experiment (a search, or its confirmation, whose trial folders
+    are in `folder`): the trials that ended, by the run's own records, made to agree.
+
+    When a trial ends (ASHA stops it, or it trained its budget), in one step of Tune's loop:
+    the searcher tells the Optuna journal (written at once), the ledger writes and stores the
+    trial's status (`trial_ledger`), and Tune marks the trial TERMINATED in memory, to save its
+    state at the end of a step, every few seconds. A kill in between leaves the journal ahead
+    of the status and both ahead of Tune's saved state, which still holds the trial as running:
+    Tune restores it, and would train a finished trial further and change its history and
+    score. A trial that the journal or its status holds as ended did end: its status is written
+    where missing and the journal told where it is not, and the trainable ends such a trial at
+    once when Tune restarts it (`_trainable`'s `finished`), so that Tune's searcher, scheduler
+    and callbacks see it end as they would have.
+
+    Args:
+        folder: The experiment's trial folders (the run's or its confirmation's; for a run in
+            object storage, the mirror, pulled).
+        run_dir: The run folder (its mirror for object storage).
+        store: Where the run is kept: what changes in the mirror is uploaded.
+        study: The run's Optuna study (None for the confirmation, which has none).
+        max_epochs: The budget: a trial that reached fewer epochs was stopped early (PRUNED).
+
+    Returns:
+        The names of the trial folders that ended.
+    """
+    statuses = {d.name: runs.read_trial_status(d).get("status") for d in runs.trial_dirs(folder)}
+    journal = _journal_trials(study)
+    finished = {
+        name
+        for name, status in statuses.items()
+        if status == runs.COMPLETED
+        or (name in journal and journal[name].state.name in ("COMPLETE", "PRUNED"))
+    }
+    settled, told = [], []
+    for name in sorted(finished):
+        if statuses[name] != runs.COMPLETED:
+            runs.write_trial_status(folder / name, runs.COMPLETED, failures=0)
+            settled.append(folder / name / runs.TRIAL_STATUS)
+        if name in journal and not journal[name].state.is_finished():
+            scores = journal[name].intermediate_values
+            value, outcome = _journal_outcome(scores, max(scores, default=0), max_epochs)
+            study.tell(journal[name].number, value, state=outcome)
+            told = [runs.optuna_journal(run_dir)]
+    storage.push(store, run_dir.name, [*settled, *told])
+    return frozenset(finished)
+
+
+def _journal_trials(study) -> dict[str, Any]:
+    """The study's trials by the Ray trial each one is ({} without a study)."""
+    if study is None:
+        return {}
+    return {
+        t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t
+        for t in study.get_trials(deepcopy=False)
+        if runs.RAY_TRIAL_ID_ATTR in t.user_attrs
+    }
+
+
+def _journal_outcome(scores: dict[int, float], reached: float, max_epochs: float):
+    """How the journal records a trial that ended without error, by its score at each epoch
+    and the epoch it reached: COMPLETE with its best epoch's score when it trained the budget,
+    else PRUNED (ASHA stopped it). Returns `(value, state)`, as `Study.tell` takes them."""
+    from optuna.trial import TrialState
+
+    if not scores or reached < float(max_epochs):
+        return None, TrialState.PRUNED
+    return max(scores.values()), TrialState.COMPLETE
+
+
+def _study_of(run_dir: Path, manifest: runs.Manifest):
+    """The run's Optuna study, from its journal (None when the run searched nothing)."""
+    journal = runs.optuna_journal(run_dir)
+    if not manifest.optuna_study or not journal.is_file():
+        return None
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage_ = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=manifest.optuna_study, storage=storage_)
 
 
 # --- the Tune callbacks: terminal lines and the trial ledger -------------------------------------
@@ -1377,100 +1499,80 @@ def progress_callback(
     return ProgressReporter()
 
 
-#: Each trial's outcome as this process's ledgers recorded it, by the trial's folder in the
-#: mirror of a run in object storage: `settle_statuses` uploads what Tune's last upload of its
-#: staging missed.
-_RECORDED: dict[Path, tuple[str, int, str]] = {}
+def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage, *, hook=None):
+    """A Tune callback that keeps the run's own record of each trial in its folder in `folder`
+    (the experiment's: the run's, or its confirmation's): its results as soon as Tune logs them,
+    and its outcome (`TRIAL_STATUS`) when it ends.
 
+    Ray Tune writes a trial's results into its local staging and copies them into the run every
+    few seconds, with its own state; a killed search loses what came in between. The ledger
+    stores each result at once (Ray's JSON logger must come before it in the callbacks), so
+    that when the searcher tells the journal that a trial ended, the trial's history is already
+    in the run; then the ledger writes the status. Ray leaves `error.txt` behind for a failure
+    even when the retry succeeds; the status says whether the trial completed, is being
+    retried, or errored for good (with the reason). Before a resume, `finished_trials` reads
+    these records, and the first step of a resumed experiment writes the status of a trial
+    that Tune saved as finished when a kill lost it.
 
-def _remember_status(trial_dir: Path, record: tuple[str, int, str]) -> None:
-    """Keep a ledger's record for `settle_statuses`. A module function, not the ledger's own
-    code: a resumed search's ledger is unpickled from Tune's state, and only a function found
-    by name here (not a copy pickled with it) writes to this process's `_RECORDED`."""
-    _RECORDED[trial_dir.resolve()] = record
-
-
-def settle_statuses(store: storage.Storage, run_dir: Path, folder: Path) -> None:
-    """After a Tune experiment of a run in object storage ended, and its files were pulled into
-    the mirror: write and upload each trial status (`runs.TRIAL_STATUS`) that this process
-    recorded but the bucket lacks or holds older.
-
-    The ledger writes a status into Tune's local staging, which Tune uploads with its own state;
-    the status of the trial that ended last could miss that upload (seen 1 run in 4 after a
-    SIGKILL and `--resume`), and the trial then read as unfinished.
-    """
-    if not store.remote:
-        return
-    settled = []
-    for trial_dir in runs.trial_dirs(folder):
-        recorded = _RECORDED.get(trial_dir.resolve())
-        if recorded is None or runs.read_trial_status(trial_dir).get("status") == recorded[0]:
-            continue
-        status, failures, error = recorded
-        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
-        settled.append(trial_dir / runs.TRIAL_STATUS)
-    if settled:
-        log.debug("uploaded %d trial status(es) that Tune's last upload missed", len(settled))
-        storage.push(store, run_dir.name, settled)
-
-
-def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage):
-    """A Tune callback that writes each trial's outcome (`TRIAL_STATUS`) into its folder in
-    `folder` (the experiment's local folder: the run's, or its confirmation's).
-
-    Ray leaves `error.txt` behind for a failure even when the retry succeeds; this record says
-    whether the trial completed, is being retried, or errored for good (with the reason).
-
-    For a run in object storage the status goes into the trial's folder in Ray Tune's local
-    staging, which Tune uploads together with its own experiment state: after a SIGKILL the
-    two agree on which trials finished. The Optuna journal (in the mirror) is pushed after
-    each result. The class is defined on first use so that importing this module (as `analysis`
-    and the CLI do) does not import Ray Tune.
+    `hook` (tests: kill the driver at a chosen point) is called with `("before-status", trial)`
+    when the journal holds the trial's end and its status is not yet written, and with
+    `("after-status", trial)` once the status is stored. The class is defined on first use so
+    that importing this module (as `analysis` and the CLI do) does not import Ray Tune.
     """
     from ray.tune import Callback
     from ray.tune.experiment import Trial
 
     journal = runs.optuna_journal(run_dir)
 
+    def store_files(trial, names: tuple[str, ...]) -> None:
+        """Copy files of the trial's staging into its folder in the run (uploaded for a run
+        in object storage, where `folder` is the mirror)."""
+        staging, stored = Path(trial.local_path), folder / Path(trial.path).name
+        if staging == stored:
+            return
+        stored.mkdir(parents=True, exist_ok=True)
+        copied = [
+            runs.write_bytes(stored / name, (staging / name).read_bytes())
+            for name in names
+            if (staging / name).is_file()
+        ]
+        storage.push(store, run_dir.name, copied)
+
     def record(trial, status: str) -> None:
-        trial_dir = Path(trial.local_path) if store.remote else folder / Path(trial.path).name
-        if not trial_dir.is_dir():
+        if not Path(trial.local_path).is_dir():
             return  # the trial never wrote its folder
+        if store.remote and journal.is_file():
+            storage.push(store, run_dir.name, [journal])
+        if hook is not None:
+            hook("before-status", trial)
         error = "" if status == runs.COMPLETED else runs.last_error_line(trial.error_file)
         failures = trial.run_metadata.num_failures
-        runs.write_trial_status(trial_dir, status, failures=failures, error=error)
-        if store.remote:
-            _remember_status(folder / Path(trial.path).name, (status, failures, error))
-            if journal.is_file():
-                storage.push(store, run_dir.name, [journal])
-
-    def settle_restored(trial) -> None:
-        trial_dir = folder / Path(trial.path).name
-        if not trial_dir.is_dir() or runs.read_trial_status(trial_dir):
-            return
-        failures = trial.run_metadata.num_failures
-        # Tune's staging of a restored trial may be empty: `search._finish` uploads it.
-        if store.remote:
-            _remember_status(trial_dir, (runs.COMPLETED, failures, ""))
-        else:
-            runs.write_trial_status(trial_dir, runs.COMPLETED, failures=failures, error="")
+        # In Tune's staging too: Tune copies it into the run with the trial's other files.
+        runs.write_trial_status(trial.local_path, status, failures=failures, error=error)
+        store_files(trial, (runs.TRIAL_STATUS,))
+        if hook is not None:
+            hook("after-status", trial)
 
     class TrialLedger(Callback):
         def setup(self, **info):
             self.restored_unchecked = True  # each `fit`, a resumed one too
 
         def on_step_begin(self, iteration, trials, **info):
-            # Once per `fit`, at its first step: a trial that Tune had saved as finished may
-            # lack its status, when the process was killed between the two; it would read as
-            # unfinished on every resume, and the search would never end.
+            # Once per `fit`, at its first step: a trial that Tune restored as finished whose
+            # status a kill lost gets it, or it would read as unfinished on every resume.
             if not getattr(self, "restored_unchecked", False):
                 return
             self.restored_unchecked = False
             for trial in trials:
-                if trial.status == Trial.TERMINATED:
-                    settle_restored(trial)
+                stored = folder / Path(trial.path).name
+                if trial.status == Trial.TERMINATED and not runs.read_trial_status(stored):
+                    failures = trial.run_metadata.num_failures
+                    if stored.is_dir():
+                        runs.write_trial_status(stored, runs.COMPLETED, failures=failures)
+                        storage.push(store, run_dir.name, [stored / runs.TRIAL_STATUS])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            store_files(trial, (runs.PARAMS_FILE, runs.RESULTS_FILE))
             if store.remote and journal.is_file():
                 storage.push(store, run_dir.name, [journal])
 

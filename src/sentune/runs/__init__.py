@@ -20,6 +20,7 @@ from sentune.machine import (
     package_versions,
 )
 from sentune.runs.atomic import (
+    write_bytes,
     write_csv,
     write_json,
     write_text,
@@ -143,6 +144,7 @@ __all__ = [
     "trial_dirs",
     "trial_error",
     "trial_seed",
+    "write_bytes",
     "write_csv",
     "write_json",
     "write_manifest",

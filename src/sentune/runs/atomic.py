@@ -20,6 +20,15 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write a file's bytes whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
 def write_json(path: Path, value: Any) -> Path:
     """Write JSON whole or not at all."""
     return write_text(path, json.dumps(value, indent=1, default=str))

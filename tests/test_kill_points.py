@@ -1,0 +1,164 @@
+"""A search SIGKILLed at a chosen point of a trial's end, then resumed: the trial stays as it
+ended. When ASHA stops a trial, one step of Tune's loop tells the Optuna journal, then the
+ledger stores the trial's status, and Tune saves its own state seconds later; a kill between
+them used to leave Tune's state with the trial running, and the resumed search trained the
+stopped trial further (an extra epoch, a different score). The ledger's `hook` kills the driver
+at each point, so each ordering is forced instead of hoped for; `test_faults.py` and
+`test_storage.py` keep a kill at a real, unplanned time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sentune import config, runs
+
+pytestmark = pytest.mark.slow
+
+MAX_EPOCHS = 3
+
+# The driver, in its own process (the hook SIGKILLs it). The hook is pickled with Tune's state
+# and comes back with a resumed search: the marker file makes it kill once.
+DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from sentune import search, space
+
+space_file, storage, cache, point, marker, max_epochs = sys.argv[1:7]
+
+def kill_at(point, marker, max_epochs):
+    def hook(reached, trial):
+        epoch = (trial.last_result or {}).get("epoch", max_epochs)
+        if reached == point and epoch < max_epochs and not os.path.exists(marker):
+            Path(marker).write_text(trial.trial_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return hook
+
+options = search.SearchOptions(
+    storage=storage, cache_dir=Path(cache), precision="fp32", dashboard=False, name="killed",
+    ledger_hook=kill_at(point, marker, int(max_epochs)),
+)
+search.run(space.load(space_file), options=options)
+"""
+
+
+def _run_killed(tmp_path: Path, space_file: Path, storage: str, point: str, env: dict) -> str:
+    """Run the search until the hook kills it at `point`; end its Ray processes; return the id
+    of the trial whose end was cut."""
+    marker = tmp_path / "killed-trial"
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DRIVER), str(space_file), storage,
+         str(tmp_path / config.CACHE_DIR), point, str(marker), str(MAX_EPOCHS)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            try:
+                family |= {c.pid for c in psutil.Process(driver.pid).children(recursive=True)}
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(timeout=30)
+        log.close()
+        _end(family)
+    text = (tmp_path / "first.log").read_text()[-3000:]
+    assert driver.returncode == -signal.SIGKILL, text
+    assert marker.is_file(), f"no trial was stopped early before the search ended:\n{text}"
+    return marker.read_text()
+
+
+def _end(pids: set[int]) -> None:
+    """Ray's processes share the killed driver's fate within seconds; end any straggler."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in pids):
+        time.sleep(0.5)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _resume(tmp_path: Path, run: str, storage: str, env: dict) -> None:
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sentune.cli", "search", "--resume", run, "--storage", storage,
+         "--no-dashboard", "--analysis", "analysis"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def _epochs(run_dir: Path) -> dict[str, list[float]]:
+    return {
+        path.parent.name: [
+            json.loads(line)[config.EPOCH] for line in path.read_text().splitlines() if line
+        ]
+        for path in run_dir.glob(f"*/{runs.RESULTS_FILE}")
+    }
+
+
+def _check_kept(run_dir: Path, killed: str, before: dict[str, list[float]]) -> None:
+    """The cut trial kept its epochs, status and journal record; every trial finished."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    after = _epochs(run_dir)
+    assert after[killed] == before[killed], (killed, before[killed], after[killed])
+    assert len(after[killed]) < MAX_EPOCHS
+    statuses = {d.name: runs.read_trial_status(d).get("status") for d in runs.trial_dirs(run_dir)}
+    assert set(statuses.values()) == {runs.COMPLETED}, statuses
+    journal = JournalStorage(JournalFileBackend(str(runs.optuna_journal(run_dir))))
+    study = optuna.load_study(study_name=runs.read_manifest(run_dir).optuna_study, storage=journal)
+    (told,) = [t for t in study.trials if t.user_attrs[runs.RAY_TRIAL_ID_ATTR] == killed]
+    assert told.state == optuna.trial.TrialState.PRUNED
+    assert sorted(told.intermediate_values) == [int(e) for e in before[killed]]
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.mark.parametrize("point", ["before-status", "after-status"])
+def test_a_trial_killed_at_its_end_stays_ended_after_resume(
+    point, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=4)
+    storage, env = str(tmp_path / "trials"), _env()
+    killed = _run_killed(tmp_path, space_file, storage, point, env)
+    run_dir = tmp_path / "trials" / "killed"
+    before = _epochs(run_dir)
+    _resume(tmp_path, str(run_dir), storage, env)
+    _check_kept(run_dir, killed, before)
+
+
+@pytest.mark.parametrize("point", ["before-status", "after-status"])
+def test_a_trial_killed_at_its_end_stays_ended_in_object_storage(
+    point, s3_env, write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    from sentune.runs import storage as stores
+
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=4)
+    uri, env = "s3://sentune-test/kill-points-" + point, _env(**s3_env)
+    killed = _run_killed(tmp_path, space_file, uri, point, env)
+    store = stores.open_storage(uri, cache_dir=tmp_path / "reader")
+    before = _epochs(stores.pull(store, "killed", bodies=False))
+    _resume(tmp_path, "killed", uri, env)
+    _check_kept(stores.pull(store, "killed", bodies=False), killed, before)
