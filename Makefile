@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report dashboard export keys readme-keys test lint bench-trial bench-latency bench gpu-check clean
+.PHONY: help install search leaderboard report dashboard export keys readme-keys test test-fast lint bench-trial bench-latency bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ readme-keys: $(STAMP) ## rewrite the README's table of dotted keys from config.p
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+test-fast: $(STAMP) ## the suite without the real searches (marked slow): the inner loop
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src tests benchmarks

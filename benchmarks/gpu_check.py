@@ -211,7 +211,7 @@ def run_check(
         "mfu": achieved / peak if peak else None,
         "params": params,
         "wall_s": wall,
-        "val_macro_f1": history[-1][config.OBJECTIVE],
+        "val_macro_f1": history[-1][config.VAL_MACRO_F1],
     }
 
 
@@ -419,10 +419,10 @@ def search_check(
 
 #: Lines of `sentune search`'s output that mark its start-up phases, by what they end.
 _PHASE_LINES = {
-    "data_ready_s": re.compile(r"sentune\.search: search \S+: \d+ trials"),
+    "data_ready_s": re.compile(r"sentune\.search\.driver: search \S+: \d+ trials"),
     "first_trial_started_s": re.compile(r"^trial \S+ started:"),
-    # Printed with the first report (`progress.py`), so after the step itself; seconds since
-    # this benchmark started the process, the interpreter's own start included.
+    # Printed with the first report (`search/progress.py`), so after the step itself; seconds
+    # since this benchmark started the process, the interpreter's own start included.
     "first_step_seen_s": re.compile(r"^first training step "),
 }
 

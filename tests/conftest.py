@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sentune.machine import environment
+
 # Ray reads this when imported: tests keep every Ray service on loopback (see search.py).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -163,17 +165,12 @@ def s3_env():
         "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     import boto3
 
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=S3_BUCKET)
     try:
-        yield env
+        with environment(env):
+            s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
+            s3.create_bucket(Bucket=S3_BUCKET)
+            yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()

@@ -94,7 +94,7 @@ def write_trial(
         lines.append(
             json.dumps(
                 {
-                    config.OBJECTIVE: score,
+                    config.VAL_MACRO_F1: score,
                     config.VAL_F1_WEIGHTED: score,
                     config.VAL_ACCURACY: score,
                     config.VAL_LOSS: 1 - score,
@@ -146,7 +146,7 @@ def test_leaderboard_is_best_first_and_scores_each_trial_by_its_best_epoch(small
     # aaaa alone trained the full 3 epochs; the rest are compared at epoch 1, which all reached.
     assert table["trial_id"].tolist() == ["aaaa", "eeee", "bbbb", "cccc", "dddd"]
     best = table.set_index("trial_id")
-    assert best.loc["aaaa", config.OBJECTIVE] == 0.8
+    assert best.loc["aaaa", config.VAL_MACRO_F1] == 0.8
     assert best.loc["aaaa", "best_epoch"] == 2
     assert best.loc["aaaa", "epochs"] == 3
     assert best.loc["aaaa", config.TRAIN_SAMPLES_PER_S] == pytest.approx(101.0)
@@ -176,7 +176,7 @@ def test_leaderboard_compares_trials_at_equal_fidelity(tmp_path):
     assert board.loc["first", "rank_score"] == pytest.approx(0.7613)
     assert (board.drop(index="first")["rank_epoch"] == 1).all()
     assert board.loc["second", "rank_score"] == pytest.approx(0.66)
-    assert board.loc["fourth", config.OBJECTIVE] == pytest.approx(0.64)
+    assert board.loc["fourth", config.VAL_MACRO_F1] == pytest.approx(0.64)
     # Scored at epoch 1, "fourth" (0.64) beats "fifth" (0.55); "third" (0.65) beats "fourth"
     # though by best epoch "third" got 0.702 from an extra epoch "fourth" never had.
     for column, epoch in (("f1@1", 1), ("f1@2", 2), ("f1@3", 3)):
@@ -267,7 +267,7 @@ def test_a_killed_run_keeps_what_finished(small_run):
     assert table.loc["aaaa", "epochs"] == 2
     assert table.loc["aaaa", "status"] == analysis.UNFINISHED
     assert table.loc["ffff", "status"] == analysis.UNFINISHED
-    assert math.isnan(table.loc["ffff", config.OBJECTIVE])
+    assert math.isnan(table.loc["ffff", config.VAL_MACRO_F1])
     curves = analysis.learning_curves(run)
     assert set(curves["trial_id"]) == {"aaaa", "bbbb", "cccc", "dddd", "eeee"}
     history = analysis.optimization_history(analysis.leaderboard(run), curves)
@@ -280,7 +280,7 @@ def test_learning_curves_are_long_with_wall_time(small_run):
     assert len(curves) == 3 + 1 + 2 + 1 + 2
     aaaa = curves[curves["trial_id"] == "aaaa"]
     assert aaaa[config.EPOCH].tolist() == [1, 2, 3]
-    assert aaaa[config.OBJECTIVE].tolist() == [0.5, 0.8, 0.7]
+    assert aaaa[config.VAL_MACRO_F1].tolist() == [0.5, 0.8, 0.7]
     assert curves["wall_s"].min() >= 0
 
 
@@ -500,7 +500,7 @@ def test_floor_verdict_of_a_trial_past_its_peak_names_no_cause(tmp_path):
     assert verdict.best == verdict.floor == 0.7  # a tie does not beat the floor either
     assert not verdict.still_improving and verdict.causes == ()
     # Perfect scores on easy data: a tie at 1.0 has no cause to name.
-    perfect = table.assign(**{config.OBJECTIVE: 1.0})
+    perfect = table.assign(**{config.VAL_MACRO_F1: 1.0})
     assert analysis.floor_verdict(run, perfect, _floor(1.0, train_size=500)) is None
 
 
@@ -591,7 +591,7 @@ def test_board_ranks_the_floor_among_the_trials(small_run):
         "dddd",
     ]
     assert board.floor_row == 2
-    assert board.table.loc[2, config.OBJECTIVE] == 0.7
+    assert board.table.loc[2, config.VAL_MACRO_F1] == 0.7
     assert list(board.table.columns) == analysis.BOARD_COLUMNS + SEARCHED
     # A trial that ties with the floor does not push it down, nor does one below it.
     assert analysis.board_with_floor(table, SEARCHED, _floor(0.6)).floor_row == 4
@@ -725,10 +725,10 @@ def test_the_confirmation_scores_each_seed_and_the_best_mean_wins(tmp_path):
     confirmed = analysis.confirmation(run)
     table = confirmed.table
     assert table.columns.tolist()[:6] == [
-        "rank", "trial_id", "seed", config.OBJECTIVE, "mean", "std"
+        "rank", "trial_id", "seed", config.VAL_MACRO_F1, "mean", "std"
     ]  # fmt: skip
     assert table[["trial_id", "seed"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0], ["b", 1]]
-    assert table[config.OBJECTIVE].tolist() == pytest.approx([0.8, 0.7, 0.78, 0.79])
+    assert table[config.VAL_MACRO_F1].tolist() == pytest.approx([0.8, 0.7, 0.78, 0.79])
     assert table["confirm_trial"].tolist() == ["", "a-seed1", "", "b-seed1"]
     means = table.groupby("trial_id")["mean"].first()
     assert means.to_dict() == pytest.approx({"a": 0.75, "b": 0.785})
@@ -795,7 +795,7 @@ def latency_run(tmp_path) -> Path:
     run_dir = tmp_path / "trials" / "latency-20260101-000000"
     write_manifest(
         run_dir,
-        objective={"metrics": [config.OBJECTIVE, config.LATENCY_P95_MS], "constraints": {}},
+        objective={"metrics": [config.VAL_MACRO_F1, config.LATENCY_P95_MS], "constraints": {}},
     )
     trials = [
         ("deep", [0.60, 0.70, 0.74], 12.0),
@@ -820,7 +820,7 @@ def test_pareto_table_marks_the_front_and_the_budget(latency_run):
         "shallow": True,
         "slow-worse": False,
     }
-    assert table.loc["deep", config.OBJECTIVE] == pytest.approx(0.74)  # the leaderboard's score
+    assert table.loc["deep", config.VAL_MACRO_F1] == pytest.approx(0.74)  # the leaderboard's score
     assert table.loc["mid", config.LATENCY_P50_MS] == 3.0
     assert not table.loc["deep", "meets_budget"] and table.loc["mid", "meets_budget"]
     assert front.chosen == "mid"  # best F1 on the front within 8 ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,10 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            if node.module == "sentune":
-                found |= {f"sentune.{alias.name}" for alias in node.names}
+            # `from a.b import c` imports the module `a.b.c` where there is one, else `a.b`.
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if _module_of(sub) == sub else node.module)
     return found
 
 
@@ -39,18 +41,86 @@ def _name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
 
 
+def _module_of(imported: str) -> str | None:
+    """The sentune module (file) an import names: `sentune.runs.storage` is the module
+    `runs/storage.py`, `sentune.runs.write_json` the package `runs/__init__.py`."""
+    if not imported.startswith("sentune"):
+        return None
+    while imported:
+        path = PACKAGE.parent / imported.replace(".", "/")
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return imported
+        imported = imported.rpartition(".")[0]
+    return None
+
+
+@functools.cache
+def _graph() -> dict[str, set[str]]:
+    """Each sentune module → the sentune modules it imports (lazily or not)."""
+    graph = {}
+    for path in MODULES:
+        name = _name(path).removesuffix(".__init__")
+        graph[name] = {m for m in map(_module_of, _imports(path)) if m and m != name}
+    return graph
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _in_search(name: str) -> bool:
+    return name == "sentune.search" or name.startswith("sentune.search.")
+
+
+#: Modules that run searches, and so reach Ray through `sentune.search` (never by themselves).
+SEARCH_USERS = ("sentune.cli", "sentune.bench")
+
+
 @pytest.mark.parametrize("path", MODULES, ids=_name)
-def test_only_search_imports_ray(path):
-    if _name(path) == "sentune.search":
+def test_only_the_search_package_imports_ray(path):
+    """Only modules inside `sentune/search/` name Ray, lazily or not."""
+    if _in_search(_name(path)):
         return
     ray = sorted(m for m in _imports(path) if m == "ray" or m.startswith("ray."))
     assert not ray, f"{_name(path)} imports {ray}; only sentune.search may"
 
 
-def test_search_imports_ray_only_inside_functions():
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_nothing_reaches_ray_through_another_module(path):
+    """No module outside the search package reaches it, at any depth and lazily or not (so no
+    Ray through an import of an import), except the commands that run searches."""
+    name = _name(path).removesuffix(".__init__")
+    if _in_search(name) or _within(name, SEARCH_USERS):
+        return
+    reached = sorted(m for m in _reach(_graph(), name) if _in_search(m))
+    assert not reached, f"{name} reaches {reached}: only the search package knows Ray"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "search").rglob("*.py")), ids=_name)
+def test_the_search_package_imports_ray_only_inside_functions(path):
     """The CLI, the analysis and a trial's worker import it without waiting for Ray."""
-    top = _top_level_imports(PACKAGE / "search.py")
-    assert not {m for m in top if m == "ray" or m.startswith("ray.")}, top
+    top = _top_level_imports(path)
+    assert not {m for m in top if m == "ray" or m.startswith("ray.")}, (_name(path), top)
+
+
+def test_no_import_cycles():
+    """Between modules, counting imports inside functions too (a package's `__init__` is the
+    package's module; a submodule's parent package is not imported through it)."""
+    graph = _graph()
+    cycles = sorted(name for name in graph if name in _reach(graph, name))
+    assert not cycles, f"modules in an import cycle: {cycles}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_no_module_over_600_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 600, f"{_name(path)} has {lines} lines; split it by job"
 
 
 ANALYSIS_MODULES = sorted((PACKAGE / "analysis").rglob("*.py"))
@@ -85,12 +155,6 @@ def test_the_report_draws_only_from_the_analysis(path):
     assert not imported, f"{_name(path)} imports {sorted(imported)}"
 
 
-@pytest.mark.parametrize("path", ANALYSIS_MODULES + REPORT_MODULES, ids=_name)
-def test_the_analysis_and_report_modules_stay_under_600_lines(path):
-    lines = len(path.read_text().splitlines())
-    assert lines <= 600, f"{_name(path)} has {lines} lines; split it by job"
-
-
 def _files(name: str) -> list[Path]:
     """The module `name` (a path under the package, without `.py`), or every module of the
     package folder `name`."""
@@ -99,7 +163,7 @@ def _files(name: str) -> list[Path]:
 
 
 @pytest.mark.parametrize(
-    "name", ["data/batching", "serve/predict", "serve/onnx", "progress", "runs", "config"]
+    "name", ["data/batching", "serve/predict", "serve/onnx", "search/progress", "runs", "config"]
 )
 def test_light_modules_do_not_import_torch_at_module_level(name):
     for path in _files(name):
@@ -152,7 +216,7 @@ NEVER = {
     "sentune.serve": ("sentune.train", "sentune.search"),
 }
 #: The ground floor imports nothing of sentune above it.
-GROUND = ("sentune.config", "sentune.errors", "sentune.machine", "sentune.space")
+GROUND = ("sentune.config", "sentune.errors", "sentune.lazy", "sentune.machine", "sentune.space")
 
 
 def _within(name: str, prefixes) -> bool:

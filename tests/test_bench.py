@@ -13,15 +13,16 @@ import pandas as pd
 import pytest
 import torch
 
-from sentune import bench, config, space, strategies
+from sentune import bench, config, space
 from sentune.bench import METHODS, PEER, BenchOptions, MethodRun, anytime_curve, runner
 from sentune.bench.methods import REPORT_COLUMNS
 from sentune.bench.throughput import Measurement
 from sentune.config import DataConfig, HeadConfig, TrainConfig
 from sentune.data import prepare
 from sentune.errors import ResourceError
+from sentune.search import strategies
 
-F1 = config.OBJECTIVE
+F1 = config.VAL_MACRO_F1
 ROOT = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
 

@@ -24,7 +24,7 @@ from sentune.bench.curves import (
 )
 from sentune.bench.methods import PEER, MethodRun
 
-F1 = config.OBJECTIVE
+F1 = config.VAL_MACRO_F1
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -67,7 +67,7 @@ def test_the_submitted_commands_use_real_flags_and_object_storage():
     for argv in commands:
         args, extra = parser.parse_known_args(argv)
         assert not extra, f"not sentune flags: {extra}"
-        assert args.func is cli._search
+        assert args.func is cli.run_search
         assert args.address == "auto" and args.storage.startswith("s3://")
     search, resume = (parser.parse_known_args(argv)[0] for argv in commands)
     assert space.find_space(search.space).is_file()

@@ -75,16 +75,16 @@ def test_confirmation_retrains_the_top_configurations_and_the_best_mean_wins(
         "", runs.confirm_trial_name(top[0], 1), "", runs.confirm_trial_name(top[1], 1)
     ]  # fmt: skip
     for _, seeds in rows.groupby("trial_id"):
-        scores = seeds[config.OBJECTIVE]
+        scores = seeds[config.VAL_MACRO_F1]
         assert seeds["mean"].iloc[0] == pytest.approx(scores.mean())
         assert seeds["std"].iloc[0] == pytest.approx(scores.std(ddof=1))
-    means = rows.groupby("trial_id")[config.OBJECTIVE].mean()
+    means = rows.groupby("trial_id")[config.VAL_MACRO_F1].mean()
     assert confirmed.winner == means.idxmax()
 
     winner = export.select_winner(run)
     assert winner.trial_id == confirmed.winner
     assert set(winner.confirmed) == {0, 1}
-    best_seed = rows[rows["trial_id"] == winner.trial_id][config.OBJECTIVE].max()
+    best_seed = rows[rows["trial_id"] == winner.trial_id][config.VAL_MACRO_F1].max()
     assert winner.val_macro_f1 == pytest.approx(best_seed)
     assert (winner.checkpoint / "model.safetensors").is_file()
 

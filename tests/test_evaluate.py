@@ -22,12 +22,12 @@ def test_metrics_are_named_once_per_split():
     labels = np.array([0, 0, 1, 1, 2, 2])
     preds = np.array([0, 1, 1, 1, 2, 0])
     val = compute_metrics(labels, preds, ["neg", "neu", "pos"])
-    assert val[config.OBJECTIVE] == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert val[config.VAL_MACRO_F1] == pytest.approx(f1_score(labels, preds, average="macro"))
     assert val[config.VAL_ACCURACY] == pytest.approx(accuracy_score(labels, preds))
     assert val[config.VAL_PRECISION_PREFIX + "neu"] == pytest.approx(2 / 3)
     assert val[config.VAL_RECALL_PREFIX + "neg"] == pytest.approx(0.5)
     test = split_scores(labels, preds, ["neg", "neu", "pos"], split=config.TEST)
-    assert test[config.metric_name(config.TEST, config.MACRO_F1)] == val[config.OBJECTIVE]
+    assert test[config.metric_name(config.TEST, config.MACRO_F1)] == val[config.VAL_MACRO_F1]
     assert test["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert test["support"] == {"neg": 2, "neu": 2, "pos": 2}
     assert not any(key.startswith("val_") for key in test)

@@ -185,11 +185,13 @@ def test_metrics_score_every_format_on_the_test_split(exported):
             assert key in test, (name, key)
         for label in metrics["labels"]:
             assert f"test_precision/{label}" in test and f"test_recall/{label}" in test
-        assert splits["validation"][config.OBJECTIVE] >= 0
+        assert splits["validation"][config.VAL_MACRO_F1] >= 0
         matrix = np.array(test["confusion_matrix"])
         assert matrix.shape == (3, 3) and matrix.sum() == test["n"]
         gap = metrics["val_to_test_gap_macro_f1"][name]
-        assert gap == pytest.approx(test["test_macro_f1"] - splits["validation"][config.OBJECTIVE])
+        assert gap == pytest.approx(
+            test["test_macro_f1"] - splits["validation"][config.VAL_MACRO_F1]
+        )
     # ONNX predicts the same labels as PyTorch, so every score is the same.
     assert metrics["formats"]["onnx"]["test"] == metrics["formats"]["pytorch"]["test"]
     drop = metrics["int8_test_macro_f1_drop"]
@@ -388,7 +390,7 @@ def latency_run(ray_session, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path
         "model": str(tiny_model_dir),
         "data": {"dataset": str(tiny_csv)},
         "budget": {"trials": 2, "max_epochs": 1, "concurrency": 1, "confirm_seeds": 0},
-        "objectives": [config.OBJECTIVE, config.LATENCY_P95_MS],
+        "objectives": [config.VAL_MACRO_F1, config.LATENCY_P95_MS],
         "fixed": {"train.max_length": 32, "train.batch_size": 16, "train.learning_rate": 3e-3},
         "search": {"model.encoder_layers": {"choice": [1, 2]}},
     }

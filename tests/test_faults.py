@@ -186,7 +186,7 @@ def _trial_results(run_dir: Path) -> dict[str, list[dict]]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows:
             results[path.parent.name] = [
-                {k: row[k] for k in (config.EPOCH, config.OBJECTIVE, config.VAL_LOSS)}
+                {k: row[k] for k in (config.EPOCH, config.VAL_MACRO_F1, config.VAL_LOSS)}
                 for row in rows
             ]
     return results

@@ -131,7 +131,11 @@ def _check_kept(run_dir: Path, killed: str, before: dict[str, list[float]]) -> N
 
 
 def _env(**extra) -> dict:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **extra}
+    # Tune saves its state at every step of its loop (its own knob; every few seconds by
+    # default): the state then holds each trial as running from its start, as a trial that
+    # ran longer than the period is, and a kill at the trial's end finds it so.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env.update(extra)
     env.pop("RAY_ADDRESS", None)
     return env
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import make_reviews
 
-from sentune import cli, config, preflight, runs, space
+from sentune import cli, config, runs, space
+from sentune.search import preflight
 
 pytestmark = pytest.mark.slow
 

@@ -306,8 +306,9 @@ def test_a_search_prepares_its_start_without_transformers_modeling_code(
 import json, sys
 from pathlib import Path
 from sentune import search, space
+from sentune.search import driver
 spec = space.load(Path({str(space_file)!r}))
-prepared = search._prepare(spec, search.SearchOptions(cache_dir=Path({str(tmp_path)!r})))
+prepared = driver._prepare(spec, search.SearchOptions(cache_dir=Path({str(tmp_path)!r})))
 print(json.dumps([len(prepared.data.train), sorted(
     m for m in ("sentune.train.model", "transformers.modeling_utils") if m in sys.modules)]))
 """

@@ -6,14 +6,8 @@ import time
 
 import pytest
 
-from sentune.progress import (
-    EpochProgress,
-    EpochProgressRecord,
-    ProgressFile,
-    SearchProgress,
-    format_duration,
-    read_progress,
-)
+from sentune.search.progress import SearchProgress, format_duration
+from sentune.train.progress import EpochProgress, EpochProgressRecord, ProgressFile, read_progress
 
 
 def _progress(total=4, max_epochs=3):

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from sentune import cli, config, machine, runs
+from sentune.cli import results
 from sentune.errors import RunError
+from sentune.search.recovery import settle_unknown_trials
 
 
 def _run(storage: Path, name: str, *, statuses=("completed",), trials=None, mtime=None, **budget):
@@ -98,7 +100,9 @@ def test_cli_says_which_run_it_picked(tmp_path, monkeypatch, capsys):
     old = _run(storage, "heads-old", mtime=1_000)
     _run(storage, "tweets-now", statuses=(None,), mtime=2_000)
     shown = []
-    monkeypatch.setattr(cli, "_show_leaderboard", lambda run_dir, analysis: shown.append(run_dir))
+    monkeypatch.setattr(
+        results, "show_leaderboard", lambda run_dir, analysis: shown.append(run_dir)
+    )
     assert cli.main(["leaderboard", "--storage", str(storage)]) == 0
     assert shown == [old]
     assert f"using {old} (latest finished run)" in capsys.readouterr().err
@@ -183,7 +187,6 @@ def test_what_a_killed_search_left_unknown_to_tune_is_settled(tmp_path, monkeypa
     never held (recorded as lost, its training state dropped). Nothing else is touched."""
     from types import SimpleNamespace
 
-    from sentune import search
     from sentune.runs import storage
 
     def trial(name, *, results="{}\n"):
@@ -210,7 +213,7 @@ def test_what_a_killed_search_left_unknown_to_tune_is_settled(tmp_path, monkeypa
     monkeypatch.setattr(storage, "delete", lambda store, name, paths: deleted.extend(paths))
     grid = [SimpleNamespace(path="bucket/runs/run/known")]
     store = storage.open_storage(str(tmp_path.parent), cache_dir=tmp_path)
-    search._settle_unknown_trials(tmp_path, tmp_path, grid, store)
+    settle_unknown_trials(tmp_path, tmp_path, grid, store)
     assert sorted(p.name for p in deleted) == ["empty", "orphan", runs.TRAINING_STATE_FILE]
     assert runs.read_trial_status(lost) == {
         "status": runs.ERROR, "failures": 0, "error": runs.LOST_ERROR

@@ -12,18 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentune import (
-    analysis,
-    cli,
-    config,
-    preflight,
-    runs,
-    search,
-    space,
-    strategies,
-)
+from sentune import analysis, cli, config, runs, search, space
 from sentune.config import DataConfig, TrialSettings
 from sentune.errors import ResourceError
+from sentune.search import driver, preflight, strategies, tuner
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +61,7 @@ def test_a_trial_in_a_reused_worker_reports_what_a_fresh_run_reports(tiny_run, t
     )
     # The full budget (the learning rate schedule depends on it); ASHA may have stopped it.
     fresh = fresh[: len(reported)]
-    for key in (config.TRAIN_LOSS, config.VAL_LOSS, config.OBJECTIVE):
+    for key in (config.TRAIN_LOSS, config.VAL_LOSS, config.VAL_MACRO_F1):
         assert [r[key] for r in fresh] == pytest.approx([r[key] for r in reported], rel=1e-5)
 
 
@@ -77,7 +69,7 @@ def test_leaderboard_contract(tiny_run):
     table = analysis.leaderboard(runs.open_run(tiny_run))
     for column in (
         "trial_id",
-        config.OBJECTIVE,
+        config.VAL_MACRO_F1,
         "best_epoch",
         "epochs",
         "stopped_early",
@@ -92,14 +84,14 @@ def test_leaderboard_contract(tiny_run):
     for group in (table[full], table[~full]):
         ranked = group["rank_score"].tolist()
         assert ranked == sorted(ranked, reverse=True)
-    assert (table.loc[full, "rank_score"] == table.loc[full, config.OBJECTIVE]).all()
+    assert (table.loc[full, "rank_score"] == table.loc[full, config.VAL_MACRO_F1]).all()
     assert table.loc[~full, "rank_epoch"].nunique() <= 1
     # Best-epoch scoring: each trial's score is the max over its reported epochs.
     run = runs.open_run(tiny_run)
     for _, row in table.iterrows():
         history = run.histories[row["trial_id"]]
-        assert row[config.OBJECTIVE] == history[config.OBJECTIVE].max()
-        best_epoch = history.loc[history[config.OBJECTIVE].idxmax(), config.EPOCH]
+        assert row[config.VAL_MACRO_F1] == history[config.VAL_MACRO_F1].max()
+        best_epoch = history.loc[history[config.VAL_MACRO_F1].idxmax(), config.EPOCH]
         assert row["best_epoch"] == best_epoch
 
 
@@ -110,7 +102,7 @@ def test_each_trial_keeps_one_checkpoint_of_its_best_epoch(tiny_run):
         assert (checkpoint / "model.safetensors").is_file()
         assert len(list(checkpoint.parent.glob("checkpoint_*"))) == 1
         state = json.loads((checkpoint / "trial_state.json").read_text())
-        assert state["metrics"][config.OBJECTIVE] == row[config.OBJECTIVE]
+        assert state["metrics"][config.VAL_MACRO_F1] == row[config.VAL_MACRO_F1]
 
 
 def test_manifest_records_the_run(tiny_run):
@@ -186,7 +178,8 @@ def prepare(spec, options):
         time.sleep(0.1)
     seen["tune_imported_during_prepare"] = all(name in sys.modules for name in search.TUNE_IMPORTS)
     raise DataError("the data is bad")
-search._prepare = prepare
+from sentune.search import driver
+driver._prepare = prepare
 options = search.SearchOptions(storage={str(tmp_path / "trials")!r}, dashboard=False)
 try:
     search.run(space.load(Path({str(space_file)!r})), options=options)
@@ -229,7 +222,7 @@ def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
     study = optuna.load_study(
         study_name=manifest.optuna_study, storage=JournalStorage(JournalFileBackend(str(journal)))
     )
-    assert study.metric_names == [config.OBJECTIVE]
+    assert study.metric_names == [config.VAL_MACRO_F1]
     board = analysis.leaderboard(runs.open_run(tiny_run)).set_index("trial_id")
     by_ray_id = {t.user_attrs[runs.RAY_TRIAL_ID_ATTR]: t for t in study.trials}
     assert set(by_ray_id) == set(board.index)
@@ -245,7 +238,7 @@ def test_the_optuna_study_lives_in_the_run_and_knows_what_asha_did(tiny_run):
         else:
             assert row["status"] == analysis.COMPLETED
             assert trial.state == TrialState.COMPLETE
-            assert trial.value == pytest.approx(row[config.OBJECTIVE])
+            assert trial.value == pytest.approx(row[config.VAL_MACRO_F1])
     assert any(t.state == TrialState.PRUNED for t in study.trials)
 
 
@@ -336,7 +329,7 @@ def test_a_restored_searcher_suggests_no_trial_past_the_budget(tmp_path):
 
     spec = space.load("heads")
     spec = replace(spec, budget=replace(spec.budget, trials=2))
-    epoch_1 = {config.EPOCH: 1, config.OBJECTIVE: 0.5}
+    epoch_1 = {config.EPOCH: 1, config.VAL_MACRO_F1: 0.5}
     run_dir = tmp_path / "heads-20260101-000000"
     run_dir.mkdir()
     first = search.build_searcher("random", spec, run_dir)
@@ -367,7 +360,7 @@ def _reports(epochs: int, p95: float) -> list[dict]:
         config.MODEL_MB: 10.0,
     }
     return [
-        {config.EPOCH: e, config.OBJECTIVE: 0.5 + 0.1 * e, **inference}
+        {config.EPOCH: e, config.VAL_MACRO_F1: 0.5 + 0.1 * e, **inference}
         for e in range(1, epochs + 1)
     ]
 
@@ -376,7 +369,7 @@ def test_a_latency_bound_reaches_optuna_as_a_constraint(tmp_path):
     import optuna
 
     spec = space.load("latency", max_latency_ms=8)
-    spec = replace(spec, objective=replace(spec.objective, metrics=(config.OBJECTIVE,)))
+    spec = replace(spec, objective=replace(spec.objective, metrics=(config.VAL_MACRO_F1,)))
     run_dir = tmp_path / "latency-20260101-000000"
     run_dir.mkdir()
     searcher = search.build_searcher("tpe", spec, run_dir)
@@ -440,7 +433,7 @@ def test_a_worker_killed_for_memory_is_said_in_one_line():
                 raise RuntimeError(f"Caught unexpected exception: {exc}") from exc
 
     with pytest.raises(ResourceError) as error:
-        search._fit(KilledTuner(), search.SearchOptions())
+        tuner.fit(KilledTuner(), search.SearchOptions())
     message = str(error.value)
     assert "\n" not in message
     assert "ran out of memory" in message and "(22.32GB used / 23.54GB limit)" in message
@@ -451,7 +444,7 @@ def test_a_worker_killed_for_memory_is_said_in_one_line():
             raise RuntimeError("something else")
 
     with pytest.raises(RuntimeError, match="something else"):
-        search._fit(FailingTuner(), search.SearchOptions())
+        tuner.fit(FailingTuner(), search.SearchOptions())
 
 
 def test_a_search_never_takes_or_removes_a_folder_another_search_created_meanwhile(
@@ -464,7 +457,7 @@ def test_a_search_never_takes_or_removes_a_folder_another_search_created_meanwhi
         storage=tmp_path / "trials", precision="fp32", cache_dir=tmp_path / "cache"
     )
     chosen: list[Path] = []
-    new_run_dir, prepare = runs.new_run_dir, search._prepare
+    new_run_dir, prepare = runs.new_run_dir, driver._prepare
 
     def name_the_run(*args, **kwargs):
         chosen.append(new_run_dir(*args, **kwargs))
@@ -478,7 +471,7 @@ def test_a_search_never_takes_or_removes_a_folder_another_search_created_meanwhi
         return prepared
 
     monkeypatch.setattr(runs, "new_run_dir", name_the_run)
-    monkeypatch.setattr(search, "_prepare", prepare_while_another_search_starts)
+    monkeypatch.setattr(driver, "_prepare", prepare_while_another_search_starts)
     run_dir = search.run(spec, options=options)
     assert (chosen[0] / "other.txt").is_file()
     assert run_dir.name == f"{chosen[0].name}-2"
@@ -499,9 +492,13 @@ def test_a_trials_epoch_progress_reaches_the_search_s_terminal(
     data = prepare(DataConfig(dataset=str(tiny_csv)), str(tiny_model_dir), cache_dir=tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    folder = search._progress_dir(run_dir)
+    folder = tuner.make_progress_dir(run_dir)
     monkeypatch.setattr(config, "PROGRESS_WRITE_EVERY_S", 0.0)
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
+    monkeypatch.setattr(
+        tune,
+        "get_context",
+        lambda: SimpleNamespace(get_trial_id=lambda: "t1", get_trial_dir=lambda: "/staging/t1"),
+    )
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: None)
     settings = TrialSettings(

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sentune import config, gpus, search, space
+from sentune import config, search, space
 from sentune.errors import ResourceError
-from sentune.gpus import ModelShape, gpu_packing, trial_memory_bytes
+from sentune.search import driver
+from sentune.search import resources as gpus
+from sentune.search.resources import ModelShape, gpu_packing, trial_memory_bytes
 
 GB = 10**9
 #: Encoder shapes as `gpus.model_shape` computes them from the configs.
@@ -282,9 +284,9 @@ def test_gpu_and_cluster_trials_are_not_capped_by_this_hosts_memory(
 def test_the_search_plans_its_cpu_trials_by_memory(
     tiny_spec, tiny_model_dir, monkeypatch, tmp_path
 ):
-    """`search._prepare` applies the cap, so the manifest and Tune get it."""
+    """`driver._prepare` applies the cap, so the manifest and Tune get it."""
     monkeypatch.setattr(gpus, "gpu_cards", lambda: [])
     monkeypatch.setattr(gpus, "host_memory_bytes", lambda: 1.5 * GIB)
     options = search.SearchOptions(num_cpus=2, cache_dir=tmp_path)
-    prepared = search._prepare(tiny_spec(concurrency=None), options)
+    prepared = driver._prepare(tiny_spec(concurrency=None), options)
     assert prepared.spec.budget.concurrency == 1

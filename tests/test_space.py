@@ -375,7 +375,7 @@ def test_objectives_parse_into_metrics_directions_and_bounds(tmp_path):
         "search: {model.encoder_layers: {int: [1, 6]}, serve.int8: {choice: [false, true]}}\n"
     )
     spec = space.load(path)
-    assert spec.objective.metrics == (config.OBJECTIVE,) and not spec.objective.multi
+    assert spec.objective.metrics == (config.VAL_MACRO_F1,) and not spec.objective.multi
     assert spec.objective.constraints == {config.LATENCY_P95_MS: 8.0, config.MODEL_MB: 20.0}
     assert spec.objective.needs_latency and spec.objective.budget_ms() == 8.0
     assert spec.params["serve.int8"].args == (False, True)

@@ -74,7 +74,7 @@ def test_a_bad_uri_says_the_fix(uri, message, tmp_path):
 
 def _checkpoint(folder: Path, score: float) -> None:
     folder.mkdir(parents=True)
-    (folder / runs.STATE_FILE).write_text(json.dumps({"metrics": {config.OBJECTIVE: score}}))
+    (folder / runs.STATE_FILE).write_text(json.dumps({"metrics": {config.VAL_MACRO_F1: score}}))
     (folder / runs.MODEL_CONFIG_FILE).write_text("{}")
     (folder / "model.safetensors").write_bytes(b"w" * 1000)
     (folder / runs.TRAINING_STATE_FILE).write_bytes(b"s" * 1000)
@@ -129,7 +129,7 @@ def _trial_results(prefix: str) -> dict[str, list[dict]]:
             rows = [json.loads(line) for line in _read(f"{prefix}/{path}").decode().splitlines()]
             if rows:
                 results[path.split("/")[0]] = [
-                    {k: r[k] for k in (config.EPOCH, config.OBJECTIVE)} for r in rows
+                    {k: r[k] for k in (config.EPOCH, config.VAL_MACRO_F1)} for r in rows
                 ]
     return results
 
@@ -361,7 +361,7 @@ def test_a_trial_tune_saved_as_finished_gets_its_status_when_the_search_resumes(
         trials.append(
             SimpleNamespace(
                 status=status,
-                path=f"b/runs/run/{name}",
+                path=f"b/runs/run/{name}" if remote else str(run_dir / name),
                 local_path=str(tmp_path / "staging" / name),
                 error_file=None,
                 run_metadata=SimpleNamespace(num_failures=0),

@@ -51,7 +51,7 @@ def _train(data, model_dir, tmp_path, epochs=4, measure_latency=False, **values)
 
 def test_trial_improves_and_keeps_its_best_checkpoint(tiny_data, tiny_model_dir, tmp_path):
     result, reports = _train(tiny_data, tiny_model_dir, tmp_path)
-    scores = [m[config.OBJECTIVE] for m, _ in reports]
+    scores = [m[config.VAL_MACRO_F1] for m, _ in reports]
     assert [m[config.EPOCH] for m, _ in reports] == [1, 2, 3, 4]
     assert max(scores[1:]) > scores[0] + 0.05, scores
     for metrics, _ in reports:
@@ -68,10 +68,10 @@ def test_trial_improves_and_keeps_its_best_checkpoint(tiny_data, tiny_model_dir,
     # A checkpoint is handed over exactly when the epoch is the best so far.
     running_best = -1.0
     for metrics, checkpoint in reports:
-        improved = metrics[config.OBJECTIVE] > running_best
+        improved = metrics[config.VAL_MACRO_F1] > running_best
         assert (checkpoint is not None) == improved
-        running_best = max(running_best, metrics[config.OBJECTIVE])
-    assert result.best[config.OBJECTIVE] == max(scores)
+        running_best = max(running_best, metrics[config.VAL_MACRO_F1])
+    assert result.best[config.VAL_MACRO_F1] == max(scores)
     # The kept checkpoint is the best epoch's: reloading it reproduces that epoch's score.
     model = load_model(result.checkpoint_dir).eval()
     val = tiny_data.validation
@@ -88,15 +88,15 @@ def test_trial_improves_and_keeps_its_best_checkpoint(tiny_data, tiny_model_dir,
     predicted = np.empty(len(val), dtype=np.int64)
     for indices, p in preds:
         predicted[indices] = p
-    score = compute_metrics(val.labels, predicted, list(tiny_data.label_names))[config.OBJECTIVE]
-    assert score == pytest.approx(result.best[config.OBJECTIVE], abs=1e-6)
+    score = compute_metrics(val.labels, predicted, list(tiny_data.label_names))[config.VAL_MACRO_F1]
+    assert score == pytest.approx(result.best[config.VAL_MACRO_F1], abs=1e-6)
     assert (result.checkpoint_dir / "tokenizer_config.json").is_file()
 
 
 def test_trial_is_repeatable_with_its_seed(tiny_data, tiny_model_dir, tmp_path):
     _, first = _train(tiny_data, tiny_model_dir, tmp_path / "a", epochs=1)
     _, second = _train(tiny_data, tiny_model_dir, tmp_path / "b", epochs=1)
-    assert first[0][0][config.OBJECTIVE] == second[0][0][config.OBJECTIVE]
+    assert first[0][0][config.VAL_MACRO_F1] == second[0][0][config.VAL_MACRO_F1]
     assert first[0][0][config.VAL_LOSS] == pytest.approx(second[0][0][config.VAL_LOSS], rel=1e-6)
 
 
@@ -271,7 +271,7 @@ def test_metrics_by_name():
     assert metrics[config.VAL_ACCURACY] == pytest.approx(0.8)
     assert metrics[config.VAL_RECALL_PREFIX + "neg"] == pytest.approx(0.5)
     assert metrics[config.VAL_PRECISION_PREFIX + "neu"] == pytest.approx(2 / 3)
-    assert metrics[config.OBJECTIVE] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
+    assert metrics[config.VAL_MACRO_F1] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
 
 
 def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
@@ -286,7 +286,7 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
     assert (kept[0] / TRAINING_STATE_FILE).is_file() and (kept[0] / STATE_FILE).is_file()
     # The last evaluation hands over a checkpoint only when it is the best, and nothing
     # continues after it: no training state.
-    if reports[1][config.OBJECTIVE] > reports[0][config.OBJECTIVE]:
+    if reports[1][config.VAL_MACRO_F1] > reports[0][config.VAL_MACRO_F1]:
         assert not (kept[1] / TRAINING_STATE_FILE).exists()
     else:
         assert kept[1] is None
@@ -302,10 +302,10 @@ def test_resumable_trial_continues_from_its_checkpoint_as_if_never_stopped(
     assert [m[config.EPOCH] for m in resumed] == [2]
     assert resumed[0]["step"] == reports[1]["step"]
     assert resumed[0][config.VAL_LOSS] == pytest.approx(reports[1][config.VAL_LOSS], rel=1e-5)
-    assert resumed[0][config.OBJECTIVE] == reports[1][config.OBJECTIVE]
+    assert resumed[0][config.VAL_MACRO_F1] == reports[1][config.VAL_MACRO_F1]
     # The best-so-far and history travel with the checkpoint.
     assert len(result.history) == 2
-    assert result.best[config.OBJECTIVE] == max(m[config.OBJECTIVE] for m in reports)
+    assert result.best[config.VAL_MACRO_F1] == max(m[config.VAL_MACRO_F1] for m in reports)
 
 
 def _resumable(tiny_model_dir, tmp_path, *, max_epochs: int) -> TrialSettings:
@@ -348,7 +348,7 @@ def test_the_last_epoch_leaves_no_training_state_and_a_retry_from_it_trains_noth
     assert json.loads((final / STATE_FILE).read_text())["final"] is True
     # The predictions saved beside it give the report exactly the score the trial reported.
     confusion = checkpoint_confusion(str(final), tiny_data, trial_id="t", max_length=32)
-    assert confusion.val_macro_f1 == reports[0][config.OBJECTIVE]
+    assert confusion.val_macro_f1 == reports[0][config.VAL_MACRO_F1]
 
     again = []
     result = run_trial(
@@ -359,7 +359,7 @@ def test_the_last_epoch_leaves_no_training_state_and_a_retry_from_it_trains_noth
         resume_from=final,
     )
     assert again == []
-    assert result.best[config.OBJECTIVE] == reports[0][config.OBJECTIVE]
+    assert result.best[config.VAL_MACRO_F1] == reports[0][config.VAL_MACRO_F1]
 
 
 def test_a_last_epoch_that_is_not_the_best_hands_over_no_checkpoint(
@@ -372,7 +372,7 @@ def test_a_last_epoch_that_is_not_the_best_hands_over_no_checkpoint(
     # epoch 1 did and is not an improvement.
     trial_config = {"train.learning_rate": 1e-8, "train.max_length": 32, "head.dropout": 0.0}
     reports, kept = _run_keeping_checkpoints(tiny_data, settings, trial_config, tmp_path)
-    assert reports[1][config.OBJECTIVE] == reports[0][config.OBJECTIVE]
+    assert reports[1][config.VAL_MACRO_F1] == reports[0][config.VAL_MACRO_F1]
     assert kept[1] is None
     assert (kept[0] / TRAINING_STATE_FILE).is_file()
 
@@ -552,7 +552,7 @@ def test_compiled_trial_trains_on_a_gpu(tiny_data, tiny_model_dir, tmp_path, mod
         "train.effective_batch_size": 32,
     }
     result, _ = _train(tiny_data, tiny_model_dir, tmp_path, epochs=2, **settings)
-    assert result.best[config.OBJECTIVE] > 0
+    assert result.best[config.VAL_MACRO_F1] > 0
 
 
 def test_a_trial_reaches_its_first_step_without_scikit_learn(tiny_data, tiny_model_dir, tmp_path):

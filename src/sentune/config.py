@@ -32,7 +32,7 @@ def metric_name(split: str, metric: str) -> str:
 
 
 #: The objective of every search (DESIGN.md contract): validation macro-F1, maximised.
-OBJECTIVE = metric_name(VAL, MACRO_F1)
+VAL_MACRO_F1 = metric_name(VAL, MACRO_F1)
 VAL_F1_WEIGHTED = metric_name(VAL, F1_WEIGHTED)
 VAL_ACCURACY = metric_name(VAL, ACCURACY)
 VAL_LOSS = metric_name(VAL, LOSS)
@@ -82,8 +82,8 @@ class Objective:
     `objectives: [val_macro_f1, latency_p95_ms]`.
     """
 
-    #: The metrics optimised, `OBJECTIVE` first; more than one makes a multi-objective study.
-    metrics: tuple[str, ...] = (OBJECTIVE,)
+    #: The metrics optimised, `VAL_MACRO_F1` first; more than one makes a multi-objective study.
+    metrics: tuple[str, ...] = (VAL_MACRO_F1,)
     #: Upper bounds by metric (`CONSTRAINT_METRICS`): a trial above one is infeasible.
     constraints: dict[str, float] = field(default_factory=dict)
 
@@ -103,7 +103,7 @@ class Objective:
 
     def directions(self) -> list[str]:
         """`max`/`min` of each metric, in order (`MODE` for the objective)."""
-        return [MODE if m == OBJECTIVE else INFERENCE_METRICS[m] for m in self.metrics]
+        return [MODE if m == VAL_MACRO_F1 else INFERENCE_METRICS[m] for m in self.metrics]
 
     def budget_ms(self) -> float | None:
         """The p95 latency bound (`LATENCY_METRIC`), if the objective has one."""

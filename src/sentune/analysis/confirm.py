@@ -22,7 +22,7 @@ CONFIRM_COLUMNS = [
     "rank",
     "trial_id",
     "seed",
-    config.OBJECTIVE,
+    config.VAL_MACRO_F1,
     "mean",
     "std",
     "n_seeds",
@@ -70,7 +70,7 @@ def confirmation_plan(run: Run, table: pd.DataFrame | None = None) -> list[Confi
     if budget.confirm_seeds <= 0:
         return []
     table = leaderboard(run) if table is None else table
-    scored = table[table[config.OBJECTIVE].notna() & table["status"].isin([COMPLETED, STOPPED])]
+    scored = table[table[config.VAL_MACRO_F1].notna() & table["status"].isin([COMPLETED, STOPPED])]
     plan = []
     for position, row in scored.head(config.confirm_top(budget)).iterrows():
         first = runs.trial_seed(run.params[row["trial_id"]])
@@ -100,7 +100,7 @@ class Confirmation(NamedTuple):
         if self.winner is None:
             return None
         rows = self.table[self.table["trial_id"] == self.winner]
-        return rows.loc[rows[config.OBJECTIVE].idxmax()]
+        return rows.loc[rows[config.VAL_MACRO_F1].idxmax()]
 
 
 def format_mean_std(values: list[float]) -> str:
@@ -152,14 +152,14 @@ def confirmation(run: Run, table: pd.DataFrame | None = None) -> Confirmation | 
                     "rank": item.rank,
                     "trial_id": item.trial_id,
                     "seed": seed,
-                    config.OBJECTIVE: float(score[config.OBJECTIVE]),
+                    config.VAL_MACRO_F1: float(score[config.VAL_MACRO_F1]),
                     "confirm_trial": confirm_trial,
                     "best_epoch": score["best_epoch"],
                     "checkpoint": score["checkpoint"],
                 }
             )
     frame = pd.DataFrame(rows, columns=[c for c in CONFIRM_COLUMNS if c not in _CONFIRM_STATS])
-    stats = frame.groupby("trial_id")[config.OBJECTIVE].agg(["mean", "std", "count"])
+    stats = frame.groupby("trial_id")[config.VAL_MACRO_F1].agg(["mean", "std", "count"])
     stats = stats.rename(columns={"count": "n_seeds"})
     frame = frame.join(stats, on="trial_id")[CONFIRM_COLUMNS]
     configs = pd.DataFrame(

@@ -14,7 +14,7 @@ from sentune.runs import Run
 #: Numeric per-evaluation columns kept in the learning curves (besides per-class P/R).
 _CURVE_COLUMNS = [
     config.EPOCH,
-    config.OBJECTIVE,
+    config.VAL_MACRO_F1,
     config.VAL_F1_WEIGHTED,
     config.VAL_ACCURACY,
     config.VAL_LOSS,
@@ -83,8 +83,8 @@ def optimization_history(table: pd.DataFrame, curves: pd.DataFrame) -> History:
     first = curves.sort_values(config.EPOCH).groupby("trial_id", sort=False).first()
     start = (first["wall_s"] - first["time_total_s"]).rename("start_s")
     by_trial = (
-        table[["trial_id", config.OBJECTIVE]]
-        .rename(columns={config.OBJECTIVE: "value"})
+        table[["trial_id", config.VAL_MACRO_F1]]
+        .rename(columns={config.VAL_MACRO_F1: "value"})
         .merge(start, left_on="trial_id", right_index=True, how="inner")
         .sort_values(["start_s", "trial_id"], kind="stable")
         .reset_index(drop=True)
@@ -92,8 +92,8 @@ def optimization_history(table: pd.DataFrame, curves: pd.DataFrame) -> History:
     by_trial.insert(0, "trial_index", range(len(by_trial)))
     by_trial["best_so_far"] = by_trial["value"].cummax()
     by_time = (
-        curves[["wall_s", "trial_id", config.OBJECTIVE]]
-        .rename(columns={config.OBJECTIVE: "value"})
+        curves[["wall_s", "trial_id", config.VAL_MACRO_F1]]
+        .rename(columns={config.VAL_MACRO_F1: "value"})
         .sort_values(["wall_s", "trial_id"], kind="stable")
         .reset_index(drop=True)
     )

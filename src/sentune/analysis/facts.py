@@ -70,12 +70,12 @@ def floor_verdict(
         None when there is no floor or no scored trial, or the best trial beats the floor or
         scores 1.0.
     """
-    scored = table.dropna(subset=[config.OBJECTIVE])
+    scored = table.dropna(subset=[config.VAL_MACRO_F1])
     if floor is None or not len(scored):
         return None
     best = scored.iloc[0]
     # A perfect score ties with a perfect floor and has nothing to fix (easy data).
-    if best[config.OBJECTIVE] > floor.val_macro_f1 or best[config.OBJECTIVE] >= 1.0:
+    if best[config.VAL_MACRO_F1] > floor.val_macro_f1 or best[config.VAL_MACRO_F1] >= 1.0:
         return None
     max_length = trial_max_length(run, str(best["trial_id"]))
     if tokens is not None and len(tokens.lengths):
@@ -91,7 +91,7 @@ def floor_verdict(
     }
     return FloorVerdict(
         trial_id=str(best["trial_id"]),
-        best=float(best[config.OBJECTIVE]),
+        best=float(best[config.VAL_MACRO_F1]),
         floor=floor.val_macro_f1,
         max_length=max_length,
         truncated_share=share,

@@ -121,7 +121,7 @@ def parameter_importance(
             f"{MIN_IMPORTANCE_TRIALS}"
         )
     at = curves[curves[config.EPOCH] == epoch].drop_duplicates("trial_id", keep="last")
-    values = at.set_index("trial_id")[config.OBJECTIVE].astype(float)
+    values = at.set_index("trial_id")[config.VAL_MACRO_F1].astype(float)
     trials = [(run.params[t], v) for t, v in values.items() if t in run.params]
     if np.ptp([v for _, v in trials]) == 0:
         return without_numbers(

@@ -29,7 +29,7 @@ STATUSES = (COMPLETED, STOPPED, UNFINISHED, ERROR)
 #: Leaderboard columns before the searched parameters (DESIGN.md contract, then extras).
 LEADERBOARD_COLUMNS = [
     "trial_id",
-    config.OBJECTIVE,
+    config.VAL_MACRO_F1,
     "best_epoch",
     "epochs",
     "stopped_early",
@@ -100,13 +100,13 @@ def leaderboard(run: Run) -> pd.DataFrame:
         history = run.histories.get(trial_id, pd.DataFrame())
         row: dict[str, Any] = {"trial_id": trial_id, "error": run.errors.get(trial_id, "")}
         done = False
-        if config.OBJECTIVE in history and len(history):
-            best = history.loc[history[config.OBJECTIVE].idxmax()]
+        if config.VAL_MACRO_F1 in history and len(history):
+            best = history.loc[history[config.VAL_MACRO_F1].idxmax()]
             epochs = float(history[config.EPOCH].max())
             done = bool(history["done"].iloc[-1]) if "done" in history else False
             row.update(
                 {
-                    config.OBJECTIVE: best[config.OBJECTIVE],
+                    config.VAL_MACRO_F1: best[config.VAL_MACRO_F1],
                     "best_epoch": best[config.EPOCH],
                     "epochs": epochs,
                     "train_s": _column_max(history, "train_s"),
@@ -117,7 +117,7 @@ def leaderboard(run: Run) -> pd.DataFrame:
                 }
             )
             # A trial retried from its checkpoint reports some epochs again: the last counts.
-            by_epoch[trial_id] = history.groupby(config.EPOCH)[config.OBJECTIVE].last()
+            by_epoch[trial_id] = history.groupby(config.EPOCH)[config.VAL_MACRO_F1].last()
         else:
             row.update({"epochs": 0.0})
         if row["error"]:
@@ -149,11 +149,11 @@ def _rank_at_equal_fidelity(
 ) -> pd.DataFrame:
     """Order `table` by `RANKING_RULE`, filling `rank_epoch` and `rank_score` (what each trial
     was compared on)."""
-    scored = table[config.OBJECTIVE].notna()
+    scored = table[config.VAL_MACRO_F1].notna()
     full = scored & (table["epochs"] >= max_epochs)
     others = scored & ~full
     table.loc[full, "rank_epoch"] = table.loc[full, "epochs"]
-    table.loc[full, "rank_score"] = table.loc[full, config.OBJECTIVE]
+    table.loc[full, "rank_score"] = table.loc[full, config.VAL_MACRO_F1]
     if others.any():
         common = float(table.loc[others, "epochs"].min())
         # The score AT the common epoch; a trial evaluated between epochs (eval_every_steps)
@@ -166,7 +166,7 @@ def _rank_at_equal_fidelity(
     # Ties keep the longer-trained, then the better best-epoch trial first.
     return (
         table.sort_values(
-            ["_tier", "rank_score", "epochs", config.OBJECTIVE],
+            ["_tier", "rank_score", "epochs", config.VAL_MACRO_F1],
             ascending=[True, False, False, False],
             na_position="last",
             kind="stable",
@@ -202,7 +202,7 @@ class Board(NamedTuple):
 #: The leaderboard's columns the report and the terminal show, before the searched parameters.
 BOARD_COLUMNS = [
     "trial_id",
-    config.OBJECTIVE,
+    config.VAL_MACRO_F1,
     "best_epoch",
     "epochs",
     "status",
@@ -229,8 +229,8 @@ def board_with_floor(table: pd.DataFrame, searched: list[str], floor: Floor | No
     shown = table[BOARD_COLUMNS + list(searched)].copy()
     if floor is None:
         return Board(shown, None)
-    below = (shown[config.OBJECTIVE] < floor.val_macro_f1).to_numpy()
+    below = (shown[config.VAL_MACRO_F1] < floor.val_macro_f1).to_numpy()
     rank = int(below.argmax()) if below.any() else len(shown)
-    row = pd.DataFrame([{"trial_id": FLOOR_LABEL, config.OBJECTIVE: floor.val_macro_f1}])
+    row = pd.DataFrame([{"trial_id": FLOOR_LABEL, config.VAL_MACRO_F1: floor.val_macro_f1}])
     shown = pd.concat([shown.iloc[:rank], row, shown.iloc[rank:]], ignore_index=True)
     return Board(shown, rank)

@@ -21,7 +21,7 @@ from sentune.runs import Run
 #: macro-F1 against p95 latency and whether it meets the latency budget.
 PARETO_COLUMNS = [
     "trial_id",
-    config.OBJECTIVE,
+    config.VAL_MACRO_F1,
     "best_epoch",
     "epochs",
     "status",
@@ -99,13 +99,15 @@ def pareto(
         return None
     for metric in config.INFERENCE_METRICS:
         measured[metric] = [inference[t][metric] for t in measured["trial_id"]]
-    measured["on_front"] = pareto_front(measured[config.OBJECTIVE], measured[config.LATENCY_P95_MS])
+    measured["on_front"] = pareto_front(
+        measured[config.VAL_MACRO_F1], measured[config.LATENCY_P95_MS]
+    )
     measured["meets_budget"] = (
         measured[config.LATENCY_P95_MS] <= budget_ms if budget_ms is not None else True
     )
     searched = list(run.manifest.space.searched)
     measured = measured[PARETO_COLUMNS + searched].sort_values(
-        ["on_front", config.OBJECTIVE], ascending=[False, False], kind="stable"
+        ["on_front", config.VAL_MACRO_F1], ascending=[False, False], kind="stable"
     )
     measured = measured.reset_index(drop=True)
     return Pareto(measured, budget_ms, choose_under_budget(measured, budget_ms))
@@ -114,13 +116,13 @@ def pareto(
 def choose_under_budget(table: pd.DataFrame, budget_ms: float | None) -> str | None:
     """The front trial with the best macro-F1 whose p95 latency meets `budget_ms` (any, when
     None) and that has a checkpoint; None when there is none."""
-    ok = table["on_front"] & table[config.OBJECTIVE].notna() & (table["checkpoint"] != "")
+    ok = table["on_front"] & table[config.VAL_MACRO_F1].notna() & (table["checkpoint"] != "")
     if budget_ms is not None:
         ok &= table[config.LATENCY_P95_MS] <= budget_ms
     candidates = table[ok]
     if candidates.empty:
         return None
-    return str(candidates.loc[candidates[config.OBJECTIVE].idxmax(), "trial_id"])
+    return str(candidates.loc[candidates[config.VAL_MACRO_F1].idxmax(), "trial_id"])
 
 
 def _last_values(history: pd.DataFrame, columns: list[str]) -> dict[str, float]:

@@ -23,6 +23,8 @@ set-up the peer and the throughput share), `throughput` (trial loop vs Trainer, 
 the printed table).
 """
 
+from sentune.lazy import lazy_exports
+
 #: Each public name and the module that defines it: imported on first use (PEP 562), so
 #: that `sentune --help` and a bad `--address` need not import the benchmark's dependencies
 #: (scikit-learn, transformers' Trainer: seconds on a busy machine).
@@ -65,11 +67,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)

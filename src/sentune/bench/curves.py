@@ -67,7 +67,7 @@ def anytime_curve(reports: pd.DataFrame, *, started: float = 0.0) -> pd.DataFram
         One row per evaluation, in report order: `trial_id`, `timestamp`, `wall_s`, `trial_s`
         (cumulative trial-seconds), the objective and `best` (best so far).
     """
-    columns = ["trial_id", "timestamp", "wall_s", "trial_s", config.OBJECTIVE, "best"]
+    columns = ["trial_id", "timestamp", "wall_s", "trial_s", config.VAL_MACRO_F1, "best"]
     if reports.empty:
         return pd.DataFrame(columns=columns)
     ordered = reports.sort_values(["timestamp", "time_total_s"], kind="stable")
@@ -82,10 +82,10 @@ def anytime_curve(reports: pd.DataFrame, *, started: float = 0.0) -> pd.DataFram
             "timestamp": ordered["timestamp"].to_numpy(dtype=float),
             "wall_s": ordered["timestamp"].to_numpy(dtype=float) - started,
             "trial_s": trial_s,
-            config.OBJECTIVE: ordered[config.OBJECTIVE].to_numpy(dtype=float),
+            config.VAL_MACRO_F1: ordered[config.VAL_MACRO_F1].to_numpy(dtype=float),
         }
     )
-    curve["best"] = curve[config.OBJECTIVE].cummax()
+    curve["best"] = curve[config.VAL_MACRO_F1].cummax()
     return curve[columns]
 
 

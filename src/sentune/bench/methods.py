@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from sentune import config, strategies
+from sentune import config
+from sentune.search import strategies
 
 PEER = "peer"
 
@@ -38,7 +39,7 @@ CPU_SIZES: dict[str, Any] = {"data.train_size": 1000, "data.val_size": 600, "tra
 #: A search stops on its time budget, never on its trial count.
 UNLIMITED_TRIALS = 100_000
 #: The columns of `MethodRun.reports`; `train_s` only where the method reports it (Ray trials).
-REPORT_COLUMNS = ["trial_id", "timestamp", "time_total_s", config.OBJECTIVE, "train_s"]
+REPORT_COLUMNS = ["trial_id", "timestamp", "time_total_s", config.VAL_MACRO_F1, "train_s"]
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def run_peer(
                 control.should_training_stop = True
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            clock.evaluated(metrics["eval_" + config.OBJECTIVE])
+            clock.evaluated(metrics["eval_" + config.VAL_MACRO_F1])
 
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(
@@ -131,7 +131,7 @@ def run_peer(
         clock.start()
         trainer.hyperparameter_search(
             hp_space=lambda trial: training_fields(peer_values(spec, trial)),
-            compute_objective=lambda metrics: metrics["eval_" + config.OBJECTIVE],
+            compute_objective=lambda metrics: metrics["eval_" + config.VAL_MACRO_F1],
             n_trials=n_trials,
             direction="maximize",
             backend="optuna",
@@ -180,7 +180,7 @@ class _PeerClock:
                     "trial_id": self._trial_id,
                     "timestamp": now,
                     "time_total_s": now - self._trial_start,
-                    config.OBJECTIVE: float(value),
+                    config.VAL_MACRO_F1: float(value),
                 }
             )
 

@@ -269,7 +269,7 @@ def plot_curves(results: BenchResults):
             )
     figure.update_xaxes(title_text="cumulative trial-seconds", row=1, col=1)
     figure.update_xaxes(title_text="wall-clock seconds", row=1, col=2)
-    figure.update_yaxes(title_text=f"best {config.OBJECTIVE} so far", row=1, col=1)
+    figure.update_yaxes(title_text=f"best {config.VAL_MACRO_F1} so far", row=1, col=1)
     figure.update_layout(
         title=f"Anytime curves: median, IQR band, min/max dotted; target {results.target:.4f}",
         template="plotly_white",
@@ -282,7 +282,7 @@ def print_results(results: BenchResults, out: Path) -> None:
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
     ):
-        print(f"\nTarget {config.OBJECTIVE} {results.target:.4f} ({results.target_source})")
+        print(f"\nTarget {config.VAL_MACRO_F1} {results.target:.4f} ({results.target_source})")
         print(results.summary.to_string(index=False))
         if not results.throughput.empty:
             print("\nThroughput on one configuration:")

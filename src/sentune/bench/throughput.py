@@ -144,7 +144,7 @@ def measure_trial_loop(
         "eval_s": eval_s,
         "evaluations": len(history),
         "overhead_s": wall - result.train_s - len(history) * eval_s,
-        "val_macro_f1": history[-1][config.OBJECTIVE],
+        "val_macro_f1": history[-1][config.VAL_MACRO_F1],
         "peak_rss_mb": peak_rss_mb(),
         "threads": measurement.threads or torch.get_num_threads(),
     }
@@ -232,7 +232,7 @@ def measure_trainer(
         "eval_s": eval_s,
         "evaluations": 1,
         "overhead_s": math.nan,
-        "val_macro_f1": prediction.metrics["test_" + config.OBJECTIVE],
+        "val_macro_f1": prediction.metrics["test_" + config.VAL_MACRO_F1],
         "peak_rss_mb": peak_rss_mb(),
         "threads": measurement.threads or torch.get_num_threads(),
     }

@@ -62,7 +62,7 @@ def tune_reports(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """
     frames = []
     for trial_id, history in histories.items():
-        if config.OBJECTIVE not in history:
+        if config.VAL_MACRO_F1 not in history:
             continue
         frame = history[[c for c in REPORT_COLUMNS if c in history]].copy()
         frame["trial_id"] = trial_id

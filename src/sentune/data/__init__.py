@@ -12,6 +12,8 @@ serving's too), `stratify` (the stratified split in NumPy), `batching` (truncati
 batches; torch-free). This package knows nothing of training or of runs.
 """
 
+from sentune.lazy import lazy_exports
+
 #: Each public name and the module that defines it: imported on first use (PEP 562), so that
 #: serving (`serve.predict`), which needs only `text` and `batching`, imports no pandas.
 _PUBLIC = {
@@ -33,11 +35,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -169,7 +169,7 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
     best_seed = confirmed.winner_seed() if confirmed is not None else None
     if best_seed is not None and best_seed["checkpoint"]:
         return _confirmed_winner(run, table, confirmed, best_seed)
-    ready = table[table[config.OBJECTIVE].notna() & (table["checkpoint"] != "")]
+    ready = table[table[config.VAL_MACRO_F1].notna() & (table["checkpoint"] != "")]
     if trial is not None:
         chosen = table[table["trial_id"] == trial]
         if chosen.empty:
@@ -195,7 +195,7 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
         rank=int(row.name) + 1,
         checkpoint=Path(row["checkpoint"]),
         params=params,
-        val_macro_f1=float(row[config.OBJECTIVE]),
+        val_macro_f1=float(row[config.VAL_MACRO_F1]),
         best_epoch=float(row["best_epoch"]),
         max_length=int(train.max_length),
         truncation=train.truncation,
@@ -299,11 +299,11 @@ def _confirmed_winner(
         rank=int(best_seed["rank"]),
         checkpoint=Path(best_seed["checkpoint"]),
         params=params,
-        val_macro_f1=float(best_seed[config.OBJECTIVE]),
+        val_macro_f1=float(best_seed[config.VAL_MACRO_F1]),
         best_epoch=float(best_seed["best_epoch"]),
         max_length=int(train.max_length),
         truncation=train.truncation,
-        confirmed={int(r["seed"]): float(r[config.OBJECTIVE]) for _, r in seeds.iterrows()},
+        confirmed={int(r["seed"]): float(r[config.VAL_MACRO_F1]) for _, r in seeds.iterrows()},
     )
 
 

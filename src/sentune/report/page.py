@@ -140,12 +140,13 @@ def _headline(result: RunAnalysis) -> str:
     text = ", ".join(parts) + "."
     if result.verdict is not None:
         text = f"{verdict_line(result.verdict)} {text}"
-    scored = table.dropna(subset=[config.OBJECTIVE])
+    scored = table.dropna(subset=[config.VAL_MACRO_F1])
     if len(scored):
         best = scored.iloc[0]
-        text += f" Best {config.OBJECTIVE} {best[config.OBJECTIVE]:.4f} (trial {best['trial_id']})"
+        score = best[config.VAL_MACRO_F1]
+        text += f" Best {config.VAL_MACRO_F1} {score:.4f} (trial {best['trial_id']})"
         if result.floor is not None:
-            gap = best[config.OBJECTIVE] - result.floor.val_macro_f1
+            gap = best[config.VAL_MACRO_F1] - result.floor.val_macro_f1
             text += f"; TF-IDF floor {result.floor.val_macro_f1:.4f} ({gap:+.4f})"
         text += "."
     return text

@@ -99,7 +99,7 @@ def panel_winner(result: RunAnalysis, plotly: Plotly) -> Panel:
     fig.update_layout(height=380, width=560, yaxis_autorange="reversed")
     note = (
         f"Trial {confusion.trial_id}, checkpoint {confusion.checkpoint}: "
-        f"{config.OBJECTIVE} {confusion.val_macro_f1:.4f} recomputed here."
+        f"{config.VAL_MACRO_F1} {confusion.val_macro_f1:.4f} recomputed here."
     )
     return panel._replace(
         note=note,

@@ -57,7 +57,7 @@ def panel_importance(result: RunAnalysis, plotly: Plotly) -> Panel:
 
 def _scored_values(result: RunAnalysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scored trials' leaderboard rows and their parameter values as drawn, aligned."""
-    mask = result.table[config.OBJECTIVE].notna()
+    mask = result.table[config.VAL_MACRO_F1].notna()
     values = result.param_values
     if values is None:
         values = pd.DataFrame({"trial_id": result.table["trial_id"]})
@@ -87,15 +87,15 @@ def panel_parallel(result: RunAnalysis, plotly: Plotly) -> Panel:
     ]
     dims.append(
         {
-            "label": config.OBJECTIVE,
-            "values": scored[config.OBJECTIVE].astype(float).tolist(),
+            "label": config.VAL_MACRO_F1,
+            "values": scored[config.VAL_MACRO_F1].astype(float).tolist(),
             "tickformat": NUMBER_FORMAT,
         }
     )
     fig = plotly.go.Figure(
         plotly.go.Parcoords(
             line={
-                "color": scored[config.OBJECTIVE],
+                "color": scored[config.VAL_MACRO_F1],
                 "colorscale": "Viridis",
                 "showscale": True,
                 "colorbar": {"title": "F1", "tickformat": NUMBER_FORMAT},
@@ -157,7 +157,7 @@ def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
         fig.add_trace(
             plotly.go.Scatter(
                 x=x,
-                y=scored[config.OBJECTIVE],
+                y=scored[config.VAL_MACRO_F1],
                 mode="markers",
                 marker={
                     "color": [STATUS_COLORS.get(s, "#999") for s in scored["status"]],
@@ -176,6 +176,6 @@ def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
             fig.update_xaxes(type="log", **where)
         else:
             fig.update_xaxes(tickformat=NUMBER_FORMAT, **where)
-    fig.update_yaxes(title_text=config.OBJECTIVE, col=1)
+    fig.update_yaxes(title_text=config.VAL_MACRO_F1, col=1)
     fig.update_layout(height=300 * rows)
     return panel._replace(figures=(fig,))

@@ -25,12 +25,12 @@ def panel_leaderboard(result: RunAnalysis, plotly: Plotly) -> Panel:
     board_html = table_html(
         board.table, row_classes={board.floor_row: "floor"} if board.floor_row is not None else None
     )
-    scored = result.table.dropna(subset=[config.OBJECTIVE])
+    scored = result.table.dropna(subset=[config.VAL_MACRO_F1])
     # Dots rather than bars: the differences that matter are small against the axis's zero.
     fig = go.Figure(
         go.Scatter(
             x=scored["trial_id"],
-            y=scored[config.OBJECTIVE],
+            y=scored[config.VAL_MACRO_F1],
             mode="markers",
             marker={"color": [STATUS_COLORS.get(s, "#999") for s in scored["status"]], "size": 12},
             text=scored["status"],
@@ -43,7 +43,7 @@ def panel_leaderboard(result: RunAnalysis, plotly: Plotly) -> Panel:
     fig.update_layout(
         height=340,
         xaxis_title="trial (best first)",
-        yaxis_title=f"{config.OBJECTIVE} (best epoch)",
+        yaxis_title=f"{config.VAL_MACRO_F1} (best epoch)",
         xaxis_type="category",
     )
     return Panel(
@@ -83,7 +83,7 @@ def panel_confirmation(result: RunAnalysis, plotly: Plotly) -> Panel:
     fig.add_trace(
         go.Scatter(
             x=table["trial_id"],
-            y=table[config.OBJECTIVE],
+            y=table[config.VAL_MACRO_F1],
             mode="markers",
             marker={"size": 10, "color": STATUS_COLORS[COMPLETED], "opacity": 0.7},
             text=[f"seed {s}" for s in table["seed"]],
@@ -109,11 +109,13 @@ def panel_confirmation(result: RunAnalysis, plotly: Plotly) -> Panel:
         height=340,
         xaxis={"title": "configuration (its search trial; best mean first)", "type": "category",
                "categoryorder": "array", "categoryarray": order},
-        yaxis_title=f"{config.OBJECTIVE} (best epoch)",
+        yaxis_title=f"{config.VAL_MACRO_F1} (best epoch)",
     )  # fmt: skip
     shown = confirmed.configs.copy()
     shown["mean ± std"] = [
-        format_mean_std(table.loc[table["trial_id"] == t, config.OBJECTIVE].tolist()) if n else ""
+        format_mean_std(table.loc[table["trial_id"] == t, config.VAL_MACRO_F1].tolist())
+        if n
+        else ""
         for t, n in zip(shown["trial_id"], shown["n_seeds"], strict=True)
     ]
     return panel._replace(
@@ -127,8 +129,8 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
     panel = Panel(
         id="latency",
         title="Macro-F1 against latency",
-        caption=f"Each trial's {config.OBJECTIVE} (best epoch, as in the leaderboard) against its "
-        "p95 latency at batch 1 (measured once per trial, the way it is served: ONNX or int8 "
+        caption=f"Each trial's {config.VAL_MACRO_F1} (best epoch, as in the leaderboard) against "
+        "its p95 latency at batch 1 (measured once per trial, the way it is served: ONNX or int8 "
         "ONNX on the CPU, PyTorch on a GPU; stopped trials too). The line joins the Pareto "
         "front (no other trial is both better and faster); the dashed line is the latency "
         "budget, the star the best trial on the front within it (what `sentune export "
@@ -147,7 +149,7 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
         fig.add_trace(
             go.Scatter(
                 x=part[config.LATENCY_P95_MS],
-                y=part[config.OBJECTIVE],
+                y=part[config.VAL_MACRO_F1],
                 mode="markers",
                 name=name,
                 marker={"size": 10, "color": color},
@@ -162,7 +164,7 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
     fig.add_trace(
         go.Scatter(
             x=line[config.LATENCY_P95_MS],
-            y=line[config.OBJECTIVE],
+            y=line[config.VAL_MACRO_F1],
             mode="lines",
             line_shape="hv",
             line={"color": "#1f77b4"},
@@ -183,7 +185,7 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
         fig.add_trace(
             go.Scatter(
                 x=[chosen[config.LATENCY_P95_MS]],
-                y=[chosen[config.OBJECTIVE]],
+                y=[chosen[config.VAL_MACRO_F1]],
                 mode="markers",
                 marker={"size": 18, "symbol": "star", "color": "#d62728"},
                 name="chosen",
@@ -193,7 +195,7 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
     elif front.budget_ms is not None:
         note = f"no trial on the front meets the budget of {front.budget_ms:g} ms"
     fig.update_layout(
-        height=400, xaxis_title="p95 latency at batch 1 (ms)", yaxis_title=config.OBJECTIVE
+        height=400, xaxis_title="p95 latency at batch 1 (ms)", yaxis_title=config.VAL_MACRO_F1
     )
     shown = table.drop(columns=["checkpoint"])
     return panel._replace(note=note, figures=(fig,), html=(table_html(shown),))
@@ -293,7 +295,7 @@ def panel_history(result: RunAnalysis, plotly: Plotly) -> Panel:
             floor_line(fig, plotly, result.floor.val_macro_f1, row=1, col=col)
     fig.update_xaxes(title_text="trial (start order)", dtick=1, row=1, col=1)
     fig.update_xaxes(title_text="minutes since start", row=1, col=2)
-    fig.update_yaxes(title_text=config.OBJECTIVE, row=1, col=1)
+    fig.update_yaxes(title_text=config.VAL_MACRO_F1, row=1, col=1)
     fig.update_layout(height=380)
     return panel._replace(figures=(fig,))
 
@@ -329,7 +331,7 @@ def panel_curves(result: RunAnalysis, plotly: Plotly) -> Panel:
     colors = _trial_colors(order)
     groups = dict(tuple(curves.groupby("trial_id", sort=False)))
     fig = plotly.make_subplots(
-        rows=1, cols=2, subplot_titles=(config.OBJECTIVE, "loss"), horizontal_spacing=0.08
+        rows=1, cols=2, subplot_titles=(config.VAL_MACRO_F1, "loss"), horizontal_spacing=0.08
     )
     for trial_id in order:
         group = groups[trial_id]
@@ -343,7 +345,7 @@ def panel_curves(result: RunAnalysis, plotly: Plotly) -> Panel:
         fig.add_trace(
             go.Scatter(
                 x=group[config.EPOCH],
-                y=group[config.OBJECTIVE],
+                y=group[config.VAL_MACRO_F1],
                 name=f"{trial_id} ({state})",
                 line={"color": color, "width": 1.5},
                 hovertemplate=f"{trial_id} ({state}) epoch %{{x}}: %{{y:.4f}}<extra></extra>",
@@ -379,7 +381,7 @@ def panel_curves(result: RunAnalysis, plotly: Plotly) -> Panel:
         low, high = curves[config.EPOCH].min(), curves[config.EPOCH].max()
         fig.update_xaxes(dtick=1, tick0=0, range=[low - 0.15, high + 0.15])
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text=config.OBJECTIVE, row=1, col=1)
+    fig.update_yaxes(title_text=config.VAL_MACRO_F1, row=1, col=1)
     fig.update_yaxes(title_text="cross-entropy loss", row=1, col=2)
     fig.update_layout(height=440, legend={"title": {"text": "trial (status)"}})
     return panel._replace(figures=(fig,))

@@ -65,8 +65,8 @@ def confirmed_winner_line(result: RunAnalysis) -> str:
         else ""
     )
     return (
-        f"winner (best mean over seeds): trial {confirmed.winner}, {config.OBJECTIVE} "
-        f"{format_mean_std(seeds[config.OBJECTIVE].tolist())} over {len(seeds)} seeds "
+        f"winner (best mean over seeds): trial {confirmed.winner}, {config.VAL_MACRO_F1} "
+        f"{format_mean_std(seeds[config.VAL_MACRO_F1].tolist())} over {len(seeds)} seeds "
         f"({', '.join(str(s) for s in seeds['seed'])}; leaderboard rank {int(row['rank'])}"
         f"{partial})"
     )

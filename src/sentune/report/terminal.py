@@ -21,7 +21,7 @@ def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 5) ->
         shown = pd.concat([shown.head(top), shown.iloc[[rank]]], ignore_index=True)
     else:
         shown = shown.head(top + (rank is not None))
-    lines = [f"Top trials of {result.run.path} (best epoch's {config.OBJECTIVE}):"]
+    lines = [f"Top trials of {result.run.path} (best epoch's {config.VAL_MACRO_F1}):"]
     if result.verdict is not None:
         lines.insert(0, verdict_line(result.verdict))
     with pd.option_context(

@@ -296,7 +296,7 @@ def _read_results(path: Path) -> pd.DataFrame:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a line cut short by a crash ends the readable history
-            if isinstance(row, dict) and config.OBJECTIVE in row and config.EPOCH in row:
+            if isinstance(row, dict) and config.VAL_MACRO_F1 in row and config.EPOCH in row:
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -343,7 +343,7 @@ def checkpoint_score(folder: Path) -> float:
     """The objective of the evaluation that wrote this checkpoint (-inf when unreadable)."""
     try:
         state = json.loads((Path(folder) / STATE_FILE).read_text())
-        return float(state["metrics"][config.OBJECTIVE])
+        return float(state["metrics"][config.VAL_MACRO_F1])
     except (OSError, ValueError, KeyError, TypeError):
         return float("-inf")
 

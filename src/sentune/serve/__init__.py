@@ -7,6 +7,8 @@ written from a PyTorch model, the latency/throughput timing that trials and the 
 needs torch).
 """
 
+from sentune.lazy import lazy_exports
+
 #: Each public name and the module that defines it: imported on first use (PEP 562), so that
 #: `sentune predict` imports `predict` and `onnx` only, never torch through `engines`.
 _PUBLIC = {
@@ -54,11 +56,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)

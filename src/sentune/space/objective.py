@@ -33,7 +33,7 @@ def parse_objective(where: str, single: Any, multi: Any) -> Objective:
         return Objective(metrics=_objective_list(where, multi))
     if single is None:
         return Objective()
-    example = f"{{maximize: {config.OBJECTIVE}, subject_to: {{{config.LATENCY_METRIC}: 8}}}}"
+    example = f"{{maximize: {config.VAL_MACRO_F1}, subject_to: {{{config.LATENCY_METRIC}: 8}}}}"
     if not isinstance(single, dict):
         raise SpaceError(f"{where}: objective: give a mapping, e.g. {example}; got {single!r}")
     unknown = sorted(set(single) - {"maximize", "subject_to"})
@@ -42,10 +42,10 @@ def parse_objective(where: str, single: Any, multi: Any) -> Objective:
             f"{where}: objective: unknown key {unknown[0]!r}; use maximize and subject_to, "
             f"e.g. {example}"
         )
-    goal = single.get("maximize", config.OBJECTIVE)
-    if goal != config.OBJECTIVE:
+    goal = single.get("maximize", config.VAL_MACRO_F1)
+    if goal != config.VAL_MACRO_F1:
         raise SpaceError(
-            f"{where}: objective: maximize {goal!r}: only {config.OBJECTIVE} can be maximised "
+            f"{where}: objective: maximize {goal!r}: only {config.VAL_MACRO_F1} can be maximised "
             f"(ASHA stops trials on it); bound the others with subject_to, or list them under "
             "objectives for a Pareto search"
         )
@@ -67,21 +67,21 @@ def parse_objective(where: str, single: Any, multi: Any) -> Objective:
 
 
 def _objective_list(where: str, multi: Any) -> tuple[str, ...]:
-    example = f"[{config.OBJECTIVE}, {config.LATENCY_METRIC}]"
+    example = f"[{config.VAL_MACRO_F1}, {config.LATENCY_METRIC}]"
     if not isinstance(multi, list) or len(multi) < 2:
         raise SpaceError(
             f"{where}: objectives: give a list of two or more metrics, e.g. {example}; "
             f"got {multi!r}"
         )
-    if multi[0] != config.OBJECTIVE:
+    if multi[0] != config.VAL_MACRO_F1:
         raise SpaceError(
-            f"{where}: objectives: the first must be {config.OBJECTIVE} (ASHA stops trials on "
+            f"{where}: objectives: the first must be {config.VAL_MACRO_F1} (ASHA stops trials on "
             f"it), e.g. {example}; got {multi[0]!r}"
         )
     for metric in multi[1:]:
         if metric not in config.INFERENCE_METRICS:
             raise SpaceError(
-                f"{where}: objectives: unknown metric {metric!r}; after {config.OBJECTIVE} use "
+                f"{where}: objectives: unknown metric {metric!r}; after {config.VAL_MACRO_F1} use "
                 f"{', '.join(config.INFERENCE_METRICS)}"
             )
     if len(set(multi)) != len(multi):

@@ -11,6 +11,8 @@ warmup and decay), `batches` (training batches as tensors), `evaluate` (metrics 
 logits, the TF-IDF floor, a checkpoint's confusion), `scratch` (a trial's scratch folder).
 """
 
+from sentune.lazy import lazy_exports
+
 #: Each public name and the module that defines it: imported on first use (PEP 562), so that a
 #: light module (`train.encoders`, which a search reads while Ray starts, or `train.scratch`)
 #: is imported without the trial loop, the model's modeling code or accelerate.
@@ -75,11 +77,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -253,7 +253,7 @@ def reference_floor(data: PreparedData, *, recorded_fingerprint: str | None = No
     """
     scores, _ = floor_scores(data, split=config.VAL)
     return Floor(
-        val_macro_f1=scores[config.OBJECTIVE],
+        val_macro_f1=scores[config.VAL_MACRO_F1],
         val_accuracy=scores[config.VAL_ACCURACY],
         train_size=len(data.train),
         val_size=len(data.validation),
@@ -392,5 +392,5 @@ def _confusion(
         per_class=pd.DataFrame(
             {"label": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
         ),
-        val_macro_f1=compute_metrics(labels, preds, names)[config.OBJECTIVE],
+        val_macro_f1=compute_metrics(labels, preds, names)[config.VAL_MACRO_F1],
     )

@@ -30,7 +30,6 @@ from sentune import config
 from sentune.config import HeadConfig, TrainConfig, TrialSettings
 from sentune.data import PreparedData
 from sentune.errors import ResourceError, SentuneError
-from sentune.progress import EpochProgress
 from sentune.runs import STATE_FILE, TRAINING_STATE_FILE
 from sentune.train import scratch
 from sentune.train.batches import collate, training_batches
@@ -45,6 +44,7 @@ from sentune.train.device import (
 )
 from sentune.train.evaluate import compute_metrics, predict_logits, save_predictions
 from sentune.train.optim import linear_warmup_decay, parameter_groups
+from sentune.train.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
@@ -502,7 +502,7 @@ class _Loop:
         self._batches_since_eval = 0
         self.history.append(metrics)
         checkpoint = None
-        improved = not self.best or metrics[config.OBJECTIVE] > self.best[config.OBJECTIVE]
+        improved = not self.best or metrics[config.VAL_MACRO_F1] > self.best[config.VAL_MACRO_F1]
         if improved:
             self.best = dict(metrics)
         # After the last epoch nothing continues: no training state (for BERT-base, 0.9 GB of
@@ -511,7 +511,7 @@ class _Loop:
         final = epoch_end is not None and epoch_end >= self.settings.max_epochs
         if improved or (self.settings.resumable and not final):
             checkpoint = self._save_checkpoint(metrics, best=improved, final=final)
-        log.info("epoch %s: %s %.4f", epoch, config.OBJECTIVE, metrics[config.OBJECTIVE])
+        log.info("epoch %s: %s %.4f", epoch, config.VAL_MACRO_F1, metrics[config.VAL_MACRO_F1])
         self.report(metrics, checkpoint)
 
     def _start_times(self) -> dict[str, float]:

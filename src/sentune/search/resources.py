@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from sentune import config
 from sentune.config import BudgetConfig
 from sentune.errors import ResourceError
+from sentune.machine import environment
 from sentune.space import MAX_LENGTH_KEY
 
 if TYPE_CHECKING:
-    from sentune.search import SearchOptions
+    from sentune.search.options import SearchOptions
     from sentune.space import SearchSpec
 
 log = logging.getLogger("sentune.search")
@@ -310,19 +311,13 @@ def cuda_mps(enabled: bool):
         "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
         "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
     }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        subprocess.run([control, "-d"], check=True, timeout=30)
-        log.info("CUDA MPS daemon started (pipe %s)", env["CUDA_MPS_PIPE_DIRECTORY"])
-        yield
+        with environment(env):
+            subprocess.run([control, "-d"], check=True, timeout=30)
+            log.info("CUDA MPS daemon started (pipe %s)", env["CUDA_MPS_PIPE_DIRECTORY"])
+            try:
+                yield
+            finally:
+                subprocess.run([control], input="quit\n", text=True, timeout=30, check=False)
     finally:
-        try:
-            subprocess.run([control], input="quit\n", text=True, timeout=30, check=False)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from sentune import config
 from sentune.errors import ResourceError, SpaceError
-from sentune.gpus import gpu_cards
+from sentune.search.resources import gpu_cards
 from sentune.space import MAX_LENGTH_KEY, MaxLength, SearchSpec, resolve_max_length
 
 if TYPE_CHECKING:
     from sentune.data import PreparedData
-    from sentune.search import SearchOptions
+    from sentune.search.options import SearchOptions
 
 log = logging.getLogger(__name__)
 

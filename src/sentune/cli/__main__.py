@@ -1,0 +1,7 @@
+"""`python -m sentune.cli`: the `sentune` command."""
+
+import sys
+
+from sentune.cli import main
+
+sys.exit(main())

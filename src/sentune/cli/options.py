@@ -1,0 +1,119 @@
+"""What several commands share: the flags that override a space's settings, the runtime
+options (declared once), the help texts of the common arguments, and `--set KEY=VALUE`."""
+
+from __future__ import annotations
+
+import argparse
+
+from sentune import config
+
+#: CLI flags that override a space file, by the dotted key they set.
+#: Command-line flags that override a space's settings: flag (dest) → dotted key.
+OVERRIDES = {
+    "model": "model",
+    "dataset": "data.dataset",
+    "train_size": "data.train_size",
+    "val_size": "data.val_size",
+    "trials": "budget.trials",
+    "max_epochs": "budget.max_epochs",
+    "grace_period": "budget.grace_period",
+    "concurrency": "budget.concurrency",
+    "cpus_per_trial": "budget.cpus_per_trial",
+    "gpus_per_trial": "budget.gpus_per_trial",
+    "time_budget_s": "budget.time_budget_s",
+    "seed": "budget.seed",
+    "confirm_top": "budget.confirm_top",
+    "confirm_seeds": "budget.confirm_seeds",
+}
+
+
+def gpus_per_trial_flag(text: str) -> float | str:
+    """`--gpus-per-trial`: a number, or `auto`."""
+    if text == config.GPUS_AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor {config.GPUS_AUTO}; e.g. 0.25, 1 or auto"
+        ) from None
+
+
+#: Type and help of each override flag, shared by `search` and `bench`.
+OVERRIDE_HELP: dict[str, tuple[type, str]] = {
+    "model": (str, "registered name (minilm, bert-base-uncased), hub id or folder"),
+    "dataset": (str, "tweets, imdb, sst2, a hub dataset, a file or a folder"),
+    "train_size": (int, "stratified subsample of the train split (data.train_size)"),
+    "val_size": (int, "stratified subsample of the validation split (data.val_size)"),
+    "max_length": (int, "tokens per text (train.max_length)"),
+    "trials": (int, "trials to run (budget.trials)"),
+    "max_epochs": (int, "epochs of a full trial (budget.max_epochs)"),
+    "grace_period": (int, "epochs before ASHA may stop a trial"),
+    "concurrency": (int, "trials running at once"),
+    "cpus_per_trial": (float, "CPUs reserved for each trial"),
+    "gpus_per_trial": (
+        gpus_per_trial_flag,
+        "a fraction shares a GPU; auto: packed by the GPU's memory (the default)",
+    ),
+    "time_budget_s": (float, "stop the search after this long"),
+    "seed": (int, "seed of the Optuna sampler"),
+    "confirm_top": (
+        int,
+        "configurations retrained over seeds after the search (default "
+        f"{config.CONFIRM_TOP_CPU} on CPU, {config.CONFIRM_TOP_GPU} with GPUs)",
+    ),
+    "confirm_seeds": (int, "seeds per confirmed configuration (0: no confirmation)"),
+}
+
+
+def add_overrides(parser: argparse.ArgumentParser, names) -> None:
+    """Add the named override flags (and `set`: `--set KEY=VALUE`, repeatable) to a parser."""
+    for name in names:
+        if name == "set":
+            parser.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="fix any dotted key, e.g. --set train.learning_rate=1e-4 (repeatable)",
+            )
+            continue
+        kind, text = OVERRIDE_HELP[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+
+
+STORAGE_HELP = (
+    "the runs folder (one subfolder per run), or object storage: s3://bucket/prefix or another "
+    "pyarrow filesystem URI (credentials from the environment: AWS_*, AWS_ENDPOINT_URL_S3)"
+)
+ANALYSIS_HELP = "the folder of derived results (analysis/<run>/)"
+RUN_HELP = "a run name or trials/<run> folder (default: the latest finished run in --storage)"
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """`--precision` and `--device`, as `search` and `bench` take them."""
+    parser.add_argument(
+        "--precision",
+        default=config.TrialSettings.precision,
+        choices=config.PRECISIONS,
+        help="auto: fp16/bf16 on GPUs, bf16 on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument(
+        "--device",
+        default=config.TrialSettings.device,
+        choices=config.DEVICES,
+        help="where trials train",
+    )
+
+
+def parse_set(pairs: list[str]) -> dict:
+    from sentune.errors import SpaceError
+    from sentune.space import parse_yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SpaceError(f"--set {pair!r}: write KEY=VALUE, e.g. --set head.dropout=0.2")
+        values[key.strip()] = parse_yaml(text)
+    return values

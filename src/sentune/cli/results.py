@@ -1,0 +1,157 @@
+"""The commands that read a finished (or running) run: `leaderboard`, `report`, `dashboard`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sentune import config
+from sentune.cli.options import ANALYSIS_HELP, RUN_HELP, STORAGE_HELP
+
+log = logging.getLogger("sentune")
+
+
+def add_results_parsers(commands) -> None:
+    board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
+    board.add_argument("run", nargs="?", help=RUN_HELP)
+    board.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
+    board.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=ANALYSIS_HELP
+    )
+    board.set_defaults(func=_leaderboard)
+
+    report = commands.add_parser(
+        "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
+    )
+    report.add_argument("run", nargs="?", help=RUN_HELP)
+    report.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
+    report.add_argument(
+        "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=ANALYSIS_HELP
+    )
+    report.add_argument(
+        "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
+    )
+    report.set_defaults(func=_report)
+    _add_dashboard_parser(commands)
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    run_dir = resolve_run(args.run, args.storage)
+    show_leaderboard(run_dir, args.analysis)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    run_dir = resolve_run(args.run, args.storage)
+    write_report(run_dir, args.analysis, screenshot=args.screenshot)
+    return 0
+
+
+def _add_dashboard_parser(commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard on a run's study, while the search runs and after",
+    )
+    dashboard.add_argument(
+        "run",
+        nargs="?",
+        help="a run name or trials/<run> folder (default: the latest run in --storage, "
+        "finished or not)",
+    )
+    dashboard.add_argument(
+        "--host",
+        default=config.DASHBOARD_HOST,
+        help="loopback address to listen on (no other: the dashboard has no authentication; "
+        "tunnel to it)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=int,
+        default=config.OPTUNA_DASHBOARD_PORT,
+        help="port to listen on; 0 picks a free one",
+    )
+    dashboard.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
+    dashboard.set_defaults(func=_dashboard)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from sentune.report import dashboard
+
+    # A live view wants the search that is running now, which is not finished yet.
+    run_dir = resolve_run(args.run, args.storage, finished=False)
+    server = dashboard.make_dashboard_server(run_dir, host=args.host, port=args.port)
+    print(f"Optuna dashboard of {run_dir}: {dashboard.url(server)}")
+    print("Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass  # the way to stop it
+    finally:
+        server.server_close()
+    return 0
+
+
+def write_report(run_dir: Path, analysis_root: Path, *, screenshot: bool = False) -> Path:
+    """Analyse a run, write its tables and report.html, and print the summary."""
+    from sentune import analysis, report
+    from sentune.report import browser
+
+    log.info("analysing %s (importance, TF-IDF floor, the winner on validation)", run_dir)
+    result = analysis.analyze(run_dir)
+    out = analysis_root / Path(run_dir).name
+    analysis.write_tables(result, out)
+    path = report.write_report(result, out)
+    if screenshot:
+        log.info("screenshot: %s", browser.screenshot(path, out / analysis.SCREENSHOT_FILE))
+    print("\n" + report.summary(result, report=path))
+    return path
+
+
+def resolve_run(
+    run: str | None, location: str, *, finished: bool = True, cache_dir=config.CACHE_DIR
+) -> Path:
+    """The local folder of the run a command names (a path or a bare name), or of the latest
+    (finished) one, said aloud; a run in object storage is pulled into its mirror first."""
+    from sentune.runs import storage
+
+    store = storage.open_storage(location, cache_dir=cache_dir)
+    run_dir = storage.resolve_run(run, store, finished=finished)
+    if run is None:
+        which = "latest finished run" if finished else "latest run"
+        print(f"using {run_dir} ({which})", file=sys.stderr)
+    return run_dir
+
+
+def show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
+    import pandas as pd
+
+    from sentune import analysis, runs
+
+    run = runs.open_run(run_dir)
+    table = analysis.leaderboard(run)
+    out = analysis_root / Path(run_dir).name
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_csv(table, out / analysis.LEADERBOARD_FILE)
+    shown = table.drop(columns=["checkpoint", "error", config.VAL_LOSS])
+    with pd.option_context(
+        "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
+    ):
+        print(f"\nLeaderboard of {run_dir} (best epoch's {config.VAL_MACRO_F1}):")
+        print(analysis.RANKING_RULE)
+        print(shown.to_string(index=False))
+    stopped = int(table["stopped_early"].sum())
+    print(
+        f"\n{len(table)} trials, {stopped} stopped early by ASHA, "
+        f"{int((table['status'] == analysis.ERROR).sum())} failed"
+    )
+    for _, row in table[table["status"] == analysis.ERROR].iterrows():
+        print(f"  {row['trial_id']} failed: {row['error']}")
+    print(f"leaderboard: {out / analysis.LEADERBOARD_FILE}")
+    confirmed = analysis.confirmation(run, table)
+    if confirmed is not None:
+        runs.write_csv(confirmed.table, out / analysis.CONFIRM_FILE)
+        print("\nConfirmation over seeds (best mean first; the winner is the first):")
+        print(confirmed.configs.to_string(index=False, float_format="{:.4f}".format))
+        print(f"confirmation: {out / analysis.CONFIRM_FILE}")
