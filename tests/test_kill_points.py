@@ -103,10 +103,13 @@ def _resume(tmp_path: Path, run: str, storage: str, env: dict) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
-def _epochs(run_dir: Path) -> dict[str, list[float]]:
+def _epochs(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Each trial's evaluations as (epoch, when Tune logged it): a trial trained again after the
+    resume logs its epochs anew, with other times, even where its scores come out the same."""
     return {
         path.parent.name: [
-            json.loads(line)[config.EPOCH] for line in path.read_text().splitlines() if line
+            (row[config.EPOCH], row["timestamp"])
+            for row in map(json.loads, path.read_text().splitlines())
         ]
         for path in run_dir.glob(f"*/{runs.RESULTS_FILE}")
     }
@@ -127,7 +130,7 @@ def _check_kept(run_dir: Path, killed: str, before: dict[str, list[float]]) -> N
     study = optuna.load_study(study_name=runs.read_manifest(run_dir).optuna_study, storage=journal)
     (told,) = [t for t in study.trials if t.user_attrs[runs.RAY_TRIAL_ID_ATTR] == killed]
     assert told.state == optuna.trial.TrialState.PRUNED
-    assert sorted(told.intermediate_values) == [int(e) for e in before[killed]]
+    assert sorted(told.intermediate_values) == [int(e) for e, _ in before[killed]]
 
 
 def _env(**extra) -> dict:
