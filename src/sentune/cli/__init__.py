@@ -14,8 +14,8 @@ import time
 from importlib import metadata
 
 from sentune.cli.bench import add_bench_parser
-from sentune.cli.export import add_export_parsers
-from sentune.cli.results import add_results_parsers
+from sentune.cli.export import add_export_parser, add_predict_parser
+from sentune.cli.results import add_dashboard_parser, add_leaderboard_parser, add_report_parser
 from sentune.cli.search import add_keys_parser, add_search_parser, run_search
 from sentune.errors import SentuneError
 
@@ -110,8 +110,11 @@ def _parser() -> argparse.ArgumentParser:
 
     for add_parser in (
         add_search_parser,
-        add_results_parsers,
-        add_export_parsers,
+        add_leaderboard_parser,
+        add_report_parser,
+        add_dashboard_parser,
+        add_export_parser,
+        add_predict_parser,
         add_bench_parser,
         add_keys_parser,
     ):

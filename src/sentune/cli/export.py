@@ -11,9 +11,7 @@ from sentune.cli.options import ANALYSIS_HELP, RUN_HELP, STORAGE_HELP
 from sentune.cli.results import resolve_run
 
 
-def add_export_parsers(commands) -> None:
-    from sentune.serve.predict import OUTPUT_FORMATS
-
+def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export", help="export a run's winner: HF folder, ONNX, int8; test scores, benchmark"
     )
@@ -42,6 +40,10 @@ def add_export_parsers(commands) -> None:
         "--cache-dir", type=Path, default=Path(config.CACHE_DIR), help="the token id cache"
     )
     export.set_defaults(func=_export)
+
+
+def add_predict_parser(commands) -> None:
+    from sentune.serve.predict import OUTPUT_FORMATS
 
     predict = commands.add_parser("predict", help="classify texts with an export (onnxruntime)")
     predict.add_argument("export_dir", type=Path, help="analysis/<run>/export")

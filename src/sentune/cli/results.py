@@ -13,7 +13,7 @@ from sentune.cli.options import ANALYSIS_HELP, RUN_HELP, STORAGE_HELP
 log = logging.getLogger("sentune")
 
 
-def add_results_parsers(commands) -> None:
+def add_leaderboard_parser(commands) -> None:
     board = commands.add_parser("leaderboard", help="print and save the leaderboard of a run")
     board.add_argument("run", nargs="?", help=RUN_HELP)
     board.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
@@ -22,6 +22,8 @@ def add_results_parsers(commands) -> None:
     )
     board.set_defaults(func=_leaderboard)
 
+
+def add_report_parser(commands) -> None:
     report = commands.add_parser(
         "report", help="write analysis/<run>/report.html (leaderboard, importance, curves, …)"
     )
@@ -34,7 +36,6 @@ def add_results_parsers(commands) -> None:
         "--screenshot", action="store_true", help="also save report.png (needs Chromium)"
     )
     report.set_defaults(func=_report)
-    _add_dashboard_parser(commands)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -49,7 +50,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_dashboard_parser(commands) -> None:
+def add_dashboard_parser(commands) -> None:
     dashboard = commands.add_parser(
         "dashboard",
         help="serve optuna-dashboard on a run's study, while the search runs and after",

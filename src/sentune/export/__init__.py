@@ -31,7 +31,13 @@ import pandas as pd
 import torch
 
 from sentune import config, machine, runs
-from sentune.analysis import Confirmation, confirmation, leaderboard
+from sentune.analysis import (
+    Confirmation,
+    confirmation,
+    leaderboard,
+    trial_max_length,
+    trial_truncation,
+)
 from sentune.data import PreparedData, Split
 from sentune.data.batching import pad_batch, sorted_batches
 from sentune.errors import ExportError, RunError
@@ -189,7 +195,6 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
     else:
         row = ready.iloc[0]
     params = run.params[row["trial_id"]]
-    train = config.build_section("train", params)
     return Winner(
         trial_id=str(row["trial_id"]),
         rank=int(row.name) + 1,
@@ -197,8 +202,8 @@ def select_winner(run: Run, trial: str | None = None) -> Winner:
         params=params,
         val_macro_f1=float(row[config.VAL_MACRO_F1]),
         best_epoch=float(row["best_epoch"]),
-        max_length=int(train.max_length),
-        truncation=train.truncation,
+        max_length=trial_max_length(run, str(row["trial_id"])),
+        truncation=trial_truncation(run, str(row["trial_id"])),
     )
 
 
@@ -293,7 +298,6 @@ def _confirmed_winner(
 ) -> Winner:
     seeds = confirmed.table[confirmed.table["trial_id"] == confirmed.winner]
     params = {**run.params[confirmed.winner], runs.SEED_KEY: int(best_seed["seed"])}
-    train = config.build_section("train", params)
     return Winner(
         trial_id=str(confirmed.winner),
         rank=int(best_seed["rank"]),
@@ -301,8 +305,8 @@ def _confirmed_winner(
         params=params,
         val_macro_f1=float(best_seed[config.VAL_MACRO_F1]),
         best_epoch=float(best_seed["best_epoch"]),
-        max_length=int(train.max_length),
-        truncation=train.truncation,
+        max_length=trial_max_length(run, confirmed.winner),
+        truncation=trial_truncation(run, confirmed.winner),
         confirmed={int(r["seed"]): float(r[config.VAL_MACRO_F1]) for _, r in seeds.iterrows()},
     )
 

@@ -13,11 +13,7 @@ import pandas as pd
 
 def write_text(path: Path, text: str) -> Path:
     """Write a file whole or not at all (a temporary file beside it, then a rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_bytes(path, text.encode())
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
