@@ -14,7 +14,7 @@ import pytest
 
 from sentune import analysis, cli, config, runs, search, space
 from sentune.config import DataConfig, TrialSettings
-from sentune.errors import ResourceError
+from sentune.errors import ResourceError, SpaceError
 from sentune.search import driver, preflight, strategies, tuner
 
 pytestmark = pytest.mark.slow
@@ -299,9 +299,9 @@ def test_a_strategy_names_its_sampler_and_cmaes_refuses_choices():
     spec = space.load("optim")
     assert strategies.strategy_name(spec, None) == "tpe-asha"
     assert strategies.strategy_name(spec, "qmc-fifo") == "qmc-fifo"
-    with pytest.raises(space.SpaceError, match="cannot search choice parameters"):
+    with pytest.raises(SpaceError, match="cannot search choice parameters"):
         strategies.strategy_name(spec, "cmaes-asha")
-    with pytest.raises(space.SpaceError, match="unknown strategy 'bayes-asha'"):
+    with pytest.raises(SpaceError, match="unknown strategy 'bayes-asha'"):
         strategies.strategy_name(spec, "bayes-asha")
 
 

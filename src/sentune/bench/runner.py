@@ -21,6 +21,7 @@ from sentune.bench.throughput import measure_throughput
 from sentune.bench.tune import run_tune
 from sentune.data import PreparedData
 from sentune.errors import SpaceError
+from sentune.search.preflight import max_length_for_data
 from sentune.space import SearchSpec
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def run_benchmark(
     }
     data, model_path = _prepare(specs[options.seeds[0]], options)
     # max_length auto/quantiles resolve against the data once, so the peer sees the same values.
-    specs = {s: search.max_length_for_data(spec, data, model_path)[0] for s, spec in specs.items()}
+    specs = {s: max_length_for_data(spec, data, model_path)[0] for s, spec in specs.items()}
     base = specs[options.seeds[0]]
     storage = options.storage / f"bench-{stamp}"
     method_runs: list[MethodRun] = []

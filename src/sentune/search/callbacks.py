@@ -168,10 +168,23 @@ def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage, *, hook=No
                         runs.write_trial_status(stored, runs.COMPLETED, failures=failures)
                         storage.push(store, run_dir.name, [stored / runs.TRIAL_STATUS])
 
+        def on_trial_start(self, iteration, trials, trial, **info):
+            # A trial that ended before a kill which Tune's older state missed: Tune restarts it
+            # (its trainable ends at once) with a staging that may lack its results, and would
+            # copy that staging over the run's record. The staging gets the run's record first.
+            stored, staging = _stored(trial), Path(trial.local_path)
+            if runs.read_trial_status(stored).get("status") == runs.COMPLETED:
+                staging.mkdir(parents=True, exist_ok=True)
+                for name in (runs.PARAMS_FILE, runs.RESULTS_FILE):
+                    if (stored / name).is_file():
+                        runs.write_bytes(staging / name, (stored / name).read_bytes())
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            store_files(trial, (runs.PARAMS_FILE, runs.RESULTS_FILE))
+            # The journal (told first, by the searcher) before the results: a trial whose
+            # results are stored is in the journal, and counts in the trial budget.
             if store.remote and journal.is_file():
                 storage.push(store, run_dir.name, [journal])
+            store_files(trial, (runs.PARAMS_FILE, runs.RESULTS_FILE))
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             record(trial, runs.RETRYING)

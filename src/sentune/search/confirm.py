@@ -46,6 +46,7 @@ def run_confirmation(
     from sentune.analysis import confirmation_plan
 
     folder = f"{tune_location(run_dir, options)}/{runs.CONFIRM_DIR}"
+    finished = frozenset()
     if tune.Tuner.can_restore(folder):
         log.info("continuing the confirmation of %s over seeds", run_dir.name)
         finished = finished_trials(runs.confirm_dir(run_dir), run_dir, open_store(options))
@@ -73,7 +74,7 @@ def run_confirmation(
             len(configs),
         )
         tuner = _build_confirm_tuner(configs, trainable, run_dir, budget, options)
-    grid = fit(tuner, options)
+    grid = fit(tuner, options, finished=finished)
     _finish_confirm(run_dir, grid, options)
 
 

@@ -320,7 +320,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             resume_unfinished=True,
             resume_errored=True,
         )
-        grid = fit(tuner, options)
+        grid = fit(tuner, options, finished=finished)
         if _finish(run_dir, grid, budget, options):
             run_confirmation(run_dir, data, settings, budget, options)
     shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)

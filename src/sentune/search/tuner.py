@@ -213,20 +213,29 @@ def _trainable(
         scratch.release(workdir)
 
 
+#: Ray Tune's switch off its check that a result names the objective (read at each result).
+_STRICT_METRICS = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+
 #: Ray Tune's switch between its output engines (read when `Tuner.fit` starts).
 _TUNE_NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
 
 
-def fit(tuner, options: SearchOptions):
+def fit(tuner, options: SearchOptions, *, finished: frozenset[str] = frozenset()):
     """`tuner.fit()` (`fit_quietly`), with an out-of-memory kill said in one line.
 
     Ray kills a worker when the host runs low on memory. Tune retries a trial killed while it
     trains, but a kill while a trial's worker starts ends `fit` with Ray's `OutOfMemoryError`
     inside a `RuntimeError` and pages of Ray's report; this raises a `ResourceError` that says
     what to lower instead (the run folder is then kept or removed as for any failure).
+
+    A resumed experiment whose trials in `finished` Tune restarts (`recovery.finished_trials`):
+    their trainable ends at once, and Tune ends them with the result it saved last, which may
+    precede their first evaluation; Tune's check that every result names the objective is off
+    for that fit (the trainable reports it with every evaluation).
     """
     try:
-        return fit_quietly(tuner, options)
+        with environment({_STRICT_METRICS: "1"} if finished else {}):
+            return fit_quietly(tuner, options)
     except Exception as exc:
         killed = _out_of_memory(exc)
         if killed is None:
