@@ -426,14 +426,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(ctx, capsys, argv, messa
 
 
 def test_disk_full_while_writing_the_manifest_leaves_no_run(ctx, capsys, monkeypatch):
-    real_write_text = Path.write_text
+    real_write_bytes = Path.write_bytes  # what the run's atomic writes use
 
     def full_disk(self, *args, **kwargs):
         if self.name.startswith(runs.MANIFEST):
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real_write_text(self, *args, **kwargs)
+        return real_write_bytes(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     assert cli.main(["search", str(ctx["space"]), "--storage", str(ctx["storage"])]) == 2
     line = _one_error_line(capsys)
     assert line.startswith("sentune: error: no space left on the device writing ")
