@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sentune import config, runs
+from sentune import analysis, config, runs
 
 pytestmark = pytest.mark.slow
 
@@ -31,34 +31,39 @@ MAX_EPOCHS = 3
 DRIVER = """
 import os, signal, sys
 from pathlib import Path
-from sentune import search, space
+from sentune import runs, search, space
 
-space_file, storage, cache, point, marker, max_epochs = sys.argv[1:7]
+space_file, storage, cache, point, marker, which, max_epochs = sys.argv[1:8]
 
-def kill_at(point, marker, max_epochs):
+def kill_at(point, marker, which, max_epochs):
     def hook(reached, trial):
-        epoch = (trial.last_result or {}).get("epoch", max_epochs)
-        if reached == point and epoch < max_epochs and not os.path.exists(marker):
-            Path(marker).write_text(trial.trial_id)
+        if which == "confirm":  # a confirmation trial, which trains the whole budget
+            cut = runs.CONFIRMS_KEY in trial.config
+        else:  # a trial that ASHA stopped before the budget
+            cut = (trial.last_result or {}).get("epoch", max_epochs) < max_epochs
+        if reached == point and cut and not os.path.exists(marker):
+            Path(marker).write_text(Path(trial.path).name)
             os.kill(os.getpid(), signal.SIGKILL)
     return hook
 
 options = search.SearchOptions(
     storage=storage, cache_dir=Path(cache), precision="fp32", dashboard=False, name="killed",
-    ledger_hook=kill_at(point, marker, int(max_epochs)),
+    ledger_hook=kill_at(point, marker, which, int(max_epochs)),
 )
 search.run(space.load(space_file), options=options)
 """
 
 
-def _run_killed(tmp_path: Path, space_file: Path, storage: str, point: str, env: dict) -> str:
-    """Run the search until the hook kills it at `point`; end its Ray processes; return the id
-    of the trial whose end was cut."""
+def _run_killed(
+    tmp_path: Path, space_file: Path, storage: str, point: str, env: dict, which: str = "stopped"
+) -> str:
+    """Run the search until the hook kills it at `point` of a `which` trial's end (`stopped`
+    by ASHA, or a `confirm`ation trial); end its Ray processes; return the trial's folder name."""
     marker = tmp_path / "killed-trial"
     log = (tmp_path / "first.log").open("w")
     driver = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(DRIVER), str(space_file), storage,
-         str(tmp_path / config.CACHE_DIR), point, str(marker), str(MAX_EPOCHS)],
+         str(tmp_path / config.CACHE_DIR), point, str(marker), which, str(MAX_EPOCHS)],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     family: set[int] = set()
@@ -169,3 +174,20 @@ def test_a_trial_killed_at_its_end_stays_ended_in_object_storage(
     before = _epochs(stores.pull(store, "killed", bodies=False))
     _resume(tmp_path, "killed", uri, env)
     _check_kept(stores.pull(store, "killed", bodies=False), killed, before)
+
+
+def test_a_confirmation_trial_killed_at_its_end_stays_ended_after_resume(
+    write_tiny_space, tiny_model_dir, tiny_csv, tmp_path
+):
+    """The confirmation over seeds is a Tune experiment of its own, restored the same way."""
+    space_file = write_tiny_space(
+        tmp_path, tiny_model_dir, tiny_csv, trials=2, max_epochs=2, confirm_top=1, confirm_seeds=2
+    )
+    storage, env = str(tmp_path / "trials"), _env()
+    killed = _run_killed(tmp_path, space_file, storage, "after-status", env, which="confirm")
+    confirm_dir = tmp_path / "trials" / "killed" / runs.CONFIRM_DIR
+    before = _epochs(confirm_dir)
+    _resume(tmp_path, str(tmp_path / "trials" / "killed"), storage, env)
+    assert _epochs(confirm_dir)[killed] == before[killed]
+    assert runs.read_trial_status(confirm_dir / killed)["status"] == runs.COMPLETED
+    assert (tmp_path / "analysis" / "killed" / analysis.CONFIRM_FILE).is_file()
