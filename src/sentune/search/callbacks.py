@@ -116,18 +116,21 @@ def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage, *, hook=No
 
     journal = runs.optuna_journal(run_dir)
 
+    def copy_files(source: Path, target: Path, names: tuple[str, ...]) -> list[Path]:
+        """Copy the files `names` that exist in `source` into `target`, each whole."""
+        if source == target:
+            return []
+        target.mkdir(parents=True, exist_ok=True)
+        return [
+            runs.write_bytes(target / name, (source / name).read_bytes())
+            for name in names
+            if (source / name).is_file()
+        ]
+
     def store_files(trial, names: tuple[str, ...]) -> None:
         """Copy files of the trial's staging into its folder in the run (uploaded for a run
         in object storage, where `folder` is the mirror)."""
-        staging, stored = Path(trial.local_path), _stored(trial)
-        if staging == stored:
-            return
-        stored.mkdir(parents=True, exist_ok=True)
-        copied = [
-            runs.write_bytes(stored / name, (staging / name).read_bytes())
-            for name in names
-            if (staging / name).is_file()
-        ]
+        copied = copy_files(Path(trial.local_path), _stored(trial), names)
         storage.push(store, run_dir.name, copied)
 
     def _stored(trial) -> Path:
@@ -172,12 +175,10 @@ def trial_ledger(folder: Path, run_dir: Path, store: storage.Storage, *, hook=No
             # A trial that ended before a kill which Tune's older state missed: Tune restarts it
             # (its trainable ends at once) with a staging that may lack its results, and would
             # copy that staging over the run's record. The staging gets the run's record first.
-            stored, staging = _stored(trial), Path(trial.local_path)
+            stored = _stored(trial)
             if runs.read_trial_status(stored).get("status") == runs.COMPLETED:
-                staging.mkdir(parents=True, exist_ok=True)
-                for name in (runs.PARAMS_FILE, runs.RESULTS_FILE):
-                    if (stored / name).is_file():
-                        runs.write_bytes(staging / name, (stored / name).read_bytes())
+                names = (runs.PARAMS_FILE, runs.RESULTS_FILE)
+                copy_files(stored, Path(trial.local_path), names)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             # The journal (told first, by the searcher) before the results: a trial whose
