@@ -14,7 +14,7 @@ import time
 from importlib import metadata
 
 from sentune.cli.bench import add_bench_parser
-from sentune.cli.export import add_export_parser, add_predict_parser
+from sentune.cli.export import add_export_parser, add_predict_parser, add_refit_parser
 from sentune.cli.results import add_dashboard_parser, add_leaderboard_parser, add_report_parser
 from sentune.cli.search import add_keys_parser, add_search_parser, run_search
 from sentune.errors import SentuneError
@@ -85,6 +85,7 @@ commands:
   leaderboard  print and save a run's leaderboard (default: the latest finished run)
   report       write a run's one-file HTML report (importance, curves, TF-IDF floor, confusion)
   dashboard    watch a run's Optuna study live in optuna-dashboard (default: the latest run)
+  refit        retrain a run's winner on the whole training split (export runs it when needed)
   export       export a run's winner: Hugging Face folder, ONNX, int8; test scores, model card
   predict      classify texts or a CSV/TSV/JSONL file with an export (onnxruntime, no torch)
   bench        compare search strategies against each other and Trainer.hyperparameter_search
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         add_leaderboard_parser,
         add_report_parser,
         add_dashboard_parser,
+        add_refit_parser,
         add_export_parser,
         add_predict_parser,
         add_bench_parser,

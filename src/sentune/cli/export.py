@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from sentune import config
@@ -30,6 +31,15 @@ def add_export_parser(commands) -> None:
         help="export the best trial on the F1-latency Pareto front whose p95 batch-1 latency "
         "meets this budget; refuse when none does or the exported model misses it",
     )
+    export.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="export the search's checkpoint as it is, without first retraining the "
+        "configuration on the whole training split (the default when the search used a sample)",
+    )
+    export.add_argument(
+        "--address", help="Ray cluster the refit runs on (default: the search's, else local)"
+    )
     export.add_argument("--threads", type=int, help="intra-op threads (default: CPU count)")
     export.add_argument("--out", type=Path, help="export folder (default: ANALYSIS/<run>/export)")
     export.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
@@ -40,6 +50,26 @@ def add_export_parser(commands) -> None:
         "--cache-dir", type=Path, default=Path(config.CACHE_DIR), help="the token id cache"
     )
     export.set_defaults(func=_export)
+
+
+def add_refit_parser(commands) -> None:
+    refit = commands.add_parser(
+        "refit",
+        help="retrain a run's winner on the whole training split (export then ships it)",
+    )
+    refit.add_argument("run", nargs="?", help=RUN_HELP)
+    refit.add_argument("--trial", help="refit this trial id instead of the winner")
+    refit.add_argument(
+        "--force", action="store_true", help="train again even if a finished refit is there"
+    )
+    refit.add_argument(
+        "--address", help="Ray cluster to run on (default: the search's, else local)"
+    )
+    refit.add_argument("--storage", default=config.STORAGE_DIR, help=STORAGE_HELP)
+    refit.add_argument(
+        "--cache-dir", type=Path, default=Path(config.CACHE_DIR), help="the token id cache"
+    )
+    refit.set_defaults(func=_refit)
 
 
 def add_predict_parser(commands) -> None:
@@ -85,11 +115,18 @@ def _export(args: argparse.Namespace) -> int:
         max_latency_ms=args.max_latency_ms,
     )
     run_dir = resolve_run(args.run, args.storage, cache_dir=args.cache_dir)
+    trial = export.plan(run_dir, out_dir=args.out, analysis_root=args.analysis, options=options)
+    if args.no_refit:
+        options = replace(options, refit=False)
+    else:
+        _refit_if_sampled(run_dir, trial, args)
     result = export.export_winner(
         run_dir, out_dir=args.out, analysis_root=args.analysis, options=options
     )
     metrics = result.metrics
+    print(f"\n{_floor_line(metrics)}")
     print(f"\nExported trial {result.winner.trial_id} of {run_dir} to {result.path}")
+    print(_trained_on_line(metrics))
     print(f"\nScores (test split never seen by the search):\n{export.format_scores(metrics)}")
     print(f"\nTest scores with 95 % bootstrap intervals:\n{export.format_intervals(metrics)}")
     if "int8_test_macro_f1_drop" in metrics:
@@ -113,6 +150,74 @@ def _export(args: argparse.Namespace) -> int:
             f"({'n/a' if before is None else f'{before:.2f} ms'} in the search)"
         )
     return 0
+
+
+def _refit(args: argparse.Namespace) -> int:
+    from sentune import export, runs, search
+
+    run_dir = resolve_run(args.run, args.storage, cache_dir=args.cache_dir)
+    trial = args.trial or export.select_winner(runs.open_run(run_dir)).trial_id
+    if not search.needs_refit(runs.read_manifest(run_dir)):
+        print(f"{run_dir} searched on the whole training split: its checkpoints need no refit")
+        return 0
+    done = search.refit(run_dir, trial, options=_refit_options(args), force=args.force)
+    print(f"\nRefit of trial {trial}: {search.refit_summary(done.record)}")
+    print(f"checkpoint: {done.checkpoint}\nexport it with: sentune export {run_dir}")
+    return 0
+
+
+def _refit_if_sampled(run_dir: Path, trial: str, args: argparse.Namespace) -> None:
+    """Before an export: the configuration retrained on the whole training split when the
+    search trained on a sample of it (or the refit already made, continued if interrupted)."""
+    from sentune import runs, search
+
+    if search.needs_refit(runs.read_manifest(run_dir)):
+        search.refit(run_dir, trial, options=_refit_options(args))
+
+
+def _refit_options(args: argparse.Namespace):
+    import os
+
+    from sentune import search
+
+    return search.SearchOptions(
+        address=args.address or os.environ.get("RAY_ADDRESS") or None,
+        storage=args.storage,
+        cache_dir=args.cache_dir,
+        dashboard=False,
+        verbose=getattr(args, "verbose", False),
+        started_at=getattr(args, "started_at", None),
+    )
+
+
+def _floor_line(metrics: dict) -> str:
+    """The summary's first line: the shipped model against the floor trained on the same
+    examples, on the test split."""
+    key = config.metric_name(config.TEST, config.MACRO_F1)
+    model, floor = metrics["formats"]["pytorch"]["test"][key], metrics["floor"][key]
+    against = metrics["vs_floor"]
+    verdict = (
+        f"beats the TF-IDF floor by {against['test_macro_f1_gain']:+.4f}"
+        if against["beats_floor"]
+        else f"does NOT beat the TF-IDF floor ({against['test_macro_f1_gain']:+.4f})"
+    )
+    overlap = " (their 95 % intervals overlap)" if against["intervals_overlap"] else ""
+    return (
+        f"The exported model {verdict}{overlap}: test macro-F1 {model:.4f} against {floor:.4f}, "
+        f"both trained on the same {metrics['train_size']} examples."
+    )
+
+
+def _trained_on_line(metrics: dict) -> str:
+    refit = metrics.get("refit")
+    if refit:
+        return (
+            f"Trained on all {metrics['train_size']} training examples (refit, seed "
+            f"{refit['seed']}, best epoch {refit['best_epoch']:g}, validation macro-F1 "
+            f"{refit['val_macro_f1']:.4f}); the search trained on {refit['search_train_size']} "
+            f"(validation macro-F1 {metrics['search_val_macro_f1']:.4f})."
+        )
+    return f"Trained on {metrics['train_size']} training examples (the search's checkpoint)."
 
 
 def _predict(args: argparse.Namespace) -> int:

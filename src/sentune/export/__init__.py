@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ __all__ = [
     "format_benchmark",
     "format_intervals",
     "format_scores",
+    "chosen_trial",
+    "export_dir",
+    "plan",
     "select_winner",
 ]
 _DEFAULT_OPTIONS = ExportOptions()
@@ -126,12 +130,11 @@ def export_winner(
         import_onnxruntime()
     run = runs.open_run(run_dir)
     budget = options.max_latency_ms
-    trial = options.trial
-    if budget is not None:
-        trial = trial or _fastest_good_enough(run, budget)
-    winner = select_winner(run, trial)
+    winner = select_winner(run, chosen_trial(run, options))
+    if options.refit:
+        winner = _with_refit(run, winner)
     served = _served_engine(winner, formats) if budget is not None else None
-    out = Path(out_dir) if out_dir else Path(analysis_root) / run.path.name / EXPORT_DIR
+    out = export_dir(run.path, out_dir, analysis_root)
     _check_target(out, force=options.force)
     data = _load_data(run, winner, cache_dir=options.cache_dir)
     threads = options.threads or os.cpu_count() or 1
@@ -161,6 +164,54 @@ def export_winner(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("export of trial %s written to %s", winner.trial_id, out)
     return ExportResult(out, winner, metrics, benchmark)
+
+
+def chosen_trial(run: Run, options: ExportOptions) -> str | None:
+    """The trial `options` names: `options.trial`, or under a latency budget the best trial on
+    the Pareto front that meets it; None: the winner (`select_winner`)."""
+    if options.trial is None and options.max_latency_ms is not None:
+        return _fastest_good_enough(run, options.max_latency_ms)
+    return options.trial
+
+
+def export_dir(run_dir: Path, out_dir: str | Path | None, analysis_root: str | Path) -> Path:
+    """Where the export of `run_dir` goes: `out_dir`, else `<analysis_root>/<run>/export`."""
+    return Path(out_dir) if out_dir else Path(analysis_root) / Path(run_dir).name / EXPORT_DIR
+
+
+def plan(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    analysis_root: str | Path = Path(config.ANALYSIS_DIR),
+    options: ExportOptions = _DEFAULT_OPTIONS,
+) -> str:
+    """The checks of `export_winner` that need no model (formats, the trial, the target
+    folder), made before a refit trains for minutes.
+
+    Returns:
+        The id of the search trial whose configuration is to be exported.
+    """
+    _check_formats(options.formats)
+    run = runs.open_run(run_dir)
+    winner = select_winner(run, chosen_trial(run, options))
+    _check_target(export_dir(run.path, out_dir, analysis_root), force=options.force)
+    return winner.trial_id
+
+
+def _with_refit(run: Run, winner: Winner) -> Winner:
+    """The winner with its refit's model (`runs.finished_refit`), where there is one: the
+    configuration and seed of its search trial, trained on the whole training split."""
+    refit = runs.finished_refit(run.path, winner.trial_id)
+    if refit is None:
+        return winner
+    return replace(
+        winner,
+        checkpoint=refit.checkpoint,
+        params=run.params[winner.trial_id],
+        best_epoch=float(refit.record["best_epoch"]),
+        refit=refit.record,
+    )
 
 
 def select_winner(run: Run, trial: str | None = None) -> Winner:
@@ -338,11 +389,24 @@ def _check_target(out: Path, *, force: bool) -> None:
 
 
 def _load_data(run: Run, winner: Winner, *, cache_dir: Path) -> PreparedData:
-    """The run's data rebuilt from its manifest, checked against the recorded fingerprint."""
+    """The run's data rebuilt from its manifest, checked against the recorded fingerprint; with
+    a refit, the whole training split, checked against the refit's record."""
     # The checkpoint holds the same tokenizer; it serves when the base model folder is gone.
     model_path = run.manifest.model_path
     tokenizer = model_path if Path(model_path).is_dir() else str(winner.checkpoint)
-    return runs.load_data(run.manifest, cache_dir=cache_dir, tokenizer=tokenizer)
+    if winner.refit is None:
+        return runs.load_data(run.manifest, cache_dir=cache_dir, tokenizer=tokenizer)
+    from sentune.data import prepare
+
+    cfg = replace(run.manifest.data.config, train_size=None)
+    data = prepare(cfg, tokenizer, cache_dir=cache_dir)
+    if data.fingerprint != winner.refit["data_fingerprint"]:
+        raise RunError(
+            f"run {run.path.name}: the data changed since the refit (fingerprint "
+            f"{data.fingerprint}, the refit recorded {winner.refit['data_fingerprint']}); restore "
+            f"the dataset, or refit again: sentune refit {run.path} --force"
+        )
+    return data
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -406,11 +470,28 @@ def _score(
         "parity": parity,
         "test_intervals": _intervals(data.test.labels, test_preds["pytorch"], len(names)),
         "floor": _test_floor(data),
+        "train_size": len(data.train),
+        "search_train_size": run.manifest.data.stats.get("split_sizes", {}).get("train"),
+        "refit": winner.refit,
     }
+    metrics["vs_floor"] = _against_floor(metrics)
     if "int8" in formats:
         base = macro_f1_of(formats["pytorch"], "test")
         metrics["int8_test_macro_f1_drop"] = base - macro_f1_of(formats["int8"], "test")
     return metrics
+
+
+def _against_floor(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The shipped model against the floor trained on the same examples, on the test split:
+    the gap in macro-F1 and whether their 95 % intervals overlap."""
+    key = config.metric_name(config.TEST, config.MACRO_F1)
+    model, floor = macro_f1_of(metrics["formats"]["pytorch"], "test"), metrics["floor"][key]
+    mine, theirs = metrics["test_intervals"][key], metrics["floor"]["intervals"][key]
+    return {
+        "test_macro_f1_gain": model - floor,
+        "beats_floor": model > floor,
+        "intervals_overlap": mine["low"] <= theirs["high"] and theirs["low"] <= mine["high"],
+    }
 
 
 def _intervals(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict[str, Any]:

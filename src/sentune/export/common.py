@@ -67,6 +67,8 @@ class ExportOptions:
             of macro-F1 against latency that meets it (or check `trial`), re-measure the
             exported model and refuse when it misses the budget (threads: the trials' unless
             `threads` is given).
+        refit: Export the finished refit of the chosen configuration on the whole training
+            split (`runs.finished_refit`) where there is one; False: the search's checkpoint.
     """
 
     trial: str | None = None
@@ -79,6 +81,7 @@ class ExportOptions:
     warmup: int = 5
     cache_dir: Path = Path(config.CACHE_DIR)
     max_latency_ms: float | None = None
+    refit: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class Winner:
     truncation: str = "head"
     #: The configuration's validation macro-F1 per seed (None: not confirmed over seeds).
     confirmed: dict[int, float] | None = None
+    #: The record of the refit on the whole training split (`runs.REFIT_FILE`) whose model is
+    #: exported (`checkpoint` is then the refit's); None: the search's checkpoint is exported.
+    refit: dict[str, Any] | None = None
 
     @property
     def confirmed_line(self) -> str:

@@ -32,6 +32,8 @@ from sentune.runs.layout import (
     OPTUNA_JOURNAL,
     PARAMS_FILE,
     PROGRESS_DIR,
+    REFIT_FILE,
+    REFIT_PREFIX,
     RESULTS_FILE,
     SEED_KEY,
     STATE_FILE,
@@ -260,6 +262,57 @@ def _read_trials(folder: Path, manifest: Manifest) -> Run:
 def confirm_dir(run_dir: str | Path) -> Path:
     """The folder of a run's confirmation trials (`CONFIRM_DIR`)."""
     return Path(run_dir) / CONFIRM_DIR
+
+
+def refit_dir(run_dir: str | Path, trial_id: str) -> Path:
+    """The folder of the refit of `trial_id` (`REFIT_PREFIX`)."""
+    return Path(run_dir) / f"{REFIT_PREFIX}{trial_id}"
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object written by `write_json`."""
+    return json.loads(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A finished refit (`search.refit`): where its model is and what it was trained on.
+
+    Attributes:
+        trial_id: The search trial whose configuration was retrained.
+        checkpoint: The checkpoint of the refit's best evaluation.
+        record: Its `REFIT_FILE`: training size, epochs, seed, fingerprint, scores, wall time.
+    """
+
+    trial_id: str
+    checkpoint: Path
+    record: dict[str, Any]
+
+
+def finished_refit(run_dir: str | Path, trial_id: str) -> Refit | None:
+    """The finished refit of `trial_id` in `run_dir` (its record complete, its trial completed,
+    its best checkpoint there), or None."""
+    folder = refit_dir(run_dir, trial_id)
+    trial_dir = folder / trial_id
+    path = folder / REFIT_FILE
+    if not path.is_file() or not (trial_dir / PARAMS_FILE).is_file():
+        return None
+    record = read_json(path)
+    if "wall_s" not in record or read_trial_status(trial_dir).get("status") != COMPLETED:
+        return None
+    best = best_checkpoint(trial_dir)
+    return None if best is None else Refit(trial_id, best, record)
+
+
+def remove_refit(folder: Path) -> None:
+    """Remove a refit's folder (`refit --force`)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def open_trials(folder: str | Path, manifest: Manifest) -> Run:
+    """The trials of a Tune experiment inside a run (its confirmation, a refit), read as
+    `open_run` reads the search's."""
+    return _read_trials(Path(folder), manifest)
 
 
 def progress_dir(run_dir: str | Path) -> Path:

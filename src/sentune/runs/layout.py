@@ -48,6 +48,11 @@ COMPLETED, RETRYING, ERROR = "completed", "retrying", "error"
 #: The confirmation trials of a run (a Tune experiment of its own inside the run folder), kept
 #: apart so that the search's leaderboard never mixes them in.
 CONFIRM_DIR = "confirm"
+#: A refit (`search.refit`): the winner's configuration retrained on the whole training split,
+#: a Tune experiment of its own in `<run>/refit-<trial id>/`, with its record (`REFIT_FILE`:
+#: training size, seed, data fingerprint, scores, wall time).
+REFIT_PREFIX = "refit-"
+REFIT_FILE = "refit.json"
 #: Where running trials say how far into their epoch they are (`progress.ProgressFile`), for
 #: the search's terminal lines; removed when the search ends.
 PROGRESS_DIR = ".progress"

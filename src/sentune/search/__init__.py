@@ -7,7 +7,8 @@ The flow, one module a step: `options` (what the command asked) → `resources` 
 joined) → `driver` (the data, the run folder, the Tuner, the finish) → `tuner` (the trainable
 around `train.trial.run_trial`, the RunConfig) with `searcher` (Optuna's sampler on the run's
 journal, ASHA) and `callbacks` (terminal lines from `progress`, the trial ledger) → `confirm`
-(the top configurations over seeds); `recovery` settles what a killed search left, `where`
+(the top configurations over seeds) → `refit` (the winner retrained on the whole training split
+before an export); `recovery` settles what a killed search left, `where`
 says where a run is kept, `strategies` names sampler × scheduler pairs.
 """
 
@@ -16,6 +17,7 @@ from sentune.search.cluster import LOOPBACK, check_address, ray_session, start_r
 from sentune.search.driver import ANALYSIS_IMPORTS, TUNE_IMPORTS, resume, run
 from sentune.search.options import SearchOptions
 from sentune.search.recovery import finished_trials
+from sentune.search.refit import needs_refit, refit, refit_summary
 from sentune.search.searcher import build_scheduler, build_searcher, config_list
 
 # Tune's saved state names the trainable by this path (`sentune.search._trainable`, as every run
@@ -35,7 +37,10 @@ __all__ = [
     "config_list",
     "finished_trials",
     "progress_callback",
+    "needs_refit",
     "ray_session",
+    "refit",
+    "refit_summary",
     "resume",
     "resume_command",
     "run",
