@@ -9,12 +9,14 @@ ones too, carries `config.INFERENCE_METRICS`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,29 +95,107 @@ def export_sample(batch: tuple[np.ndarray, np.ndarray]):
 def write_onnx(wrapper: LogitsOnly, path: Path, batch: tuple[np.ndarray, np.ndarray]) -> None:
     """Export `wrapper` to ONNX at `path` (dynamic batch and sequence axes), traced on `batch`.
 
+    The graph is float32 whatever precision the model was trained at: an fp32 copy on the CPU is
+    traced with autocast off (onnxruntime's CPU provider has no bf16 MatMul); `wrapper` itself is
+    left as it was.
+
     Raises:
-        ExportError: onnx or onnxscript is not installed.
+        ExportError: onnx or onnxscript is not installed, or the graph still holds 16-bit floats.
     """
     started = time.perf_counter()
+    fp32 = fp32_copy(wrapper)
     try:
-        with quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        with (
+            quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"),
+            autocast_off(),
+        ):
             torch.onnx.export(
-                wrapper,
+                fp32,
                 export_sample(batch),
                 str(path),
                 dynamo=True,
                 input_names=list(ONNX_INPUTS),
                 output_names=["logits"],
-                dynamic_shapes=dynamic_shapes(wrapper),
+                dynamic_shapes=dynamic_shapes(fp32),
                 opset_version=ONNX_OPSET,
                 external_data=False,
                 verbose=False,
             )
+        check_fp32_graph(path)
     except ImportError as exc:
         raise ExportError(
             f"ONNX export needs onnx and onnxscript ({exc}); pip install 'sentune[export]'"
         ) from None
     log.info("ONNX model written in %.1f s: %s", time.perf_counter() - started, path)
+
+
+def fp32_copy(wrapper: LogitsOnly) -> LogitsOnly:
+    """A float32 copy of `wrapper` on the CPU, in eval mode, with each module's class `forward`.
+
+    A model prepared by accelerate for mixed precision carries a per-instance `forward` that
+    enters autocast itself (accelerate 1.x `prepare_model`), which no autocast block around the
+    export can turn off, and a deep copy keeps it; dropping the instance attribute brings back
+    the module's own `forward`.
+    """
+    copied = copy.deepcopy(wrapper).to("cpu", torch.float32).eval()
+    for module in copied.modules():
+        module.__dict__.pop("forward", None)
+    return copied
+
+
+@contextmanager
+def autocast_off() -> Iterator[None]:
+    """Autocast disabled on the CPU and on CUDA for the block, whatever the caller enabled
+    (a trial measures its latency while its training loop's mixed precision is set up)."""
+    with ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
+
+
+def check_fp32_graph(path: Path) -> None:
+    """Raise unless the ONNX graph at `path` is free of 16-bit (and narrower) float tensors.
+
+    Raises:
+        ExportError: The graph holds such tensors; the message names their types.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    types = set(_graph_types(model.graph))
+    types.update(t for function in model.functions for n in function.node for t in _node_types(n))
+    narrow = sorted(
+        name.lower()
+        for name in map(onnx.TensorProto.DataType.Name, types)
+        if "FLOAT" in name and name != "FLOAT"
+    )
+    if narrow:
+        raise ExportError(
+            f"{path}: the ONNX graph holds {', '.join(narrow)} tensors, which onnxruntime's CPU "
+            "provider cannot run; export the model in float32, outside any autocast block"
+        )
+
+
+def _graph_types(graph) -> Iterator[int]:
+    """The element types of an ONNX graph's values, weights, constants and casts."""
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        yield value.type.tensor_type.elem_type
+    for tensor in graph.initializer:
+        yield tensor.data_type
+    for node in graph.node:
+        yield from _node_types(node)
+
+
+def _node_types(node) -> Iterator[int]:
+    for attribute in node.attribute:
+        if node.op_type == "Cast" and attribute.name == "to":
+            yield attribute.i
+        if attribute.HasField("t"):
+            yield attribute.t.data_type
+        subgraphs = [*attribute.graphs, *([attribute.g] if attribute.HasField("g") else [])]
+        for graph in subgraphs:
+            yield from _graph_types(graph)
 
 
 def write_int8(source: Path, target: Path) -> None:
