@@ -161,10 +161,16 @@ class SentimentConfig(PretrainedConfig):
         activation: One of `ACTIVATIONS`.
         dropout: Dropout before every linear layer of the head.
         class_weights: Cross-entropy weight per class, or None for an unweighted loss.
+        temperature: The model's logits are divided by it (calibration, fitted after training);
+            the loss is computed before. 1.0, the default, leaves them as they are; a config
+            saved before this field existed loads with it.
         **kwargs: The usual `PretrainedConfig` fields (`num_labels`, `id2label`, `label2id`, ...).
     """
 
     model_type = "sentune-sentiment"
+    # A declared field: transformers 5 refuses to save an undeclared `temperature` (a generation
+    # setting) in a model's config.
+    temperature: float = 1.0
 
     def __init__(
         self,
@@ -175,6 +181,7 @@ class SentimentConfig(PretrainedConfig):
         activation: str = HeadConfig.activation,
         dropout: float = HeadConfig.dropout,
         class_weights: list[float] | None = None,
+        temperature: float = 1.0,
         **kwargs: Any,
     ):
         self.encoder = encoder
@@ -185,6 +192,8 @@ class SentimentConfig(PretrainedConfig):
         self.dropout = dropout
         self.class_weights = list(class_weights) if class_weights is not None else None
         super().__init__(**kwargs)
+        # After the base class, which sets a generation default of its own in transformers 4.
+        self.temperature = float(temperature)
         if encoder is not None and "id2label" in kwargs:
             # The encoder's own config keeps its generic LABEL_0/LABEL_1 otherwise, and a reader
             # of the saved config.json would see two label sets; there is one: ours.

@@ -1,9 +1,13 @@
 """The sentiment model: any BERT-family encoder under a configurable classification head.
 
 `SentimentModel` is a `PreTrainedModel` with its own `SentimentConfig` (the encoder's config as a
-dict, plus pooling, head depth/width/activation/dropout and class weights), so `save_pretrained`
-writes one safetensors file and a `config.json`, and `from_pretrained` (or
+dict, plus pooling, head depth/width/activation/dropout, class weights and temperature), so
+`save_pretrained` writes one safetensors file and a `config.json`, and `from_pretrained` (or
 `AutoModelForSequenceClassification` once this module is imported) restores it exactly.
+
+`export/hf_modeling.py` is this model's forward again, for exports loaded without sentune: a
+change to the pooling, the head or the forward here goes there too (`tests/test_hf_standalone.py`
+compares the two).
 """
 
 from __future__ import annotations
@@ -116,8 +120,9 @@ class SentimentModel(PreTrainedModel):
             **kwargs: Further encoder inputs (e.g. `inputs_embeds`).
 
         Returns:
-            `SequenceClassifierOutput` with `logits` (batch, num_labels) and `loss` (None
-            without labels): cross-entropy, weighted by `config.class_weights` if set.
+            `SequenceClassifierOutput` with `logits` (batch, num_labels), divided by
+            `config.temperature`, and `loss` (None without labels): cross-entropy of the
+            undivided logits, weighted by `config.class_weights` if set.
         """
         encoder_inputs = dict(
             kwargs, input_ids=input_ids, attention_mask=self._encoder_mask(attention_mask)
@@ -131,7 +136,9 @@ class SentimentModel(PreTrainedModel):
             weight = self._class_weight(logits.device)
             # In fp32 whatever the compute dtype: bf16 would round both the weights and the loss.
             loss = nn.functional.cross_entropy(logits.float(), labels.view(-1), weight=weight)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        # The temperature calibrates the probabilities of a trained model; training (at 1.0)
+        # learns from the logits as they are. Every format (HF, ONNX, torch.export) divides alike.
+        return SequenceClassifierOutput(loss=loss, logits=logits / self.config.temperature)
 
     def _encoder_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """The padding mask as the encoder gets it.
@@ -194,6 +201,8 @@ def _check_head(config: SentimentConfig) -> None:
         problem = None if value is None else outside_limits(key, value)
         if problem:
             raise ModelError(f"{key}: {problem}")
+    if not (math.isfinite(config.temperature) and config.temperature > 0):
+        raise ModelError(f"temperature: must be a positive number, got {config.temperature!r}")
     weights = config.class_weights
     if weights is not None and len(weights) != config.num_labels:
         raise ModelError(
