@@ -21,17 +21,14 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from sentune import config, machine, runs
+from sentune import config, runs
 from sentune.analysis import (
     Confirmation,
     confirmation,
@@ -39,35 +36,28 @@ from sentune.analysis import (
     trial_max_length,
     trial_truncation,
 )
-from sentune.data import PreparedData, Split
-from sentune.data.batching import pad_batch, sorted_batches
+from sentune.data import PreparedData
 from sentune.errors import ExportError, RunError
+from sentune.export.benchmark import measure
 from sentune.export.card import format_benchmark, format_intervals, format_scores, model_card
 from sentune.export.common import (
     BENCHMARK_FILE,
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
     CARD_FILE,
     DEFAULT_FORMATS,
-    EVAL_BATCH,
     EXPORT_DIR,
     FORMATS,
-    INTERVAL_METRICS,
     METRICS_FILE,
     ONNX_OPSET,
     PARITY_ATOL,
     PT2_FILE,
-    TOKENIZATION_NOTE,
-    Engine,
     ExportOptions,
     ExportResult,
     Winner,
     base_model_id,
-    macro_f1_of,
 )
 from sentune.export.models import write_models
+from sentune.export.scoring import score
 from sentune.runs import Run
-from sentune.serve.engines import summarize, timed, timing_batches
 from sentune.serve.onnx import (
     EXPORT_MANIFEST,
     INT8_FILE,
@@ -75,7 +65,6 @@ from sentune.serve.onnx import (
     ONNX_INPUTS,
     import_onnxruntime,
 )
-from sentune.train.evaluate import FLOOR_METHOD, bootstrap_interval, floor_scores, split_scores
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +139,8 @@ def export_winner(
         engines, parity = write_models(
             winner, data, tmp, formats, options, threads, base_model=base_model_id(run.manifest)
         )
-        metrics = _score(engines, data, winner, run, parity)
-        benchmark = _benchmark(engines, data, winner, threads, options)
+        metrics = score(engines, data, winner, run, parity)
+        benchmark = measure(engines, data, winner, threads, options)
         if budget is not None:
             benchmark["budget"] = _check_budget(run, winner, benchmark, served, budget)
         runs.write_json(tmp / METRICS_FILE, metrics)
@@ -407,184 +396,6 @@ def _load_data(run: Run, winner: Winner, *, cache_dir: Path) -> PreparedData:
             f"the dataset, or refit again: sentune refit {run.path} --force"
         )
     return data
-
-
-# --- scoring ---------------------------------------------------------------------------------
-
-
-def _predict_split(engine: Engine, split: Split, ids: list[np.ndarray], pad_id: int) -> np.ndarray:
-    preds = np.empty(len(split), dtype=np.int64)
-    for indices in sorted_batches(split.lengths, EVAL_BATCH):
-        input_ids, mask = pad_batch([ids[i] for i in indices], pad_id=pad_id)
-        preds[indices] = engine(input_ids, mask).argmax(-1)
-    return preds
-
-
-def _score(
-    engines: dict[str, Engine],
-    data: PreparedData,
-    winner: Winner,
-    run: Run,
-    parity: dict[str, Any],
-) -> dict[str, Any]:
-    """Every format on validation and on the held-out test split the search never saw."""
-    names = list(data.label_names)
-    formats: dict[str, Any] = {}
-    test_preds: dict[str, np.ndarray] = {}
-    for name, engine in engines.items():
-        started = time.perf_counter()
-        formats[name] = {}
-        for split_name, prefix, split in _scored_splits(data):
-            preds = _predict_split(engine, split, winner.truncated(split), data.pad_id)
-            formats[name][split_name] = split_scores(split.labels, preds, names, split=prefix)
-            if prefix == config.TEST:
-                test_preds[name] = preds
-        log.info(
-            "%s: test macro-F1 %.4f (validation %.4f), scored in %.1f s",
-            name,
-            macro_f1_of(formats[name], "test"),
-            macro_f1_of(formats[name], "validation"),
-            time.perf_counter() - started,
-        )
-    gap = {
-        name: macro_f1_of(f, "test") - macro_f1_of(f, "validation") for name, f in formats.items()
-    }
-    metrics: dict[str, Any] = {
-        "run": run.path.name,
-        "trial_id": winner.trial_id,
-        "leaderboard_rank": winner.rank,
-        "best_epoch": winner.best_epoch,
-        "max_length": winner.max_length,
-        "truncation": winner.truncation,
-        "labels": names,
-        "data_fingerprint": data.fingerprint,
-        "search_val_macro_f1": winner.val_macro_f1,
-        # Per seed of the winning configuration (`confirm.csv`); null when not confirmed.
-        "confirmed_val_macro_f1": winner.confirmed,
-        "note": (
-            "validation and test are scored here in fp32; search_val_macro_f1 is what the trial "
-            "reported during the search (in its training precision)"
-        ),
-        "formats": formats,
-        "val_to_test_gap_macro_f1": gap,
-        "parity": parity,
-        "test_intervals": _intervals(data.test.labels, test_preds["pytorch"], len(names)),
-        "floor": _test_floor(data),
-        "train_size": len(data.train),
-        "search_train_size": run.manifest.data.stats.get("split_sizes", {}).get("train"),
-        "refit": winner.refit,
-    }
-    metrics["vs_floor"] = _against_floor(metrics)
-    if "int8" in formats:
-        base = macro_f1_of(formats["pytorch"], "test")
-        metrics["int8_test_macro_f1_drop"] = base - macro_f1_of(formats["int8"], "test")
-    return metrics
-
-
-def _against_floor(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The shipped model against the floor trained on the same examples, on the test split:
-    the gap in macro-F1 and whether their 95 % intervals overlap."""
-    key = config.metric_name(config.TEST, config.MACRO_F1)
-    model, floor = macro_f1_of(metrics["formats"]["pytorch"], "test"), metrics["floor"][key]
-    mine, theirs = metrics["test_intervals"][key], metrics["floor"]["intervals"][key]
-    return {
-        "test_macro_f1_gain": model - floor,
-        "beats_floor": model > floor,
-        "intervals_overlap": mine["low"] <= theirs["high"] and theirs["low"] <= mine["high"],
-    }
-
-
-def _intervals(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict[str, Any]:
-    """Bootstrap 95 % intervals of the test metrics in `INTERVAL_METRICS`, by metric name."""
-    return {
-        config.metric_name(config.TEST, metric): bootstrap_interval(
-            labels, preds, metric, n=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, num_labels=num_labels
-        )._asdict()
-        for metric in INTERVAL_METRICS
-    }
-
-
-def _test_floor(data: PreparedData) -> dict[str, Any]:
-    """The TF-IDF floor trained on the train split and scored on the test split, with intervals.
-
-    Only here does the floor see the test split: it puts the winner's test scores in context.
-    """
-    scores, preds = floor_scores(data, split=config.TEST)
-    kept = [config.metric_name(config.TEST, m) for m in (*INTERVAL_METRICS, config.F1_WEIGHTED)]
-    return {
-        "method": FLOOR_METHOD,
-        "train_size": len(data.train),
-        "n": scores["n"],
-        **{key: scores[key] for key in kept},
-        "intervals": _intervals(data.test.labels, preds, len(data.label_names)),
-    }
-
-
-def _scored_splits(data: PreparedData):
-    """(name in metrics.json, metric prefix, split) of the scored splits."""
-    return (("validation", config.VAL, data.validation), ("test", config.TEST, data.test))
-
-
-# --- benchmark -------------------------------------------------------------------------------
-
-
-def _benchmark(
-    engines: dict[str, Engine],
-    data: PreparedData,
-    winner: Winner,
-    threads: int,
-    options: ExportOptions,
-) -> dict[str, Any]:
-    """Latency at batch 1 and throughput at batch 32 on real test texts, after warm-up calls."""
-    ids = winner.truncated(data.test)
-    singles = timing_batches(ids, data.pad_id, count=options.warmup + options.latency_runs)
-    batches = timing_batches(
-        ids,
-        data.pad_id,
-        count=options.warmup + options.throughput_batches,
-        batch_size=config.LATENCY_BATCH_SIZE,
-    )
-    results: dict[str, dict[str, float]] = {}
-    for name, engine in engines.items():
-        single_ms = timed(engine, singles, options.warmup)
-        batch_ms = timed(engine, batches, options.warmup)
-        p50, p95, throughput = summarize(single_ms, batch_ms)
-        results[name] = {
-            "b1_p50_ms": p50,
-            "b1_p95_ms": p95,
-            "b32_p50_ms": float(np.percentile(batch_ms, 50)),
-            "b32_texts_per_s": throughput,
-        }
-        log.info("benchmark %s: %s", name, results[name])
-    for row in results.values():
-        row["b32_speedup_vs_pytorch"] = (
-            row["b32_texts_per_s"] / results["pytorch"]["b32_texts_per_s"]
-        )
-    versions = {"torch": torch.__version__}
-    for package in ("onnxruntime", "onnx"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "threads": threads,
-        "thread_setting": "intra-op threads of PyTorch and onnxruntime (inter-op 1 for ORT)",
-        "tokenization": TOKENIZATION_NOTE,
-        "texts": f"test split, in split order, truncated to max_length {winner.max_length} "
-        f"({winner.truncation})",
-        "precision": "fp32 (PyTorch eager, ONNX); int8 weights, dynamic activations (int8)",
-        "warmup_calls": options.warmup,
-        "batch1_runs": options.latency_runs,
-        "batch32_batches": options.throughput_batches,
-        "mean_tokens_batch1": float(np.mean([m.sum() for _, m in singles[options.warmup :]])),
-        "mean_tokens_batch32": float(
-            np.mean([m.sum(1).mean() for _, m in batches[options.warmup :]])
-        ),
-        "cpu": machine.cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions,
-        "results": results,
-    }
 
 
 # --- writing ---------------------------------------------------------------------------------
