@@ -34,3 +34,7 @@ class ExportError(SentuneError):
 
 class StorageError(SentuneError):
     """Object storage (`--storage s3://…`) is malformed, unreachable or refuses access."""
+
+
+class SearchFailedError(SentuneError):
+    """Every trial of a search failed: there is nothing to rank, confirm or export."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sentune import runs
 from sentune.config import BudgetConfig, TrialSettings
-from sentune.errors import ResourceError, RunError, SpaceError
+from sentune.errors import ResourceError, RunError, SearchFailedError, SpaceError
 from sentune.runs import storage
 from sentune.search.preflight import (
     check_model,
@@ -68,7 +68,8 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         options: Where the search runs and writes.
 
     Returns:
-        The run folder, holding Tune's results and the run manifest.
+        The run folder, holding Tune's results and the run manifest; `check_succeeded` says
+        whether any trial of it succeeded.
 
     Raises:
         SentuneError: Bad input or an unwritable storage folder, before any run folder is left
@@ -395,13 +396,14 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
     search or retry its errored trials.
 
     Returns:
-        Whether the search ran its whole trial budget (only then is its winner confirmed).
+        Whether the winner is to be confirmed over seeds: the search ran its whole trial
+        budget and some trial succeeded.
     """
     store = open_store(options)
     storage.push(store, run_dir.name)
     storage.pull(store, run_dir.name, bodies=False)  # Ray Tune's files of a remote run
     settle_unknown_trials(run_dir, run_dir, grid, store)
-    statuses = {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
+    statuses = _trial_statuses(run_dir)
     for name, status in statuses.items():
         if status.get("status") == runs.COMPLETED:
             storage.delete(store, run_dir.name, runs.keep_best_checkpoint(run_dir / name))
@@ -428,4 +430,46 @@ def _finish(run_dir: Path, grid, budget: BudgetConfig, options: SearchOptions) -
             ", ".join(sorted(failed)),
             resume_command(run_dir, options),
         )
-    return not interrupted
+    return not interrupted and not _every_trial_failed(statuses)
+
+
+def check_succeeded(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> None:
+    """Raise unless some trial of the ended search in `run_dir` succeeded (an unfinished trial
+    counts as not failed: `resume` may finish it).
+
+    Raises:
+        SearchFailedError: Every trial failed; one line with the first failure's error and the
+            command that retries the trials.
+    """
+    statuses = _trial_statuses(run_dir)
+    if not _every_trial_failed(statuses):
+        return
+    first = min(statuses, key=lambda name: _recorded_at(run_dir / name))
+    raise SearchFailedError(
+        f"all {len(statuses)} trial(s) of {run_dir.name} failed; the first ({first}): "
+        f"{statuses[first].get('error') or 'failed'}; once that is fixed, retry them with: "
+        f"{resume_command(run_dir, options)}"
+    )
+
+
+def _trial_statuses(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The recorded outcome of each trial of the search (`runs.read_trial_status`), by name."""
+    return {d.name: runs.read_trial_status(d) for d in runs.trial_dirs(run_dir)}
+
+
+def _recorded_at(trial_dir: Path) -> float:
+    """When the trial's outcome was recorded: its status file's time (which the mirror of a run
+    in object storage keeps); trial names are random, so they do not say which failed first."""
+    try:
+        return (trial_dir / runs.TRIAL_STATUS).stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _every_trial_failed(statuses: dict[str, dict[str, Any]]) -> bool:
+    """Whether there were trials and all of them errored; a trial lost to a killed search
+    keeps its results, so it does not count as failed."""
+    return bool(statuses) and all(
+        s.get("status") == runs.ERROR and s.get("error") != runs.LOST_ERROR
+        for s in statuses.values()
+    )
