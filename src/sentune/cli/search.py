@@ -90,8 +90,15 @@ def add_keys_parser(commands) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    """Run (or resume) a search, then print its leaderboard and write its report.
+
+    Raises:
+        SearchFailedError: Every trial failed (exit code 2, as for every `SentuneError`); no
+            leaderboard or report is made of errors alone.
+    """
     from sentune import search, space
     from sentune.errors import SpaceError
+    from sentune.search.driver import check_succeeded
 
     overrides = {
         key: getattr(args, flag)
@@ -126,6 +133,7 @@ def run_search(args: argparse.Namespace) -> int:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
         spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
         run_dir = search.run(spec, options=options)
+    check_succeeded(run_dir, options=options)
     analysed = time.perf_counter()
     show_leaderboard(run_dir, args.analysis)
     try:
