@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,20 @@ from sentune.serve.onnx import INT8_FILE, ONNX_FILE, TOKENIZER_FILE
 from sentune.train.model import load_model
 
 log = logging.getLogger(__name__)
+
+#: The export's modeling file, a verbatim copy of `hf_modeling.py` (read as a file, never imported
+#: by sentune): what `trust_remote_code=True` runs where sentune is not installed.
+MODELING_FILE = "modeling_sentune.py"
+_MODELING_TEMPLATE = Path(__file__).with_name("hf_modeling.py")
+#: `config.json`'s `auto_map`: the Auto classes that load the export through `MODELING_FILE`.
+AUTO_MAP = {
+    "AutoConfig": "modeling_sentune.SentimentConfig",
+    "AutoModelForSequenceClassification": "modeling_sentune.SentimentModel",
+}
+_TOKENIZER_CONFIG = "tokenizer_config.json"
+#: The side a transformers tokenizer cuts from, by the trial's truncation; `head_tail` has none
+#: (the tokenizer then keeps the head, and the card says so).
+_TRUNCATION_SIDE = {"head": "right", "tail": "left", "head_tail": "right"}
 
 # --- writing and checking the models ---------------------------------------------------------
 
@@ -75,7 +92,7 @@ def write_models(
     reference = [pytorch(*batch) for batch in probe]
     parity: dict[str, Any] = {"texts": sum(len(b[0]) for b in probe), "atol": PARITY_ATOL}
     if "hf" in formats:
-        parity["hf"] = _write_hf(model, folder, probe, reference)
+        parity["hf"] = _write_hf(model, folder, probe, reference, winner)
     if "onnx" in formats:
         write_onnx(wrapper, folder / ONNX_FILE, probe[0])
         engines["onnx"] = session_engine(folder / ONNX_FILE, threads)
@@ -100,25 +117,64 @@ def _make_portable(model, base_model: str) -> None:
         model.config.encoder = {**model.config.encoder, "_name_or_path": base_model}
 
 
-def _write_hf(model, folder: Path, probe, reference) -> dict[str, Any]:
-    """Save the Hugging Face folder, load it back as a user would and compare the logits."""
+def _write_hf(model, folder: Path, probe, reference, winner: Winner) -> dict[str, Any]:
+    """Save the Hugging Face folder, loadable by transformers alone (`MODELING_FILE`, `auto_map`,
+    the tokenizer cutting at the trial's `max_length`), load it back as a user would, with
+    sentune's class and with the folder's own file, and compare the logits."""
     from transformers import AutoModelForSequenceClassification
 
+    model.config.auto_map = AUTO_MAP
     model.save_pretrained(folder)
+    shutil.copyfile(_MODELING_TEMPLATE, folder / MODELING_FILE)
+    _set_tokenizer_truncation(folder, winner)
     loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    worst = 0.0
-    with torch.inference_mode():
-        for (input_ids, mask), expected in zip(probe, reference, strict=True):
-            got = loaded(
-                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)
-            ).logits.numpy()
-            worst = max(worst, float(np.abs(got - expected).max()))
+    worst = _max_abs_diff(loaded, probe, reference)
     if worst != 0.0:
         raise ExportError(
             f"the saved Hugging Face model does not reproduce the checkpoint's logits (max "
             f"difference {worst:.3g}); this is a bug, please report it"
         )
-    return {"max_abs_diff": worst}
+    standalone = _standalone_model_class(folder / MODELING_FILE).from_pretrained(folder).eval()
+    standalone_worst = _max_abs_diff(standalone, probe, reference)
+    if standalone_worst > PARITY_ATOL:
+        raise ExportError(
+            f"{MODELING_FILE} does not reproduce the checkpoint's logits (max difference "
+            f"{standalone_worst:.3g}, allowed {PARITY_ATOL:g}): sentune.export.hf_modeling no "
+            "longer matches sentune.train.model; this is a bug, please report it"
+        )
+    return {"max_abs_diff": worst, "standalone_max_abs_diff": standalone_worst}
+
+
+def _max_abs_diff(model, probe, reference) -> float:
+    worst = 0.0
+    with torch.inference_mode():
+        for (input_ids, mask), expected in zip(probe, reference, strict=True):
+            got = model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)
+            ).logits.numpy()
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def _standalone_model_class(path: Path):
+    """The model class of the export's modeling file, imported from the file itself (as
+    transformers would, but without copying it into the Hugging Face modules cache)."""
+    spec = importlib.util.spec_from_file_location(f"sentune_export_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    # transformers makes configs dataclasses, and dataclasses look their module up by name.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.SentimentModel
+
+
+def _set_tokenizer_truncation(folder: Path, winner: Winner) -> None:
+    """Make `truncation=True` of a transformers tokenizer (a pipeline's too) cut as the trial
+    did: at its `max_length`, from the end (`head`) or the start (`tail`) of the text."""
+    path = folder / _TOKENIZER_CONFIG
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings["model_max_length"] = winner.max_length
+    settings["truncation_side"] = _TRUNCATION_SIDE[winner.truncation]
+    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_pt2(wrapper, path: Path, batch):
