@@ -24,6 +24,7 @@ from sentune.export.common import (
     macro_f1_of,
     portable_text,
 )
+from sentune.export.models import MODELING_FILE
 from sentune.runs import Manifest, Run
 from sentune.serve.onnx import (
     EXPORT_MANIFEST,
@@ -211,22 +212,91 @@ def model_card(
         *_budget_lines(benchmark),
         "## How to use it",
         "",
-        "```python",
-        "import sentune.train.model  # registers the model type with transformers",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        *_transformers_usage_lines(winner, formats),
+        *_sentune_usage_lines(formats),
+    ]
+    return "\n".join(lines)
+
+
+def _transformers_usage_lines(winner: Winner, formats: tuple[str, ...]) -> list[str]:
+    """Loading the Hugging Face folder with transformers alone, and what it does not do as
+    `sentune predict` does (cleaning, and `head_tail` truncation)."""
+    if "hf" not in formats:
+        return []
+    n = winner.max_length
+    return [
+        "With transformers (sentune not needed): `trust_remote_code=True` runs this folder's "
+        f"`{MODELING_FILE}` (torch and transformers only), which `auto_map` in `config.json` "
+        "names.",
         "",
-        'model = AutoModelForSequenceClassification.from_pretrained("EXPORT_DIR")',
-        'tokenizer = AutoTokenizer.from_pretrained("EXPORT_DIR")',
-        '# or: model = sentune.train.model.load_model("EXPORT_DIR")',
-        f'batch = tokenizer(["what a day"], truncation=True, max_length={winner.max_length}, '
-        'return_tensors="pt")',
-        "label = model.config.id2label[int(model(**batch).logits.argmax(-1))]",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        'classify = pipeline("text-classification", model="EXPORT_DIR", trust_remote_code=True,',
+        "                    truncation=True, top_k=None)",
+        'classify(["the battery died after a day", "best purchase this year"])',
         "```",
         "",
-        "No `trust_remote_code`: importing `sentune.train.model` registers the model class.",
+        "or",
         "",
-        *_truncation_lines(winner),
-        "With onnxruntime only (no torch):",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        "model = AutoModelForSequenceClassification.from_pretrained(",
+        '    "EXPORT_DIR", trust_remote_code=True',
+        ").eval()",
+        "# trust_remote_code here too: the tokenizer reads config.json, which names the code",
+        'tokenizer = AutoTokenizer.from_pretrained("EXPORT_DIR", trust_remote_code=True)',
+        'batch = tokenizer(["what a day"], truncation=True, padding=True, return_tensors="pt")',
+        "with torch.inference_mode():",
+        "    probabilities = model(**batch).logits.softmax(-1)",
+        "label = model.config.id2label[int(probabilities[0].argmax())]",
+        "```",
+        "",
+        f"`truncation=True` cuts a longer text to the {n} tokens this model was trained on "
+        "(the tokenizer's `model_max_length`), "
+        + (
+            "keeping its end as training did"
+            if winner.truncation == "tail"
+            else "keeping its start as training did"
+            if winner.truncation == "head"
+            else "keeping its start"
+        )
+        + "; without it a longer text is classified whole, which training never saw (and one "
+        "longer than the encoder's positions fails). The logits are already divided by the "
+        "model's `temperature` (`config.json`). `sentune predict` also cleans each text as "
+        "training did (HTML tags and entities, broken encodings, runs of whitespace: "
+        "`sentune.data.text.clean_text`); give transformers clean text.",
+        "",
+        "Where sentune is installed, `import sentune.train.model` registers the model class with "
+        "transformers, and `from_pretrained` needs no `trust_remote_code`.",
+        "",
+        *_head_tail_lines(winner),
+    ]
+
+
+def _head_tail_lines(winner: Winner) -> list[str]:
+    if winner.truncation != "head_tail":
+        return []
+    return [
+        f"This model was trained on `head_tail` truncation (`sentune.data.batching`: of a text "
+        f"over {winner.max_length} tokens, a quarter of the room from its start and the rest from "
+        "its end), which a transformers tokenizer cannot do: `truncation=True` keeps the start "
+        "only, so such texts can get other labels than from `sentune predict`. For them, use "
+        "`sentune predict`, or tokenize without truncation and cut the ids with "
+        f'`sentune.data.batching.truncate(ids, {winner.max_length}, "head_tail")` as it does.',
+        "",
+    ]
+
+
+def _sentune_usage_lines(formats: tuple[str, ...]) -> list[str]:
+    """`sentune predict`, on onnxruntime: the texts cleaned and cut exactly as in training."""
+    if "onnx" not in formats:
+        return []
+    return [
+        "With sentune on onnxruntime (no torch; `pip install 'sentune[export]'`), texts cleaned "
+        "and cut exactly as in training:",
         "",
         "```",
         'sentune predict EXPORT_DIR "the battery died after a day" "best purchase this year"',
@@ -235,19 +305,8 @@ def model_card(
         "sentune predict EXPORT_DIR --int8 ...   # the int8 model",
         "```",
         "",
-    ]
-    return "\n".join(lines)
-
-
-def _truncation_lines(winner: Winner) -> list[str]:
-    if winner.truncation == "head":
-        return []
-    return [
-        f"This model was trained on `{winner.truncation}` truncation (see "
-        "`sentune.data.batching`): the tokenizer's own truncation keeps the head of a longer text "
-        "only. Tokenize without truncation and cut the ids with "
-        f'`sentune.data.batching.truncate(ids, {winner.max_length}, "{winner.truncation}")`, as '
-        "`sentune predict` does.",
+        'or in Python: `sentune.serve.predict.Predictor("EXPORT_DIR").predict(texts)` (labels '
+        "and probabilities).",
         "",
     ]
 
@@ -355,9 +414,12 @@ def _card_metadata(
     accuracy_key = config.metric_name(config.TEST, config.ACCURACY)
     tags = ["sentune", "sentiment-analysis", "text-classification"]
     tags += [f for f in ("onnx",) if f in formats]
+    # The Hub's tag for a model whose loading runs its own code (`trust_remote_code=True`).
+    tags += ["custom_code"] if "hf" in formats else []
     return {
         "license": LICENSES.get(manifest.model, "other"),
         "base_model": base_model_id(manifest),
+        # transformers loads it (`pipeline(..., trust_remote_code=True)`, `modeling_sentune.py`).
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "tags": tags,
