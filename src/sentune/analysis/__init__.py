@@ -90,12 +90,30 @@ from sentune.analysis.tradeoff import (
     pareto,
     pareto_front,
 )
+from sentune.analysis.winner import (
+    BEST_SPACE_FILE,
+    best_space,
+    configuration_words,
+    searched_values,
+    tie_line,
+    winner_id,
+    winner_line,
+    write_best_space,
+)
 from sentune.runs import Run, open_run
 
 if TYPE_CHECKING:
     from sentune.train.evaluate import Confusion, Floor
 
 __all__ = [
+    "BEST_SPACE_FILE",
+    "best_space",
+    "configuration_words",
+    "searched_values",
+    "tie_line",
+    "winner_id",
+    "winner_line",
+    "write_best_space",
     "BOARD_COLUMNS",
     "COMPLETED",
     "ERROR",
@@ -310,7 +328,8 @@ def _part(result: RunAnalysis, name: str, compute, *args, **kwargs):
 
 def write_tables(result: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
     """Write `leaderboard.csv` and `importance.csv` (and `confirm.csv`, `pareto.csv`,
-    `floor.json`) into `out_dir`, each whole or not at all."""
+    `floor.json`, and the winner as a space file, `best.yaml`) into `out_dir`, each whole or not
+    at all."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"leaderboard": runs.write_csv(result.table, out_dir / LEADERBOARD_FILE)}
@@ -322,4 +341,8 @@ def write_tables(result: RunAnalysis, out_dir: str | Path) -> dict[str, Path]:
         written["pareto"] = runs.write_csv(result.pareto.table, out_dir / PARETO_FILE)
     if result.floor is not None:
         written["floor"] = runs.write_json(out_dir / FLOOR_FILE, result.floor._asdict())
+    winner = winner_id(result.table, result.confirmation)
+    if winner is not None:
+        written["best"] = out_dir / BEST_SPACE_FILE
+        write_best_space(result.run, winner, written["best"])
     return written

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from sentune import config
-from sentune.analysis import REPORT_FILE, STATUSES, RunAnalysis
+from sentune.analysis import (
+    BEST_SPACE_FILE,
+    REPORT_FILE,
+    STATUSES,
+    RunAnalysis,
+    tie_line,
+    winner_id,
+    winner_line,
+)
 from sentune.report.panel import Panel, import_plotly
 from sentune.report.panels_data import panel_data, panel_manifest, panel_tokens, panel_winner
 from sentune.report.panels_params import panel_importance, panel_parallel, panel_slices
@@ -127,9 +135,20 @@ def _page(result: RunAnalysis, body: str) -> str:
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p class='lead'>{html.escape(_headline(result))} "
-        f"{html.escape(_compute_line(result))}</p>"
+        f"{html.escape(_compute_line(result))}{_best_space_link(result)}</p>"
         f"<p class='caption'>{html.escape(manifest.space.description)}</p>"
         f"{body}</body></html>\n"
+    )
+
+
+def _best_space_link(result: RunAnalysis) -> str:
+    """A link to `best.yaml` (written beside the report by `analysis.write_tables`)."""
+    if winner_id(result.table, result.confirmation) is None:
+        return ""
+    return (
+        f" <a href='{BEST_SPACE_FILE}'>{BEST_SPACE_FILE}</a>: the winner as a space file "
+        f"(<code>sentune search analysis/{html.escape(result.run.path.name)}/{BEST_SPACE_FILE}"
+        "</code> trains it again)."
     )
 
 
@@ -149,6 +168,12 @@ def _headline(result: RunAnalysis) -> str:
             gap = best[config.VAL_MACRO_F1] - result.floor.val_macro_f1
             text += f"; TF-IDF floor {result.floor.val_macro_f1:.4f} ({gap:+.4f})"
         text += "."
+    winner = winner_line(result.run, result.table, result.confirmation)
+    if winner:
+        text += f" The {winner[0].lower()}{winner[1:]}."
+    tie = tie_line(result.confirmation)
+    if tie:
+        text += f" {tie[0].upper()}{tie[1:]}"
     return text
 
 

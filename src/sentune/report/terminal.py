@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import RunAnalysis
+from sentune.analysis import BEST_SPACE_FILE, RunAnalysis, tie_line, winner_id, winner_line
 from sentune.report.sentences import confirmed_winner_line, floor_note, verdict_line
 
 
@@ -32,12 +32,25 @@ def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 5) ->
     winner = confirmed_winner_line(result)
     if winner:
         lines.append(winner)
+    lines += [
+        line
+        for line in (
+            winner_line(result.run, result.table, result.confirmation),
+            tie_line(result.confirmation),
+        )
+        if line
+    ]
     lines.append(_importance_line(result))
     for part in ("confusion", "tokens"):
         if part in result.notes:
             lines.append(f"{part}: {result.notes[part]}")
     if report is not None:
         lines.append(f"report: {report}")
+        if winner_id(result.table, result.confirmation) is not None:
+            lines.append(
+                f"the winner as a space file: {report.parent / BEST_SPACE_FILE} "
+                f"(sentune search {report.parent / BEST_SPACE_FILE} trains it again)"
+            )
     return "\n".join(lines)
 
 

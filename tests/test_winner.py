@@ -1,0 +1,66 @@
+"""The winner as words and as a file (`best.yaml`, a space that trains it again), and a tie
+within the seed noise said as one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sentune import analysis, runs, search, space
+from sentune.analysis.confirm import Confirmation
+
+
+@pytest.mark.slow
+def test_best_yaml_trains_the_winners_configuration_again(tiny_run, tmp_path):
+    run = runs.open_run(tiny_run)
+    table = analysis.leaderboard(run)
+    written = analysis.write_tables(analysis.analyze(tiny_run), tmp_path / "analysis")
+    winner = analysis.winner_id(table, None)
+    assert winner == table.dropna(subset=["val_macro_f1"]).iloc[0]["trial_id"]
+    chosen = analysis.searched_values(run, winner)
+    assert set(chosen) == set(run.manifest.space.searched)
+    line = analysis.winner_line(run, table, None)
+    assert all(f"{key} = " in line for key in chosen), line
+
+    spec = space.load(written["best"])
+    assert not spec.params and spec.budget.trials == 1
+    assert spec.model == run.manifest.model
+    assert spec.data.dataset == run.manifest.data.config.dataset
+    for key, value in run.params[winner].items():
+        if "." in key:
+            assert spec.fixed[key] == value, key
+
+    options = search.SearchOptions(
+        storage=tmp_path / "trials", precision="fp32", cache_dir=tmp_path / "cache",
+        dashboard=False,
+    )  # fmt: skip
+    again = space.load(written["best"], overrides={"budget.max_epochs": 1})
+    rerun = runs.open_run(search.run(again, options=options))
+    (params,) = rerun.params.values()
+    assert {k: params[k] for k in chosen} == chosen
+
+
+def _confirmation(rows: list[tuple[str, float, float, int]]) -> Confirmation:
+    configs = pd.DataFrame(
+        [
+            {"rank": i + 1, "trial_id": t, "mean": m, "std": s, "n_seeds": n, "seeds_planned": n}
+            for i, (t, m, s, n) in enumerate(rows)
+        ]
+    )
+    return Confirmation(table=pd.DataFrame(), configs=configs, winner=rows[0][0])
+
+
+def test_top_configurations_within_the_seed_noise_are_called_tied():
+    line = analysis.tie_line(_confirmation([("a", 0.744, 0.010, 2), ("b", 0.739, 0.012, 2)]))
+    assert line.startswith("tied: trials a and b") and "two seeds" not in line
+    assert "2 seeds per configuration" in line
+
+
+def test_a_clear_lead_is_not_a_tie():
+    line = analysis.tie_line(_confirmation([("a", 0.80, 0.002, 3), ("b", 0.70, 0.003, 3)]))
+    assert line.startswith("trial a leads trial b by 0.1000") and "seeds per" not in line
+
+
+def test_no_tie_line_without_two_confirmed_configurations():
+    assert analysis.tie_line(None) == ""
+    assert analysis.tie_line(_confirmation([("a", 0.8, 0.01, 2)])) == ""
