@@ -237,6 +237,32 @@ def test_predict_gives_pytorch_labels(tiny_run, exported, tmp_path, capsys):
     assert [line.split()[-1 - len(labels)] for line in lines] == expected[:3]
 
 
+def test_probabilities_are_calibrated_in_every_format(tiny_run, exported, tmp_path):
+    calibration = exported.metrics["calibration"]
+    temperature = calibration["temperature"]
+    assert calibration["validation"]["ece_after"] <= calibration["validation"]["ece_before"]
+    assert calibration["validation"]["nll_after"] <= calibration["validation"]["nll_before"]
+    assert {"ece_before", "ece_after", "nll_before", "nll_after"} <= set(calibration["test"])
+    # The temperature lives in config.json and export.json records it.
+    assert json.loads((exported.path / "config.json").read_text())["temperature"] == temperature
+    assert json.loads((exported.path / "export.json").read_text())["temperature"] == temperature
+    # `sentune predict` (ONNX and int8) returns softmax(trained logits / T).
+    data = _prepared_data(tiny_run, tmp_path / "cache")
+    model = load_model(exported.winner.checkpoint).eval()
+    input_ids, mask = pad_batch(
+        data.test.truncated(exported.winner.max_length)[:16], pad_id=data.pad_id
+    )
+    with torch.inference_mode():
+        raw = model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask))
+    expected = torch.softmax(raw.logits / temperature, -1).numpy()
+    for int8 in (False, True):
+        probs = (
+            predict.Predictor(exported.path, int8=int8).predict(data.test.texts[:16]).probabilities
+        )
+        assert np.abs(probs - expected).max() < (1e-4 if not int8 else 0.05)
+    assert "## Calibration" in (exported.path / export.CARD_FILE).read_text()
+
+
 def test_predict_cleans_text_as_training_did(tiny_run, exported, tmp_path):
     from sentune.data import splits
     from sentune.train.encoders import load_tokenizer

@@ -39,6 +39,7 @@ from sentune.analysis import (
 from sentune.data import PreparedData
 from sentune.errors import ExportError, RunError
 from sentune.export.benchmark import measure
+from sentune.export.calibrate import calibrate
 from sentune.export.card import format_benchmark, format_intervals, format_scores, model_card
 from sentune.export.common import (
     BENCHMARK_FILE,
@@ -136,16 +137,25 @@ def export_winner(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        calibration = calibrate(_uncalibrated_engine(winner), data, winner)
         engines, parity = write_models(
-            winner, data, tmp, formats, options, threads, base_model=base_model_id(run.manifest)
+            winner,
+            data,
+            tmp,
+            formats,
+            options,
+            threads,
+            base_model=base_model_id(run.manifest),
+            temperature=calibration["temperature"],
         )
-        metrics = score(engines, data, winner, run, parity)
+        metrics = {**score(engines, data, winner, run, parity), "calibration": calibration}
         benchmark = measure(engines, data, winner, threads, options)
         if budget is not None:
             benchmark["budget"] = _check_budget(run, winner, benchmark, served, budget)
         runs.write_json(tmp / METRICS_FILE, metrics)
         runs.write_json(tmp / BENCHMARK_FILE, benchmark)
-        runs.write_json(tmp / EXPORT_MANIFEST, _export_manifest(run, winner, data, formats))
+        manifest = _export_manifest(run, winner, data, formats, calibration["temperature"])
+        runs.write_json(tmp / EXPORT_MANIFEST, manifest)
         (tmp / CARD_FILE).write_text(model_card(run, winner, metrics, benchmark, formats))
         _move_into_place(tmp, out)
     finally:
@@ -153,6 +163,22 @@ def export_winner(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("export of trial %s written to %s", winner.trial_id, out)
     return ExportResult(out, winner, metrics, benchmark)
+
+
+def _uncalibrated_engine(winner: Winner):
+    """The winner's model as it was trained (temperature 1), on this process's CPU threads."""
+    from sentune.serve.engines import LogitsOnly
+    from sentune.train.model import load_model
+
+    model = load_model(winner.checkpoint).eval()
+    model.config.temperature = 1.0
+    wrapper = LogitsOnly(model).eval()
+
+    def engine(input_ids, attention_mask):
+        with torch.inference_mode():
+            return wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    return engine
 
 
 def chosen_trial(run: Run, options: ExportOptions) -> str | None:
@@ -402,7 +428,11 @@ def _load_data(run: Run, winner: Winner, *, cache_dir: Path) -> PreparedData:
 
 
 def _export_manifest(
-    run: Run, winner: Winner, data: PreparedData, formats: tuple[str, ...]
+    run: Run,
+    winner: Winner,
+    data: PreparedData,
+    formats: tuple[str, ...],
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     files = {"hf": "model.safetensors", "onnx": ONNX_FILE, "int8": INT8_FILE, "pt2": PT2_FILE}
     return {
@@ -417,6 +447,8 @@ def _export_manifest(
         "pad_id": data.pad_id,
         "onnx_inputs": list(ONNX_INPUTS),
         "onnx_opset": ONNX_OPSET,
+        # Inside every format already (the model divides its logits by it): for the record.
+        "temperature": temperature,
         "formats": {f: files[f] for f in formats},
     }
 

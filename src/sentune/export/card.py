@@ -169,6 +169,9 @@ def model_card(
         "",
         f"Validation macro-F1 reported during the search: {winner.val_macro_f1:.4f} (training "
         "precision); the scores above are recomputed in fp32.",
+        "",
+        *_training_lines(metrics),
+        *_calibration_lines(metrics),
     ]
     if "int8_test_macro_f1_drop" in metrics:
         lines.append(
@@ -364,9 +367,93 @@ def _confirmed_lines(winner: Winner) -> list[str]:
         "",
         "Confirmed over seeds: the best configurations were retrained to the full epoch budget "
         "with other `train.seed` values, and this one has the best mean validation macro-F1: "
-        f"{winner.confirmed_line}. The exported weights are those of seed "
-        f"{winner.params[runs.SEED_KEY]} ({winner.val_macro_f1:.4f}).",
+        f"{winner.confirmed_line}."
+        + (
+            " The exported weights are its refit on the whole training split (below)."
+            if winner.refit
+            else f" The exported weights are those of seed {winner.params[runs.SEED_KEY]} "
+            f"({winner.val_macro_f1:.4f})."
+        ),
     ]
+
+
+def _training_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the shipped model was trained on, with the search's figures beside."""
+    refit = metrics.get("refit")
+    floor_key = config.metric_name(config.TEST, config.MACRO_F1)
+    against = metrics["vs_floor"]
+    verdict = (
+        f"beats the floor by {against['test_macro_f1_gain']:+.4f} test macro-F1"
+        if against["beats_floor"]
+        else f"does not beat the floor ({against['test_macro_f1_gain']:+.4f} test macro-F1)"
+    ) + (" (their 95 % intervals overlap)" if against["intervals_overlap"] else "")
+    if not refit:
+        return [
+            f"Trained on {metrics['train_size']} training examples (the search trial's "
+            f"checkpoint, exported with `--no-refit` or from a search on all the data); the "
+            f"floor, trained on the same examples, scores {metrics['floor'][floor_key]:.4f}: "
+            f"this model {verdict}.",
+            "",
+        ]
+    epochs = ", ".join(f"epoch {e}: {v:.4f}" for e, v in refit["val_macro_f1_by_epoch"].items())
+    return [
+        f"Trained on all {metrics['train_size']} training examples: the search chose this "
+        f"configuration on a sample of {refit['search_train_size']} (validation macro-F1 "
+        f"{metrics['search_val_macro_f1']:.4f} there), then it was refit on the whole training "
+        f"split for {refit['max_epochs']} epochs with seed {refit['seed']} "
+        f"({refit['seed_rule']}), keeping the best evaluation on the same validation split "
+        f"({epochs}; {refit['wall_s'] / 60:.1f} min). The floor, trained on the same "
+        f"{metrics['train_size']} examples, scores {metrics['floor'][floor_key]:.4f}: this "
+        f"model {verdict}.",
+        "",
+    ]
+
+
+def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
+    """The temperature, ECE and NLL before and after, and the test reliability table."""
+    cal = metrics.get("calibration")
+    if not cal:
+        return []
+    lines = [
+        "## Calibration",
+        "",
+        f"Probabilities are calibrated by temperature scaling: T = {cal['temperature']:.3f}, "
+        f"fitted on the validation split; {cal['where']}. Expected calibration error "
+        f"({cal['bins']} bins) and negative log-likelihood:",
+        "",
+        "| split | ECE before | ECE after | NLL before | NLL after |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for split in ("validation", "test"):
+        row = cal[split]
+        lines.append(
+            f"| {split} | {row['ece_before']:.4f} | {row['ece_after']:.4f} | "
+            f"{row['nll_before']:.4f} | {row['nll_after']:.4f} |"
+        )
+    lines += [
+        "",
+        "Reliability on the test split (confidence of the predicted class against how often it "
+        "is right, per bin; a calibrated model has the two equal):",
+        "",
+        "| confidence bin | texts | mean confidence (after) | accuracy (after) | before |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    test = cal["test"]
+    for after, before in zip(test["reliability_after"], test["reliability_before"], strict=True):
+        if not after["count"] and not before["count"]:
+            continue
+        confidence = f"{after['confidence']:.3f}" if after["count"] else "–"
+        accuracy = f"{after['accuracy']:.3f}" if after["count"] else "–"
+        earlier = (
+            f"{before['count']} texts, {before['confidence']:.3f} / {before['accuracy']:.3f}"
+            if before["count"]
+            else "–"
+        )
+        lines.append(
+            f"| {after['low']:.2f}–{after['high']:.2f} | {after['count']} | {confidence} | "
+            f"{accuracy} | {earlier} |"
+        )
+    return [*lines, ""]
 
 
 def _recipe(run: Run, winner: Winner) -> list[tuple[str, Any, str]]:

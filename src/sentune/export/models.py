@@ -64,13 +64,16 @@ def write_models(
     threads: int,
     *,
     base_model: str,
+    temperature: float = 1.0,
 ) -> tuple[dict[str, Engine], dict[str, Any]]:
-    """Write each format into `folder`, check it against PyTorch; return the runnable engines."""
+    """Write each format into `folder`, check it against PyTorch; return the runnable engines.
+    The model's logits are divided by `temperature` (`calibrate.py`) in every format."""
     from transformers.utils import logging as hf_logging
 
     # Bars for loading and saving a few weights would only clutter the export's log.
     hf_logging.disable_progress_bar()
     model = load_model(winner.checkpoint).eval()
+    model.config.temperature = temperature
     _make_portable(model, base_model)
     # The tokenizer travels in every export: `sentune predict` needs it.
     for item in winner.checkpoint.iterdir():
