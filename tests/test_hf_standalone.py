@@ -27,7 +27,7 @@ from sentune.train.model import SentimentModel, build_model, load_model
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "src" / "sentune" / "export" / "hf_modeling.py"
 MAX_LENGTH = 10
-#: The checkpoint's temperature, not 1: the export's formats must all carry the one it writes.
+#: The export's temperature, not 1: every format must carry it.
 TEMPERATURE = 1.7
 #: Clean texts (`sentune predict` cleans, a pipeline does not), some longer than MAX_LENGTH.
 TEXTS = [
@@ -62,7 +62,8 @@ def _winner(checkpoint: Path, truncation: str) -> Winner:
 @pytest.fixture(scope="module", params=["head", "tail"])
 def hf_export(request, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path:
     """An export folder as `sentune export` writes it (HF and ONNX, by `write_models`), of a
-    tiny checkpoint with a tempered, mean-pooled two-layer head; `export.json` by hand."""
+    tiny checkpoint with a mean-pooled two-layer head, at temperature TEMPERATURE; `export.json`
+    by hand."""
     root = tmp_path_factory.mktemp(f"standalone-{request.param}")
     checkpoint = root / "checkpoint"
     torch.manual_seed(0)
@@ -75,7 +76,6 @@ def hf_export(request, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path:
         for layer in model.head:
             if isinstance(layer, torch.nn.Linear):
                 torch.nn.init.normal_(layer.weight, std=1.0)
-    model.config.temperature = TEMPERATURE
     model.save_pretrained(checkpoint)
     load_tokenizer(str(tiny_model_dir)).save_pretrained(checkpoint)
     prepared = data.prepare(
@@ -85,7 +85,16 @@ def hf_export(request, tiny_model_dir, tiny_csv, tmp_path_factory) -> Path:
     folder = root / "export"
     folder.mkdir()
     options = ExportOptions(parity_texts=32, threads=1)
-    write_models(winner, prepared, folder, ("hf", "onnx"), options, 1, base_model="tiny-bert")
+    write_models(
+        winner,
+        prepared,
+        folder,
+        ("hf", "onnx"),
+        options,
+        1,
+        base_model="tiny-bert",
+        temperature=TEMPERATURE,
+    )
     # The fields `serve.predict` reads (export.json is written by `export_winner`).
     manifest = {
         "labels": list(prepared.label_names),
@@ -194,8 +203,7 @@ def test_export_loads_without_sentune_and_answers_as_sentune_predict(hf_export, 
     assert got["model_module"].endswith("modeling_sentune")
     assert got["id2label"] == {str(i): name for i, name in enumerate(expected.label_names)}
     assert got["label2id"] == {name: i for i, name in enumerate(expected.label_names)}
-    # The export may replace the checkpoint's temperature with one fitted on validation.
-    assert got["temperature"] == config["temperature"]
+    assert got["temperature"] == config["temperature"] == TEMPERATURE
     names = expected.label_names
     piped = np.array([[row[name] for name in names] for row in got["pipeline"]])
     auto = np.array(got["auto"])
