@@ -141,7 +141,11 @@ def test_hf_folder_round_trips_with_identical_logits(exported):
 
     import sentune.train.model  # noqa: F401 - registers the model type
 
+    from sentune.export.models import AUTO_MAP
+
     original = sentune.train.model.load_model(exported.winner.checkpoint).eval()
+    # The export's config carries the fitted temperature; the checkpoint's was 1.
+    original.config.temperature = exported.metrics["calibration"]["temperature"]
     loaded = AutoModelForSequenceClassification.from_pretrained(exported.path).eval()
     assert loaded.config.id2label == original.config.id2label
     ids = torch.randint(5, 30, (4, 12))
@@ -153,7 +157,8 @@ def test_hf_folder_round_trips_with_identical_logits(exported):
             original(input_ids=ids, attention_mask=mask).logits,
         )
     config_json = json.loads((exported.path / "config.json").read_text())
-    assert "auto_map" not in config_json  # nothing for trust_remote_code to run
+    # What `trust_remote_code=True` loads where sentune is not installed.
+    assert config_json["auto_map"] == AUTO_MAP
 
 
 def test_onnx_parity_and_dynamic_axes(exported):
@@ -200,7 +205,7 @@ def test_metrics_score_every_format_on_the_test_split(exported):
     assert metrics["search_val_macro_f1"] == exported.winner.val_macro_f1
     card = (exported.path / "README.md").read_text()
     assert "held-out test split" in card and "from_pretrained" in card
-    assert "import sentune.train.model" in card and exported.winner.trial_id in card
+    assert "trust_remote_code=True" in card and exported.winner.trial_id in card
 
 
 def test_benchmark_has_every_format_and_its_settings(exported):
