@@ -2,8 +2,16 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The CPU wheel of torch; on a GPU host install your CUDA torch into .venv first (it is kept).
-TORCH  ?= torch==2.13.0
+# The CPU wheel of torch: on Linux x86_64 the default index's torch is the CUDA build (gigabytes
+# of nvidia-* wheels), so the CPU build comes from PyTorch's CPU index; elsewhere PyPI's wheel is
+# the CPU one. On a GPU host install your CUDA torch into .venv first (it is kept).
+ifeq ($(shell uname -sm),Linux x86_64)
+TORCH       ?= torch==2.13.0+cpu
+TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
+else
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+endif
 SPACE  ?= heads
 ARGS   ?=
 # Test processes (pytest-xdist): the slow tests are real searches that wait on Ray as much as they
@@ -22,7 +30,7 @@ install: $(STAMP) ## create .venv and install sentune with its dependencies (onc
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[export,dashboard,dev]"
 	touch $(STAMP)
 
