@@ -126,33 +126,42 @@ def resolve_run(
 
 
 def show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
+    """Write a run's leaderboard (and its confirmation over seeds) into `analysis_root/<run>/`
+    and print it in `terminal.WIDTH` columns: its main columns here, every column in the file.
+    The one leaderboard a search prints (the summary after it names the top trials only)."""
     import pandas as pd
 
     from sentune import analysis, runs
+    from sentune.report import terminal
+    from sentune.report.sentences import counted
 
     run = runs.open_run(run_dir)
     table = analysis.leaderboard(run)
     out = analysis_root / Path(run_dir).name
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_csv(table, out / analysis.LEADERBOARD_FILE)
-    shown = table.drop(columns=["checkpoint", "error", config.VAL_LOSS])
-    with pd.option_context(
-        "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4g}".format
-    ):
-        print(f"\nLeaderboard of {run_dir} (best epoch's {config.VAL_MACRO_F1}):")
-        print(analysis.RANKING_RULE)
-        print(shown.to_string(index=False))
-    stopped = int(table["stopped_early"].sum())
-    print(
-        f"\n{len(table)} trials, {stopped} stopped early by ASHA, "
-        f"{int((table['status'] == analysis.ERROR).sum())} failed"
-    )
-    for _, row in table[table["status"] == analysis.ERROR].iterrows():
-        print(f"  {row['trial_id']} failed: {row['error']}")
-    print(f"leaderboard: {out / analysis.LEADERBOARD_FILE}")
+    path = runs.write_csv(table, out / analysis.LEADERBOARD_FILE)
+    failed = table[table["status"] == analysis.ERROR]
+    lines = [
+        f"Leaderboard of {run_dir} (best epoch's {config.VAL_MACRO_F1}):",
+        f"{analysis.RANKING_RULE} rank_score is the score compared.",
+        *terminal.leaderboard_lines(table, run.manifest.space.searched),
+        f"{counted(len(table), 'trial')}, {int(table['stopped_early'].sum())} stopped "
+        f"early by ASHA, {len(failed)} failed",
+        *(
+            terminal.clip(f"  {row.trial_id} failed: {row.error}", terminal.WIDTH)
+            for row in failed.itertuples()
+        ),
+        f"every column (each epoch's score, accuracy, loss, checkpoint): {path}",
+    ]
     confirmed = analysis.confirmation(run, table)
     if confirmed is not None:
-        runs.write_csv(confirmed.table, out / analysis.CONFIRM_FILE)
-        print("\nConfirmation over seeds (best mean first; the winner is the first):")
-        print(confirmed.configs.to_string(index=False, float_format="{:.4f}".format))
-        print(f"confirmation: {out / analysis.CONFIRM_FILE}")
+        path = runs.write_csv(confirmed.table, out / analysis.CONFIRM_FILE)
+        configs = confirmed.configs.astype(object)
+        cells = pd.DataFrame({c: terminal.column_cells(configs[c].tolist(), c) for c in configs})
+        lines += [
+            "",
+            "Confirmation over seeds (best mean first; the winner is the first):",
+            *terminal.table_lines(cells),
+            f"confirmation: {path}",
+        ]
+    print("\n" + terminal.fit("\n".join(lines)))

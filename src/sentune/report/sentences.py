@@ -1,5 +1,5 @@
-"""The sentences the page, its panels and the terminal summary share: the floor's verdict, the
-floor's note and the confirmed winner."""
+"""The sentences the page, its panels and the terminal share: the floor's verdict, the floor's
+note, the confirmed winner, and a count with its noun (`counted`)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,15 @@ def confirmed_winner_line(result: RunAnalysis) -> str:
         if row["n_seeds"] < row["seeds_planned"]
         else ""
     )
+    score = format_mean_std(seeds[config.VAL_MACRO_F1].tolist())
     return (
         f"winner (best mean over seeds): trial {confirmed.winner}, {config.VAL_MACRO_F1} "
-        f"{format_mean_std(seeds[config.VAL_MACRO_F1].tolist())} over {len(seeds)} seeds "
+        f"{score} over {counted(len(seeds), 'seed')} "
         f"({', '.join(str(s) for s in seeds['seed'])}; leaderboard rank {int(row['rank'])}"
         f"{partial})"
     )
+
+
+def counted(n: float, noun: str) -> str:
+    """`1 epoch`, `2 epochs`, `0.5 epochs`."""
+    return f"{n:g} {noun}" if n == 1 else f"{n:g} {noun}s"
