@@ -29,18 +29,24 @@ def progress_callback(
     run_dir: Path,
     first_step: bool = True,
     time_budget_s: float | None = None,
+    then_trials: int = 0,
 ):
     """The Tune callback that prints the terminal lines (`progress.SearchProgress`): `total`
     trials (or `time_budget_s`), the config keys in `shown` printed when a trial starts,
-    (`first_step`) when training first began, and where long epochs stand (the trials' files
-    in `runs.progress_dir(run_dir)`)."""
+    (`first_step`) when training first began, where long epochs stand (the trials' files in
+    `runs.progress_dir(run_dir)`), and an estimate that counts the `then_trials` full trials
+    that follow (the confirmation over seeds)."""
     from ray.tune import Callback
 
     from sentune.search.progress import SearchProgress
     from sentune.train.progress import read_progress
 
     progress = SearchProgress(
-        total=total, max_epochs=max_epochs, rungs=rungs, time_budget_s=time_budget_s
+        total=total,
+        max_epochs=max_epochs,
+        rungs=rungs,
+        time_budget_s=time_budget_s,
+        then_trials=then_trials,
     )
     say_first_step = first_step
     folder = runs.progress_dir(run_dir).resolve()

@@ -3,19 +3,26 @@
 Ray-free: the search feeds it from a Ray Tune callback, a test feeds it directly. The estimate
 needs no model of ASHA: wall seconds per trained epoch so far (concurrency included) times the
 epochs still expected, where a trial still to come is expected to train as many epochs as the
-finished ones did on average (the full budget until one has finished). Where a long epoch stands
+finished ones did on average (the full budget until one has finished), and a confirmation
+over seeds that follows the search as its full-budget trials. Where a long epoch stands
 comes from the trials' files (`train/progress.py`).
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sentune import config
+from sentune.report.sentences import counted
+from sentune.report.terminal import WIDTH, clip, short_names
 from sentune.train.progress import EpochProgressRecord
+
+#: An error's line is cut to this many characters (the whole error is in the trial's folder).
+ERROR_CHARS = 160
 
 
 def _stderr(line: str) -> None:
@@ -34,14 +41,18 @@ def format_duration(seconds: float) -> str:
 
 @dataclass
 class SearchProgress:
-    """Turns trial events into terminal lines.
+    """Turns trial events into terminal lines of at most `WIDTH` columns: the event, then the
+    search's state in brackets (`status`) when it fits on the event's last line.
 
     Args:
         total: The trial budget.
         max_epochs: Epochs of a trial that is never stopped.
-        rungs: Epochs at which ASHA compares trials (`analysis.asha_rungs`), to say "passed".
+        rungs: Epochs at which ASHA compares trials (`analysis.asha_rungs`), to name the
+            evaluation that ASHA judges and the rung a trial was stopped at.
         time_budget_s: The search's wall-clock budget (`budget.time_budget_s`), if it has one:
             the search ends when it is spent, whatever the trial budget says.
+        then_trials: Full-budget trials that follow the search (its confirmation over seeds):
+            counted in the estimate, and said once.
         write: Where lines go (stderr by default).
         clock: Seconds, monotonic (a test passes a fake one).
     """
@@ -50,6 +61,7 @@ class SearchProgress:
     max_epochs: int
     rungs: list[float] = field(default_factory=list)
     time_budget_s: float | None = None
+    then_trials: int = 0
     write: Callable[[str], None] = _stderr
     clock: Callable[[], float] = time.monotonic
     started_at: float | None = None
@@ -62,6 +74,8 @@ class SearchProgress:
     first_step_s: float | None = None
     #: When each trial last got a line (its start, an evaluation, where it stands).
     last_line: dict[str, float] = field(default_factory=dict)
+    #: The rung at which ASHA judged each trial's latest evaluation (absent: not at a rung).
+    judged_at: dict[str, float] = field(default_factory=dict)
 
     def __setstate__(self, state: dict) -> None:
         # Tune pickles this object with the search's callbacks; a search that an earlier sentune
@@ -75,8 +89,14 @@ class SearchProgress:
         """A trial started (or restarted after a failure) with these searched values."""
         if self.started_at is None:
             self.started_at = self.clock()
+            if self.then_trials:
+                self.write(
+                    "the confirmation over seeds follows the search: "
+                    f"{counted(self.then_trials, 'more full trial')}, counted in the estimates"
+                )
         self.epochs.setdefault(trial_id, 0.0)
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
+        names = short_names(params)
+        shown = ", ".join(f"{names[k]}={_short(v)}" for k, v in sorted(params.items()))
         self._emit(f"trial {trial_id} started: {shown or 'defaults'}", trial_id)
 
     def on_result(
@@ -97,12 +117,18 @@ class SearchProgress:
         self.epochs[trial_id] = max(previous, epoch)
         self.partial.pop(trial_id, None)
         self.best[trial_id] = max(self.best.get(trial_id, float("-inf")), score)
-        passed = [r for r in self.rungs if previous >= r > 0 and epoch > r and r < self.max_epochs]
-        note = f" (passed the epoch-{passed[-1]:g} rung)" if passed else ""
-        latency = f", {config.LATENCY_P95_MS} {p95_ms:.2f}" if p95_ms is not None else ""
+        # ASHA judges a trial at its first evaluation at or past a rung (Tune's `time_attr` is
+        # the epoch); whether it keeps the trial, the trial's next line or its end says.
+        judged = [r for r in self.rungs if previous < r <= epoch and r < self.max_epochs]
+        if judged:
+            self.judged_at[trial_id] = judged[-1]
+        else:
+            self.judged_at.pop(trial_id, None)
+        rung = " (ASHA rung)" if judged else ""
+        latency = f", p95 {p95_ms:.2f} ms" if p95_ms is not None else ""
         self._emit(
-            f"trial {trial_id} epoch {epoch:g}/{self.max_epochs}: "
-            f"{config.VAL_MACRO_F1} {score:.4f}{latency}{note}",
+            f"trial {trial_id} epoch {epoch:g}/{self.max_epochs}{rung}: "
+            f"{config.VAL_MACRO_F1} {score:.4f}{latency}",
             trial_id,
         )
 
@@ -132,8 +158,7 @@ class SearchProgress:
         self._emit(
             f"trial {trial_id} epoch {record.epoch}/{self.max_epochs}: "
             f"{record.batches_done}/{record.batches} batches "
-            f"({record.batches_done / record.batches:.0%}), "
-            f"~{format_duration(left_s)} to the epoch's end",
+            f"({record.batches_done / record.batches:.0%}), ends in ~{format_duration(left_s)}",
             trial_id,
         )
 
@@ -143,25 +168,34 @@ class SearchProgress:
         status = "completed" if epochs >= self.max_epochs else "stopped"
         self.finished[trial_id] = status
         self.partial.pop(trial_id, None)
+        rung = self.judged_at.get(trial_id)
+        if status == "completed":
+            what = f"completed {counted(epochs, 'epoch')}"
+        elif rung is not None:
+            what = f"stopped at the epoch-{rung:g} rung"
+        else:  # the time budget ran out, or the search was stopped
+            what = f"stopped after {counted(epochs, 'epoch')}"
         best = self.best.get(trial_id)
         score = f", best {config.VAL_MACRO_F1} {best:.4f}" if best is not None else ""
-        self._emit(f"trial {trial_id} {status} after {epochs:g} epoch(s){score}")
+        self._emit(f"trial {trial_id} {what}{score}")
 
     def on_error(self, trial_id: str, error: str) -> None:
         """A trial failed for good."""
         self.finished[trial_id] = "error"
         self.partial.pop(trial_id, None)
-        self._emit(f"trial {trial_id} failed: {error}")
+        self._emit(f"trial {trial_id} failed: {clip(error, ERROR_CHARS)}")
 
     def on_retry(self, trial_id: str, error: str) -> None:
         """A trial failed and will continue from its latest checkpoint."""
+        error = clip(error, ERROR_CHARS)
         self._emit(f"trial {trial_id} failed ({error}); retrying from its latest checkpoint")
 
     # --- the estimate ----------------------------------------------------------------------
 
     def status(self) -> str:
-        """`3/10 trials done, 7 epochs, 4m12s elapsed, ~9m00s left`; with a time budget
-        `3 trials done, 7 epochs, 4m12s of 10m00s elapsed, ~5m48s left`."""
+        """`3/10 done, best 0.7435, 4m12s, ~9m00s left` (trials done, the best score so far,
+        time elapsed, the estimate); with a time budget `3 done, best 0.7435, 4m12s of 10m00s,
+        ~5m48s left`."""
         elapsed = self.clock() - self.started_at if self.started_at is not None else 0.0
         done, spent = f"{len(self.finished)}/{self.total}", format_duration(elapsed)
         if self.time_budget_s is not None:  # the trial budget is only a cap
@@ -169,24 +203,29 @@ class SearchProgress:
                 f"{len(self.finished)}",
                 f"{spent} of {format_duration(self.time_budget_s)}",
             )
-        parts = [f"{done} trials done", f"{sum(self.epochs.values()):g} epochs", f"{spent} elapsed"]
+        parts = [f"{done} done"]
+        if self.best:
+            parts.append(f"best {max(self.best.values()):.4f}")
+        parts.append(spent)
         left = self.seconds_left(elapsed)
         if left is not None:
             parts.append(f"~{format_duration(left)} left")
         return ", ".join(parts)
 
     def seconds_left(self, elapsed: float) -> float | None:
-        """Estimated wall seconds until the budget is spent (None before the first epoch): at
-        most what is left of the time budget."""
+        """Estimated wall seconds until the search and the trials that follow it (`then_trials`)
+        are done (None before the first epoch); the search's part is at most what is left of
+        the time budget."""
         trained = sum(self.epochs.values()) + sum(self.partial.values())
         if trained <= 0:
             return None
+        per_epoch = elapsed / trained
+        left = per_epoch * self._epochs_left()
         if self.time_budget_s is not None:
-            left = max(0.0, self.time_budget_s - elapsed)
-            return min(left, self._epochs_left_s(elapsed, trained))
-        return self._epochs_left_s(elapsed, trained)
+            left = min(left, max(0.0, self.time_budget_s - elapsed))
+        return left + per_epoch * self.then_trials * self.max_epochs
 
-    def _epochs_left_s(self, elapsed: float, trained: float) -> float:
+    def _epochs_left(self) -> float:
         done = [self.epochs[t] for t in self.finished if t in self.epochs]
         per_trial = sum(done) / len(done) if done else float(self.max_epochs)
         running = [t for t in self.epochs if t not in self.finished]
@@ -194,13 +233,17 @@ class SearchProgress:
             max(0.0, max(per_trial, self.epochs[t]) - self.epochs[t] - self.partial.get(t, 0.0))
             for t in running
         )
-        expected += max(0, self.total - len(self.epochs)) * per_trial
-        return elapsed / trained * expected
+        return expected + max(0, self.total - len(self.epochs)) * per_trial
 
     def _emit(self, line: str, trial_id: str | None = None) -> None:
+        """Write `line` wrapped at `WIDTH`, the status on its last line when it fits there."""
         if trial_id is not None:
             self.last_line[trial_id] = self.clock()
-        self.write(f"{line}  [{self.status()}]")
+        lines = textwrap.wrap(line, WIDTH, subsequent_indent="    ", break_on_hyphens=False)
+        status = f"  [{self.status()}]"
+        if len(lines[-1]) + len(status) <= WIDTH:
+            lines[-1] += status
+        self.write("\n".join(lines))
 
 
 def _short(value) -> str:

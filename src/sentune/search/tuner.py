@@ -289,14 +289,20 @@ def quiet_unless_verbose(options: SearchOptions) -> None:
 
 
 def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
-    """A Tune callback that prints one line per trial event with an estimate (`progress.py`)."""
+    """A Tune callback that prints one line per trial event with an estimate (`progress.py`)
+    that counts the confirmation over seeds which follows the search."""
     from sentune.analysis import asha_rungs
 
+    budget = spec.budget
+    # `analysis.confirmation_plan`'s count where the top trials trained the full budget (each
+    # is its own first seed), as they usually do: the leaderboard ranks those first.
+    confirming = min(config.confirm_top(budget), budget.trials) * max(0, budget.confirm_seeds - 1)
     return progress_callback(
-        total=spec.budget.trials,
-        max_epochs=spec.budget.max_epochs,
-        rungs=asha_rungs(spec.budget, options.strategy),
+        total=budget.trials,
+        max_epochs=budget.max_epochs,
+        rungs=asha_rungs(budget, options.strategy),
         shown=set(spec.params),
         run_dir=run_dir,
-        time_budget_s=spec.budget.time_budget_s,
+        time_budget_s=budget.time_budget_s,
+        then_trials=confirming,
     )
