@@ -90,3 +90,20 @@ def test_readme_keys_table_is_the_generated_one():
     match = re.search(r"<!-- keys:start -->\n(.*?)\n<!-- keys:end -->", text, re.S)
     assert match, "README.md lost its keys markers"
     assert match.group(1) == config.keys_table(), "README keys table is stale: make readme-keys"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_names_the_command_and_keeps_a_normal_indent(command, monkeypatch, capsys):
+    """`sentune export -h` starts `usage: sentune export`, not with the top-level usage, and its
+    options' help starts by column 30 and wraps by column 100, in a wide terminal too."""
+    monkeypatch.setenv("COLUMNS", "240")
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "-h"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: sentune {command} [-h]"), out[:120]
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= cli.HELP_WIDTH
+    # An option's help starts on its own line or by column 30.
+    starts = [len(line) - len(line.lstrip()) for line in lines if line.startswith("    ")]
+    assert max(starts, default=0) <= cli.HELP_POSITION

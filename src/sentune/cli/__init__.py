@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
+import textwrap
 import time
 from importlib import metadata
 
@@ -53,9 +55,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: An option's help starts at this column at most (a long option gets a line of its own), and
+#: help wraps at this width, or the terminal's when narrower.
+HELP_POSITION, HELP_WIDTH = 30, 100
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps descriptions as written and shows each option's default, unless it has none or
-    its help already says it."""
+    """Keeps descriptions' lines as written (wrapping one wider than `HELP_WIDTH`) and shows each
+    option's default, unless it has none or its help already says it; `HELP_POSITION` and
+    `HELP_WIDTH` keep the help readable in a wide terminal."""
+
+    def __init__(self, prog: str, **kwargs) -> None:
+        columns = shutil.get_terminal_size().columns - 2
+        kwargs.setdefault("max_help_position", HELP_POSITION)
+        kwargs.setdefault("width", max(40, min(HELP_WIDTH, columns)))
+        super().__init__(prog, **kwargs)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if len(indent + line) <= HELP_WIDTH:
+                lines.append(indent + line)
+                continue
+            own = indent + line[: len(line) - len(line.lstrip())]
+            lines += textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=own)
+        return "\n".join(lines)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
@@ -104,9 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    # The description lists the commands in words; argparse's own list would repeat it.
+    # The description lists the commands in words; argparse's own list would repeat it. `prog`:
+    # each command's usage is `sentune COMMAND …` (argparse would prefix it with `usage` above).
     commands = parser.add_subparsers(
-        required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="sentune"
+        required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog=parser.prog
     )
 
     for add_parser in (
