@@ -46,7 +46,15 @@ def measure(
             "b32_p50_ms": float(np.percentile(batch_ms, 50)),
             "b32_texts_per_s": throughput,
         }
-        log.info("benchmark %s: %s", name, results[name])
+        log.info(
+            "benchmark %s: batch 1 p50 %.2f ms, p95 %.2f ms; batch %d p50 %.1f ms, %.1f texts/s",
+            name,
+            p50,
+            p95,
+            config.LATENCY_BATCH_SIZE,
+            results[name]["b32_p50_ms"],
+            throughput,
+        )
     for row in results.values():
         row["b32_speedup_vs_pytorch"] = (
             row["b32_texts_per_s"] / results["pytorch"]["b32_texts_per_s"]
