@@ -77,6 +77,7 @@ def test_the_leaderboard_fits_the_terminal_with_blank_cells(tmp_path, capsys):
         "0.100", "0", "cls",
     ]  # fmt: skip
     assert last[header.index("activation")] == " " and len(last) < header.index("width")
+    assert "rank_score: what the order compares" in text
     # The failure's error in one line.
     assert "  00000007 failed: RuntimeError: CUDA out of memory" in text
     assert "8 trials, 5 stopped early by ASHA, 1 failed" in text

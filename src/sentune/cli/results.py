@@ -143,7 +143,7 @@ def show_leaderboard(run_dir: Path, analysis_root: Path) -> None:
     failed = table[table["status"] == analysis.ERROR]
     lines = [
         f"Leaderboard of {run_dir} (best epoch's {config.VAL_MACRO_F1}):",
-        f"{analysis.RANKING_RULE} rank_score is the score compared.",
+        analysis.RANKING_RULE,
         *terminal.leaderboard_lines(table, run.manifest.space.searched),
         f"{counted(len(table), 'trial')}, {int(table['stopped_early'].sum())} stopped "
         f"early by ASHA, {len(failed)} failed",

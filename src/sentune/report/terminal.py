@@ -110,8 +110,8 @@ def table_lines(cells: pd.DataFrame, *, headers: dict[str, str] | None = None) -
 
 def leaderboard_lines(table: pd.DataFrame, searched: list[str], *, width: int = WIDTH) -> list[str]:
     """The leaderboard in `width` columns: rank, `SHOWN_COLUMNS` and as many searched
-    parameters as fit (headed by their last dotted part where that is unique), then a line
-    naming the parameters left out.
+    parameters as fit (headed by their last dotted part where that is unique), then what
+    `rank_score` is (where shown) and which parameters were left out.
 
     Args:
         table: `analysis.leaderboard(run)`.
@@ -130,10 +130,16 @@ def leaderboard_lines(table: pd.DataFrame, searched: list[str], *, width: int = 
         lines = table_lines(cells.iloc[:, : shown + count], headers=headers)
         if max(map(len, lines), default=0) <= width:
             break
+    notes = []
+    if "rank_score" in base:
+        notes.append(
+            "rank_score: what the order compares (the best epoch's score for trials that "
+            "trained the full budget, f1@N for the others)"
+        )
     left_out = searched[count:]
     if left_out:
-        lines += fit(f"not shown here: {', '.join(left_out)}").splitlines()
-    return lines
+        notes.append(f"not shown here: {', '.join(left_out)}")
+    return lines + fit("\n".join(notes)).splitlines()
 
 
 def _same(a: pd.Series, b: pd.Series) -> bool:
