@@ -367,6 +367,42 @@ def test_importance_compares_trials_at_equal_fidelity(tmp_path):
     assert (frame["importance_mean"] <= frame["high"]).all()
 
 
+def _asha_run(tmp_path: Path, n: int = 12) -> Path:
+    """Pooling decides the epoch-1 score (cls trials are the worst), so ASHA stops every cls
+    trial at epoch 1; among the mean trials that reach epoch 2, dropout changes the score by
+    less than the seed noise (the heads run of issue 26)."""
+    run_dir = tmp_path / "trials" / "asha-20260101-000000"
+    write_manifest(run_dir)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        pooling = ("cls", "mean")[i % 3 != 0]
+        dropout, lr = float(rng.uniform(0.1, 0.5)), float(10 ** rng.uniform(-5, -3))
+        epoch1 = (0.60 if pooling == "cls" else 0.70) + float(rng.normal(0, 0.005))
+        scores = [epoch1] if pooling == "cls" else [epoch1, 0.74 + float(rng.normal(0, 0.003))]
+        write_trial(run_dir, f"t{i:03d}", params(dropout, pooling, lr), scores, start=i)
+    return run_dir
+
+
+def test_importance_over_every_trial_finds_what_asha_stopped_on(tmp_path):
+    run = runs.open_run(_asha_run(tmp_path))
+    assert importance.fidelities(analysis.learning_curves(run)) == [(1.0, 12), (2.0, 8)]
+    frame = _importance(run, seeds=2, bootstraps=5, permutations=10)
+    lowest = frame[frame["fidelity_epoch"] == 1].set_index("param")
+    # At the lowest common rung, every trial: pooling explains the score, above the noise.
+    assert lowest.index[0] == "head.pooling" and (lowest["n_trials"] == 12).all()
+    assert lowest.loc["head.pooling", "importance_mean"] > 0.8
+    assert not lowest.loc["head.pooling", "below_noise"]
+    assert lowest.loc["head.pooling", "importance_mean"] > lowest.loc["head.pooling", "noise"]
+    # At epoch 2 only ASHA's survivors: pooling is constant there; dropout is noise.
+    higher = frame[frame["fidelity_epoch"] == 2].set_index("param")
+    assert (higher["n_trials"] == 8).all()
+    assert "constant" in higher.loc["head.pooling", "note"]
+    assert higher.loc["head.dropout", "below_noise"]
+    assert "below the noise" in higher.loc["head.dropout", "note"]
+    # Ranked first, then below the noise, per fidelity.
+    assert list(frame["fidelity_epoch"]) == sorted(frame["fidelity_epoch"])
+
+
 def test_importance_says_why_when_it_cannot_be_measured(tmp_path):
     run_dir = tmp_path / "trials" / "few-20260101-000000"
     write_manifest(run_dir)
@@ -666,7 +702,7 @@ def test_conditional_parameters_are_blank_where_inactive_and_measured_where_acti
     searched = ["head.dropout", "head.layers", "head.width"]
     write_manifest(run_dir, searched=searched, space_text=COND_SPACE)
     rng = np.random.default_rng(0)
-    for i in range(16):
+    for i in range(24):
         layers, width = i % 2, (8, 64)[(i // 2) % 2]
         trial = {"head.layers": layers, "head.dropout": float(rng.uniform(0, 0.5))}
         if layers:
@@ -678,13 +714,15 @@ def test_conditional_parameters_are_blank_where_inactive_and_measured_where_acti
     assert board.loc["t000", "head.width"] != board.loc["t000", "head.width"]  # NaN
     assert board.loc["t001", "head.width"] == 8 and board.loc["t003", "head.width"] == 64
     frame = _importance(run, seeds=2, bootstraps=4).set_index("param")
-    assert frame.loc["head.width", "n_trials"] == 8
-    assert frame.loc["head.layers", "n_trials"] == 16
-    assert frame.loc["head.dropout", "n_trials"] == 16
+    assert frame.loc["head.width", "n_trials"] == 12
+    assert frame.loc["head.layers", "n_trials"] == 24
+    assert frame.loc["head.dropout", "n_trials"] == 24
     # Among the trials with a layer, width explains the score; dropout nothing anywhere.
     assert frame.loc["head.width", "importance_mean"] > 0.7
     assert frame.loc["head.width", "low"] > frame.loc["head.dropout", "high"]
-    assert frame["note"].eq("").all()
+    assert not frame.loc["head.width", "below_noise"] and frame.loc["head.width", "note"] == ""
+    # Layers alone and dropout do nothing: the permutation baseline says so.
+    assert frame.loc["head.dropout", "below_noise"]
 
 
 # --- confirmation over seeds -------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Parameter importance at equal fidelity: which searched parameters explain the score.
 
 fANOVA (Optuna's `FanovaImportanceEvaluator`) over the trials that reached a common epoch, each
-scored AT that epoch; the mean over forest seeds and bootstrap resamples with its spread, so a
-reader sees which importances a handful of trials can support. Plain data; `sentune.report`
-draws it.
+scored AT that epoch: first at the lowest common rung, which every trial reached (ASHA's
+survivors alone are a selected sample: a parameter that decided which trials ASHA stopped is
+constant among them), then, where enough trials went further, at that higher epoch too. The mean
+over forest seeds and bootstrap resamples with its spread, and beside it the noise: the same
+importance with the scores shuffled among the trials (a permutation baseline); a parameter whose
+importance does not exceed its noise is marked as such and ranked after the others. Plain data;
+`sentune.report` draws it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ log = logging.getLogger(__name__)
 MIN_FIDELITY_TRIALS = 4
 #: Fewer trials than this at the chosen fidelity: no importance is computed.
 MIN_IMPORTANCE_TRIALS = 3
+#: Shuffles of the scores for the permutation baseline, and the quantile of their importances
+#: that a parameter must exceed to count as above the noise.
+PERMUTATIONS = 30
+NOISE_QUANTILE = 0.95
 
 IMPORTANCE_COLUMNS = [
     "param",
@@ -34,6 +42,8 @@ IMPORTANCE_COLUMNS = [
     "importance_std",
     "low",
     "high",
+    "noise",
+    "below_noise",
     "fidelity_epoch",
     "n_trials",
     "note",
@@ -61,6 +71,21 @@ def fidelity(curves: pd.DataFrame) -> tuple[float, int] | None:
     return epoch, int(counts[epoch])
 
 
+def fidelities(curves: pd.DataFrame) -> list[tuple[float, int]]:
+    """The epochs importance is computed at: the lowest common rung (the highest epoch every
+    scored trial reached) and, when it is higher, `fidelity(curves)`; each with its number of
+    trials. Empty when nothing was scored."""
+    higher = fidelity(curves)
+    if higher is None:
+        return []
+    counts = curves.groupby(config.EPOCH)["trial_id"].nunique().sort_index()
+    common = counts[counts == curves["trial_id"].nunique()]
+    if not len(common):
+        return [higher]
+    lowest = (float(common.index.max()), int(common.iloc[-1]))
+    return [lowest] if higher[0] <= lowest[0] else [lowest, higher]
+
+
 def parameter_importance(
     run: Run,
     curves: pd.DataFrame,
@@ -68,6 +93,35 @@ def parameter_importance(
     *,
     seeds: int = 3,
     bootstraps: int = 10,
+    permutations: int = PERMUTATIONS,
+) -> pd.DataFrame:
+    """fANOVA importance of each searched parameter at each of `fidelities(curves)`: the
+    lowest common rung's rows first, then the higher epoch's (see `importance_at`)."""
+    levels = fidelities(curves) or [(float("nan"), 0)]
+    tables = [
+        importance_at(
+            run,
+            curves,
+            params,
+            level,
+            seeds=seeds,
+            bootstraps=bootstraps,
+            permutations=permutations,
+        )
+        for level in levels
+    ]
+    return pd.concat(tables, ignore_index=True)[IMPORTANCE_COLUMNS]
+
+
+def importance_at(
+    run: Run,
+    curves: pd.DataFrame,
+    params: dict[str, Param],
+    level: tuple[float, int],
+    *,
+    seeds: int = 3,
+    bootstraps: int = 10,
+    permutations: int = PERMUTATIONS,
 ) -> pd.DataFrame:
     """fANOVA importance of each searched parameter, at equal fidelity, with its spread.
 
@@ -92,18 +146,24 @@ def parameter_importance(
         bootstraps: Resamples of the trials (with replacement), including the original set.
 
     Returns:
-        One row per searched parameter, most important first: `importance_mean`,
-        `importance_std`, `low`/`high` (5th/95th percentiles over all fits), `fidelity_epoch`,
-        `n_trials` (those the parameter was measured on), and `note`, which says why the
-        numbers are missing when they are.
+        One row per searched parameter, most important first (those below the noise last):
+        `importance_mean`, `importance_std`, `low`/`high` (5th/95th percentiles over all
+        fits), `noise` (the `NOISE_QUANTILE` of its importance over `permutations` shuffles of
+        the scores), `below_noise`, `fidelity_epoch`, `n_trials` (those the parameter was
+        measured on), and `note`, which says why the numbers are missing when they are.
     """
     searched = list(params)
-    level = fidelity(curves)
-    epoch, n = level if level else (float("nan"), 0)
+    epoch, n = level
 
     def without_numbers(note: str) -> pd.DataFrame:
         rows = [
-            {"param": key, "fidelity_epoch": epoch, "n_trials": n, "note": note}
+            {
+                "param": key,
+                "fidelity_epoch": epoch,
+                "n_trials": n,
+                "note": note,
+                "below_noise": False,
+            }
             for key in searched or ["(none)"]
         ]
         return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
@@ -129,13 +189,25 @@ def parameter_importance(
         )
     parts = [
         _importance_where_active(
-            keys, trials, params, epoch=epoch, seeds=seeds, bootstraps=bootstraps
+            keys,
+            trials,
+            params,
+            epoch=epoch,
+            seeds=seeds,
+            bootstraps=bootstraps,
+            permutations=permutations,
         )
         for keys in _activity_groups(trials, searched)
     ]
     table = pd.concat(parts, ignore_index=True)
+    table["below_noise"] = table["below_noise"].fillna(False).astype(bool)
+    # Ranked: measured and above the noise; the rest (noise, constant, unmeasurable) after.
+    table["unranked"] = table["below_noise"] | table["note"].fillna("").ne("")
     return table.sort_values(
-        "importance_mean", ascending=False, na_position="last", kind="stable"
+        ["unranked", "importance_mean"],
+        ascending=[True, False],
+        na_position="last",
+        kind="stable",
     ).reset_index(drop=True)[IMPORTANCE_COLUMNS]
 
 
@@ -160,16 +232,24 @@ def _importance_where_active(
     epoch: float,
     seeds: int,
     bootstraps: int,
+    permutations: int,
 ) -> pd.DataFrame:
     """fANOVA importance of `keys` (active in the same trials) among the trials where they were
-    active, the forest fitted on every parameter active in all of those trials."""
+    active, the forest fitted on every parameter active in all of those trials, beside its
+    permutation baseline."""
     subset = [(p, v) for p, v in trials if all(_is_active(p, k) for k in keys)]
     fitted = [k for k in params if all(_is_active(p, k) for p, _ in subset)]
     where = "" if len(subset) == len(trials) else " where it was active"
 
     def without_numbers(note: str) -> pd.DataFrame:
         rows = [
-            {"param": k, "fidelity_epoch": epoch, "n_trials": len(subset), "note": note}
+            {
+                "param": k,
+                "fidelity_epoch": epoch,
+                "n_trials": len(subset),
+                "note": note,
+                "below_noise": False,
+            }
             for k in keys
         ]
         return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
@@ -199,13 +279,46 @@ def _importance_where_active(
     table["n_trials"] = len(subset)
     # ASHA keeps the trials that share the good values: a parameter may not vary among them.
     constant = {k for k in keys if len({repr(p.get(k)) for p, _ in subset}) == 1}
+    noise = _permutation_noise(subset, {k: params[k] for k in fitted}, permutations)
+    # Like for like: the forests on the trials themselves (the first resample), against forests
+    # on the same trials with their scores shuffled.
+    observed = fits.iloc[: max(1, seeds)].mean()
+    table["noise"] = [noise.get(k, float("nan")) for k in keys]
+    table["below_noise"] = [
+        k not in constant and not (observed[k] > noise.get(k, float("-inf"))) for k in keys
+    ]
     table["note"] = [
         f"constant among the trials{where} at epoch {epoch:g}: no importance measurable"
         if k in constant
+        else f"below the noise: {observed[k]:.2f} on these trials does not exceed {noise[k]:.2f}, "
+        f"the {NOISE_QUANTILE:.0%} quantile of its importance with the scores shuffled"
+        if table["below_noise"][i]
         else ""
-        for k in keys
+        for i, k in enumerate(keys)
     ]
     return table
+
+
+def _permutation_noise(
+    trials: list[tuple[dict[str, Any], float]], params: dict[str, Param], permutations: int
+) -> dict[str, float]:
+    """Each parameter's `NOISE_QUANTILE` importance over `permutations` shuffles of the scores
+    among the trials (one forest each): what fANOVA credits a parameter with by chance, with
+    this many trials."""
+    rng = np.random.default_rng(1)
+    scores = np.array([v for _, v in trials])
+    fits = []
+    for _ in range(max(1, permutations)):
+        shuffled = [
+            (p, float(v)) for (p, _), v in zip(trials, rng.permutation(scores), strict=True)
+        ]
+        fit = _fanova_fits(shuffled, params, seeds=1, bootstraps=1)
+        if len(fit):
+            fits.append(fit.iloc[0])
+    if not fits:
+        return {}
+    frame = pd.DataFrame(fits)
+    return {k: float(frame[k].quantile(NOISE_QUANTILE)) for k in frame.columns}
 
 
 def _observed_distribution(param: Param):

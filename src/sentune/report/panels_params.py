@@ -12,44 +12,80 @@ from sentune import config
 from sentune.analysis import RunAnalysis
 from sentune.report.panel import NUMBER_FORMAT, STATUS_COLORS, Panel, Plotly, table_html
 
+#: The importance bars' colour at the lowest common rung and at the higher epoch; below the noise.
+_FIDELITY_COLORS = ("#4c78a8", "#f58518")
+_NOISE_COLOR = "#bbbbbb"
+
 
 def panel_importance(result: RunAnalysis, plotly: Plotly) -> Panel:
     panel = Panel(
         id="importance",
         title="Parameter importance (fANOVA, equal fidelity)",
         caption="Share of the score's variance each parameter explains alone, among trials "
-        "compared at the same epoch (their score at that epoch, not their best); bars are the "
-        "mean over forest seeds and bootstrap resamples of the trials, whiskers span the 5th to "
-        "95th percentile: a whisker that reaches zero is noise.",
+        "compared at the same epoch (their score at that epoch, not their best): first at the "
+        "lowest common rung, which every trial reached, then, where enough trials went further, "
+        "at that epoch too (ASHA's survivors alone are a selected sample: what decided which "
+        "trials it stopped is constant among them). Bars are the mean over forest seeds and "
+        "bootstrap resamples of the trials, whiskers span the 5th to 95th percentile; a grey "
+        "bar is below the noise: on these trials it explains no more than it does, at the 95th "
+        "percentile, when the scores are shuffled among them. optuna-dashboard's importance "
+        "differs: it fits one forest on each trial's last reported value, mixing trials that "
+        "ASHA stopped at epoch 1 with trials that trained to the end (crediting parameters "
+        "with the effect of training longer), normalises the shares to sum to 1 and gives "
+        "neither a spread nor a noise level.",
     )
     frame = result.importance
     if frame is None:
         return panel._replace(note=result.notes.get("importance", "not computed"))
     if frame["importance_mean"].isna().all():
         return panel._replace(note="; ".join(n for n in frame["note"].unique() if n))
-    epoch, n = frame["fidelity_epoch"].iloc[0], int(frame["n_trials"].iloc[0])
-    note = f"{n} trials compared at epoch {epoch:g}." + "".join(
-        f" {r.param}: {r.note}." for r in frame.itertuples() if r.note
-    )
-    ordered = frame.iloc[::-1]
-    fig = plotly.go.Figure(
-        plotly.go.Bar(
-            x=ordered["importance_mean"],
-            y=ordered["param"],
-            orientation="h",
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": ordered["high"] - ordered["importance_mean"],
-                "arrayminus": ordered["importance_mean"] - ordered["low"],
-            },
-            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+    levels = list(dict.fromkeys(zip(frame["fidelity_epoch"], frame["n_trials"], strict=True)))
+    epochs = list(dict.fromkeys(frame["fidelity_epoch"]))
+    note = " ".join(
+        f"At epoch {epoch:g} ({int(frame[frame['fidelity_epoch'] == epoch]['n_trials'].max())} "
+        "trials)"
+        + ("" if i else ", the lowest common rung")
+        + ": "
+        + (
+            "; ".join(
+                f"{r.param}: {r.note}"
+                for r in frame[frame["fidelity_epoch"] == epoch].itertuples()
+                if r.note
+            )
+            or "every parameter above the noise"
         )
+        + "."
+        for i, epoch in enumerate(epochs)
     )
+    order = list(dict.fromkeys(frame[frame["fidelity_epoch"] == epochs[0]]["param"]))[::-1]
+    fig = plotly.go.Figure()
+    for epoch, color in zip(epochs, _FIDELITY_COLORS, strict=False):
+        rows = frame[frame["fidelity_epoch"] == epoch].set_index("param").reindex(order)
+        n = int(rows["n_trials"].max())
+        fig.add_trace(
+            plotly.go.Bar(
+                name=f"epoch {epoch:g} ({n} trials)",
+                x=rows["importance_mean"],
+                y=order,
+                orientation="h",
+                marker_color=[
+                    _NOISE_COLOR if below else color for below in rows["below_noise"].fillna(False)
+                ],
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": rows["high"] - rows["importance_mean"],
+                    "arrayminus": rows["importance_mean"] - rows["low"],
+                },
+                customdata=rows["noise"],
+                hovertemplate="%{y}: %{x:.3f} (noise %{customdata:.3f})<extra></extra>",
+            )
+        )
     fig.update_layout(
-        height=120 + 40 * len(frame),
-        xaxis_title=f"importance at epoch {epoch:g} ({n} trials)",
-        xaxis_range=[0, max(1.0, float(ordered["high"].max()) * 1.05)],
+        barmode="group",
+        height=120 + 40 * len(order) * len(levels),
+        xaxis_title="importance (share of the score's variance)",
+        xaxis_range=[0, max(1.0, float(frame["high"].max()) * 1.05)],
     )
     table = table_html(frame.drop(columns=["note"]), floats="{:.3f}")
     return panel._replace(note=note, figures=(fig,), html=(table,))
