@@ -81,10 +81,11 @@ def build_panels(result: RunAnalysis) -> list[Panel]:
         result: `analysis.analyze(run_dir)`.
 
     Returns:
-        The panels; one whose data is missing carries a note saying why instead of a figure.
+        The panels; one whose data is missing carries a note saying why instead of a figure,
+        one that does not apply to the run (latency in a run that measured none) is left out.
     """
     plotly = import_plotly()
-    return [build(result, plotly) for build in _PANELS]
+    return [panel for build in _PANELS if (panel := build(result, plotly)) is not None]
 
 
 def _contents(panels: list[Panel]) -> str:

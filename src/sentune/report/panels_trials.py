@@ -125,7 +125,13 @@ def panel_confirmation(result: RunAnalysis, plotly: Plotly) -> Panel:
     )
 
 
-def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
+def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel | None:
+    """Macro-F1 against p95 latency; None (no section, no entry in the contents) when the run
+    measured no latency and did not ask to."""
+    front = result.pareto
+    asked = result.run.manifest.objective.needs_latency
+    if front is None and not asked and "pareto" not in (result.notes or {}):
+        return None
     panel = Panel(
         id="latency",
         title="Macro-F1 against latency",
@@ -136,11 +142,8 @@ def panel_latency(result: RunAnalysis, plotly: Plotly) -> Panel:
         "budget, the star the best trial on the front within it (what `sentune export "
         "--max-latency-ms` picks).",
     )
-    front = result.pareto
     if front is None:
-        why = result.notes.get("pareto") or (
-            "the trials measured no latency (the space has no latency objective or bound)"
-        )
+        why = (result.notes or {}).get("pareto") or "no trial has measured its latency yet"
         return panel._replace(note=why)
     go, table = plotly.go, front.table
     fig = go.Figure()
