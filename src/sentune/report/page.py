@@ -13,7 +13,10 @@ from sentune.analysis import (
     BEST_SPACE_FILE,
     REPORT_FILE,
     STATUSES,
+    ComputeTime,
     RunAnalysis,
+    compute_time,
+    learning_curves,
     tie_line,
     winner_id,
     winner_line,
@@ -95,13 +98,28 @@ def _contents(panels: list[Panel]) -> str:
 
 
 def _compute_line(result: RunAnalysis) -> str:
-    trials_s, wall_s = result.compute
-    if np.isnan(trials_s):
+    compute = _compute(result)
+    if np.isnan(compute.trials_s):
         return "Compute time: not recorded."
+    trials = f"{_duration(compute.trials_s)} of trial time"
+    if compute.confirm_s > 0:
+        searching = compute.trials_s - compute.confirm_s
+        trials += (
+            f" incl. the confirmation over seeds ({_duration(searching)} searching, "
+            f"{_duration(compute.confirm_s)} confirming)"
+        )
     return (
-        f"Compute: {_duration(trials_s)} of trial time in {_duration(wall_s)} of wall time "
+        f"Compute: {trials} in {_duration(compute.wall_s)} of wall time "
         "(first trial start to last report)."
     )
+
+
+def _compute(result: RunAnalysis) -> ComputeTime:
+    """The run's compute time, the confirmation trials' included (`analyze` times the search
+    trials alone)."""
+    if result.run.confirmation is None:
+        return result.compute
+    return compute_time(result.curves, learning_curves(result.run.confirmation))
 
 
 def _duration(seconds: float) -> str:
