@@ -1,5 +1,7 @@
 """Panels of the searched parameters: their importance, parallel coordinates and slice plots,
-each parameter drawn on the axis its distribution calls for (`analysis.ParamAxis`)."""
+each parameter drawn on the axis its distribution calls for (`analysis.ParamAxis`). A
+conditional parameter that a trial did not use (its `when:` condition did not hold) is drawn at
+a tick of its own, `inactive`, or left out with a note."""
 
 from __future__ import annotations
 
@@ -9,12 +11,17 @@ import numpy as np
 import pandas as pd
 
 from sentune import config
-from sentune.analysis import RunAnalysis
+from sentune.analysis import RunAnalysis, search_params, value_label
+from sentune.errors import SentuneError
 from sentune.report.panel import NUMBER_FORMAT, STATUS_COLORS, Panel, Plotly, table_html
 
 #: The importance bars' colour at the lowest common rung and at the higher epoch; below the noise.
 _FIDELITY_COLORS = ("#4c78a8", "#f58518")
 _NOISE_COLOR = "#bbbbbb"
+#: The tick of a trial that did not use a conditional parameter (its `when:` did not hold).
+INACTIVE = "inactive"
+#: The colour scale of a score.
+_SCORE_SCALE = "Viridis"
 
 
 def panel_importance(result: RunAnalysis, plotly: Plotly) -> Panel:
@@ -100,10 +107,74 @@ def _scored_values(result: RunAnalysis) -> tuple[pd.DataFrame, pd.DataFrame]:
     return result.table[mask].reset_index(drop=True), values[mask.to_numpy()].reset_index(drop=True)
 
 
+def _column(scored: pd.DataFrame, values: pd.DataFrame, key: str) -> pd.Series:
+    return values[key] if key in values else scored[key]
+
+
+def _is_category(axis) -> bool:
+    return axis is None or axis.scale == "category"
+
+
+def _inactive(values: pd.Series) -> np.ndarray:
+    """True where the trial has no value for the parameter: a conditional one it did not use
+    (`param_values` gives "" for a choice, NaN for a number)."""
+    return np.array(
+        [v is None or v == "" or (isinstance(v, float) and np.isnan(v)) for v in values]
+    )
+
+
+def _labels(axis, values: pd.Series) -> pd.Series:
+    """A categorical parameter's labels, `INACTIVE` where the trial did not use it."""
+    inactive = _inactive(values)
+    return pd.Series(
+        [INACTIVE if off else (v if isinstance(v, str) else str(v)) for v, off in
+         zip(values, inactive, strict=True)],
+        index=values.index,
+    )  # fmt: skip
+
+
 def _categories(axis, labels: pd.Series) -> list[str]:
-    """The space's choices in its order, then any observed label the space no longer has."""
-    known = list(axis.categories)
-    return known + [v for v in dict.fromkeys(labels) if v not in known]
+    """The space's choices in its order, then any observed label the space no longer has, then
+    `INACTIVE` when a trial did not use the parameter."""
+    known = list(axis.categories) if axis is not None else sorted(set(labels) - {INACTIVE})
+    extra = [v for v in dict.fromkeys(labels) if v not in known and v != INACTIVE]
+    return known + extra + ([INACTIVE] if (labels == INACTIVE).any() else [])
+
+
+def _conditions(result: RunAnalysis) -> dict[str, str]:
+    """When each conditional parameter is used, in words (`head.layers is 1 or 2`); empty when
+    the run's space no longer loads."""
+    try:
+        params = search_params(result.run.manifest)
+    except SentuneError:
+        return {}
+    return {
+        key: " and ".join(
+            f"{parent} is {' or '.join(value_label(v) for v in allowed)}"
+            for parent, allowed in param.when
+        )
+        for key, param in params.items()
+        if param.when
+    }
+
+
+def _inactive_counts(values: pd.DataFrame, keys) -> dict[str, int]:
+    """How many trials did not use each of `keys` (only those with any)."""
+    counts = {key: int(_inactive(values[key]).sum()) for key in keys if key in values}
+    return {key: n for key, n in counts.items() if n}
+
+
+def _inactive_note(result: RunAnalysis, counts: dict[str, int], total: int, where: str) -> str:
+    """`head.width: 2 of 6 trials did not use it (used only when head.layers is 1 or 2) …`."""
+    if not counts:
+        return ""
+    conditions = _conditions(result)
+    parts = [
+        f"{key}: {n} of {total} trials did not use it"
+        + (f" (used only when {conditions[key]})" if key in conditions else "")
+        for key, n in counts.items()
+    ]
+    return f"Inactive values, {where}: " + "; ".join(parts) + "."
 
 
 def panel_parallel(result: RunAnalysis, plotly: Plotly) -> Panel:
@@ -111,16 +182,15 @@ def panel_parallel(result: RunAnalysis, plotly: Plotly) -> Panel:
         id="parallel",
         title="Parallel coordinates",
         caption="One line per scored trial through its parameter values, coloured by its "
-        "best validation macro-F1 (last axis); a categorical parameter has one tick per choice, "
-        "a log-uniform one a log axis.",
+        "best validation macro-F1 (last axis; colour bar on the right); a categorical "
+        "parameter has one tick per choice, a log-uniform one a log axis; a trial that did not "
+        f"use a conditional parameter passes through its '{INACTIVE}' tick.",
     )
     scored, values = _scored_values(result)
     if not len(scored):
         return panel._replace(note="no trial has been scored yet")
-    dims = [
-        _dimension(result.axes.get(key), values[key] if key in values else scored[key], key)
-        for key in result.run.manifest.space.searched
-    ]
+    searched = result.run.manifest.space.searched
+    dims = [_dimension(result.axes.get(key), _column(scored, values, key), key) for key in searched]
     dims.append(
         {
             "label": config.VAL_MACRO_F1,
@@ -132,23 +202,26 @@ def panel_parallel(result: RunAnalysis, plotly: Plotly) -> Panel:
         plotly.go.Parcoords(
             line={
                 "color": scored[config.VAL_MACRO_F1],
-                "colorscale": "Viridis",
+                "colorscale": _SCORE_SCALE,
                 "showscale": True,
-                "colorbar": {"title": "F1", "tickformat": NUMBER_FORMAT},
+                "colorbar": {"title": config.VAL_MACRO_F1, "tickformat": NUMBER_FORMAT},
             },
             dimensions=dims,
         )
     )
     fig.update_layout(height=420, margin={"l": 80, "r": 80})
-    return panel._replace(figures=(fig,))
+    counts = _inactive_counts(values, searched)
+    note = _inactive_note(result, counts, len(scored), f"at the '{INACTIVE}' tick")
+    return panel._replace(note=note, figures=(fig,))
 
 
 def _dimension(axis, values: pd.Series, key: str) -> dict[str, Any]:
     """A parallel-coordinates axis: categorical as one tick per choice, log with ticks at the
-    real values, linear with readable numbers."""
-    if axis is None or axis.scale == "category":
-        labels = values.map(lambda v: v if isinstance(v, str) else str(v))
-        names = _categories(axis, labels) if axis is not None else sorted(set(labels))
+    real values, linear with readable numbers; a trial that did not use the parameter at an
+    `INACTIVE` tick (after the choices, or below a numeric range)."""
+    if _is_category(axis):
+        labels = _labels(axis, values)
+        names = _categories(axis, labels)
         return {
             "label": key,
             "values": [names.index(v) for v in labels],
@@ -156,17 +229,38 @@ def _dimension(axis, values: pd.Series, key: str) -> dict[str, Any]:
             "ticktext": names,
             "range": [-0.25, len(names) - 0.75] if len(names) > 1 else [-1, 1],
         }
-    numbers = values.astype(float)
-    if axis.scale == "log":
-        logs = np.log10(numbers)
-        ticks = np.linspace(logs.min(), logs.max(), 4) if logs.max() > logs.min() else logs[:1]
-        return {
-            "label": f"{key} (log)",
-            "values": logs.tolist(),
-            "tickvals": list(ticks),
-            "ticktext": [f"{10**t:.3g}" for t in ticks],
-        }
-    return {"label": key, "values": numbers.tolist(), "tickformat": NUMBER_FORMAT}
+    inactive = _inactive(values)
+    numbers = values.astype(float).to_numpy()
+    log = axis.scale == "log"
+    drawn = np.log10(numbers) if log else numbers
+    label = f"{key} (log)" if log else key
+    if not inactive.any():
+        if log:
+            ticks = _ticks(drawn)
+            return {
+                "label": label,
+                "values": drawn.tolist(),
+                "tickvals": ticks,
+                "ticktext": [f"{10**t:.3g}" for t in ticks],
+            }
+        return {"label": label, "values": drawn.tolist(), "tickformat": NUMBER_FORMAT}
+    active = drawn[~inactive]
+    ticks = _ticks(active) if len(active) else []
+    low, high = (active.min(), active.max()) if len(active) else (0.0, 0.0)
+    # Below the range, a fifth of it apart, so the lines of inactive trials do not cross others.
+    below = low - 0.2 * ((high - low) or 1.0)
+    return {
+        "label": label,
+        "values": np.where(inactive, below, drawn).tolist(),
+        "tickvals": [below, *ticks],
+        "ticktext": [INACTIVE] + [f"{10**t:.3g}" if log else f"{t:.3g}" for t in ticks],
+    }
+
+
+def _ticks(drawn: np.ndarray) -> list[float]:
+    """Four evenly spaced ticks over the values (one when they are all equal)."""
+    low, high = float(np.min(drawn)), float(np.max(drawn))
+    return list(np.linspace(low, high, 4)) if high > low else [low]
 
 
 def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
@@ -175,8 +269,9 @@ def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
         id="slices",
         title="Slice plots",
         caption="Each trial's best validation macro-F1 against one searched parameter at a "
-        "time, coloured by status (stopped trials trained fewer epochs); a categorical "
-        "parameter has one column per choice, a log-uniform one a log axis.",
+        "time, the dot's colour its status (legend; stopped trials trained fewer epochs); a "
+        "categorical parameter has one column per choice and an "
+        f"'{INACTIVE}' column for the trials that did not use it, a log-uniform one a log axis.",
     )
     scored, values = _scored_values(result)
     if not len(scored) or not searched:
@@ -186,32 +281,55 @@ def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
     cols = min(3, len(searched))
     rows = int(np.ceil(len(searched) / cols))
     fig = plotly.make_subplots(rows=rows, cols=cols, subplot_titles=searched, shared_yaxes=True)
+    statuses = list(dict.fromkeys([*STATUS_COLORS, *scored["status"]]))
+    in_legend: set[str] = set()
     for i, key in enumerate(searched):
         axis = result.axes.get(key)
-        x = values[key] if key in values else scored[key]
+        column = _column(scored, values, key)
         where = {"row": i // cols + 1, "col": i % cols + 1}
-        fig.add_trace(
-            plotly.go.Scatter(
-                x=x,
-                y=scored[config.VAL_MACRO_F1],
-                mode="markers",
-                marker={
-                    "color": [STATUS_COLORS.get(s, "#999") for s in scored["status"]],
-                    "size": 9,
-                },
-                text=scored["trial_id"],
-                showlegend=False,
-                hovertemplate=f"{key}=%{{x}}<br>%{{y:.4f}}<br>%{{text}}<extra></extra>",
-            ),
-            **where,
-        )
-        if axis is None or axis.scale == "category":
-            order = _categories(axis, x.astype(str)) if axis is not None else None
-            fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, **where)
+        if _is_category(axis):
+            x, keep = _labels(axis, column), np.ones(len(column), dtype=bool)
+        else:
+            x, keep = column, ~_inactive(column)
+        for status in statuses:
+            mask = keep & (scored["status"] == status).to_numpy()
+            if not mask.any():
+                continue
+            fig.add_trace(
+                plotly.go.Scatter(
+                    x=x[mask],
+                    y=scored.loc[mask, config.VAL_MACRO_F1],
+                    mode="markers",
+                    marker={"color": STATUS_COLORS.get(status, "#999"), "size": 9},
+                    text=scored.loc[mask, "trial_id"],
+                    name=status,
+                    legendgroup=status,
+                    showlegend=status not in in_legend,
+                    hovertemplate=f"{key}=%{{x}}<br>%{{y:.4f}}<br>%{{text}} ({status})"
+                    "<extra></extra>",
+                ),
+                **where,
+            )
+            in_legend.add(status)
+        if _is_category(axis):
+            fig.update_xaxes(
+                type="category", categoryorder="array", categoryarray=_categories(axis, x), **where
+            )
         elif axis.scale == "log":
             fig.update_xaxes(type="log", **where)
         else:
             fig.update_xaxes(tickformat=NUMBER_FORMAT, **where)
     fig.update_yaxes(title_text=config.VAL_MACRO_F1, col=1)
-    fig.update_layout(height=300 * rows)
-    return panel._replace(figures=(fig,))
+    fig.update_layout(height=300 * rows, legend={"title": {"text": "colour: trial status"}})
+    counts = _inactive_counts(values, searched)
+    numeric = {k: n for k, n in counts.items() if not _is_category(result.axes.get(k))}
+    notes = [
+        _inactive_note(
+            result,
+            {k: n for k, n in counts.items() if k not in numeric},
+            len(scored),
+            f"in the '{INACTIVE}' column",
+        ),
+        _inactive_note(result, numeric, len(scored), "left out of the slice (no value to place)"),
+    ]
+    return panel._replace(note=" ".join(n for n in notes if n), figures=(fig,))
