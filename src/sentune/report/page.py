@@ -23,7 +23,12 @@ from sentune.analysis import (
 )
 from sentune.report.panel import Panel, import_plotly
 from sentune.report.panels_data import panel_data, panel_manifest, panel_tokens, panel_winner
-from sentune.report.panels_params import panel_importance, panel_parallel, panel_slices
+from sentune.report.panels_params import (
+    panel_contour,
+    panel_importance,
+    panel_parallel,
+    panel_slices,
+)
 from sentune.report.panels_trials import (
     panel_confirmation,
     panel_curves,
@@ -201,6 +206,7 @@ _PANELS = (
     panel_confirmation,
     panel_latency,
     panel_importance,
+    panel_contour,
     panel_parallel,
     panel_history,
     panel_curves,

@@ -1,7 +1,7 @@
-"""Panels of the searched parameters: their importance, parallel coordinates and slice plots,
-each parameter drawn on the axis its distribution calls for (`analysis.ParamAxis`). A
-conditional parameter that a trial did not use (its `when:` condition did not hold) is drawn at
-a tick of its own, `inactive`, or left out with a note."""
+"""Panels of the searched parameters: their importance, the two most important against each
+other, parallel coordinates and slice plots, each parameter drawn on the axis its distribution
+calls for (`analysis.ParamAxis`). A conditional parameter that a trial did not use (its `when:`
+condition did not hold) is drawn at a tick of its own, `inactive`, or left out with a note."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _FIDELITY_COLORS = ("#4c78a8", "#f58518")
 _NOISE_COLOR = "#bbbbbb"
 #: The tick of a trial that did not use a conditional parameter (its `when:` did not hold).
 INACTIVE = "inactive"
-#: The colour scale of a score.
+#: The colour scale of a score (parallel coordinates, contour), with its bar's title.
 _SCORE_SCALE = "Viridis"
 
 
@@ -333,3 +333,198 @@ def panel_slices(result: RunAnalysis, plotly: Plotly) -> Panel:
         _inactive_note(result, numeric, len(scored), "left out of the slice (no value to place)"),
     ]
     return panel._replace(note=" ".join(n for n in notes if n), figures=(fig,))
+
+
+def panel_contour(result: RunAnalysis, plotly: Plotly) -> Panel:
+    panel = Panel(
+        id="contour",
+        title="The two most important parameters",
+        caption="Each scored trial's best validation macro-F1 over the values of the two "
+        "parameters ranked first by importance (at the lowest common rung), as "
+        "optuna-dashboard's contour plot shows it: where both are numeric, dots coloured by "
+        "score over a contour interpolated between them (the contour is only as good as the "
+        "trials near it; the dots are the data); where both are categorical, the mean score "
+        "of each pair of values (n: trials); where one is, dots coloured by score.",
+    )
+    pair, note = _top_pair(result)
+    if len(pair) < 2:
+        return panel._replace(note=note)
+    scored, values = _scored_values(result)
+    if not len(scored):
+        return panel._replace(note="no trial has been scored yet")
+    axes = [result.axes.get(key) for key in pair]
+    columns = [_column(scored, values, key) for key in pair]
+    keep = np.ones(len(scored), dtype=bool)
+    for axis, column in zip(axes, columns, strict=True):
+        if not _is_category(axis):
+            keep &= ~_inactive(column)
+    left_out = _inactive_counts(values, pair)
+    numeric_left_out = {k: n for k, n in left_out.items() if not _is_category(result.axes.get(k))}
+    notes = [
+        note,
+        _inactive_note(
+            result,
+            {k: n for k, n in left_out.items() if k not in numeric_left_out},
+            len(scored),
+            f"at '{INACTIVE}'",
+        ),
+        _inactive_note(result, numeric_left_out, len(scored), "left out (no value to place)"),
+    ]
+    note = " ".join(n for n in notes if n)
+    if keep.sum() < 2:
+        return panel._replace(note=f"{note} Fewer than 2 trials to draw.".strip())
+    score = scored.loc[keep, config.VAL_MACRO_F1].astype(float).to_numpy()
+    drawn = [
+        _labels(axis, column[keep]).to_numpy()
+        if _is_category(axis)
+        else column[keep].astype(float).to_numpy()
+        for axis, column in zip(axes, columns, strict=True)
+    ]
+    if all(_is_category(axis) for axis in axes):
+        fig = _mean_heatmap(plotly, pair, axes, drawn, score)
+    else:
+        fig = _score_scatter(plotly, pair, axes, drawn, score, scored.loc[keep, "trial_id"])
+    titles = [
+        f"{key} (log)" if axis is not None and axis.scale == "log" else key
+        for key, axis in zip(pair, axes, strict=True)
+    ]
+    fig.update_layout(height=460, width=720, xaxis_title=titles[0], yaxis_title=titles[1])
+    return panel._replace(note=note, figures=(fig,))
+
+
+def _top_pair(result: RunAnalysis) -> tuple[list[str], str]:
+    """The two parameters ranked first by importance at its first fidelity (measured, above the
+    noise), and a note when fewer than two are ranked (the next in the importance table, then
+    in the space, fill the pair)."""
+    searched = list(result.run.manifest.space.searched)
+    if len(searched) < 2:
+        return searched, "fewer than 2 parameters were searched: nothing to draw against each other"
+    frame = result.importance if result.importance is not None and len(result.importance) else None
+    ranked, order = [], []
+    if frame is not None:
+        epoch = frame["fidelity_epoch"].iloc[0]
+        first = frame[frame["fidelity_epoch"] == epoch]
+        measured = (
+            first["importance_mean"].notna()
+            & ~first["below_noise"].fillna(False).astype(bool)
+            & first["note"].fillna("").eq("")
+        )
+        ranked = [p for p in first.loc[measured, "param"] if p in searched]
+        order = [p for p in first["param"] if p in searched]
+    pair = list(dict.fromkeys([*ranked, *order, *searched]))[:2]
+    if len(ranked) >= 2:
+        return pair, ""
+    if frame is None:
+        why = f"importance: {(result.notes or {}).get('importance', 'not computed')}"
+        drawn = "the first two searched"
+    else:
+        reason = first["note"].fillna("").iloc[0]
+        why = (
+            f"importance: {reason}"
+            if first["importance_mean"].isna().all() and reason
+            else f"{len(ranked)} above the noise at epoch {epoch:g}"
+        )
+        drawn = "the first two in the importance table"
+    return pair, (
+        f"Fewer than 2 parameters are ranked ({why}): drawn are {pair[0]} and {pair[1]}, "
+        f"{drawn}, which need not matter more than the others."
+    )
+
+
+def _mean_heatmap(plotly: Plotly, pair, axes, drawn, score: np.ndarray):
+    """Two categorical parameters: the mean score of each pair of values, with its count."""
+    frame = pd.DataFrame({"x": drawn[0], "y": drawn[1], "score": score})
+    xs = _categories(axes[0], frame["x"])
+    ys = _categories(axes[1], frame["y"])
+    stats = frame.groupby(["y", "x"])["score"].agg(["mean", "count"])
+    mean = stats["mean"].unstack().reindex(index=ys, columns=xs)
+    count = stats["count"].unstack().reindex(index=ys, columns=xs)
+    text = [
+        [f"{m:.3f}<br>n={int(n)}" if n == n else "" for m, n in zip(r1, r2, strict=True)]
+        for r1, r2 in zip(mean.to_numpy(), count.to_numpy(), strict=True)
+    ]
+    fig = plotly.go.Figure(
+        plotly.go.Heatmap(
+            z=mean.to_numpy(),
+            x=xs,
+            y=ys,
+            text=text,
+            texttemplate="%{text}",
+            colorscale=_SCORE_SCALE,
+            colorbar={"title": f"mean {config.VAL_MACRO_F1}", "tickformat": NUMBER_FORMAT},
+            hovertemplate=f"{pair[0]}=%{{x}}<br>{pair[1]}=%{{y}}<br>mean %{{z:.4f}}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=xs)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=ys)
+    return fig
+
+
+def _score_scatter(plotly: Plotly, pair, axes, drawn, score: np.ndarray, trial_ids):
+    """Dots coloured by score; over a contour of the score where both parameters are numbers
+    (a log-uniform one drawn on log10 with its real values as ticks)."""
+    go = plotly.go
+    placed = [
+        np.log10(values) if axis is not None and axis.scale == "log" else values
+        for axis, values in zip(axes, drawn, strict=True)
+    ]
+    fig = go.Figure()
+    numeric = not any(_is_category(axis) for axis in axes)
+    if numeric and all(len(np.unique(v)) > 1 for v in placed):
+        # Scattered points: Plotly grids them by their distinct values and fills the gaps.
+        fig.add_trace(
+            go.Contour(
+                x=placed[0],
+                y=placed[1],
+                z=score,
+                connectgaps=True,
+                coloraxis="coloraxis",
+                opacity=0.55,
+                line={"width": 0.5},
+                hoverinfo="skip",
+                name="contour",
+            )
+        )
+    hover = [
+        "%{customdata[0]}: %{marker.color:.4f}",
+        *(f"{key}=%{{customdata[{i + 1}]}}" for i, key in enumerate(pair)),
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=placed[0],
+            y=placed[1],
+            mode="markers",
+            marker={
+                "color": score,
+                "coloraxis": "coloraxis",
+                "size": 11,
+                "line": {"color": "white", "width": 1},
+            },
+            customdata=np.stack([np.asarray(trial_ids), *(_shown(v) for v in drawn)], axis=-1),
+            hovertemplate="<br>".join(hover) + "<extra></extra>",
+            name="trial",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        coloraxis={
+            "colorscale": _SCORE_SCALE,
+            "colorbar": {"title": config.VAL_MACRO_F1, "tickformat": NUMBER_FORMAT},
+        }
+    )
+    for axis, values, update in zip(
+        axes, placed, (fig.update_xaxes, fig.update_yaxes), strict=True
+    ):
+        if _is_category(axis):
+            update(type="category", categoryorder="array",
+                   categoryarray=_categories(axis, pd.Series(values)))  # fmt: skip
+        elif axis.scale == "log":
+            ticks = _ticks(values)
+            update(tickvals=ticks, ticktext=[f"{10**t:.3g}" for t in ticks])
+        else:
+            update(tickformat=NUMBER_FORMAT)
+    return fig
+
+
+def _shown(values: np.ndarray) -> list[str]:
+    return [v if isinstance(v, str) else f"{float(v):.4g}" for v in values]
