@@ -458,15 +458,39 @@ def _calibration_lines(metrics: dict[str, Any]) -> list[str]:
 
 def _recipe(run: Run, winner: Winner) -> list[tuple[str, Any, str]]:
     """(dotted key, value, origin) of the trial's head and training settings, then its epochs
-    and precision; origin is `searched`, `fixed` or `default`."""
+    and precision; origin is `searched`, `fixed`, `default`, the seed's own (the search's, or
+    the confirmation's that is exported), or `inactive (…)` for a searched key the
+    configuration did not use (its value is then no part of the recipe)."""
+    from sentune.analysis import search_params
+    from sentune.errors import SentuneError
+
     space = run.manifest.space
+    # A searched key the winner did not use: its `when:` parents' values say why.
+    unused = [key for key in space.searched if key not in winner.params]
+    try:
+        params = search_params(run.manifest) if unused else {}
+    except SentuneError:
+        params = {}
+    inactive = {
+        key: ", ".join(
+            f"{parent} {winner.params.get(parent, 'unset')}"
+            for parent, _ in (params[key].when if key in params else ())
+        )
+        or "not used by this configuration"
+        for key in unused
+    }
     rows = []
     for section in config.TUNABLE_SECTIONS:
         built = config.to_dotted(config.build_section(section, winner.params), section)
         for key, value in built.items():
+            if key in inactive:
+                rows.append((key, "—", f"inactive ({inactive[key]})"))
+                continue
             origin = (
                 "searched"
                 if key in space.searched
+                else ("confirmation seed" if winner.confirmed else "the search's seed")
+                if key == runs.SEED_KEY
                 else "fixed"
                 if key in space.fixed or key in winner.params
                 else "default"
