@@ -10,17 +10,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import FLOW_SEARCHED, FLOW_SPACE, _floor, params, write_manifest, write_trial
+from test_analysis import (
+    FLOW_SEARCHED,
+    FLOW_SPACE,
+    _confirm_run,
+    _floor,
+    params,
+    write_manifest,
+    write_trial,
+)
 
-from sentune import analysis, cli, report, runs
+from sentune import analysis, cli, config, report, runs
 from sentune.report import browser, page
 from sentune.train.evaluate import Floor
 
+#: The panels of a run without a latency objective (a latency panel would be empty: it is left
+#: out, table of contents included).
 PANELS = (
     "leaderboard",
     "confirmation",
-    "latency",
     "importance",
+    "contour",
     "parallel",
     "history",
     "curves",
@@ -32,7 +42,7 @@ PANELS = (
 )
 #: Panels drawn as Plotly figures (the manifest is a table; the shared tiny run has confirmation
 #: off, so its panel is a note).
-FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation", "latency")}
+FIGURES = {f"fig-{p}-0" for p in PANELS if p not in ("manifest", "confirmation")}
 
 
 def _report(run_dir: Path, workdir: Path, *args: str) -> int:
@@ -63,6 +73,8 @@ def test_synthetic_report_without_data_says_what_is_missing(tmp_path):
     text = path.read_text()
     for panel in PANELS:
         assert f'<section id="{panel}">' in text
+    # No latency objective, no latency measured: no empty panel, and no entry for it.
+    assert 'id="latency"' not in text and 'href="#latency"' not in text
     assert "skipped (the data was not rebuilt)" in text
     # plotly.js embedded once, nothing loaded from elsewhere (works offline).
     assert text.count("window.PlotlyConfig") == 1
@@ -223,8 +235,6 @@ def test_the_page_has_contents_and_compute_time(heads_result, tmp_path):
 
 
 def test_the_latency_panel_draws_the_front_the_budget_and_the_chosen_trial(tmp_path):
-    from sentune import config
-
     run_dir = tmp_path / "trials" / "latency-20260101-000000"
     write_manifest(run_dir, objective={"constraints": {config.LATENCY_P95_MS: 8.0}})
     for trial_id, score, p95 in (("deep", 0.74, 12.0), ("mid", 0.70, 6.0), ("bad", 0.6, 9.0)):
@@ -244,3 +254,161 @@ def test_the_latency_panel_draws_the_front_the_budget_and_the_chosen_trial(tmp_p
     assert list(traces["chosen"].x) == [6.0] and list(traces["chosen"].y) == [0.70]
     assert [s.x0 for s in fig.layout.shapes] == [8.0]  # the budget line
     assert panel.note == ""
+
+
+def test_a_latency_objective_keeps_its_panel_before_any_trial_measured(tmp_path):
+    run_dir = tmp_path / "trials" / "latency-20260101-000000"
+    write_manifest(run_dir, objective={"constraints": {config.LATENCY_P95_MS: 8.0}})
+    write_trial(run_dir, "t0", params(), [0.6])
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    panel = next(p for p in report.build_panels(result) if p.id == "latency")
+    assert panel.note == "no trial has measured its latency yet" and not panel.figures
+
+
+def test_the_compute_time_counts_the_confirmation_over_seeds(tmp_path):
+    run_dir = _confirm_run(tmp_path)
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    # Search: a 30 s, b 30 s, c 10 s; confirmation: a-seed1 and b-seed1, 30 s each.
+    line = page._compute_line(result)
+    assert line.startswith(
+        "Compute: 2.2 min of trial time incl. the confirmation over seeds (70 s searching, 60 s "
+        "confirming) in 30 s of wall time"
+    )
+    assert page._compute(result).confirm_s == pytest.approx(60)
+    # Without confirmation trials the line is the search's alone.
+    shutil.rmtree(runs.confirm_dir(run_dir))
+    result = analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+    assert page._compute_line(result).startswith("Compute: 70 s of trial time in 30 s")
+
+
+#: head.width and head.dropout are used only with a hidden layer (`when:`), as in heads.yaml.
+CONDITIONAL_SPACE = json.dumps(
+    {
+        "search": {
+            "head.layers": {"choice": [0, 1, 2]},
+            "head.width": {"choice": [128, 384], "when": {"head.layers": [1, 2]}},
+            "head.dropout": {"uniform": [0.0, 0.5], "when": {"head.layers": [1, 2]}},
+            "train.learning_rate": {"loguniform": [1e-5, 1e-3]},
+        }
+    }
+)
+CONDITIONAL_SEARCHED = ["head.layers", "head.width", "head.dropout", "train.learning_rate"]
+
+
+@pytest.fixture
+def conditional_result(tmp_path) -> analysis.RunAnalysis:
+    """Six trials; t0 and t3 have no hidden layer, so head.width and head.dropout are inactive."""
+    run_dir = tmp_path / "trials" / "cond-20260101-000000"
+    write_manifest(run_dir, searched=CONDITIONAL_SEARCHED, space_text=CONDITIONAL_SPACE)
+    for i, layers in enumerate([0, 1, 2, 0, 1, 2]):
+        values = {"head.layers": layers, "train.learning_rate": 10 ** -(i % 3 + 3)}
+        if layers:
+            values.update({"head.width": (128, 384)[i % 2], "head.dropout": 0.1 * i})
+        write_trial(run_dir, f"t{i}", values, [0.5 + 0.04 * i], start=i)
+    return analysis.analyze(run_dir, with_data=False, seeds=1, bootstraps=1)
+
+
+def test_inactive_values_have_a_labelled_place(conditional_result):
+    panels = {p.id: p for p in report.build_panels(conditional_result)}
+    parallel = panels["parallel"]
+    dims = {d.label: d for d in parallel.figures[0].data[0].dimensions}
+    assert dims["head.width"].ticktext == ("128", "384", "inactive")
+    trials = conditional_result.table["trial_id"].tolist()  # the lines' order (best first)
+    width = dict(zip(trials, dims["head.width"].values, strict=True))
+    assert width["t0"] == width["t3"] == 2  # the "inactive" tick
+    # A numeric one: an "inactive" tick below its range.
+    dropout = dims["head.dropout"]
+    assert dropout.ticktext[0] == "inactive"
+    inactive_at = dropout.tickvals[0]
+    values = dict(zip(trials, dropout.values, strict=True))
+    assert values["t0"] == values["t3"] == inactive_at < min(values["t1"], values["t2"])
+    assert "head.width: 2 of 6 trials did not use it (used only when head.layers is 1 or 2)" in (
+        parallel.note
+    )
+    slices = panels["slices"]
+    layout = slices.figures[0].layout
+    columns = [a.categoryarray for a in (layout.xaxis, layout.xaxis2) if a.type == "category"]
+    assert ("128", "384", "inactive") in [tuple(c) for c in columns]
+    assert "head.dropout: 2 of 6 trials did not use it" in slices.note
+    assert "left out of the slice" in slices.note
+    dropout_x = [x for t in slices.figures[0].data if t.xaxis == "x3" for x in t.x]
+    assert len(dropout_x) == 4  # the trials that used it
+
+
+def test_the_slices_say_what_the_colour_is(heads_result):
+    fig = _figure(report.build_panels(heads_result), "slices")
+    assert fig.layout.legend.title.text == "colour: trial status"
+    shown = [t for t in fig.data if t.showlegend]
+    assert [t.name for t in shown] == ["stopped"]  # every trial of heads_result was stopped
+    assert all(t.marker.color == report.STATUS_COLORS[t.name] for t in fig.data)
+
+
+def _importance(*ranked: str, epoch: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "param": list(ranked),
+            "importance_mean": [0.5] * len(ranked),
+            "importance_std": [0.1] * len(ranked),
+            "low": [0.4] * len(ranked),
+            "high": [0.6] * len(ranked),
+            "noise": [0.2] * len(ranked),
+            "below_noise": [False] * len(ranked),
+            "fidelity_epoch": [epoch] * len(ranked),
+            "n_trials": [6] * len(ranked),
+            "note": [""] * len(ranked),
+        }
+    )
+
+
+def test_the_contour_of_two_numeric_parameters(conditional_result):
+    conditional_result.importance = _importance("train.learning_rate", "head.dropout")
+    panel = next(p for p in report.build_panels(conditional_result) if p.id == "contour")
+    fig = panel.figures[0]
+    contour, dots = fig.data
+    assert contour.type == "contour" and dots.type == "scatter"
+    assert fig.layout.xaxis.title.text == "train.learning_rate (log)"
+    assert fig.layout.yaxis.title.text == "head.dropout"
+    assert fig.layout.coloraxis.colorbar.title.text == config.VAL_MACRO_F1
+    # t0 and t3 had no head.dropout: left out, and said so.
+    assert sorted(dots.customdata[:, 0]) == ["t1", "t2", "t4", "t5"]
+    assert "head.dropout: 2 of 6 trials did not use it" in panel.note
+
+
+def test_the_contour_of_two_categorical_parameters_is_a_mean_per_pair(conditional_result):
+    conditional_result.importance = _importance("head.layers", "head.width")
+    panel = next(p for p in report.build_panels(conditional_result) if p.id == "contour")
+    heatmap = panel.figures[0].data[0]
+    assert heatmap.type == "heatmap"
+    assert tuple(heatmap.x) == ("0", "1", "2") and tuple(heatmap.y) == ("128", "384", "inactive")
+    z = pd.DataFrame(heatmap.z, index=heatmap.y, columns=heatmap.x)
+    # t0 (0.50) and t3 (0.62): no hidden layer, width inactive.
+    assert z.loc["inactive", "0"] == pytest.approx(0.56)
+    assert z.loc["384", "1"] == pytest.approx(0.54) and z.loc["128", "1"] == pytest.approx(0.66)
+    assert np.isnan(z.loc["inactive", "1"])  # no such trial
+    assert panel.note.startswith("Inactive values")
+
+
+def test_the_contour_says_when_fewer_than_two_parameters_are_ranked(heads_result):
+    panel = next(p for p in report.build_panels(heads_result) if p.id == "contour")
+    assert panel.note.startswith("Fewer than 2 parameters are ranked")
+    assert len(panel.figures) == 1  # the first two of the importance table are drawn anyway
+
+
+def test_the_model_card_recipe_says_inactive_and_seed(conditional_result):
+    from sentune.export.card import _recipe
+    from sentune.export.common import Winner
+
+    run = conditional_result.run
+    winner = Winner("t0", 1, Path("ckpt"), run.params["t0"], 0.5, 1.0, 64)
+    rows = {key: (value, origin) for key, value, origin in _recipe(run, winner)}
+    assert rows["head.width"] == ("—", "inactive (head.layers 0)")
+    assert rows["head.dropout"][1] == "inactive (head.layers 0)"
+    assert rows["head.layers"] == (0, "searched")
+    assert rows["train.seed"][1] == "the search's seed"
+    confirmed = Winner(
+        "t1", 1, Path("ckpt"), {**run.params["t1"], "train.seed": 1}, 0.54, 1.0, 64,
+        confirmed={0: 0.54, 1: 0.55},
+    )  # fmt: skip
+    rows = {key: (value, origin) for key, value, origin in _recipe(run, confirmed)}
+    assert rows["train.seed"] == (1, "confirmation seed")
+    assert rows["head.width"] == (384, "searched")
