@@ -116,6 +116,12 @@ def test_the_summary_fits_the_terminal_and_leaves_the_table_to_the_leaderboard(t
     assert not [line for line in lines if "trial_id" in line or "status" in line]
     assert "00000005 0.7005, 00000002 0.7000, 00000007 0.7207;" in unwrapped
     assert "the TF-IDF floor (0.6400) ranks after 5 of 8 trials" in unwrapped
+    space = tmp_path / "analysis" / run_dir.name / analysis.BEST_SPACE_FILE
+    assert f"train it again with: sentune search {space}" in unwrapped
+    result.floor = _floor(0.99)
+    assert "the TF-IDF floor (0.9900) ranks above every trial" in " ".join(
+        report.summary(result).split()
+    )
 
 
 def test_counted_says_one_or_many():

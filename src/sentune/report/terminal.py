@@ -183,7 +183,10 @@ def summary(result: RunAnalysis, *, report: Path | None = None, top: int = 3) ->
         lines.append(f"report: {report}")
         if winner_id(result.table, result.confirmation) is not None:
             space = report.parent / BEST_SPACE_FILE
-            lines.append(f"the winner as a space file: {space} (`sentune search {space}`)")
+            lines += [
+                f"the winner as a space file: {space}",
+                f"train it again with: sentune search {space}",
+            ]
     text = fit("\n".join(lines))
     if result.verdict is not None:
         # Whole, first: the report page's headline starts with the same sentence.
@@ -205,10 +208,12 @@ def _top_line(result: RunAnalysis, top: int) -> str:
         f"{config.VAL_MACRO_F1}): {named or 'none scored'}"
     )
     if floor_row is not None:
-        line += (
-            f"; the TF-IDF floor ({result.floor.val_macro_f1:.4f}) ranks after {floor_row} of "
-            f"{counted(len(trials), 'trial')}"
+        where = (
+            f"after {floor_row} of {counted(len(trials), 'trial')}"
+            if floor_row
+            else "above every trial"
         )
+        line += f"; the TF-IDF floor ({result.floor.val_macro_f1:.4f}) ranks {where}"
     return line
 
 
