@@ -20,7 +20,7 @@ TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report dashboard export keys readme-keys test test-fast lint bench-trial bench-latency bench gpu-check clean
+.PHONY: help install search leaderboard report dashboard export keys docs-keys test test-fast lint bench-trial bench-latency bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,9 +52,9 @@ export: $(STAMP) ## export the winner of the latest finished run (RUN=<run> ARGS
 keys: $(STAMP) ## list every dotted key (type, default, allowed values, meaning)
 	$(BIN)/sentune keys
 
-# The README's table of dotted keys sits between two markers; a test keeps it equal to `sentune keys`.
-readme-keys: $(STAMP) ## rewrite the README's table of dotted keys from config.py
-	$(BIN)/python -c "import pathlib, re, sentune.config as c; p = pathlib.Path('README.md'); \
+# docs/keys.md's table of dotted keys sits between two markers; a test keeps it equal to `sentune keys`.
+docs-keys: $(STAMP) ## rewrite the table of dotted keys in docs/keys.md from config.py
+	$(BIN)/python -c "import pathlib, re, sentune.config as c; p = pathlib.Path('docs/keys.md'); \
 	p.write_text(re.sub(r'(<!-- keys:start -->\n).*?(\n<!-- keys:end -->)', \
 	lambda m: m.group(1) + c.keys_table() + m.group(2), p.read_text(), flags=re.S))"
 

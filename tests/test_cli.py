@@ -12,7 +12,9 @@ import pytest
 
 from sentune import cli, config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+KEYS_PAGE = ROOT / "docs" / "keys.md"
 COMMANDS = ("search", "leaderboard", "report", "dashboard", "export", "predict", "bench", "keys")
 
 
@@ -85,11 +87,38 @@ def test_keys_describe_every_dotted_key(capsys):
     assert capsys.readouterr().out.strip() == config.keys_table()
 
 
-def test_readme_keys_table_is_the_generated_one():
-    text = README.read_text()
+def test_docs_keys_table_is_the_generated_one():
+    text = KEYS_PAGE.read_text()
     match = re.search(r"<!-- keys:start -->\n(.*?)\n<!-- keys:end -->", text, re.S)
-    assert match, "README.md lost its keys markers"
-    assert match.group(1) == config.keys_table(), "README keys table is stale: make readme-keys"
+    assert match, "docs/keys.md lost its keys markers"
+    assert match.group(1) == config.keys_table(), "docs/keys.md keys table is stale: make docs-keys"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"&[a-z]+;", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@pytest.mark.parametrize(
+    "page", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name
+)
+def test_readme_and_docs_links_resolve(page):
+    """The README is a guide that links to docs/ pages: every relative link reaches a file of
+    the checkout, and every #anchor a heading of the page it names."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.is_relative_to(ROOT) or not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+            if anchor not in {_anchor(h) for h in headings}:
+                broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
