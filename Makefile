@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[export,dashboard,dev]"
+	@$(BIN)/python -c "import torch; v = torch.version.cuda; \
+	print('torch', torch.__version__, f'(CUDA {v} build)' if v else '(CPU build)', 'in $(VENV)')"
 	touch $(STAMP)
 
 search: $(STAMP) ## run search_spaces/$(SPACE).yaml (ARGS="--trials 4 --address auto …")

@@ -100,6 +100,13 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+def test_readme_is_a_short_guide_that_opens_with_the_two_commands():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move depth to docs/"
+    opening = "\n".join(lines[:15])
+    assert "make search SPACE=heads" in opening and "make test" in opening
+
+
 @pytest.mark.parametrize(
     "page", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name
 )

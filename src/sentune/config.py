@@ -444,7 +444,7 @@ def outside_limits(key: str, value: float) -> str | None:
     return None
 
 
-# --- the keys, described (`sentune keys`, the README's table) ----------------------------------
+# --- the keys, described (`sentune keys`, docs/keys.md) ----------------------------------
 
 
 class KeyRow(NamedTuple):
@@ -460,7 +460,7 @@ class KeyRow(NamedTuple):
 def describe_keys() -> list[KeyRow]:
     """Every dotted key of the sections, in declaration order, described from this module.
 
-    The description is each field's `#:` comment in the dataclass source, so the README's table
+    The description is each field's `#:` comment in the dataclass source, so docs/keys.md's table
     (generated from this) cannot drift from the code.
     """
     rows = []
@@ -477,7 +477,7 @@ def describe_keys() -> list[KeyRow]:
 
 
 def keys_table() -> str:
-    """`describe_keys()` as a Markdown table (what `sentune keys` prints and README.md holds)."""
+    """`describe_keys()` as a Markdown table (what `sentune keys` prints and docs/keys.md holds)."""
     lines = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for row in describe_keys():
         cells = [f"`{row.key}`", f"`{row.type}`", f"`{row.default}`", row.allowed, row.doc]

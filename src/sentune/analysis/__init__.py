@@ -222,7 +222,7 @@ class RunAnalysis:
     axes: dict[str, ParamAxis] = field(default_factory=dict)
     #: Each trial's searched values as drawn (`param_values`), leaderboard order.
     param_values: pd.DataFrame | None = None
-    #: Trial time and wall time of the search (`compute_time`).
+    #: Trial time and wall time of the search and its confirmation (`compute_time`).
     compute: ComputeTime = ComputeTime(float("nan"), float("nan"))
     #: Every evaluation at a whole epoch (`whole_epochs`).
     whole_epochs: bool = True
@@ -272,7 +272,9 @@ def analyze(
         notes={},
         axes=axes,
         param_values=param_values(table, axes),
-        compute=compute_time(curves),
+        compute=compute_time(
+            curves, None if run.confirmation is None else learning_curves(run.confirmation)
+        ),
         whole_epochs=whole_epochs(curves),
     )
     result.confirmation = _part(result, "confirmation", confirmation, run, table)

@@ -211,11 +211,13 @@ def _floor_line(metrics: dict) -> str:
 def _trained_on_line(metrics: dict) -> str:
     refit = metrics.get("refit")
     if refit:
+        from sentune.export.card import search_score
+
         return (
             f"Trained on all {metrics['train_size']} training examples (refit, seed "
             f"{refit['seed']}, best epoch {refit['best_epoch']:g}, validation macro-F1 "
             f"{refit['val_macro_f1']:.4f}); the search trained on {refit['search_train_size']} "
-            f"(validation macro-F1 {metrics['search_val_macro_f1']:.4f})."
+            f"({search_score(metrics)})."
         )
     return f"Trained on {metrics['train_size']} training examples (the search's checkpoint)."
 

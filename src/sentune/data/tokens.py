@@ -86,7 +86,11 @@ def tokenize(
                 flat.extend(ids)
                 lengths.append(len(ids))
         out[name] = _unflatten(np.asarray(flat, dtype=np.int32), np.asarray(lengths))
-    logger.info("tokenized %s texts with %s", {n: len(v) for n, v in out.items()}, tokenizer_path)
+    logger.info(
+        "tokenized %s texts with %s",
+        ", ".join(f"{len(v)} {n}" for n, v in out.items()),
+        Path(tokenizer_path).name or tokenizer_path,
+    )
     return out, int(tokenizer.pad_token_id or 0)
 
 

@@ -13,10 +13,7 @@ from sentune.analysis import (
     BEST_SPACE_FILE,
     REPORT_FILE,
     STATUSES,
-    ComputeTime,
     RunAnalysis,
-    compute_time,
-    learning_curves,
     tie_line,
     winner_id,
     winner_line,
@@ -103,7 +100,7 @@ def _contents(panels: list[Panel]) -> str:
 
 
 def _compute_line(result: RunAnalysis) -> str:
-    compute = _compute(result)
+    compute = result.compute
     if np.isnan(compute.trials_s):
         return "Compute time: not recorded."
     trials = f"{_duration(compute.trials_s)} of trial time"
@@ -117,14 +114,6 @@ def _compute_line(result: RunAnalysis) -> str:
         f"Compute: {trials} in {_duration(compute.wall_s)} of wall time "
         "(first trial start to last report)."
     )
-
-
-def _compute(result: RunAnalysis) -> ComputeTime:
-    """The run's compute time, the confirmation trials' included (`analyze` times the search
-    trials alone)."""
-    if result.run.confirmation is None:
-        return result.compute
-    return compute_time(result.curves, learning_curves(result.run.confirmation))
 
 
 def _duration(seconds: float) -> str:

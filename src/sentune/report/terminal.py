@@ -218,14 +218,23 @@ def _top_line(result: RunAnalysis, top: int) -> str:
 
 
 def _importance_line(result: RunAnalysis) -> str:
+    """Per fidelity (the lowest common rung first): the parameters above the noise, or that none
+    is."""
     frame = result.importance
     if frame is None:
         return f"importance: {result.notes.get('importance', 'not computed')}"
     if frame["importance_mean"].isna().all():
         return "importance: " + "; ".join(n for n in frame["note"].unique() if n)
-    top = frame[frame["note"] == ""].head(3)
-    items = ", ".join(
-        f"{r.param} {r.importance_mean:.2f} [{r.low:.2f}-{r.high:.2f}]" for r in top.itertuples()
-    )
-    epoch, n = frame["fidelity_epoch"].iloc[0], int(frame["n_trials"].iloc[0])
-    return f"importance (fANOVA at epoch {epoch:g}, {counted(n, 'trial')}; mean [5-95%]): {items}"
+    parts = []
+    for epoch, rows in frame.groupby("fidelity_epoch", sort=False):
+        ranked = rows[rows["note"] == ""].head(3)
+        items = (
+            ", ".join(
+                f"{r.param} {r.importance_mean:.2f} [{r.low:.2f}-{r.high:.2f}]"
+                for r in ranked.itertuples()
+            )
+            or "no parameter above the noise"
+        )
+        trials = counted(int(rows["n_trials"].max()), "trial")
+        parts.append(f"at epoch {epoch:g} ({trials}): {items}")
+    return "importance (fANOVA, mean [5-95%]; below the noise left out) " + "; ".join(parts)

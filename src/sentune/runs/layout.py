@@ -52,6 +52,9 @@ CONFIRM_DIR = "confirm"
 #: a Tune experiment of its own in `<run>/refit-<trial id>/`, with its record (`REFIT_FILE`:
 #: training size, seed, data fingerprint, scores, wall time).
 REFIT_PREFIX = "refit-"
+#: In a refit trial's configuration: the search trial whose configuration it retrains (not a
+#: dotted key, like `CONFIRMS_KEY`).
+REFITS_KEY = "refits"
 REFIT_FILE = "refit.json"
 #: Where running trials say how far into their epoch they are (`progress.ProgressFile`), for
 #: the search's terminal lines; removed when the search ends.

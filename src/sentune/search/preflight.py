@@ -85,12 +85,15 @@ def max_length_for_data(
     spec, chosen = resolve_max_length(spec, data.train.lengths, limit=limit)
     points = data.stats.get("train_token_lengths", {})
     spread = ", ".join(f"{k} {points[k]}" for k in ("p50", "p95", "max") if k in points)
+    # Two lines: one fits a 120-column terminal with the log's prefix.
     log.info(
-        "train.max_length %s (%s; the model takes %d) truncates %s of the %d training texts "
-        "(%s tokens)",
+        "train.max_length %s (%s; the model takes %d)",
         ", ".join(map(str, chosen.values)),
         chosen.rule,
         limit,
+    )
+    log.info(
+        "it truncates %s of the %d training texts (%s tokens)",
         ", ".join(f"{chosen.truncated_share[v]:.1%}" for v in chosen.values),
         len(data.train),
         spread,

@@ -95,7 +95,7 @@ def refit(
         measure_latency=False,  # the export measures the shipped model's latency
         started_at=options.started_at,
     )
-    params = {**run.params[trial_id]}
+    params = {**run.params[trial_id], runs.REFITS_KEY: trial_id}
     record = {
         "trial_id": trial_id,
         "train_size": len(data.train),
@@ -103,12 +103,12 @@ def refit(
         "validation_size": len(data.validation),
         "max_epochs": budget.max_epochs,
         "seed": runs.trial_seed(params),
-        "seed_rule": "the configuration's own seed (its search trial's), not chosen by score",
+        "seed_rule": "the configuration's own seed, that of its search trial, not chosen by score",
         "data_fingerprint": data.fingerprint,
         "search_data_fingerprint": manifest.data.fingerprint,
     }
     _check_record(folder, record)
-    estimate = _estimate_s(run.histories.get(trial_id), len(data.train), budget.max_epochs)
+    estimate = _estimate_s(run.histories.values(), len(data.train), budget.max_epochs)
     log.info(
         "refit of trial %s on all %d training examples (the search used %d), %d epoch(s), "
         "seed %d%s",
@@ -189,16 +189,18 @@ def _full_data(manifest: runs.Manifest, options: SearchOptions) -> tuple[str, Pr
     return model_path, full
 
 
-def _estimate_s(history: pd.DataFrame | None, train_size: int, epochs: int) -> float | None:
-    """Seconds to train `epochs` epochs of `train_size` examples, from the search trial's
-    measured training speed (the evaluations' time scaled alike is left out: the validation
-    split is the search's)."""
-    if history is None or config.TRAIN_SAMPLES_PER_S not in history:
+def _estimate_s(histories, train_size: int, epochs: int) -> float | None:
+    """Seconds to train `epochs` epochs of `train_size` examples, at the fastest training speed a
+    trial of the run measured (same encoder and data; the slower ones shared the machine or had
+    a larger head), evaluations left out (the validation split is the search's)."""
+    speeds = [
+        float(h[config.TRAIN_SAMPLES_PER_S].max())
+        for h in histories
+        if config.TRAIN_SAMPLES_PER_S in h and h[config.TRAIN_SAMPLES_PER_S].notna().any()
+    ]
+    if not speeds or max(speeds) <= 0:
         return None
-    speed = history[config.TRAIN_SAMPLES_PER_S].dropna()
-    if speed.empty or speed.median() <= 0:
-        return None
-    return epochs * train_size / float(speed.median())
+    return epochs * train_size / max(speeds)
 
 
 def _duration(seconds: float) -> str:
@@ -217,7 +219,7 @@ def _build_tuner(params, trainable, run_dir: Path, folder: Path, budget, options
         total=1,
         max_epochs=budget.max_epochs,
         rungs=[float(budget.max_epochs)],
-        shown=set(),
+        shown={runs.REFITS_KEY},
         run_dir=run_dir,
     )
     trial_id = folder.name.removeprefix(runs.REFIT_PREFIX)
