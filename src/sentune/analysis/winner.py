@@ -40,11 +40,13 @@ def configuration_words(values: dict[str, Any]) -> str:
 
 
 def winner_line(run: Run, table: pd.DataFrame, confirmed: Confirmation | None) -> str:
-    """`winner: trial X: head.pooling = mean, …` (empty when no trial has a score)."""
+    """`winner's configuration (trial X): head.pooling = mean, …` (empty when no trial has a
+    score)."""
     trial = winner_id(table, confirmed)
     if trial is None:
         return ""
-    return f"winner: trial {trial}: {configuration_words(searched_values(run, trial))}"
+    words = configuration_words(searched_values(run, trial))
+    return f"winner's configuration (trial {trial}): {words}"
 
 
 def best_space(run: Run, trial_id: str) -> str:
