@@ -1,6 +1,7 @@
 """The refit: a search on a sample of the training split, then its winner retrained on all of it
 before the export (`sentune refit`, `sentune export`), continued after a SIGKILL, refused on
-changed data; the floor beside the shipped model trained on the same examples."""
+changed data; the floor beside the shipped model trained on the same examples. And the winner
+as a file: `best.yaml` trains its configuration again."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentune import cli, config, export, runs, search, space
+from sentune import analysis, cli, config, export, runs, search, space
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +178,33 @@ def test_export_of_a_refit_whose_data_changed_is_one_line(sampled_run, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "data changed" in err[0], err
     assert not out.exists() and not list(out.parent.glob(".export*"))
+
+
+def test_best_yaml_trains_the_winners_configuration_again(sampled_run, tmp_path):
+    run = runs.open_run(sampled_run)
+    table = analysis.leaderboard(run)
+    result = analysis.analyze(sampled_run, cache_dir=tmp_path / "cache", seeds=1, bootstraps=2)
+    written = analysis.write_tables(result, tmp_path / "analysis")
+    winner = analysis.winner_id(table, None)
+    assert winner == table.dropna(subset=["val_macro_f1"]).iloc[0]["trial_id"]
+    chosen = analysis.searched_values(run, winner)
+    assert set(chosen) == set(run.manifest.space.searched)
+    line = analysis.winner_line(run, table, None)
+    assert all(f"{key} = " in line for key in chosen), line
+
+    spec = space.load(written["best"])
+    assert not spec.params and spec.budget.trials == 1
+    assert spec.model == run.manifest.model
+    assert spec.data.dataset == run.manifest.data.config.dataset
+    for key, value in run.params[winner].items():
+        if "." in key:
+            assert spec.fixed[key] == value, key
+
+    options = search.SearchOptions(
+        storage=tmp_path / "trials", precision="fp32", cache_dir=tmp_path / "cache",
+        dashboard=False,
+    )  # fmt: skip
+    again = space.load(written["best"], overrides={"budget.max_epochs": 1})
+    rerun = runs.open_run(search.run(again, options=options))
+    (params,) = rerun.params.values()
+    assert {k: params[k] for k in chosen} == chosen

@@ -4,40 +4,9 @@ within the seed noise said as one."""
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
-from sentune import analysis, runs, search, space
+from sentune import analysis
 from sentune.analysis.confirm import Confirmation
-
-
-@pytest.mark.slow
-def test_best_yaml_trains_the_winners_configuration_again(tiny_run, tmp_path):
-    run = runs.open_run(tiny_run)
-    table = analysis.leaderboard(run)
-    written = analysis.write_tables(analysis.analyze(tiny_run), tmp_path / "analysis")
-    winner = analysis.winner_id(table, None)
-    assert winner == table.dropna(subset=["val_macro_f1"]).iloc[0]["trial_id"]
-    chosen = analysis.searched_values(run, winner)
-    assert set(chosen) == set(run.manifest.space.searched)
-    line = analysis.winner_line(run, table, None)
-    assert all(f"{key} = " in line for key in chosen), line
-
-    spec = space.load(written["best"])
-    assert not spec.params and spec.budget.trials == 1
-    assert spec.model == run.manifest.model
-    assert spec.data.dataset == run.manifest.data.config.dataset
-    for key, value in run.params[winner].items():
-        if "." in key:
-            assert spec.fixed[key] == value, key
-
-    options = search.SearchOptions(
-        storage=tmp_path / "trials", precision="fp32", cache_dir=tmp_path / "cache",
-        dashboard=False,
-    )  # fmt: skip
-    again = space.load(written["best"], overrides={"budget.max_epochs": 1})
-    rerun = runs.open_run(search.run(again, options=options))
-    (params,) = rerun.params.values()
-    assert {k: params[k] for k in chosen} == chosen
 
 
 def _confirmation(rows: list[tuple[str, float, float, int]]) -> Confirmation:

@@ -183,6 +183,11 @@ log = logging.getLogger(__name__)
 
 # --- the files of analysis/<run>/ (the export's own folder is named by `sentune.export`) --------
 
+#: Shuffles of the scores for importance's noise level (`parameter_importance`), per bootstrap
+#: resample of its spread (30 at the default 10 resamples), and never fewer than
+#: `MIN_PERMUTATIONS`: a quantile of a handful of shuffles says little.
+PERMUTATIONS_PER_BOOTSTRAP = 3
+MIN_PERMUTATIONS = 10
 #: The leaderboard (`leaderboard`), one row per trial, best first.
 LEADERBOARD_FILE = "leaderboard.csv"
 #: Parameter importance (`parameter_importance`).
@@ -290,6 +295,8 @@ def analyze(
         params,
         seeds=seeds,
         bootstraps=bootstraps,
+        # The noise level is as costly as the importance's own spread, and as fine as it.
+        permutations=max(MIN_PERMUTATIONS, PERMUTATIONS_PER_BOOTSTRAP * bootstraps),
     )
     if not with_data:
         for part in ("floor", "tokens", "confusion"):
