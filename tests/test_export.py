@@ -140,7 +140,6 @@ def test_hf_folder_round_trips_with_identical_logits(exported):
     from transformers import AutoModelForSequenceClassification
 
     import sentune.train.model  # noqa: F401 - registers the model type
-
     from sentune.export.models import AUTO_MAP
 
     original = sentune.train.model.load_model(exported.winner.checkpoint).eval()
