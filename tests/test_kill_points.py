@@ -191,3 +191,39 @@ def test_a_confirmation_trial_killed_at_its_end_stays_ended_after_resume(
     assert _epochs(confirm_dir)[killed] == before[killed]
     assert runs.read_trial_status(confirm_dir / killed)["status"] == runs.COMPLETED
     assert (tmp_path / "analysis" / "killed" / analysis.CONFIRM_FILE).is_file()
+
+
+def test_a_resume_whose_saved_limiter_still_counts_an_ended_trial_finishes(
+    tmp_path, write_tiny_space, tiny_model_dir, tiny_csv
+):
+    """Tune saves its concurrency limiter apart from its trial list; a run in object storage
+    uploads the two at different times, and after a SIGKILL the limiter may count as running a
+    trial the list holds as ended (seen in CI). With one trial at a time the resumed search
+    then waited forever; the resume releases such trials first."""
+    import pickle
+
+    space_file = write_tiny_space(tmp_path, tiny_model_dir, tiny_csv, trials=2, max_epochs=1)
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "sentune.cli", "search"]
+    common = ["--storage", str(tmp_path / "trials"), "--no-dashboard"]
+    first = subprocess.run(
+        [*command, str(space_file), "--name", "stale", "--precision", "fp32", *common],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = tmp_path / "trials" / "stale"
+    trials = [d.name for d in runs.trial_dirs(run_dir)]
+    (saved,) = sorted(run_dir.glob("search_gen_state-*.json"))
+    state = pickle.loads(saved.read_bytes())
+    # As the CI run had it: one suggestion counted, the first trial still live.
+    state["counter"] = 1
+    state["name:ConcurrencyLimiter"]["live_trials"] = {trials[0]}
+    state["name:ConcurrencyLimiter"]["num_unfinished_live_trials"] = 1
+    saved.write_bytes(pickle.dumps(state))
+    resumed = subprocess.run(
+        [*command, "--resume", str(run_dir), *common],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(d.name for d in runs.trial_dirs(run_dir)) == sorted(trials)

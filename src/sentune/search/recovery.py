@@ -101,7 +101,50 @@ def finished_trials(
             study.tell(journal[name].number, value, state=outcome)
             told = [runs.optuna_journal(run_dir)]
     storage.push(store, run_dir.name, [*settled, *told])
+    _release_from_limiter(folder, run_dir, store, finished)
     return frozenset(finished)
+
+
+#: Ray Tune's saved state of its search generator (a pickle, despite the name), and the key of
+#: the concurrency limiter's state in it.
+_SEARCH_GEN_STATE = "search_gen_state-*.json"
+_LIMITER_KEY = "name:ConcurrencyLimiter"
+
+
+def _release_from_limiter(
+    folder: Path, run_dir: Path, store: storage.Storage, finished: set[str]
+) -> None:
+    """Drop the trials that ended from the concurrency limiter's live trials in Tune's saved
+    search state. Tune saves that state apart from its trial list, and a run in object storage
+    uploads the two at different times: after a SIGKILL the limiter may still count as live a
+    trial that the restored list holds as ended (seen in CI: `live_trials` {the first trial}
+    beside two TERMINATED trials). Tune never ends that trial again, so the limiter never frees
+    its slot, and with one trial at a time the resumed search waits forever."""
+    import pickle
+
+    saved = sorted(Path(folder).glob(_SEARCH_GEN_STATE))
+    if not saved:
+        return
+    path = saved[-1]
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception:  # noqa: BLE001 - an unreadable state is Tune's to report on restore
+        return
+    limiter = state.get(_LIMITER_KEY) if isinstance(state, dict) else None
+    if not isinstance(limiter, dict) or not isinstance(limiter.get("live_trials"), set):
+        return
+    ended = {t for t in limiter["live_trials"] if t in finished}
+    if not ended:
+        return
+    limiter["live_trials"] = limiter["live_trials"] - ended
+    if "num_unfinished_live_trials" in limiter:
+        limiter["num_unfinished_live_trials"] = len(limiter["live_trials"])
+    runs.write_bytes(path, pickle.dumps(state))
+    storage.push(store, run_dir.name, [path])
+    log.info(
+        "Tune's saved search state counted %s as running; released (they ended before the kill)",
+        ", ".join(sorted(ended)),
+    )
 
 
 def _journal_trials(study) -> dict[str, Any]:
