@@ -56,7 +56,7 @@ from sentune.export.common import (
     Winner,
     base_model_id,
 )
-from sentune.export.models import write_models
+from sentune.export.models import torch_engine, write_models
 from sentune.export.scoring import score
 from sentune.runs import Run
 from sentune.serve.onnx import (
@@ -172,13 +172,7 @@ def _uncalibrated_engine(winner: Winner):
 
     model = load_model(winner.checkpoint).eval()
     model.config.temperature = 1.0
-    wrapper = LogitsOnly(model).eval()
-
-    def engine(input_ids, attention_mask):
-        with torch.inference_mode():
-            return wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
-
-    return engine
+    return torch_engine(LogitsOnly(model).eval())
 
 
 def chosen_trial(run: Run, options: ExportOptions) -> str | None:

@@ -87,10 +87,7 @@ def write_models(
     wrapper = LogitsOnly(model).eval()
     probe = _parity_batches(winner.truncated(data.validation), data.pad_id, options.parity_texts)
 
-    def pytorch(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
-
+    pytorch = torch_engine(wrapper)
     engines: dict[str, Engine] = {"pytorch": pytorch}
     reference = [pytorch(*batch) for batch in probe]
     parity: dict[str, Any] = {"texts": sum(len(b[0]) for b in probe), "atol": PARITY_ATOL}
@@ -110,6 +107,16 @@ def write_models(
             "pt2", _program_engine(program), probe, reference, strict=True
         )
     return engines, parity
+
+
+def torch_engine(wrapper: LogitsOnly) -> Engine:
+    """A PyTorch model as an engine: numpy ids and mask in, numpy logits out, no autograd."""
+
+    def engine(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return wrapper(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+
+    return engine
 
 
 def _make_portable(model, base_model: str) -> None:
