@@ -85,6 +85,13 @@ def confirmation_plan(run: Run, table: pd.DataFrame | None = None) -> list[Confi
     return plan
 
 
+def expected_confirm_trials(budget: config.BudgetConfig) -> int:
+    """The full-budget trials a confirmation over seeds is expected to add: `confirmation_plan`'s
+    count where the top trials trained the full budget (each is its own first seed), as they
+    usually do (the leaderboard ranks them first). The search's estimates count them."""
+    return min(config.confirm_top(budget), budget.trials) * max(0, budget.confirm_seeds - 1)
+
+
 class Confirmation(NamedTuple):
     """The confirmed configurations' scores over seeds, and the configuration that wins."""
 

@@ -75,39 +75,14 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
         SentuneError: Bad input or an unwritable storage folder, before any run folder is left
             behind (a search that fails before any trial reported removes its folder).
     """
-    options = replace(
-        options,
-        strategy=strategy_name(spec, options.strategy),
-        started_at=options.started_at or time.time(),
-    )
-    _check_options(options)
-    check_address(options.address)
-    check_resources(spec, options)
+    options, run_dir = check_search(spec, options)
     store = open_store(options)
-    storage.check_writable(store)
-    # Before the data is prepared: a taken or unsafe --name fails at once.
-    run_dir = runs.new_run_dir(store.root, spec.name, name=options.name)
     run_name = run_dir.name
-    if storage.run_exists(store, run_name):
-        raise RunError(
-            f"--name {run_name!r}: {store.tune_path(run_name)} already exists; choose another "
-            f"name, or continue it with `{resume_command(run_dir, options)}`"
-        )
     # Ray starts (here, in this thread) while another thread imports the model's libraries and
     # prepares the data: the two longest steps before the first trial, and they share nothing.
     with cuda_mps(options.mps), _beside_ray_start(options, _prepare, spec, options) as prepared:
         spec, data, model_path, max_length = prepared()
-        settings = TrialSettings(
-            model=model_path,
-            max_epochs=spec.budget.max_epochs,
-            precision=options.precision,
-            device=options.device,
-            num_threads=max(1, int(spec.budget.cpus_per_trial)),
-            resumable=True,
-            measure_latency=spec.objective.needs_latency,
-            gpus_per_trial=spec.budget.gpus_per_trial,
-            started_at=options.started_at,
-        )
+        settings = trial_settings(spec, model_path, options)
         strategy = STRATEGIES[options.strategy]
         # Before the clean-up on failure is armed: a folder that another search created
         # meanwhile is never this search's to remove.
@@ -148,6 +123,52 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
     # The best checkpoints whole, for the report and the export that read the mirror.
     storage.pull(store, run_name)
     return run_dir
+
+
+def check_search(spec: SearchSpec, options: SearchOptions) -> tuple[SearchOptions, Path]:
+    """What a search settles before Ray starts and before any data is read (`run`, and
+    `plan.build_plan` for `--dry-run`): the strategy and start time, the options, the address,
+    this host's resources, the storage, and the run folder's name (free, not created).
+
+    Returns:
+        The options with `strategy` and `started_at` settled, and the run folder to create.
+
+    Raises:
+        SentuneError: Bad input, an unwritable storage or a taken `--name`.
+    """
+    options = replace(
+        options,
+        strategy=strategy_name(spec, options.strategy),
+        started_at=options.started_at or time.time(),
+    )
+    _check_options(options)
+    check_address(options.address)
+    check_resources(spec, options)
+    store = open_store(options)
+    storage.check_writable(store)
+    # Before the data is prepared: a taken or unsafe --name fails at once.
+    run_dir = runs.new_run_dir(store.root, spec.name, name=options.name)
+    if storage.run_exists(store, run_dir.name):
+        raise RunError(
+            f"--name {run_dir.name!r}: {store.tune_path(run_dir.name)} already exists; choose "
+            f"another name, or continue it with `{resume_command(run_dir, options)}`"
+        )
+    return options, run_dir
+
+
+def trial_settings(spec: SearchSpec, model_path: str, options: SearchOptions) -> TrialSettings:
+    """The runtime settings of the search's trials (`spec` as `_prepare` made it concrete)."""
+    return TrialSettings(
+        model=model_path,
+        max_epochs=spec.budget.max_epochs,
+        precision=options.precision,
+        device=options.device,
+        num_threads=max(1, int(spec.budget.cpus_per_trial)),
+        resumable=True,
+        measure_latency=spec.objective.needs_latency,
+        gpus_per_trial=spec.budget.gpus_per_trial,
+        started_at=options.started_at,
+    )
 
 
 class _Prepared(NamedTuple):

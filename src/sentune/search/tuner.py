@@ -292,11 +292,9 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
     """A Tune callback that prints one line per trial event with an estimate (`progress.py`)
     that counts the confirmation over seeds which follows the search."""
     from sentune.analysis import asha_rungs
+    from sentune.analysis.confirm import expected_confirm_trials
 
     budget = spec.budget
-    # `analysis.confirmation_plan`'s count where the top trials trained the full budget (each
-    # is its own first seed), as they usually do: the leaderboard ranks those first.
-    confirming = min(config.confirm_top(budget), budget.trials) * max(0, budget.confirm_seeds - 1)
     return progress_callback(
         total=budget.trials,
         max_epochs=budget.max_epochs,
@@ -304,5 +302,5 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
         shown=set(spec.params),
         run_dir=run_dir,
         time_budget_s=budget.time_budget_s,
-        then_trials=confirming,
+        then_trials=expected_confirm_trials(budget),
     )
