@@ -186,9 +186,7 @@ def resolve_cpu_concurrency(
     budget = spec.budget
     if config.uses_gpus(budget) or options.address is not None:
         return budget
-    cpus = options.num_cpus or os.cpu_count() or 1
-    slots = max(1, int(cpus // budget.cpus_per_trial))
-    wanted = min(slots, budget.concurrency or slots)
+    wanted = concurrent_trials(budget, options)
     batch_size = max(spec.values("train.batch_size"))
     max_length = max(spec.values(MAX_LENGTH_KEY))
     trial = trial_memory_bytes(
@@ -218,6 +216,22 @@ def resolve_cpu_concurrency(
             fix,
         )
     return replace(budget, concurrency=max(1, fits))
+
+
+def concurrent_trials(budget: BudgetConfig, options: SearchOptions) -> int | None:
+    """How many trials run at once on this host: `budget.concurrency`, at most as many as its
+    CPUs hold at `cpus_per_trial` and, for GPU trials, its GPUs at `gpus_per_trial` (Ray packs
+    `1 // gpus_per_trial` trials on each GPU). None on a cluster (`--address`): Ray places them
+    on what the cluster has."""
+    if options.address is not None:
+        return None
+    cpus = options.num_cpus or os.cpu_count() or 1
+    slots = max(1, int(cpus // budget.cpus_per_trial))
+    if config.uses_gpus(budget):
+        share, gpus = float(budget.gpus_per_trial), len(gpu_cards())
+        per_gpu = int(1 / share + 1e-6) if share <= 1 else 0
+        slots = min(slots, max(1, gpus * per_gpu if per_gpu else gpus // math.ceil(share)))
+    return min(slots, budget.concurrency or slots)
 
 
 def host_memory_bytes() -> int:
