@@ -113,6 +113,16 @@ def _search(ctx, space, *extra) -> list[str]:
 # space file (`space`), a scratch folder (`tmp`) and the storage folder that must stay empty.
 CASES = [
     (
+        "a-start-point-outside-the-space",
+        lambda c: _search(c, _space(c, start=[{"head.dropout": 0.9}])),
+        "start point 1: head.dropout=0.9 is outside the space",
+    ),
+    (
+        "a-start-point-of-an-unsearched-key",
+        lambda c: _search(c, _space(c, start=[{"head.layers": 1}])),
+        "start point 1: head.layers is not searched",
+    ),
+    (
         "more-encoder-layers-than-the-model-has",
         lambda c: _search(c, _space(c, fixed={"model.encoder_layers": 3})),
         "model.encoder_layers 3: ",

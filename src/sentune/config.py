@@ -266,6 +266,9 @@ class BudgetConfig:
     #: Seeds per confirmed configuration; a search trial that trained the full budget counts as
     #: its own seed (0: no confirmation, the leaderboard's first trial wins).
     confirm_seeds: int = 2
+    #: The first trial is the recipe: the defaults of this file for the searched keys (which
+    #: follow the practitioner's guide), before the sampler draws (`space.start`).
+    start_from_recipe: bool = True
 
 
 #: `budget.confirm_top` left unset: configurations confirmed on CPU trials (each retraining costs

@@ -24,6 +24,8 @@ MANIFEST = "sentune.json"
 OPTUNA_JOURNAL = "optuna.journal"
 #: The Optuna user attribute that names a study trial's Ray trial id (its folder in the run).
 RAY_TRIAL_ID_ATTR = "ray_trial_id"
+#: The Optuna user attribute of a trial that was a start point (`recipe`, `start 1`, …).
+START_POINT_ATTR = "sentune_start"
 #: Per trial, written by the driver: {"status": "completed"|"error"|"retrying", "failures": n,
 #: "error": one line}. A trial retried after a failure keeps Ray's `error.txt`; this says whether
 #: the failure was its last word.

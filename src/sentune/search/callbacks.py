@@ -13,8 +13,7 @@ from sentune import config, runs
 from sentune.runs import storage
 
 if TYPE_CHECKING:
-    # scikit-learn and friends take seconds to import: `--address` is checked before them.
-    pass
+    from sentune.space import StartPoint
 
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,11 @@ def progress_callback(
     first_step: bool = True,
     time_budget_s: float | None = None,
     then_trials: int = 0,
+    starts: list[StartPoint] = (),
 ):
     """The Tune callback that prints the terminal lines (`progress.SearchProgress`): `total`
-    trials (or `time_budget_s`), the config keys in `shown` printed when a trial starts,
+    trials (or `time_budget_s`), the config keys in `shown` printed when a trial starts (a
+    trial whose configuration is one of the study's `starts` is said to be that start point),
     (`first_step`) when training first began, where long epochs stand (the trials' files in
     `runs.progress_dir(run_dir)`), and an estimate that counts the `then_trials` full trials
     that follow (the confirmation over seeds)."""
@@ -49,6 +50,7 @@ def progress_callback(
         then_trials=then_trials,
     )
     say_first_step = first_step
+    start_of: dict[str, str | None] = {}
     folder = runs.progress_dir(run_dir).resolve()
     read_at = [0.0]
 
@@ -71,7 +73,13 @@ def progress_callback(
 
         def on_trial_start(self, iteration, trials, trial, **info):
             params = {k: v for k, v in trial.config.items() if k in shown}
-            progress.on_start(trial.trial_id, params)
+            if trial.trial_id not in start_of:
+                # The searcher hands the start points out first, each once.
+                free = [p for p in starts if p.label not in start_of.values()]
+                start_of[trial.trial_id] = next(
+                    (p.label for p in free if p.matches(trial.config)), None
+                )
+            progress.on_start(trial.trial_id, params, start=start_of[trial.trial_id])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if config.VAL_MACRO_F1 in result and config.EPOCH in result:

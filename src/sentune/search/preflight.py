@@ -78,6 +78,9 @@ def max_length_for_data(
 
     Returns:
         The spec with concrete max_length values, and how they were chosen.
+
+    Raises:
+        SpaceError: A start point of the space takes a `train.max_length` the data did not give.
     """
     from sentune.train.encoders import encoder_max_length
 
@@ -114,4 +117,8 @@ def max_length_for_data(
             100 * config.TRUNCATION_WARN_SHARE,
             fix,
         )
+    try:  # a start point of max_length quantiles meets its values only now
+        spec.start_points()
+    except ValueError as problem:
+        raise SpaceError(f"{spec.path}: {problem}") from None
     return spec, chosen

@@ -85,8 +85,9 @@ class SearchProgress:
 
     # --- events ----------------------------------------------------------------------------
 
-    def on_start(self, trial_id: str, params: dict) -> None:
-        """A trial started (or restarted after a failure) with these searched values."""
+    def on_start(self, trial_id: str, params: dict, *, start: str | None = None) -> None:
+        """A trial started (or restarted after a failure) with these searched values; `start`
+        names the start point it is (`recipe`, `start 1`), if it is one."""
         if self.started_at is None:
             self.started_at = self.clock()
             if self.then_trials:
@@ -97,7 +98,8 @@ class SearchProgress:
         self.epochs.setdefault(trial_id, 0.0)
         names = short_names(params)
         shown = ", ".join(f"{names[k]}={_short(v)}" for k, v in sorted(params.items()))
-        self._emit(f"trial {trial_id} started: {shown or 'defaults'}", trial_id)
+        point = f" (start point: {start})" if start else ""
+        self._emit(f"trial {trial_id} started{point}: {shown or 'defaults'}", trial_id)
 
     def on_result(
         self,

@@ -16,6 +16,7 @@ from sentune.search.strategies import (
 )
 from sentune.space import (
     SearchSpec,
+    StartPoint,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def config_list(configs: list[dict[str, Any]]):
 
 def build_searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     """Optuna's sampler, seeded, behind Ray's `OptunaSearch`, its study kept in the run's
-    journal (None when nothing is searched)."""
+    journal, the space's start points first in its queue (None when nothing is searched)."""
     if not spec.params:
         return None
     objective = spec.objective
@@ -81,6 +82,7 @@ def build_searcher(sampler: str, spec: SearchSpec, run_dir: Path):
         mode=objective.directions() if objective.multi else config.MODE,
         study_name=run_dir.name,
         sampler=build_sampler(sampler_settings(sampler, spec.budget)),
+        start_points=spec.start_points(),
     )
 
 
@@ -124,10 +126,12 @@ def _journal_searcher_class():
             max_epochs: float,
             trials: int | None = None,
             objective: config.Objective | None = None,
+            start_points: list[StartPoint] | None = None,
             **kwargs,
         ):
             storage = JournalStorage(JournalFileBackend(str(journal)))
             super().__init__(storage=storage, **kwargs)
+            self._enqueue(start_points or [], trials)
             self._max_epochs = float(max_epochs)
             self._trials = trials
             self._objective = objective or config.Objective()
@@ -135,6 +139,23 @@ def _journal_searcher_class():
             self._epoch_scores: dict[str, dict[int, float]] = {}
             #: Ray trial id -> its inference metrics (the same at every report).
             self._inference: dict[str, dict[str, float]] = {}
+
+        def _enqueue(self, points: list[StartPoint], trials: int | None) -> None:
+            """Put the start points (at most `trials`) first in the study's queue, labelled
+            (`runs.START_POINT_ATTR`); Optuna's `ask` hands them out before it samples. A study
+            that already holds a point (a resumed or grown one, or a warm start that carried
+            it) does not get it twice."""
+            held = {
+                frozen.user_attrs.get(runs.START_POINT_ATTR)
+                for frozen in self._ot_study.get_trials(deepcopy=False)
+            }
+            for point in points[:trials]:
+                if point.label not in held:
+                    self._ot_study.enqueue_trial(
+                        point.params,
+                        user_attrs={runs.START_POINT_ATTR: point.label},
+                        skip_if_exists=True,
+                    )
 
         def suggest(self, trial_id: str):
             if trial_id not in self._ot_trials and self._budget_spent():

@@ -303,4 +303,5 @@ def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
         run_dir=run_dir,
         time_budget_s=budget.time_budget_s,
         then_trials=expected_confirm_trials(budget),
+        starts=spec.start_points()[: budget.trials] if spec.params else [],
     )

@@ -24,7 +24,8 @@ problem raises `SpaceError` naming the file, the key and the fix.
 `resolve_max_length`, before any trial runs.
 
 Modules, one job each: `read` (the file, checked into a `SearchSpec`), `objective` (what a space
-optimises), `params` (a `Param` and its one mapping to Optuna, `DefineByRun`), `spec`
+optimises), `params` (a `Param` and its one mapping to Optuna, `DefineByRun`), `start` (the
+recipe and the listed start points the study tries first), `spec`
 (`SearchSpec` and `train.max_length` from the data). Every public name is importable from here:
 saved searches pickle `sentune.space.DefineByRun` and `sentune.space.Param`.
 """
@@ -47,15 +48,18 @@ from sentune.space.spec import (
     covering_max_length,
     resolve_max_length,
 )
+from sentune.space.start import RECIPE, StartPoint, start_points
 
 __all__ = [
     "DISTRIBUTIONS",
     "MAX_LENGTH_KEY",
+    "RECIPE",
     "SPACE_DIRS",
     "DefineByRun",
     "MaxLength",
     "Param",
     "SearchSpec",
+    "StartPoint",
     "check_sampler",
     "condition_order",
     "covering_max_length",
@@ -66,5 +70,6 @@ __all__ = [
     "parse_objective",
     "parse_yaml",
     "resolve_max_length",
+    "start_points",
     "with_latency_budget",
 ]

@@ -19,6 +19,7 @@ from sentune.errors import SpaceError
 from sentune.space.objective import parse_objective, with_latency_budget
 from sentune.space.params import Param, condition_order
 from sentune.space.spec import MAX_LENGTH_KEY, SearchSpec
+from sentune.space.start import can_take, check_start
 
 #: Where space names are looked up: the working directory first, then the source checkout.
 SPACE_DIRS = (Path("search_spaces"), Path(__file__).resolve().parents[3] / "search_spaces")
@@ -33,6 +34,7 @@ _TOP_KEYS = (
     "objectives",
     "fixed",
     "search",
+    "start",
 )
 
 DISTRIBUTIONS = ("choice", "uniform", "quniform", "loguniform", "int", "qrandint", "quantiles")
@@ -117,6 +119,7 @@ def load(
     budget_cfg = config.build_section("budget", budget)
     _check_budget(where, budget_cfg)
     sampler = _sampler(where, raw.get("sampler"), params)
+    starts = _starts(where, raw.get("start"), params, fixed)
     objective = parse_objective(where, raw.get("objective"), raw.get("objectives"))
     if max_latency_ms is not None:
         objective = with_latency_budget(objective, max_latency_ms)
@@ -131,6 +134,7 @@ def load(
         params=params,
         sampler=sampler,
         objective=objective,
+        starts=starts,
     )
 
 
@@ -342,6 +346,41 @@ def _quantiles(where: str, key: str, args: Any) -> Param:
     return Param("quantiles", tuple(float(a) for a in args))
 
 
+def _starts(
+    where: str, raw: Any, params: dict[str, Param], fixed: dict[str, Any]
+) -> tuple[dict[str, Any], ...]:
+    """The space's `start:` list, each point checked against the searched keys (a
+    `train.max_length` of quantiles is checked once the data gives its values, see
+    `SearchSpec.start_points`). A key that an override fixed leaves the points: the override
+    wins, and a point left empty is dropped."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, dict) and p for p in raw):
+        raise SpaceError(
+            f"{where}: start: give a list of mappings of searched key: value, e.g. "
+            "[{head.dropout: 0.1}]"
+        )
+    points = []
+    for number, point in enumerate(raw, start=1):
+        values = {}
+        for key, value in point.items():
+            _check_key(f"{where}: start point {number}", key, tunable=True)
+            if key not in fixed:
+                values[key] = _check_value(f"{where}: start point {number}", key, value)
+        if values:
+            points.append(values)
+    settled = {k: p for k, p in params.items() if p.kind != "quantiles"}
+    for number, point in enumerate(points, start=1):
+        try:
+            check_start(settled, {k: v for k, v in point.items() if k in settled}, number)
+            for key in point:
+                if key not in params:
+                    check_start(settled, {key: point[key]}, number)
+        except ValueError as problem:
+            raise SpaceError(f"{where}: {problem}") from None
+    return tuple(points)
+
+
 def _check_budget(where: str, budget: BudgetConfig) -> None:
     if budget.grace_period > budget.max_epochs:
         raise SpaceError(
@@ -405,7 +444,7 @@ def _with_conditions(where: str, params: dict[str, Param], raw: dict[str, Any]) 
             if not isinstance(allowed, list) or not allowed:
                 raise SpaceError(f"{at}: {parent}: give a list of its values, got {allowed!r}")
             values = tuple(_check_value(at, parent, v) for v in allowed)
-            unreachable = [v for v in values if not _can_take(params[parent], v)]
+            unreachable = [v for v in values if not can_take(params[parent], v)]
             if unreachable:
                 raise SpaceError(
                     f"{at}: {parent} never takes {unreachable[0]!r} in this search; use values "
@@ -418,12 +457,6 @@ def _with_conditions(where: str, params: dict[str, Param], raw: dict[str, Any]) 
     except ValueError as cycle:
         raise SpaceError(f"{where}: conditions form a cycle ({cycle}); break it") from None
     return out
-
-
-def _can_take(param: Param, value: Any) -> bool:
-    if param.kind == "choice":
-        return value in param.args
-    return param.args[0] <= value <= param.args[1]
 
 
 def _resolve_fixed_conditions(params: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:

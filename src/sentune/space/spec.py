@@ -15,6 +15,7 @@ import numpy as np
 from sentune import config
 from sentune.config import BudgetConfig, DataConfig, Objective
 from sentune.space.params import DefineByRun, Param
+from sentune.space.start import StartPoint, start_points
 
 #: The one key whose values can come from the data (`auto`, `quantiles`).
 MAX_LENGTH_KEY = "train.max_length"
@@ -38,10 +39,22 @@ class SearchSpec:
     sampler: str | None = None
     #: What the search optimises (macro-F1 alone unless the space says more).
     objective: Objective = field(default_factory=Objective)
+    #: The start points the space lists (`start:`), by dotted key; see `start_points`.
+    starts: tuple[dict[str, Any], ...] = ()
 
     def define_by_run(self) -> DefineByRun:
         """The Optuna define-by-run space of this search (conditions honoured)."""
         return DefineByRun(self.params)
+
+    def start_points(self) -> list[StartPoint]:
+        """The configurations the study tries first: the recipe (unless
+        `budget.start_from_recipe` is off), then the space's `start:` list (`space.start`).
+
+        Raises:
+            ValueError: A listed point the space cannot take (after `train.max_length` took
+                its values from the data).
+        """
+        return start_points(self.params, self.starts, from_recipe=self.budget.start_from_recipe)
 
     def values(self, key: str) -> list[Any]:
         """The values a tunable key can take in this search (a range as its two ends)."""
