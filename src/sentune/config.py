@@ -245,8 +245,12 @@ class BudgetConfig:
     trials: int = 8
     #: Epochs of a trial that is never stopped early.
     max_epochs: int = 3
-    #: Epochs every trial runs before ASHA may stop it.
-    grace_period: int = 1
+    #: Evaluations per epoch: at 4, a trial reports validation macro-F1 after each quarter of
+    #: an epoch, and ASHA's rungs may fall there (`grace_period` 0.25), so a poor trial stops
+    #: after a quarter of an epoch; each evaluation costs a validation pass.
+    evals_per_epoch: int = 1
+    #: Epochs every trial runs before ASHA may stop it (a multiple of 1/evals_per_epoch).
+    grace_period: float = 1.0
     #: ASHA keeps the best 1/reduction_factor of the trials at each rung.
     reduction_factor: int = 2
     #: Trials running at once (None: as many as the resources allow). CPU trials never run more
@@ -362,6 +366,8 @@ class TrialSettings:
     max_epochs: int = BudgetConfig.max_epochs
     precision: str = "auto"
     device: str = "auto"
+        evals_per_epoch: Evaluations per epoch (`BudgetConfig.evals_per_epoch`), reported at
+            nominal parts of an epoch (0.25, 0.5, …).
     num_threads: int | None = None
     checkpoint_dir: str | None = None
     resumable: bool = False
@@ -381,6 +387,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: Inclusive numeric bounds of fields (None: unbounded on that side).
 LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.train_size": (1, None),
+    evals_per_epoch: int = BudgetConfig.evals_per_epoch
     "data.val_size": (1, None),
     "data.val_fraction": (0.01, 0.5),
     "data.test_fraction": (0.01, 0.5),
@@ -399,7 +406,8 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "train.eval_every_steps": (1, None),
     "budget.trials": (1, None),
     "budget.max_epochs": (1, None),
-    "budget.grace_period": (1, None),
+    "budget.evals_per_epoch": (1, 16),
+    "budget.grace_period": (0.0625, None),
     "budget.reduction_factor": (2, None),
     "budget.concurrency": (1, None),
     "budget.cpus_per_trial": (0.1, None),

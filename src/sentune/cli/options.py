@@ -17,6 +17,7 @@ OVERRIDES = {
     "trials": "budget.trials",
     "max_epochs": "budget.max_epochs",
     "grace_period": "budget.grace_period",
+    "evals_per_epoch": "budget.evals_per_epoch",
     "concurrency": "budget.concurrency",
     "cpus_per_trial": "budget.cpus_per_trial",
     "gpus_per_trial": "budget.gpus_per_trial",
@@ -48,7 +49,8 @@ OVERRIDE_HELP: dict[str, tuple[type, str]] = {
     "max_length": (int, "tokens per text (train.max_length)"),
     "trials": (int, "trials to run (budget.trials)"),
     "max_epochs": (int, "epochs of a full trial (budget.max_epochs)"),
-    "grace_period": (int, "epochs before ASHA may stop a trial"),
+    "grace_period": (float, "epochs before ASHA may stop a trial (0.25: a quarter)"),
+    "evals_per_epoch": (int, "evaluations per epoch; ASHA's rungs may fall between epochs"),
     "concurrency": (int, "trials running at once"),
     "cpus_per_trial": (float, "CPUs reserved for each trial"),
     "gpus_per_trial": (

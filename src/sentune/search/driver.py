@@ -170,6 +170,7 @@ def trial_settings(spec: SearchSpec, model_path: str, options: SearchOptions) ->
         started_at=options.started_at,
     )
 
+        evals_per_epoch=spec.budget.evals_per_epoch,
 
 class _Prepared(NamedTuple):
     spec: SearchSpec
@@ -341,6 +342,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             ),
             resume_unfinished=True,
             resume_errored=True,
+            evals_per_epoch=budget.evals_per_epoch,
         )
         grid = fit(tuner, options, finished=finished)
         if _finish(run_dir, grid, budget, options):

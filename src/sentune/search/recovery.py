@@ -55,7 +55,13 @@ def settle_unknown_trials(folder: Path, run_dir: Path, grid, store: storage.Stor
 
 
 def finished_trials(
-    folder: Path, run_dir: Path, store: storage.Storage, *, study=None, max_epochs: float = 0
+    folder: Path,
+    run_dir: Path,
+    store: storage.Storage,
+    *,
+    study=None,
+    max_epochs: float = 0,
+    evals_per_epoch: int = 1,
 ) -> frozenset[str]:
     """Before Tune restores an experiment (a search, or its confirmation, whose trial folders
     are in `folder`): the trials that ended, by the run's own records, made to agree.
@@ -78,6 +84,7 @@ def finished_trials(
         store: Where the run is kept: what changes in the mirror is uploaded.
         study: The run's Optuna study (None for the confirmation, which has none).
         max_epochs: The budget: a trial that reached fewer epochs was stopped early (PRUNED).
+        evals_per_epoch: The journal's steps per epoch (`searcher.journal_step`).
 
     Returns:
         The names of the trial folders that ended.
@@ -97,7 +104,8 @@ def finished_trials(
             settled.append(folder / name / runs.TRIAL_STATUS)
         if name in journal and not journal[name].state.is_finished():
             scores = journal[name].intermediate_values
-            value, outcome = journal_outcome(scores, max(scores, default=0), max_epochs)
+            reached = max(scores, default=0) / evals_per_epoch
+            value, outcome = journal_outcome(scores, reached, max_epochs)
             study.tell(journal[name].number, value, state=outcome)
             told = [runs.optuna_journal(run_dir)]
     storage.push(store, run_dir.name, [*settled, *told])

@@ -75,6 +75,7 @@ def build_searcher(sampler: str, spec: SearchSpec, run_dir: Path):
     return _journal_searcher_class()(
         journal=runs.optuna_journal(run_dir.resolve()),
         max_epochs=spec.budget.max_epochs,
+        evals_per_epoch=spec.budget.evals_per_epoch,
         trials=spec.budget.trials,
         objective=objective,
         space=spec.define_by_run(),
@@ -124,6 +125,7 @@ def _journal_searcher_class():
             *,
             journal: Path,
             max_epochs: float,
+            evals_per_epoch: int = 1,
             trials: int | None = None,
             objective: config.Objective | None = None,
             start_points: list[StartPoint] | None = None,
@@ -133,6 +135,7 @@ def _journal_searcher_class():
             super().__init__(storage=storage, **kwargs)
             self._enqueue(start_points or [], trials)
             self._max_epochs = float(max_epochs)
+            self._evals_per_epoch = evals_per_epoch
             self._trials = trials
             self._objective = objective or config.Objective()
             #: Ray trial id -> {epoch: score} as reported to Optuna.
@@ -214,15 +217,18 @@ def _journal_searcher_class():
             measured = {k: float(result[k]) for k in config.INFERENCE_METRICS if k in result}
             if measured:
                 self._inference[trial_id] = measured
-            # Evaluations between epochs (eval_every_steps) have no integer step of their own;
-            # a trial retried from a checkpoint reports some epochs again (Optuna keeps the first).
-            if float(epoch) != int(epoch) or int(epoch) in scores:
+            # Optuna's step counts evaluations (`journal_step`): epochs, or parts of one with
+            # budget.evals_per_epoch. Evaluations off those parts (eval_every_steps) have no
+            # step of their own; a trial retried from a checkpoint reports some again (Optuna
+            # keeps the first).
+            step = journal_step(float(epoch), getattr(self, "_evals_per_epoch", 1))
+            if step is None or step in scores:
                 return
             value = float(result[config.VAL_MACRO_F1])
-            scores[int(epoch)] = value
+            scores[step] = value
             if not self._objective.multi:
                 try:
-                    self._ot_trials[trial_id].report(value, int(epoch))
+                    self._ot_trials[trial_id].report(value, step)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     pass  # finished in the journal already (see `on_trial_complete`)
 
@@ -233,7 +239,8 @@ def _journal_searcher_class():
             if result and not error:
                 self._report_epoch(trial_id, result)
             scores = self._epoch_scores.get(trial_id, {})
-            reached = float((result or {}).get(config.EPOCH) or max(scores, default=0))
+            per_epoch = getattr(self, "_evals_per_epoch", 1)
+            reached = float((result or {}).get(config.EPOCH) or max(scores, default=0) / per_epoch)
             inference = self._inference.get(trial_id, {})
             if error:
                 state, value = TrialState.FAIL, None
@@ -281,6 +288,14 @@ def build_scheduler(name: str, spec: SearchSpec):
         grace_period=spec.budget.grace_period,
         reduction_factor=spec.budget.reduction_factor,
     )
+
+
+def journal_step(epoch: float, evals_per_epoch: int) -> int | None:
+    """The Optuna step of an evaluation at `epoch`: the count of evaluations a trial makes by
+    then at `evals_per_epoch` a epoch (the epoch itself at 1), so that the journal's
+    intermediate values are in whole steps; None for an evaluation between them."""
+    step = epoch * evals_per_epoch
+    return round(step) if abs(step - round(step)) < 1e-6 else None
 
 
 def journal_outcome(scores: dict[int, float], reached: float, max_epochs: float):

@@ -384,8 +384,16 @@ def _starts(
 def _check_budget(where: str, budget: BudgetConfig) -> None:
     if budget.grace_period > budget.max_epochs:
         raise SpaceError(
-            f"{where}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs "
+            f"{where}: budget.grace_period ({budget.grace_period:g}) exceeds budget.max_epochs "
             f"({budget.max_epochs}); lower the grace period or raise max_epochs"
+        )
+    parts = budget.grace_period * budget.evals_per_epoch
+    if abs(parts - round(parts)) > 1e-9:
+        every = f"{1 / budget.evals_per_epoch:g}"
+        raise SpaceError(
+            f"{where}: budget.grace_period ({budget.grace_period:g}) falls between evaluations "
+            f"(budget.evals_per_epoch {budget.evals_per_epoch}: every {every} epoch); use a "
+            f"multiple of {every}"
         )
 
 

@@ -212,6 +212,19 @@ def _run_trial(
         accelerator.free_memory()
 
 
+def evaluation_marks(batches: int, evals_per_epoch: int) -> dict[float, int]:
+    """Where an epoch of `batches` batches is evaluated before its end: for each nominal part of
+    the epoch (1/4, 2/4, 3/4 at 4 evaluations an epoch), the batch count that completes it
+    (rounded up; parts that fall on the same batch, in a very short epoch, keep the last)."""
+    marks: dict[float, int] = {}
+    for k in range(1, max(1, evals_per_epoch)):
+        mark = math.ceil(batches * k / evals_per_epoch)
+        if 0 < mark < batches:
+            marks = {part: m for part, m in marks.items() if m != mark}
+            marks[k / evals_per_epoch] = mark
+    return marks
+
+
 def _load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
@@ -309,17 +322,26 @@ class _Loop:
             batches = training_batches(self.data.train, self.train, rng=self.rng)
             for start in range(self.position, len(batches), self.accumulation):
                 self._optimizer_step(batches[start : start + self.accumulation])
-                at_epoch_end = start + self.accumulation >= len(batches)
+                done = min(start + self.accumulation, len(batches))
+                at_epoch_end = done >= len(batches)
                 if self.on_step is not None:
+            marks = evaluation_marks(len(batches), self.settings.evals_per_epoch)
                     done = min(start + self.accumulation, len(batches))
                     self.on_step(EpochProgress(self.epoch + 1, done, len(batches)))
                 if at_epoch_end:
                     self.epoch, self.position = self.epoch + 1, 0
                     self.epoch_rng_state = self.rng.bit_generator.state
+                # The last part of the epoch this step completed (sub-epoch evaluations).
+                part = max((k for k, mark in marks.items() if start < mark <= done), default=None)
+                epoch = self.epoch
                 else:
                     self.position = start + self.accumulation
-                if at_epoch_end or (eval_every and self.step % eval_every == 0):
-                    self._evaluate_and_report(epoch_end=self.epoch if at_epoch_end else None)
+                if at_epoch_end:
+                    self._evaluate_and_report(epoch_end=self.epoch)
+                elif part is not None:
+                    self._evaluate_and_report(epoch_end=None, at=round(epoch + part, 4))
+                elif eval_every and self.step % eval_every == 0:
+                    self._evaluate_and_report(epoch_end=None)
         best = self.workdir / "best"
         return TrialResult(
             best=self.best,
@@ -479,11 +501,18 @@ class _Loop:
         )
         return self.latency
 
-    def _evaluate_and_report(self, *, epoch_end: int | None) -> None:
+    def _evaluate_and_report(self, *, epoch_end: int | None, at: float | None = None) -> None:
+        """Evaluate and report: at the end of epoch `epoch_end`, at the nominal fraction of an
+        epoch `at` (`TrialSettings.evals_per_epoch`: 0.25, 0.5, … for every trial alike, so
+        ASHA's rungs and the leaderboard compare equal training), or where `eval_every_steps`
+        falls (the exact fraction of its steps)."""
         self._end_segment()
         metrics = self._evaluate()
         metrics.update(self._measure_latency())
-        epoch = epoch_end if epoch_end is not None else round(self.step / self.steps_per_epoch, 4)
+        if epoch_end is not None:
+            epoch = epoch_end
+        else:
+            epoch = at if at is not None else round(self.step / self.steps_per_epoch, 4)
         metrics.update(
             {
                 config.EPOCH: epoch,
