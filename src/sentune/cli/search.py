@@ -46,6 +46,13 @@ def add_search_parser(commands) -> None:
         default=config.MAX_FAILURES,
         help="retries of a failed trial from its last checkpoint before it counts as errored",
     )
+    search.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (parameters, data sizes, max_length, trials, concurrency, sampler) "
+        "and a wall-time estimate from a few timed training steps, then exit; runs no search "
+        "and makes no run folder",
+    )
     add_overrides(search, (*OVERRIDES, "set"))
     search.add_argument(
         "--max-latency-ms",
@@ -123,6 +130,11 @@ def run_search(args: argparse.Namespace) -> int:
         mps=args.mps,
         started_at=getattr(args, "started_at", None),
     )
+    if args.dry_run and args.resume is not None:
+        raise SpaceError(
+            "--dry-run plans a new search and --resume continues one as it was planned (its "
+            "manifest holds that plan); drop one of them"
+        )
     if args.resume is not None:
         # A bare run name works too; a run in object storage is pulled into its mirror.
         args.resume = resolve_run(str(args.resume), args.storage, cache_dir=options.cache_dir)
@@ -132,6 +144,8 @@ def run_search(args: argparse.Namespace) -> int:
         if args.space is None:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
         spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
+        if args.dry_run:
+            return show_plan(spec, options)
         run_dir = search.run(spec, options=options)
     check_succeeded(run_dir, options=options)
     analysed = time.perf_counter()
@@ -145,6 +159,15 @@ def run_search(args: argparse.Namespace) -> int:
         "leaderboard and report written in %.1fs (the search itself ended before)",
         time.perf_counter() - analysed,
     )
+    return 0
+
+
+def show_plan(spec, options) -> int:
+    """`--dry-run`: print the search's plan and estimate (`search.plan`); nothing is run."""
+    from sentune.search.plan import build_plan
+    from sentune.search.plan_text import format_plan
+
+    print(format_plan(build_plan(spec, options=options)))
     return 0
 
 
