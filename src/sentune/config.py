@@ -345,6 +345,8 @@ class TrialSettings:
     Attributes:
         model: A registered model name (`minilm`, `bert-base-uncased`), a hub id or a local folder.
         max_epochs: Epochs to train unless the scheduler stops the trial first.
+        evals_per_epoch: Evaluations per epoch (`BudgetConfig.evals_per_epoch`), reported at
+            nominal parts of an epoch (0.25, 0.5, …).
         precision: `auto` (fp16/bf16 on CUDA, bf16 on CPUs with native bf16, else fp32) or explicit.
         device: `auto`, `cpu` or `cuda`.
         num_threads: torch intra-op threads on CPU (None: leave torch's default).
@@ -364,10 +366,9 @@ class TrialSettings:
 
     model: str = "minilm"
     max_epochs: int = BudgetConfig.max_epochs
+    evals_per_epoch: int = BudgetConfig.evals_per_epoch
     precision: str = "auto"
     device: str = "auto"
-        evals_per_epoch: Evaluations per epoch (`BudgetConfig.evals_per_epoch`), reported at
-            nominal parts of an epoch (0.25, 0.5, …).
     num_threads: int | None = None
     checkpoint_dir: str | None = None
     resumable: bool = False
@@ -387,7 +388,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: Inclusive numeric bounds of fields (None: unbounded on that side).
 LIMITS: dict[str, tuple[float | None, float | None]] = {
     "data.train_size": (1, None),
-    evals_per_epoch: int = BudgetConfig.evals_per_epoch
     "data.val_size": (1, None),
     "data.val_fraction": (0.01, 0.5),
     "data.test_fraction": (0.01, 0.5),

@@ -161,6 +161,7 @@ def trial_settings(spec: SearchSpec, model_path: str, options: SearchOptions) ->
     return TrialSettings(
         model=model_path,
         max_epochs=spec.budget.max_epochs,
+        evals_per_epoch=spec.budget.evals_per_epoch,
         precision=options.precision,
         device=options.device,
         num_threads=max(1, int(spec.budget.cpus_per_trial)),
@@ -170,7 +171,6 @@ def trial_settings(spec: SearchSpec, model_path: str, options: SearchOptions) ->
         started_at=options.started_at,
     )
 
-        evals_per_epoch=spec.budget.evals_per_epoch,
 
 class _Prepared(NamedTuple):
     spec: SearchSpec
@@ -333,6 +333,7 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             open_store(options),
             study=load_study(run_dir, manifest),
             max_epochs=budget.max_epochs,
+            evals_per_epoch=budget.evals_per_epoch,
         )
         legacy.install()  # a run made before the package split names the old paths
         tuner = tune.Tuner.restore(
@@ -342,7 +343,6 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             ),
             resume_unfinished=True,
             resume_errored=True,
-            evals_per_epoch=budget.evals_per_epoch,
         )
         grid = fit(tuner, options, finished=finished)
         if _finish(run_dir, grid, budget, options):

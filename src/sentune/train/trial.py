@@ -320,20 +320,19 @@ class _Loop:
             self.model.train()
             self.rng.bit_generator.state = self.epoch_rng_state
             batches = training_batches(self.data.train, self.train, rng=self.rng)
+            marks = evaluation_marks(len(batches), self.settings.evals_per_epoch)
             for start in range(self.position, len(batches), self.accumulation):
                 self._optimizer_step(batches[start : start + self.accumulation])
                 done = min(start + self.accumulation, len(batches))
                 at_epoch_end = done >= len(batches)
                 if self.on_step is not None:
-            marks = evaluation_marks(len(batches), self.settings.evals_per_epoch)
-                    done = min(start + self.accumulation, len(batches))
                     self.on_step(EpochProgress(self.epoch + 1, done, len(batches)))
-                if at_epoch_end:
-                    self.epoch, self.position = self.epoch + 1, 0
-                    self.epoch_rng_state = self.rng.bit_generator.state
                 # The last part of the epoch this step completed (sub-epoch evaluations).
                 part = max((k for k, mark in marks.items() if start < mark <= done), default=None)
                 epoch = self.epoch
+                if at_epoch_end:
+                    self.epoch, self.position = self.epoch + 1, 0
+                    self.epoch_rng_state = self.rng.bit_generator.state
                 else:
                     self.position = start + self.accumulation
                 if at_epoch_end:
