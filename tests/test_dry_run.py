@@ -187,3 +187,21 @@ def test_estimate_scales_the_measurement_to_the_search():
     )
     assert capped.capped and capped.search_s == 60 and capped.confirm_s == 0
     assert capped.evaluations == 1  # 63 steps an epoch: no evaluation every 100 before its end
+    quarters = config.BudgetConfig(
+        trials=8, max_epochs=2, evals_per_epoch=4, grace_period=0.25, confirm_seeds=0
+    )
+    rungs = [0.25, 0.5, 1.0, 2.0]
+    sub_epoch = estimate_wall(
+        measured,
+        quarters,
+        rungs=rungs,
+        train_size=2000,
+        val_size=1000,
+        eval_every_steps=None,
+        at_once=1,
+    )
+    assert sub_epoch.evaluations == 4
+    assert sub_epoch.epoch_s == pytest.approx(2000 / 20 + 4 * 1000 / 100)
+    # 8 trials reach 0.25, then 4.5, 2.75 and 1.875 of them go on past each rung.
+    expected = (8 * 0.25 + 4.5 * 0.25 + 2.75 * 0.5 + 1.875 * 1) / 8
+    assert sub_epoch.trial_epochs == pytest.approx(expected)

@@ -81,7 +81,7 @@ class Estimate(NamedTuple):
     confirm_s: float
     #: One epoch of one trial: its training and its evaluations.
     epoch_s: float
-    #: Evaluations per epoch (1, or more with `train.eval_every_steps`).
+    #: Evaluations per epoch (`budget.evals_per_epoch`, and `train.eval_every_steps`'s).
     evaluations: int
     #: Epochs a search trial is expected to train (all of them under FIFO; fewer under ASHA).
     trial_epochs: float
@@ -234,13 +234,20 @@ def _middle(param: Param) -> Any:
 
 
 def _measured_settings(settings: TrialSettings) -> TrialSettings:
-    """The trials' settings for the measurement: one epoch of the sample, no latency measurement
-    (its few seconds a trial are left out of the estimate), on the device the trials get (Ray
-    hides the GPUs from trials that ask for none)."""
+    """The trials' settings for the measurement: one epoch of the sample evaluated once, no
+    latency measurement (its few seconds a trial are left out of the estimate), on the device
+    the trials get (Ray hides the GPUs from trials that ask for none)."""
     device = settings.device
     if device == "auto" and settings.gpus_per_trial <= 0:
         device = "cpu"
-    return replace(settings, max_epochs=1, measure_latency=False, device=device, started_at=None)
+    return replace(
+        settings,
+        max_epochs=1,
+        evals_per_epoch=1,
+        measure_latency=False,
+        device=device,
+        started_at=None,
+    )
 
 
 def measure_trial(
@@ -394,7 +401,9 @@ def estimate_wall(
     train = config.build_section("train", measured.values)
     per_step = train.batch_size * max(1, math.ceil(train.effective_batch_size / train.batch_size))
     steps_per_epoch = math.ceil(train_size / per_step)
-    evaluations = 1 + (steps_per_epoch // eval_every_steps if eval_every_steps else 0)
+    evaluations = budget.evals_per_epoch + (
+        steps_per_epoch // eval_every_steps if eval_every_steps else 0
+    )
     epoch_s = train_size / measured.samples_per_s + evaluations * val_size / measured.eval_per_s
     parallel = at_once or budget.concurrency or 1
     trial_epochs = expected_epochs(budget, rungs)

@@ -131,6 +131,8 @@ def _trials_text(plan: Plan) -> str:
         )
     else:
         text += "; no trial is stopped early"
+    if budget.evals_per_epoch > 1:
+        text += f"; each evaluated {budget.evals_per_epoch} times an epoch"
     if budget.time_budget_s is not None:
         text += f"; the search stops after {format_duration(budget.time_budget_s)}"
     if plan.confirm_trials:
