@@ -205,3 +205,30 @@ def test_estimate_scales_the_measurement_to_the_search():
     # 8 trials reach 0.25, then 4.5, 2.75 and 1.875 of them go on past each rung.
     expected = (8 * 0.25 + 4.5 * 0.25 + 2.75 * 0.5 + 1.875 * 1) / 8
     assert sub_epoch.trial_epochs == pytest.approx(expected)
+
+
+def test_gpu_packing_is_planned_as_the_search_packs(
+    ctx, monkeypatch, write_tiny_space, tiny_model_dir, tiny_csv
+):
+    """On a host with one 80 GiB GPU (faked: no GPU here), `gpus_per_trial: auto` packs the
+    tiny trials 8 to the GPU, and the host's 2 CPUs (1 per trial) run 2 of them at once."""
+    from sentune import space
+    from sentune.search import SearchOptions
+    from sentune.search.plan import build_plan
+    from sentune.search.plan_text import format_plan
+    from sentune.search.resources import GpuCard
+
+    cards = [GpuCard(80 * 2**30, bf16=True)]
+    for module in ("sentune.search.resources", "sentune.search.preflight"):
+        monkeypatch.setattr(f"{module}.gpu_cards", lambda: cards)
+    folder = ctx["tmp"] / "gpu"
+    folder.mkdir()
+    spec = space.load(str(write_tiny_space(folder, tiny_model_dir, tiny_csv, concurrency=None)))
+    before = _listing(ctx["cwd"])
+    options = SearchOptions(storage=ctx["storage"], num_cpus=2, dashboard=False)
+    plan = build_plan(spec, options=options, measure=False)
+    assert plan.spec.budget.gpus_per_trial == 0.125 and plan.at_once == 2
+    assert plan.measurement is None and plan.estimate is None
+    resources = _sections(format_plan(plan).splitlines())["resources"]
+    assert resources.startswith("2 trials at a time on this host: 1 CPU and 0.125 GPU each (8 ")
+    assert _listing(ctx["cwd"]) == before
