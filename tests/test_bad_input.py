@@ -299,8 +299,8 @@ CASES = [
     ),
     (
         "resume-with-overrides",
-        lambda c: ["search", "--resume", _fake_run(c), "--trials", "9"],
-        "drop the overrides (budget.trials)",
+        lambda c: ["search", "--resume", _fake_run(c), "--max-epochs", "9"],
+        "drop the overrides (budget.max_epochs)",
     ),
     (
         "resume-of-another-space",

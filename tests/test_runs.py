@@ -149,7 +149,7 @@ def test_a_real_search_is_finished_and_can_be_named(
 def test_resume_takes_a_bare_run_name(tmp_path, capsys):
     storage = tmp_path / "trials"
     run = _run(storage, "heads-cut", statuses=("completed", None))
-    argv = ["search", "--resume", "heads-cut", "--storage", str(storage), "--trials", "9"]
+    argv = ["search", "--resume", "heads-cut", "--storage", str(storage), "--max-epochs", "9"]
     assert cli.main(argv) == 2  # found by name, then refused for its override
     assert f"--resume continues {run} as it was started" in capsys.readouterr().err
 

@@ -34,7 +34,15 @@ def add_search_parser(commands) -> None:
         type=Path,
         metavar="RUN",
         help="continue the interrupted search in trials/<run> or run RUN of --storage (space "
-        "and budget from its manifest)",
+        "and budget from its manifest); with --trials N, grow a search that ended to N trials "
+        "in all (N is a total, more than it ran)",
+    )
+    search.add_argument(
+        "--warm-start",
+        type=Path,
+        metavar="RUN",
+        help="seed the new search's study with the trials of RUN, a run on the same data: the "
+        "sampler starts informed, the budget is all new trials; keys that differ are listed",
     )
     search.add_argument(
         "--name",
@@ -139,14 +147,22 @@ def run_search(args: argparse.Namespace) -> int:
         # A bare run name works too; a run in object storage is pulled into its mirror.
         args.resume = resolve_run(str(args.resume), args.storage, cache_dir=options.cache_dir)
         _check_resume_args(args, overrides)
-        run_dir = search.resume(args.resume, options=options)
+        if args.trials is not None:
+            run_dir = search.grow(args.resume, trials=args.trials, options=options)
+        else:
+            run_dir = search.resume(args.resume, options=options)
     else:
         if args.space is None:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
         spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
         if args.dry_run:
             return show_plan(spec, options)
-        run_dir = search.run(spec, options=options)
+        warm_start = None
+        if args.warm_start is not None:
+            warm_start = resolve_run(
+                str(args.warm_start), args.storage, cache_dir=options.cache_dir
+            )
+        run_dir = search.run(spec, options=options, warm_start=warm_start)
     check_succeeded(run_dir, options=options)
     analysed = time.perf_counter()
     show_leaderboard(run_dir, args.analysis)
@@ -172,7 +188,8 @@ def show_plan(spec, options) -> int:
 
 
 def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
-    """A resumed search is the search that was started: its space and budget cannot change."""
+    """A resumed search is the search that was started: its space and budget cannot change,
+    except the trial budget of a search grown with `--trials` (`search.grow`)."""
     from sentune.errors import RunError
     from sentune.runs import read_manifest
 
@@ -183,7 +200,9 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
             f"{args.resume} is a run of space {name!r}, not {args.space!r}; drop the space "
             f"or pass {name}"
         )
-    changed = sorted(overrides) + [
+    # `--trials` grows the resumed search; `--set budget.trials=N` stays an override.
+    grown = {OVERRIDES["trials"]} if args.trials is not None else set()
+    changed = sorted(set(overrides) - grown) + [
         flag
         for flag, changed in (
             ("strategy", args.strategy is not None),
@@ -191,6 +210,7 @@ def _check_resume_args(args: argparse.Namespace, overrides: dict) -> None:
             ("device", args.device != config.TrialSettings.device),
             ("name", args.name is not None),
             ("max-latency-ms", args.max_latency_ms is not None),
+            ("warm-start", args.warm_start is not None),
         )
         if changed
     ]

@@ -68,6 +68,10 @@ class Manifest:
             journal, or nothing searched).
         sampler: The Optuna sampler's settings (name, seed, startup trials, …).
         objective: What the search optimised (`config.Objective`: metrics and bounds).
+        warm_start: The run whose trials seeded the study (`--warm-start`): its name, how many
+            of its finished trials were added, and the keys whose setting differed.
+        grown: Each time the finished search was grown (`--resume RUN --trials N`): the trials
+            it had, the new budget (`budget.trials` holds the latest), the sampler's seed, when.
     """
 
     run: str
@@ -89,6 +93,8 @@ class Manifest:
     optuna_study: str | None = None
     sampler: dict[str, Any] = field(default_factory=dict)
     objective: Objective = field(default_factory=Objective)
+    warm_start: dict[str, Any] | None = None
+    grown: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def seed(self) -> int:
@@ -134,6 +140,7 @@ def new_manifest(
     optuna_study: str | None = None,
     sampler: dict[str, Any] | None = None,
     objective: Objective | None = None,
+    warm_start: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of a new run of `spec` (a `space.SearchSpec`) on prepared `data`."""
     return Manifest(
@@ -168,6 +175,7 @@ def new_manifest(
         optuna_study=optuna_study,
         sampler=dict(sampler or {}),
         objective=objective or Objective(),
+        warm_start=warm_start,
     )
 
 

@@ -9,12 +9,13 @@ around `train.trial.run_trial`, the RunConfig) with `searcher` (Optuna's sampler
 journal, ASHA) and `callbacks` (terminal lines from `progress`, the trial ledger) → `confirm`
 (the top configurations over seeds) → `refit` (the winner retrained on the whole training split
 before an export); `recovery` settles what a killed search left, `where`
-says where a run is kept, `strategies` names sampler × scheduler pairs.
+says where a run is kept, `strategies` names sampler × scheduler pairs; `growth` adds trials to a
+search that ended and `warmstart` seeds a new study with an earlier run's trials.
 """
 
 from sentune.search.callbacks import progress_callback, trial_ledger
 from sentune.search.cluster import LOOPBACK, check_address, ray_session, start_ray
-from sentune.search.driver import ANALYSIS_IMPORTS, TUNE_IMPORTS, resume, run
+from sentune.search.driver import ANALYSIS_IMPORTS, TUNE_IMPORTS, grow, resume, run
 from sentune.search.options import SearchOptions
 from sentune.search.recovery import finished_trials
 from sentune.search.refit import needs_refit, refit, refit_summary
@@ -36,6 +37,7 @@ __all__ = [
     "check_address",
     "config_list",
     "finished_trials",
+    "grow",
     "progress_callback",
     "needs_refit",
     "ray_session",

@@ -39,16 +39,17 @@ def run_confirmation(
 
     Its trials have the search's resources, checkpoints and retries, and run FIFO: each trains
     the full budget. A search trial that trained the full budget is its own first seed, so only
-    the other seeds are trained.
+    the other seeds are trained. An earlier confirmation experiment continues first (which
+    settles what a kill left of it); then the seeds that the plan names and no confirmation
+    trial has run train, as a new experiment in the same folder (Tune restores the newest):
+    those of a grown search's new top configurations (`driver.grow`).
     """
     from ray import tune
 
-    from sentune.analysis import confirmation_plan
-
     folder = f"{tune_location(run_dir, options)}/{runs.CONFIRM_DIR}"
-    finished = frozenset()
     if tune.Tuner.can_restore(folder):
-        log.info("continuing the confirmation of %s over seeds", run_dir.name)
+        if not _all_completed(runs.confirm_dir(run_dir)):
+            log.info("continuing the confirmation of %s over seeds", run_dir.name)
         finished = finished_trials(runs.confirm_dir(run_dir), run_dir, open_store(options))
         trainable = trainable_with_resources(
             data, settings, budget, options.trial_hook, run_dir, finished=finished
@@ -56,26 +57,43 @@ def run_confirmation(
         tuner = tune.Tuner.restore(
             folder, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
-    else:
-        trainable = trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
-        run = runs.open_run(run_dir)
-        plan = confirmation_plan(run)
-        configs = [
-            {**run.params[item.trial_id], runs.SEED_KEY: seed, runs.CONFIRMS_KEY: item.trial_id}
-            for item in plan
-            for seed in item.missing
-        ]
-        if not configs:
-            return
-        log.info(
-            "confirming the top %d configurations over %d seeds: %d more full trials",
-            len(plan),
-            budget.confirm_seeds,
-            len(configs),
-        )
-        tuner = _build_confirm_tuner(configs, trainable, run_dir, budget, options)
-    grid = fit(tuner, options, finished=finished)
-    _finish_confirm(run_dir, grid, options)
+        _finish_confirm(run_dir, fit(tuner, options, finished=finished), options)
+    plan, configs = _seeds_to_train(run_dir)
+    if not configs:
+        return
+    log.info(
+        "confirming the top %d configurations over %d seeds: %d more full trials",
+        len(plan),
+        budget.confirm_seeds,
+        len(configs),
+    )
+    trainable = trainable_with_resources(data, settings, budget, options.trial_hook, run_dir)
+    tuner = _build_confirm_tuner(configs, trainable, run_dir, budget, options)
+    _finish_confirm(run_dir, fit(tuner, options), options)
+
+
+def _all_completed(folder: Path) -> bool:
+    """Whether every trial in `folder` (a confirmation's) completed; true of none."""
+    trials = runs.trial_dirs(folder) if folder.is_dir() else []
+    return all(runs.read_trial_status(d).get("status") == runs.COMPLETED for d in trials)
+
+
+def _seeds_to_train(run_dir: Path):
+    """The confirmation plan, and the configuration of each of its seeds that no confirmation
+    trial of the run has trained (each with `runs.SEED_KEY` and `runs.CONFIRMS_KEY`)."""
+    from sentune.analysis import confirmation_plan
+
+    run = runs.open_run(run_dir)
+    plan = confirmation_plan(run)
+    folder = runs.confirm_dir(run_dir)
+    ran = {d.name for d in runs.trial_dirs(folder)} if folder.is_dir() else set()
+    configs = [
+        {**run.params[item.trial_id], runs.SEED_KEY: seed, runs.CONFIRMS_KEY: item.trial_id}
+        for item in plan
+        for seed in item.missing
+        if runs.confirm_trial_name(item.trial_id, seed) not in ran
+    ]
+    return plan, configs
 
 
 def _build_confirm_tuner(

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from sentune.data import PreparedData
 
 
-from sentune.search import legacy
+from sentune.search import growth, legacy, warmstart
 from sentune.search.cluster import LOOPBACK, check_address, ray_session
 from sentune.search.confirm import run_confirmation
 from sentune.search.options import SearchOptions
@@ -59,13 +59,17 @@ from sentune.search.where import open_store, resume_command, tune_location
 log = logging.getLogger(__name__)
 
 
-def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
+def run(
+    spec: SearchSpec, *, options: SearchOptions = SearchOptions(), warm_start: Path | None = None
+) -> Path:
     """Run the search of `spec` and return its run folder (`<storage>/<space>-<timestamp>`, or
     `<storage>/<options.name>`).
 
     Args:
         spec: A validated search space.
         options: Where the search runs and writes.
+        warm_start: An earlier run on the same data whose trials seed the study
+            (`warmstart`): the sampler learns from them; they spend none of the budget.
 
     Returns:
         The run folder, holding Tune's results and the run manifest; `check_succeeded` says
@@ -76,12 +80,14 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
             behind (a search that fails before any trial reported removes its folder).
     """
     options, run_dir = check_search(spec, options)
+    source = warmstart.read_source(warm_start, spec) if warm_start is not None else None
     store = open_store(options)
     run_name = run_dir.name
     # Ray starts (here, in this thread) while another thread imports the model's libraries and
     # prepares the data: the two longest steps before the first trial, and they share nothing.
     with cuda_mps(options.mps), _beside_ray_start(options, _prepare, spec, options) as prepared:
         spec, data, model_path, max_length = prepared()
+        warm = warmstart.select(source, spec, data) if source is not None else None
         settings = trial_settings(spec, model_path, options)
         strategy = STRATEGIES[options.strategy]
         # Before the clean-up on failure is armed: a folder that another search created
@@ -105,8 +111,11 @@ def run(spec: SearchSpec, *, options: SearchOptions = SearchOptions()) -> Path:
                     if spec.params
                     else None,
                     objective=spec.objective,
+                    warm_start=warm.record() if warm is not None else None,
                 )
                 runs.write_manifest(run_dir, manifest)
+                if warm is not None:
+                    warmstart.seed_study(run_dir, spec, warm)
                 storage.push(store, run_name)
             log.info(
                 "search %s: %d trials, results in %s",
@@ -349,6 +358,66 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             run_confirmation(run_dir, data, settings, budget, options)
     shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     storage.pull(open_store(options), run_dir.name)  # as at the end of `run`
+    return run_dir
+
+
+def grow(run_dir: Path, *, trials: int, options: SearchOptions = SearchOptions()) -> Path:
+    """Add trials to a search that ended until its study has `trials` in all (`growth`): same
+    space, data and settings (the manifest's), the sampler continuing from the run's journal;
+    then the grown search's top configurations are confirmed over seeds.
+
+    Args:
+        run_dir: `trials/<run>`, written by `run`; every trial of it ended.
+        trials: The new trial budget, a total: more than the run has run.
+        options: Where the search runs (as for `resume`).
+
+    Returns:
+        The run folder.
+
+    Raises:
+        RunError: Trials still to finish, `trials` not above what ran, nothing searched, or the
+            data changed since the search.
+    """
+    run_dir = Path(run_dir)
+    manifest = runs.read_manifest(run_dir)
+    options = replace(
+        options, address=options.address or manifest.address, strategy=manifest.strategy
+    )
+    check_address(options.address)
+    ran = growth.check_growth(
+        run_dir, manifest, trials, resume_hint=resume_command(run_dir, options)
+    )
+    spec = growth.grown_spec(manifest, trials)
+    options = replace(options, started_at=options.started_at or time.time())
+    store = open_store(options)
+    with cuda_mps(options.mps), _beside_ray_start(options, _reload, manifest, options) as reloaded:
+        model_path, data = reloaded()
+        settings = replace(manifest.settings, model=model_path, started_at=options.started_at)
+        with _storage_errors(run_dir):
+            growth.record_growth(run_dir, manifest, ran=ran, trials=trials)
+            storage.push(store, run_dir.name)
+        log.info(
+            "growing %s from %d to %d trials, results in %s",
+            run_dir.name,
+            ran,
+            trials,
+            tune_location(run_dir, options),
+        )
+        _import_while_trials_run()
+        tuner = build_tuner(
+            growth.sampler_spec(spec, ran),
+            data,
+            settings,
+            run_dir,
+            STRATEGIES[options.strategy],
+            options,
+            ran=ran,
+        )
+        grid = fit(tuner, options)
+        if _finish(run_dir, grid, spec.budget, options):
+            run_confirmation(run_dir, data, settings, spec.budget, options)
+    shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
+    storage.pull(store, run_dir.name)  # as at the end of `run`
     return run_dir
 
 

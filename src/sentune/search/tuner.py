@@ -78,7 +78,12 @@ def build_tuner(
     run_dir: Path,
     strategy: Strategy,
     options: SearchOptions,
+    *,
+    ran: int = 0,
 ):
+    """The search's `Tuner`. `ran`: the trials the run's study already ran (a grown search,
+    `driver.grow`): Tune starts `budget.trials - ran` more, as the searcher, which counts every
+    trial of the journal against `budget.trials`, does."""
     from ray import tune
 
     quiet_unless_verbose(options)
@@ -94,7 +99,7 @@ def build_tuner(
             mode=config.MODE,
             search_alg=build_searcher(strategy.sampler, spec, run_dir),
             scheduler=build_scheduler(strategy.scheduler, spec),
-            num_samples=budget.trials,
+            num_samples=budget.trials - ran,
             max_concurrent_trials=budget.concurrency,
             time_budget_s=budget.time_budget_s,
             # A finished trial's worker takes the next trial: no new process, imports, CUDA
@@ -107,7 +112,7 @@ def build_tuner(
         run_config=run_config(
             run_dir.name,
             open_store(options).uri or str(run_dir.resolve().parent),
-            _progress_reporter(spec, options, run_dir),
+            _progress_reporter(spec, options, run_dir, ran=ran),
             options,
             ledger=trial_ledger(run_dir, run_dir, open_store(options), hook=options.ledger_hook),
         ),
@@ -288,20 +293,23 @@ def quiet_unless_verbose(options: SearchOptions) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path):
+def _progress_reporter(spec: SearchSpec, options: SearchOptions, run_dir: Path, *, ran: int = 0):
     """A Tune callback that prints one line per trial event with an estimate (`progress.py`)
-    that counts the confirmation over seeds which follows the search."""
+    that counts the confirmation over seeds which follows the search. Of a grown search: its
+    `budget.trials - ran` added trials, and the confirmation trials not yet run."""
     from sentune.analysis import asha_rungs
     from sentune.analysis.confirm import expected_confirm_trials
 
     budget = spec.budget
+    confirming = runs.confirm_dir(run_dir)
+    confirmed = len(runs.trial_dirs(confirming)) if ran and confirming.is_dir() else 0
     return progress_callback(
-        total=budget.trials,
+        total=budget.trials - ran,
         max_epochs=budget.max_epochs,
         rungs=asha_rungs(budget, options.strategy),
         shown=set(spec.params),
         run_dir=run_dir,
         time_budget_s=budget.time_budget_s,
-        then_trials=expected_confirm_trials(budget),
+        then_trials=max(0, expected_confirm_trials(budget) - confirmed),
         starts=spec.start_points()[: budget.trials] if spec.params else [],
     )
