@@ -83,7 +83,7 @@ def test_dry_run_prints_the_plan_and_leaves_nothing_on_disk(ctx, capsys):
     )
     assert section["trials"].endswith("; no confirmation over seeds (budget.confirm_seeds 0)")
     assert section["strategy"].startswith("tpe-asha: Optuna's TPE sampler (seed 0, n_startup")
-    assert section["resources"].startswith("1 trial at a time on this host: 1 CPU and no GPU")
+    assert re.match(r"1 trial at a time on this host: \d+ CPUs? and no GPU", section["resources"])
     assert section["run folder"].startswith(str(ctx["storage"] / "tiny-"))
     # The estimate, what it measured and what it assumes.
     assert re.match(
@@ -223,7 +223,8 @@ def test_gpu_packing_is_planned_as_the_search_packs(
         monkeypatch.setattr(f"{module}.gpu_cards", lambda: cards)
     folder = ctx["tmp"] / "gpu"
     folder.mkdir()
-    spec = space.load(str(write_tiny_space(folder, tiny_model_dir, tiny_csv, concurrency=None)))
+    per_trial = {"concurrency": None, "cpus_per_trial": 1, "gpus_per_trial": "auto"}
+    spec = space.load(str(write_tiny_space(folder, tiny_model_dir, tiny_csv, **per_trial)))
     before = _listing(ctx["cwd"])
     options = SearchOptions(storage=ctx["storage"], num_cpus=2, dashboard=False)
     plan = build_plan(spec, options=options, measure=False)

@@ -221,7 +221,7 @@ def _estimate_sections(
             "measured",
             f"{measured.steps} optimizer steps after a first one: {measured.samples_per_s:.1f} "
             f"training examples/s; one evaluation of {measured.eval_examples} validation "
-            f"examples: {measured.eval_per_s:.0f}/s ({evaluations}); "
+            f"examples with its checkpoint: {measured.eval_per_s:.0f}/s ({evaluations}); "
             f"{measured.setup_s:.1f}s to build a trial's model; {measured.precision} on "
             f"{measured.device}, {counted(measured.threads, 'thread')}; {measured.wall_s:.1f}s in "
             "all",
