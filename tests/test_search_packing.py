@@ -237,7 +237,8 @@ def test_a_minilm_trial_on_long_texts_is_estimated_near_its_measured_peak():
 def _cpu_budget(tiny_spec, tiny_model_dir, memory, monkeypatch, **budget):
     monkeypatch.setattr(gpus, "host_memory_bytes", lambda: memory)
     options = search.SearchOptions(num_cpus=2)
-    spec = tiny_spec(gpus_per_trial=0, **budget)
+    # One CPU a trial: two trials would run at once on the two CPUs, if memory holds them.
+    spec = tiny_spec(gpus_per_trial=0, cpus_per_trial=1, **budget)
     return gpus.resolve_cpu_concurrency(spec, str(tiny_model_dir), options)
 
 
@@ -288,5 +289,5 @@ def test_the_search_plans_its_cpu_trials_by_memory(
     monkeypatch.setattr(gpus, "gpu_cards", lambda: [])
     monkeypatch.setattr(gpus, "host_memory_bytes", lambda: 1.5 * GIB)
     options = search.SearchOptions(num_cpus=2, cache_dir=tmp_path)
-    prepared = driver._prepare(tiny_spec(concurrency=None), options)
+    prepared = driver._prepare(tiny_spec(concurrency=None, cpus_per_trial=1), options)
     assert prepared.spec.budget.concurrency == 1

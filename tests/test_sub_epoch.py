@@ -105,3 +105,34 @@ def test_asha_stops_a_trial_before_its_first_epoch_and_the_board_ranks_fairly(
     assert complete and all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in complete)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and all(max(t.intermediate_values) < 4 for t in pruned)
+
+
+def test_cpus_per_trial_auto_puts_one_trial_on_every_cpu_of_this_host(monkeypatch):
+    from sentune.config import BudgetConfig
+    from sentune.search import SearchOptions
+    from sentune.search.resources import concurrent_trials, resolve_cpus_per_trial
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    budget = resolve_cpus_per_trial(BudgetConfig(gpus_per_trial=0.0), SearchOptions())
+    assert budget.cpus_per_trial == 6.0
+    assert concurrent_trials(budget, SearchOptions()) == 1
+    assert (
+        resolve_cpus_per_trial(
+            BudgetConfig(gpus_per_trial=0.0), SearchOptions(num_cpus=4)
+        ).cpus_per_trial
+        == 4.0
+    )
+    # GPU trials and a cluster's: one CPU each, as before; a number is kept.
+    assert (
+        resolve_cpus_per_trial(BudgetConfig(gpus_per_trial=0.5), SearchOptions()).cpus_per_trial
+        == 1.0
+    )
+    on_cluster = SearchOptions(address="10.0.0.1:6379")
+    assert resolve_cpus_per_trial(BudgetConfig(gpus_per_trial=0.0), on_cluster).cpus_per_trial == 1
+    assert (
+        resolve_cpus_per_trial(
+            BudgetConfig(cpus_per_trial=2.0, gpus_per_trial=0.0), SearchOptions()
+        ).cpus_per_trial
+        == 2.0
+    )

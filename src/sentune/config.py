@@ -122,8 +122,12 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_LENGTH_AUTO = "auto"
 #: `budget.gpus_per_trial: auto`: chosen from the GPU's memory when the search starts.
 GPUS_AUTO = "auto"
+#: `budget.cpus_per_trial: auto`: on a host's CPUs, one trial at a time on all of them (measured
+#: faster to a good model than trials sharing the cores, docs/benchmarks.md); 1 for GPU trials
+#: and on a cluster.
+CPUS_AUTO = "auto"
 #: The numeric keys that also take `auto`.
-AUTO_KEYS = ("train.max_length", "budget.gpus_per_trial")
+AUTO_KEYS = ("train.max_length", "budget.gpus_per_trial", "budget.cpus_per_trial")
 MAX_LENGTH_QUANTILE = 0.95
 MAX_LENGTH_MULTIPLE = 32
 #: A max_length that truncates more than this share of the training texts is warned about when a
@@ -256,8 +260,10 @@ class BudgetConfig:
     #: Trials running at once (None: as many as the resources allow). CPU trials never run more
     #: at once than the host's memory holds (`gpus.resolve_cpu_concurrency`).
     concurrency: int | None = None
-    #: CPUs reserved for each trial (also its torch threads).
-    cpus_per_trial: float = 1.0
+    #: CPUs reserved for each trial (also its torch threads). `auto`: on this host's CPUs, all of
+    #: them (one trial at a time, every core on it); 1 for GPU trials and on a cluster
+    #: (`resources.resolve_cpus_per_trial`).
+    cpus_per_trial: float | str = "auto"
     #: GPUs reserved for each trial; a fraction shares a GPU. `auto`: as many trials per GPU as
     #: its memory holds (up to 8, see `gpus.gpu_packing`) on a host with a GPU, else 0.
     gpus_per_trial: float | str = "auto"

@@ -8,6 +8,7 @@ memory is its own.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def measure_throughput(
         epochs=1,
         precision=resolve_precision(options.precision, device),
         device=device,
-        threads=max(1, int(spec.budget.cpus_per_trial)),
+        threads=_threads(spec.budget.cpus_per_trial, options.num_cpus),
     )
     call = run_isolated if options.isolate else (lambda fn, *a: fn(*a))
     rows = [
@@ -236,3 +237,11 @@ def measure_trainer(
         "peak_rss_mb": peak_rss_mb(),
         "threads": measurement.threads or torch.get_num_threads(),
     }
+
+
+def _threads(cpus_per_trial: float | str, num_cpus: int | None) -> int:
+    """A search trial's torch threads (`budget.cpus_per_trial`; `auto` is every CPU here, as
+    `resources.resolve_cpus_per_trial` makes it for trials on this host's CPUs)."""
+    if cpus_per_trial == config.CPUS_AUTO:
+        return num_cpus or os.cpu_count() or 1
+    return max(1, int(cpus_per_trial))

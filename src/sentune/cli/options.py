@@ -28,8 +28,8 @@ OVERRIDES = {
 }
 
 
-def gpus_per_trial_flag(text: str) -> float | str:
-    """`--gpus-per-trial`: a number, or `auto`."""
+def number_or_auto(text: str) -> float | str:
+    """`--gpus-per-trial`, `--cpus-per-trial`: a number, or `auto`."""
     if text == config.GPUS_AUTO:
         return text
     try:
@@ -52,9 +52,13 @@ OVERRIDE_HELP: dict[str, tuple[type, str]] = {
     "grace_period": (float, "epochs before ASHA may stop a trial (0.25: a quarter)"),
     "evals_per_epoch": (int, "evaluations per epoch; ASHA's rungs may fall between epochs"),
     "concurrency": (int, "trials running at once"),
-    "cpus_per_trial": (float, "CPUs reserved for each trial"),
+    "cpus_per_trial": (
+        number_or_auto,
+        "CPUs reserved for each trial; auto: all of this host's, one trial at a time (GPU "
+        "trials and clusters: 1)",
+    ),
     "gpus_per_trial": (
-        gpus_per_trial_flag,
+        number_or_auto,
         "a fraction shares a GPU; auto: packed by the GPU's memory (the default)",
     ),
     "time_budget_s": (float, "stop the search after this long"),

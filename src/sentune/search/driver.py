@@ -32,7 +32,12 @@ from sentune.search.preflight import (
     check_resources,
     max_length_for_data,
 )
-from sentune.search.resources import cuda_mps, resolve_cpu_concurrency, resolve_gpus_per_trial
+from sentune.search.resources import (
+    cuda_mps,
+    resolve_cpu_concurrency,
+    resolve_cpus_per_trial,
+    resolve_gpus_per_trial,
+)
 from sentune.search.strategies import (
     STRATEGIES,
     sampler_settings,
@@ -201,6 +206,7 @@ def _prepare(spec: SearchSpec, options: SearchOptions) -> _Prepared:
     # Once, before the run folder: trials and the manifest see the same concrete values.
     spec, max_length = max_length_for_data(spec, data, model_path)
     spec = replace(spec, budget=resolve_gpus_per_trial(spec, model_path, options))
+    spec = replace(spec, budget=resolve_cpus_per_trial(spec.budget, options))
     spec = replace(spec, budget=resolve_cpu_concurrency(spec, model_path, options))
     return _Prepared(spec, data, model_path, max_length)
 

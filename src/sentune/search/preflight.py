@@ -39,7 +39,8 @@ def check_resources(spec: SearchSpec, options: SearchOptions) -> None:
             "CUDA GPU; use --gpus-per-trial 0, or --address to run on a cluster with GPUs"
         )
     cpus = options.num_cpus or os.cpu_count() or 1
-    if options.address is None and spec.budget.cpus_per_trial > cpus:
+    asked = spec.budget.cpus_per_trial  # `auto` takes what the host has
+    if options.address is None and asked != config.CPUS_AUTO and asked > cpus:
         raise ResourceError(
             f"budget.cpus_per_trial is {spec.budget.cpus_per_trial:g} but this host has {cpus} "
             f"CPUs; use --cpus-per-trial {cpus} or less"

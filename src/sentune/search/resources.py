@@ -150,12 +150,12 @@ def resolve_gpus_per_trial(
         packing.concurrency,
     )
     cpus = options.num_cpus or os.cpu_count() or 1
-    if options.address is None and packing.concurrency * budget.cpus_per_trial > cpus:
+    if options.address is None and packing.concurrency * cpus_each(budget, options) > cpus:
         log.warning(
             "%d packed trials at %g CPUs each need more than this host's %d CPUs, so fewer "
             "run at once; lower --cpus-per-trial (a GPU trial needs about one)",
             packing.concurrency,
-            budget.cpus_per_trial,
+            cpus_each(budget, options),
             cpus,
         )
     return replace(
@@ -163,6 +163,40 @@ def resolve_gpus_per_trial(
         gpus_per_trial=packing.gpus_per_trial,
         concurrency=budget.concurrency or packing.concurrency,
     )
+
+
+def resolve_cpus_per_trial(budget: BudgetConfig, options: SearchOptions) -> BudgetConfig:
+    """The budget with `cpus_per_trial: auto` made concrete (after `resolve_gpus_per_trial`):
+    every CPU of this host (`--num-cpus`, else all) when the trials run on its CPUs, so one
+    trial at a time trains on all cores; 1 for GPU trials (a GPU trial needs about one) and
+    on a cluster (`--address`: Ray places the trials on what its nodes have).
+
+    One trial on all cores reached the peer's best sooner than trials sharing them (measured
+    on 2 cores, docs/benchmarks.md): a trial's first evaluations, which ASHA and the sampler
+    wait for, come about twice as early, and a start point is a known-good configuration.
+    """
+    if budget.cpus_per_trial != config.CPUS_AUTO:
+        return budget
+    if options.address is not None or config.uses_gpus(budget):
+        return replace(budget, cpus_per_trial=1.0)
+    return replace(budget, cpus_per_trial=float(_local_cpus(options)))
+
+
+def cpus_each(budget: BudgetConfig, options: SearchOptions) -> float:
+    """`budget.cpus_per_trial`, with `auto` as `resolve_cpus_per_trial` makes it."""
+    return float(resolve_cpus_per_trial(budget, options).cpus_per_trial)
+
+
+def _local_cpus(options: SearchOptions) -> int:
+    """The CPUs local Ray has: `--num-cpus`, the CPUs of a Ray this process already started
+    (a bench, the tests), else all of this host's (what `start_ray` gives Ray)."""
+    if options.num_cpus:
+        return options.num_cpus
+    import ray
+
+    if ray.is_initialized():
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return os.cpu_count() or 1
 
 
 #: Share of the memory available when a search starts that its CPU trials may plan for: the
@@ -226,7 +260,7 @@ def concurrent_trials(budget: BudgetConfig, options: SearchOptions) -> int | Non
     if options.address is not None:
         return None
     cpus = options.num_cpus or os.cpu_count() or 1
-    slots = max(1, int(cpus // budget.cpus_per_trial))
+    slots = max(1, int(cpus // cpus_each(budget, options)))
     if config.uses_gpus(budget):
         share, gpus = float(budget.gpus_per_trial), len(gpu_cards())
         per_gpu = int(1 / share + 1e-6) if share <= 1 else 0
