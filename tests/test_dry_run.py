@@ -233,3 +233,25 @@ def test_gpu_packing_is_planned_as_the_search_packs(
     resources = _sections(format_plan(plan).splitlines())["resources"]
     assert resources.startswith("2 trials at a time on this host: 1 CPU and 0.125 GPU each (8 ")
     assert _listing(ctx["cwd"]) == before
+
+
+def test_dry_run_reads_the_warm_start_as_the_search_does(ctx, capsys):
+    """A `--warm-start` that is not a run fails the dry run with the search's line."""
+    empty = ctx["tmp"] / "not-a-run"
+    empty.mkdir()
+    argv = ["search", str(ctx["space"]), "--storage", str(ctx["storage"]), "--dry-run"]
+    before = _listing(ctx["cwd"])
+    assert cli.main([*argv, "--warm-start", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sentune: error: ") and "not a sentune run" in err, err
+    assert "\n" not in err and _listing(ctx["cwd"]) == before
+
+
+@pytest.mark.slow
+def test_dry_run_plans_a_warm_start_from_a_finished_run(ctx, capsys, tiny_run):
+    """The plan says how many of the earlier run's trials would seed the study (the tiny search
+    of `tiny_run`, on the same data and space)."""
+    argv = ["search", str(ctx["space"]), "--storage", str(ctx["storage"]), "--dry-run"]
+    assert cli.main([*argv, "--warm-start", str(tiny_run)]) == 0
+    study = _sections(capsys.readouterr().out.splitlines())["study"]
+    assert re.match(rf"warm start from {tiny_run.name}: \d+ of its \d+ finished trials seed", study)

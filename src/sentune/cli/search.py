@@ -155,13 +155,13 @@ def run_search(args: argparse.Namespace) -> int:
         if args.space is None:
             raise SpaceError("name a space (e.g. `sentune search heads`) or pass --resume RUN")
         spec = space.load(args.space, overrides=overrides, max_latency_ms=args.max_latency_ms)
-        if args.dry_run:
-            return show_plan(spec, options)
         warm_start = None
         if args.warm_start is not None:
             warm_start = resolve_run(
                 str(args.warm_start), args.storage, cache_dir=options.cache_dir
             )
+        if args.dry_run:
+            return show_plan(spec, options, warm_start=warm_start)
         run_dir = search.run(spec, options=options, warm_start=warm_start)
     check_succeeded(run_dir, options=options)
     analysed = time.perf_counter()
@@ -178,12 +178,12 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_plan(spec, options) -> int:
+def show_plan(spec, options, *, warm_start: Path | None = None) -> int:
     """`--dry-run`: print the search's plan and estimate (`search.plan`); nothing is run."""
     from sentune.search.plan import build_plan
     from sentune.search.plan_text import format_plan
 
-    print(format_plan(build_plan(spec, options=options)))
+    print(format_plan(build_plan(spec, options=options, warm_start=warm_start)))
     return 0
 
 

@@ -103,6 +103,8 @@ class Plan(NamedTuple):
     model_path: str
     #: The configurations the study tries first (`SearchSpec.start_points`), within the budget.
     starts: list[StartPoint]
+    #: What a warm start would seed the study with (`WarmStart.line`), if the search has one.
+    warm_start: str | None
     data_stats: dict[str, Any]
     max_length: MaxLength
     #: Trials running at once on this host (None on a cluster: Ray places them).
@@ -117,13 +119,19 @@ class Plan(NamedTuple):
 
 
 def build_plan(
-    spec: SearchSpec, *, options: SearchOptions = SearchOptions(), measure: bool = True
+    spec: SearchSpec,
+    *,
+    options: SearchOptions = SearchOptions(),
+    warm_start: Path | None = None,
+    measure: bool = True,
 ) -> Plan:
-    """The plan of `search.run(spec, options=options)`, without running it.
+    """The plan of `search.run(spec, options=options, warm_start=warm_start)`, without running
+    it.
 
     Args:
         spec: A validated search space (with the command's overrides).
         options: The search's runtime options.
+        warm_start: An earlier run whose trials would seed the study (`search.warmstart`).
         measure: Time one configuration (`measure_trial`) and estimate the wall time.
 
     Returns:
@@ -134,15 +142,17 @@ def build_plan(
     """
     from sentune.analysis import asha_rungs
     from sentune.analysis.confirm import expected_confirm_trials
-    from sentune.search import driver
+    from sentune.search import driver, warmstart
     from sentune.search.resources import concurrent_trials
 
     options, run_dir = driver.check_search(spec, options)
+    source = warmstart.read_source(warm_start, spec) if warm_start is not None else None
     _check_creatable(run_dir)
     with _token_cache(options.cache_dir) as cache_dir:
         spec, data, model_path, max_length = driver._prepare(
             spec, replace(options, cache_dir=cache_dir)
         )
+    warm = warmstart.select(source, spec, data) if source is not None else None
     settings = driver.trial_settings(spec, model_path, options)
     budget = spec.budget
     strategy = STRATEGIES[options.strategy]
@@ -168,6 +178,7 @@ def build_plan(
         run_dir=run_dir,
         model_path=model_path,
         starts=spec.start_points()[: budget.trials] if spec.params else [],
+        warm_start=warm.line() if warm is not None else None,
         data_stats=data.stats,
         max_length=max_length,
         at_once=at_once,

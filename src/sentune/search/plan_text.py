@@ -32,6 +32,7 @@ def format_plan(plan: Plan) -> str:
             ("first" if i == 0 else "", f"{point.label}: {_values_text(point.params)}")
             for i, point in enumerate(plan.starts)
         ),
+        *([("study", plan.warm_start)] if plan.warm_start else []),
         ("fixed", ", ".join(f"{k} {_value(v)}" for k, v in spec.fixed.items()) or "nothing"),
         ("objective", _objective_text(spec.objective)),
         ("trials", _trials_text(plan)),
