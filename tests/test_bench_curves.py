@@ -129,6 +129,11 @@ def test_compute_results_target_is_the_peers_median_best():
     summary = results.summary.set_index("method")
     assert summary.loc["tpe-asha", "speedup_vs_peer_trial_s"] == pytest.approx(11.0 / 10.0)
     assert summary.loc["tpe-asha", "speedup_vs_peer_wall_s"] == pytest.approx(10.0 / 6.0)
+    # One seed: both quartiles of the wall-time ratio are its 6 s over the peer's 10 s, and its
+    # final best (0.70) is above the peer's (0.65).
+    assert summary.loc["tpe-asha", "wall_ratio_q25"] == pytest.approx(0.6)
+    assert summary.loc["tpe-asha", "wall_ratio_q75"] == pytest.approx(0.6)
+    assert summary.loc["tpe-asha", "final_best_ge_peer"] == 1
     assert math.isnan(rows.loc["tpe-asha", "overhead_s_mean"])  # no eval_s without throughput
     # With the throughput table, one evaluation's time gives Ray trials' overhead.
     throughput = pd.DataFrame(

@@ -273,7 +273,10 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 
     A run that never reaches the target counts as infinitely slow in the median; `reached` says
     how many did. `speedup_vs_peer` is the peer's median time to target over the method's
-    (above 1: the method gets there sooner), on cumulative trial-seconds and on wall seconds.
+    (above 1: the method gets there sooner), on cumulative trial-seconds and on wall seconds;
+    `wall_ratio_q25`/`wall_ratio_q75` the quartiles over seeds of each seed's wall time to the
+    target over the peer's median (below 1: sooner); `final_best_ge_peer` the seeds whose final
+    best is at least the peer's with the same seed.
 
     Args:
         results: `compute_results`'s per-run table.
@@ -307,6 +310,21 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         column = f"ttt_{x}_median"
         peer_time = float(peer[column].iloc[0]) if len(peer) else math.nan
         summary[f"speedup_vs_peer_{x}"] = peer_time / summary[column]
+    # The spread of the wall-time ratio over seeds (each seed's time to the target over the
+    # peer's median; a seed that never gets there is infinitely slow), and how many seeds end
+    # at or above the peer's final best with the same seed.
+    peer_wall = float(peer["ttt_wall_s_median"].iloc[0]) if len(peer) else math.nan
+    peer_finals = results[results["method"] == PEER].set_index("seed")["final_best"]
+    quartiles, wins = [], []
+    for method in summary["method"]:
+        group = results[results["method"] == method]
+        ratios = group["time_to_target_wall_s"].fillna(math.inf) / peer_wall
+        quartiles.append(np.quantile(ratios, [0.25, 0.75]) if len(ratios) else [math.nan] * 2)
+        paired = group.set_index("seed")["final_best"].reindex(peer_finals.index).dropna()
+        wins.append(int((paired >= peer_finals.reindex(paired.index)).sum()))
+    summary["wall_ratio_q25"] = [q[0] for q in quartiles]
+    summary["wall_ratio_q75"] = [q[1] for q in quartiles]
+    summary["final_best_ge_peer"] = wins
     return summary
 
 

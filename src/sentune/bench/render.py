@@ -152,9 +152,15 @@ def headlines(results: BenchResults) -> list[str]:
                     f"does not reach the target {results.target:.4f} in the median seed "
                     f"({row.reached}/{row.seeds} seeds reach it), so no speed ratio"
                 )
+            if np.isfinite(row.ttt_trial_s_median):
+                reach += (
+                    f" (its time over the peer's, per seed: quartiles {row.wall_ratio_q25:.2f}-"
+                    f"{row.wall_ratio_q75:.2f})"
+                )
             lines.append(
                 f"`{row.method}` {reach}; final best {row.final_best_median:.4f} "
-                f"[{row.final_best_min:.4f}, {row.final_best_max:.4f}]"
+                f"[{row.final_best_min:.4f}, {row.final_best_max:.4f}], at least the peer's in "
+                f"{row.final_best_ge_peer}/{row.seeds} seeds"
             )
         peer = summary[summary["method"] == PEER].iloc[0]
         lines.append(
