@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[export,dashboard,dev]"
+	$(BIN)/python -m pip install -q -e ".[export,dashboard,dev,mlflow,wandb]"
 	@$(BIN)/python -c "import torch; v = torch.version.cuda; \
 	print('torch', torch.__version__, f'(CUDA {v} build)' if v else '(CPU build)', 'in $(VENV)')"
 	touch $(STAMP)

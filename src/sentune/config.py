@@ -45,6 +45,13 @@ FIRST_STEP_S = "first_step_s"
 TRIAL_SETUP_S = "trial_setup_s"
 VAL_PRECISION_PREFIX = metric_name(VAL, PRECISION) + "/"
 VAL_RECALL_PREFIX = metric_name(VAL, RECALL) + "/"
+#: Optimizer steps taken, reported with each evaluation (the x axis of the trackers' curves).
+STEP = "step"
+#: Reported with each evaluation: the optimizer steps since the previous one, as `[step, loss,
+#: learning rate]` rows (per-step curves for the trackers; `runs` leaves them out of the
+#: histories). A row's loss and learning rate are logged as `LOSS` and `LEARNING_RATE`.
+STEP_LOG = "steps"
+LEARNING_RATE = "learning_rate"
 
 #: Inference cost of a trial's model (`serve.engines.measure_latency`), reported beside its scores
 #: from the first evaluation on when the search needs it: batch-1 latency (median, 95th
@@ -447,6 +454,17 @@ ADDRESS_TIMEOUT_S = 2.0
 #: Under `CACHE_DIR`: the local mirror of runs kept in object storage (`--storage s3://…`),
 #: one folder per scheme, bucket and prefix.
 MIRROR_DIR = "storage"
+#: `--log-to`: the tracking servers a search and its export log to (`sentune.tracking`).
+TRACKERS = ("mlflow", "wandb")
+#: MLflow's store where neither `--tracking-uri` nor MLFLOW_TRACKING_URI names one: a SQLite file
+#: (MLflow's file store is deprecated) in this folder of the current directory, the artifacts
+#: beside it; never a remote server.
+MLFLOW_DIR = "mlruns"
+MLFLOW_DB = "mlflow.db"
+#: Seconds a tracking server has to answer the check when a command starts (a server that is
+#: down costs the search this once, then is left alone), and each write after it.
+TRACKING_CHECK_TIMEOUT_S = 5
+TRACKING_WRITE_TIMEOUT_S = 10
 
 
 def outside_limits(key: str, value: float) -> str | None:

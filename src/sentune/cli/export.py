@@ -8,7 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from sentune import config
-from sentune.cli.options import ANALYSIS_HELP, RUN_HELP, STORAGE_HELP
+from sentune.cli.options import (
+    ANALYSIS_HELP,
+    RUN_HELP,
+    STORAGE_HELP,
+    add_tracking_options,
+    tracking_options,
+)
 from sentune.cli.results import resolve_run
 
 
@@ -48,6 +54,13 @@ def add_export_parser(commands) -> None:
     )
     export.add_argument(
         "--cache-dir", type=Path, default=Path(config.CACHE_DIR), help="the token id cache"
+    )
+    add_tracking_options(export)
+    export.add_argument(
+        "--register",
+        metavar="NAME",
+        help="with MLflow: register the exported model as a new version of NAME in the Model "
+        "Registry",
     )
     export.set_defaults(func=_export)
 
@@ -149,7 +162,24 @@ def _export(args: argparse.Namespace) -> int:
             f"{met['p95_ms']:.2f} ms re-measured, {met['threads']} threads "
             f"({'n/a' if before is None else f'{before:.2f} ms'} in the search)"
         )
+    _track_export(run_dir, result.path, metrics, args)
     return 0
+
+
+def _track_export(run_dir: Path, folder: Path, metrics: dict, args: argparse.Namespace) -> None:
+    """The export folder and its test scores to the run's trackers (or those of `--log-to`),
+    registered in MLflow's Model Registry with `--register`."""
+    from sentune import tracking
+    from sentune.runs import storage
+
+    tracking.log_export(
+        run_dir,
+        storage.open_storage(args.storage, cache_dir=args.cache_dir),
+        folder,
+        metrics=metrics,
+        options=tracking_options(args),
+        register=args.register,
+    )
 
 
 def _refit(args: argparse.Namespace) -> int:

@@ -112,6 +112,50 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """`--log-to`, `--tracking-uri` and `--experiment`, as `search` and `export` take them."""
+    parser.add_argument(
+        "--log-to",
+        action="append",
+        type=tracker_names,
+        default=[],
+        metavar="TRACKER",
+        help="also log to MLflow or W&B: mlflow, wandb, or mlflow,wandb (a resumed search keeps "
+        "logging where it logged)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+        f"sqlite:///{config.MLFLOW_DIR}/{config.MLFLOW_DB} in this folder)",
+    )
+    parser.add_argument(
+        "--experiment", help="MLflow experiment and W&B project (default: the space's name)"
+    )
+
+
+def tracker_names(text: str) -> tuple[str, ...]:
+    """`--log-to`: tracker names, comma-separated."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in config.TRACKERS]
+    if unknown or not names:
+        both = ",".join(config.TRACKERS)
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: log to {' or '.join(config.TRACKERS)}, or to both: {both}"
+        )
+    return names
+
+
+def tracking_options(args: argparse.Namespace):
+    """The `tracking.TrackingOptions` of a command's `add_tracking_options` flags."""
+    from sentune.tracking import TrackingOptions
+
+    log_to = tuple(dict.fromkeys(name for names in args.log_to for name in names))
+    return TrackingOptions(
+        log_to=log_to, tracking_uri=args.tracking_uri, experiment=args.experiment
+    )
+
+
 def parse_set(pairs: list[str]) -> dict:
     from sentune.errors import SpaceError
     from sentune.space import parse_yaml

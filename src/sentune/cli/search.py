@@ -15,7 +15,9 @@ from sentune.cli.options import (
     STORAGE_HELP,
     add_overrides,
     add_runtime_options,
+    add_tracking_options,
     parse_set,
+    tracking_options,
 )
 from sentune.cli.results import resolve_run, show_leaderboard, write_report
 
@@ -96,6 +98,7 @@ def add_search_parser(commands) -> None:
     search.add_argument(
         "--analysis", type=Path, default=Path(config.ANALYSIS_DIR), help=ANALYSIS_HELP
     )
+    add_tracking_options(search)
     search.set_defaults(func=run_search)
 
 
@@ -137,6 +140,7 @@ def run_search(args: argparse.Namespace) -> int:
         name=args.name,
         mps=args.mps,
         started_at=getattr(args, "started_at", None),
+        tracking=tracking_options(args),
     )
     if args.dry_run and args.resume is not None:
         raise SpaceError(
@@ -175,7 +179,16 @@ def run_search(args: argparse.Namespace) -> int:
         "leaderboard and report written in %.1fs (the search itself ended before)",
         time.perf_counter() - analysed,
     )
+    _track_outputs(run_dir, args.analysis, options)
     return 0
+
+
+def _track_outputs(run_dir: Path, analysis_root: Path, options) -> None:
+    """The analysis files and the winner to the run's trackers (MLflow's parent run, W&B)."""
+    from sentune import tracking
+    from sentune.search.where import open_store
+
+    tracking.log_search_outputs(run_dir, open_store(options), analysis_root / run_dir.name)
 
 
 def show_plan(spec, options, *, warm_start: Path | None = None) -> int:

@@ -37,6 +37,7 @@ from sentune.runs.layout import (
     RESULTS_FILE,
     SEED_KEY,
     STATE_FILE,
+    TRACKING_FILE,
     TRAINING_STATE_FILE,
     TRIAL_STATUS,
 )
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 def optuna_journal(run_dir: str | Path) -> Path:
     """The run's Optuna journal file (`OPTUNA_JOURNAL`)."""
     return Path(run_dir) / OPTUNA_JOURNAL
+
+
+def tracking_file(run_dir: str | Path) -> Path:
+    """The run's record of where it is tracked (`TRACKING_FILE`)."""
+    return Path(run_dir) / TRACKING_FILE
 
 
 def is_run(folder: Path) -> bool:
@@ -350,6 +356,7 @@ def _read_results(path: Path) -> pd.DataFrame:
             except json.JSONDecodeError:
                 break  # a line cut short by a crash ends the readable history
             if isinstance(row, dict) and config.VAL_MACRO_F1 in row and config.EPOCH in row:
+                row.pop(config.STEP_LOG, None)  # per-step rows, for the trackers only
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -479,11 +486,12 @@ def keep_best_checkpoint(trial_dir: Path) -> list[Path]:
 
 
 def driver_files(run_dir: str | Path) -> list[Path]:
-    """The files of a run that the search's driver writes in place (the manifest and the Optuna
-    journal); Ray Tune writes the rest, trial status included (it is written into Tune's own
-    folder of the trial)."""
+    """The files of a run that the search's driver writes in place (the manifest, the Optuna
+    journal and the tracking record); Ray Tune writes the rest, trial status included (it is
+    written into Tune's own folder of the trial)."""
     run_dir = Path(run_dir)
-    return [p for p in (run_dir / MANIFEST, run_dir / OPTUNA_JOURNAL) if p.is_file()]
+    names = (MANIFEST, OPTUNA_JOURNAL, TRACKING_FILE)
+    return [run_dir / name for name in names if (run_dir / name).is_file()]
 
 
 def is_checkpoint_body(path: str | Path) -> bool:

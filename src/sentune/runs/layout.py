@@ -7,6 +7,7 @@ Layout (Ray Tune writes the per-trial files; the names are Ray's and this module
 trials/<space>-<YYYYmmdd-HHMMSS>/
   sentune.json                    the manifest (`Manifest`)
   optuna.journal                  the Optuna study of the run (JournalStorage)
+  tracking.jsonl                  where the run is tracked (MLflow, W&B): run ids, steps logged
   <trial_id>/params.json          the trial's configuration (dotted keys)
   <trial_id>/result.json          one JSON line per evaluation
   <trial_id>/sentune_status.json  completed | retrying | error, failures, error line
@@ -22,6 +23,11 @@ MANIFEST = "sentune.json"
 #: The run's Optuna study (`optuna.storages.JournalStorage` file): one trial per Ray trial, its
 #: per-epoch intermediate values, PRUNED when ASHA stopped it, COMPLETE or FAIL otherwise.
 OPTUNA_JOURNAL = "optuna.journal"
+#: Where the run is tracked (`sentune.tracking`): the trackers, the MLflow parent run and each
+#: trial's tracked run, the last step each logged, so that a resumed search continues them.
+#: Not `.json`: Ray Tune copies a run's `.json` files into its staging when it restores an
+#: experiment and back later, which would put an old copy of a file the driver rewrites back.
+TRACKING_FILE = "tracking.jsonl"
 #: The Optuna user attribute that names a study trial's Ray trial id (its folder in the run).
 RAY_TRIAL_ID_ATTR = "ray_trial_id"
 #: The Optuna user attribute of a trial that was a start point (`recipe`, `start 1`, …).

@@ -21,6 +21,7 @@ from sentune.search.callbacks import progress_callback, trial_ledger
 from sentune.search.options import SearchOptions
 from sentune.search.recovery import finished_trials, settle_unknown_trials
 from sentune.search.searcher import config_list
+from sentune.search.tracking import tracking_callback
 from sentune.search.tuner import fit, run_config, trainable_with_resources
 from sentune.search.where import open_store, resume_command, tune_location
 
@@ -131,6 +132,7 @@ def _build_confirm_tuner(
             ledger=trial_ledger(
                 runs.confirm_dir(run_dir), run_dir, open_store(options), hook=options.ledger_hook
             ),
+            tracking=tracking_callback(run_dir, open_store(options), prefix=runs.CONFIRM_DIR),
         ),
     )
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sentune import runs
+from sentune import runs, tracking
 from sentune.config import BudgetConfig, TrialSettings
 from sentune.errors import ResourceError, RunError, SearchFailedError, SpaceError
 from sentune.runs import storage
@@ -129,10 +129,11 @@ def run(
                 tune_location(run_dir, options),
             )
             _import_while_trials_run()
-            tuner = build_tuner(spec, data, settings, run_dir, strategy, options)
-            grid = fit(tuner, options)
-            if _finish(run_dir, grid, spec.budget, options):
-                run_confirmation(run_dir, data, settings, spec.budget, options)
+            with tracking.logged(run_dir, store, options.tracking):
+                tuner = build_tuner(spec, data, settings, run_dir, strategy, options)
+                grid = fit(tuner, options)
+                if _finish(run_dir, grid, spec.budget, options):
+                    run_confirmation(run_dir, data, settings, spec.budget, options)
     shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     # The best checkpoints whole, for the report and the export that read the mirror.
     storage.pull(store, run_name)
@@ -359,9 +360,10 @@ def resume(run_dir: Path, *, options: SearchOptions = SearchOptions()) -> Path:
             resume_unfinished=True,
             resume_errored=True,
         )
-        grid = fit(tuner, options, finished=finished)
-        if _finish(run_dir, grid, budget, options):
-            run_confirmation(run_dir, data, settings, budget, options)
+        with tracking.logged(run_dir, open_store(options), options.tracking):
+            grid = fit(tuner, options, finished=finished)
+            if _finish(run_dir, grid, budget, options):
+                run_confirmation(run_dir, data, settings, budget, options)
     shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     storage.pull(open_store(options), run_dir.name)  # as at the end of `run`
     return run_dir

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentune import config
 from sentune.config import TrialSettings
+from sentune.tracking import TrackingOptions
 
 if TYPE_CHECKING:
     # scikit-learn and friends take seconds to import: `--address` is checked before them.
@@ -54,6 +55,8 @@ class SearchOptions:
             SMs at once rather than by time slices. Opt-in and not yet measured.
         started_at: When the command started (`time.time()`); trials report the seconds from
             then to their first step (`config.FIRST_STEP_S`). None: when `run` was called.
+        tracking: Where the search logs (`--log-to` MLflow, W&B); a resumed search keeps
+            logging where it logged unless this names other trackers.
     """
 
     address: str | None = None
@@ -73,3 +76,4 @@ class SearchOptions:
     ledger_hook: Callable[[str, Any], None] | None = None
     mps: bool = False
     started_at: float | None = None
+    tracking: TrackingOptions = TrackingOptions()

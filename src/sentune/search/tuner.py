@@ -33,6 +33,7 @@ from sentune.machine import environment
 from sentune.search.callbacks import progress_callback, trial_ledger
 from sentune.search.options import SearchOptions
 from sentune.search.searcher import build_scheduler, build_searcher
+from sentune.search.tracking import tracking_callback
 from sentune.search.where import open_store
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,18 @@ def build_tuner(
             _progress_reporter(spec, options, run_dir, ran=ran),
             options,
             ledger=trial_ledger(run_dir, run_dir, open_store(options), hook=options.ledger_hook),
+            tracking=tracking_callback(run_dir, open_store(options)),
         ),
     )
 
 
-def run_config(name: str, storage_path: str, progress, options: SearchOptions, *, ledger):
+def run_config(
+    name: str, storage_path: str, progress, options: SearchOptions, *, ledger, tracking=None
+):
     """Where a Tune experiment writes (`<storage_path>/<name>`: a folder or a URI), its
-    checkpoints, retries and callbacks: the same for the search and its confirmation."""
+    checkpoints, retries and callbacks: the same for the search and its confirmation.
+    `tracking`: its trackers' callback (`tracking_callback`); None draws TensorBoard curves
+    only (a refit)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -140,7 +146,7 @@ def run_config(name: str, storage_path: str, progress, options: SearchOptions, *
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         # Ray's JSON logger writes each result into the trial's staging before the ledger
         # stores it (Tune would add the logger after the ledger otherwise).
-        callbacks=[JsonLoggerCallback(), ledger, progress],
+        callbacks=[JsonLoggerCallback(), ledger, progress, tracking or tracking_callback()],
         verbose=1 if options.verbose else 0,
     )
 

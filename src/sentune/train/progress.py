@@ -1,4 +1,5 @@
-"""Where a trial stands inside an epoch, for the terminal of the search that runs it.
+"""Where a trial stands inside an epoch, for the terminal of the search that runs it; and what
+each of its optimizer steps did, for the per-step curves of the trackers (`StepLog`).
 
 A trial's worker writes it to a small file (`ProgressFile`, fed by `trial.run_trial`'s
 `on_step`) that the search's process reads (`read_progress`): a trial whose epoch runs for
@@ -29,6 +30,36 @@ class EpochProgress(NamedTuple):
     epoch: int  # the epoch in progress, counted from 1
     batches_done: int
     batches: int
+
+
+class StepLog:
+    """Each optimizer step's training loss and learning rate since the last evaluation, which
+    reports them (`config.STEP_LOG`, through `rows`). A step's loss is the sum of its
+    micro-batches' weighted losses, kept on the device and read with the others once per
+    evaluation: no host sync per step. Not in checkpoints: a resumed trial reports again the
+    steps it trains again (the trackers log each step once)."""
+
+    def __init__(self):
+        self._steps: list[list] = []  # [step, loss tensor, learning rate]
+
+    def add(self, step: int, loss, learning_rate: float) -> None:
+        """A micro-batch of optimizer step `step`: its share of the step's loss (a tensor, its
+        weight applied) and the learning rate the step uses."""
+        if self._steps and self._steps[-1][0] == step:
+            self._steps[-1][1] = self._steps[-1][1] + loss
+        else:
+            self._steps.append([step, loss, learning_rate])
+
+    def rows(self) -> list[list[float]]:
+        """The steps since the last call as `[step, loss, learning rate]` rows, their losses read
+        from the device in one transfer."""
+        import torch
+
+        steps, self._steps = self._steps, []
+        if not steps:
+            return []
+        losses = torch.stack([loss for _, loss, _ in steps]).float().tolist()
+        return [[step, loss, lr] for (step, _, lr), loss in zip(steps, losses, strict=True)]
 
 
 class EpochProgressRecord(NamedTuple):

@@ -44,7 +44,7 @@ from sentune.train.device import (
 )
 from sentune.train.evaluate import compute_metrics, predict_logits, save_predictions
 from sentune.train.optim import linear_warmup_decay, parameter_groups
-from sentune.train.progress import EpochProgress
+from sentune.train.progress import EpochProgress, StepLog
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +304,7 @@ class _Loop:
         # every step would make the host wait for the GPU each time.
         self._loss_since_eval = torch.zeros((), device=accelerator.device)
         self._batches_since_eval = 0
+        self.step_log = StepLog()  # each step's loss and learning rate, for per-step curves
         self._segment_started: float | None = None
         self._started = started
         self.first_step_at: float | None = None
@@ -418,6 +419,7 @@ class _Loop:
             # gradient equals that of one big batch.
             loss = out.loss * (len(indices) / n_examples)
             self.accelerator.backward(loss)
+            self.step_log.add(self.step + 1, loss.detach(), self.optimizer.param_groups[0]["lr"])
             self._loss_since_eval += out.loss.detach()
             self._batches_since_eval += 1
         if self.train.max_grad_norm:
@@ -515,7 +517,7 @@ class _Loop:
         metrics.update(
             {
                 config.EPOCH: epoch,
-                "step": self.step,
+                config.STEP: self.step,
                 config.TRAIN_SAMPLES_PER_S: self._samples_since_eval
                 / max(self._train_s_since_eval, 1e-9),
                 config.TRAIN_LOSS: float(self._loss_since_eval) / max(1, self._batches_since_eval),
@@ -540,7 +542,7 @@ class _Loop:
         if improved or (self.settings.resumable and not final):
             checkpoint = self._save_checkpoint(metrics, best=improved, final=final)
         log.info("epoch %s: %s %.4f", epoch, config.VAL_MACRO_F1, metrics[config.VAL_MACRO_F1])
-        self.report(metrics, checkpoint)
+        self.report({**metrics, config.STEP_LOG: self.step_log.rows()}, checkpoint)
 
     def _start_times(self) -> dict[str, float]:
         """When this run of the trial finished its first optimizer step: `config.TRIAL_SETUP_S`
