@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ DEFAULT_METHODS = ("tpe-asha", "random-asha", "tpe-fifo", PEER)
 
 #: CPU-sized data and input length (used unless the bench runs on GPUs or sizes are given).
 CPU_SIZES: dict[str, Any] = {"data.train_size": 1000, "data.val_size": 600, "train.max_length": 48}
+#: The nice value at which Ray runs its worker processes (its `worker_niceness` setting,
+#: `RAY_worker_niceness`): the Ray methods' trials run at it, so the peer's process does too.
+RAY_WORKER_NICENESS = int(os.environ.get("RAY_worker_niceness", 15))
 #: A search stops on its time budget, never on its trial count.
 UNLIMITED_TRIALS = 100_000
 #: The columns of `MethodRun.reports`; `train_s` only where the method reports it (Ray trials).

@@ -8,6 +8,7 @@ wall-clock budget as the other methods. The searched keys it can express are dra
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from typing import Any
@@ -69,6 +70,7 @@ def run_peer(
     device: str = "auto",
     threads: int | None = None,
     n_trials: int = UNLIMITED_TRIALS,
+    niceness: int = 0,
 ) -> MethodRun:
     """`Trainer.hyperparameter_search(backend="optuna")` on the space, for `budget_s` seconds.
 
@@ -86,6 +88,9 @@ def run_peer(
         device: `auto`, `cpu` or `cuda`.
         threads: torch threads (None: torch's default).
         n_trials: Most trials (the budget normally ends the search first).
+        niceness: Lower this process's CPU priority to this nice value (`RAY_WORKER_NICENESS`:
+            Ray runs its trials' workers at it), so that on a host other work shares, the peer
+            and the Ray trials lose the same share of the CPUs; 0 leaves it.
 
     Returns:
         The evaluations, with the peak resident memory of this process.
@@ -96,6 +101,8 @@ def run_peer(
     from sentune.train.device import resolve_device, resolve_precision
 
     setup_process(threads)
+    if niceness > os.nice(0):
+        os.nice(niceness - os.nice(0))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(device)
     precision = resolve_precision(precision, device)

@@ -14,7 +14,13 @@ import pandas as pd
 
 from sentune import search, space
 from sentune.bench.memory import run_isolated
-from sentune.bench.methods import METHODS, UNLIMITED_TRIALS, BenchOptions, MethodRun
+from sentune.bench.methods import (
+    METHODS,
+    RAY_WORKER_NICENESS,
+    UNLIMITED_TRIALS,
+    BenchOptions,
+    MethodRun,
+)
 from sentune.bench.peer import run_peer
 from sentune.bench.render import print_results, write_results
 from sentune.bench.throughput import measure_throughput
@@ -144,8 +150,10 @@ def run_method(
             "device": options.device,
             "threads": options.peer_threads or os.cpu_count() or 1,
         }
-        if options.isolate:
-            return run_isolated(run_peer, spec, data, model_path, **kwargs)
+        if options.isolate:  # a process of its own, as nice as Ray's trial workers
+            return run_isolated(
+                run_peer, spec, data, model_path, niceness=RAY_WORKER_NICENESS, **kwargs
+            )
         return run_peer(spec, data, model_path, **kwargs)
     return run_tune(spec, method.strategy, seed=seed, storage=storage, options=options)
 
