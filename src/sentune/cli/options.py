@@ -120,8 +120,8 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
         type=tracker_names,
         default=[],
         metavar="TRACKER",
-        help="also log to MLflow or W&B: mlflow, wandb, or mlflow,wandb (a resumed search keeps "
-        "logging where it logged)",
+        help="also log to MLflow or W&B: mlflow, wandb, or mlflow,wandb (default: where the run "
+        "logged, if it did: a resume or an export goes on logging there)",
     )
     parser.add_argument(
         "--tracking-uri",

@@ -82,6 +82,8 @@ class MlflowLog(TrackerLog):
         if self.uri == default_uri():
             _default_dir().mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.uri)
+        #: Whether `open` made the parent run (an export of a search that was not tracked).
+        self.made_parent = False
 
     # --- the search ---------------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class MlflowLog(TrackerLog):
                     experiment_id, run_name=run_name, tags=_search_tags(manifest)
                 ).info.run_id
                 self._batch(parent, params=_search_params(manifest))
+                self.made_parent = True
         self.record.update(experiment_id=experiment_id, parent_run_id=parent)
         return {"experiment_id": experiment_id, "parent_run_id": parent}
 
@@ -146,6 +149,8 @@ class MlflowLog(TrackerLog):
             self._batch(parent, metrics=_metrics(metrics, step=0))
             if register:
                 self._register(register, parent)
+            if self.made_parent:  # no search will end it
+                self.client.set_terminated(parent, status="FINISHED")
         return {}
 
     def _register(self, name: str, parent: str) -> None:

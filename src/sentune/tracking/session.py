@@ -71,7 +71,10 @@ def logged(run_dir: Path, store: storage.Storage, options: TrackingOptions) -> I
     try:
         yield
     except BaseException as exc:
-        finish(run_dir, store, interrupted=exc)
+        try:
+            finish(run_dir, store, interrupted=exc)
+        except Exception:  # noqa: BLE001 - the error that stopped the search is the one to raise
+            log.debug("the trackers were not told how %s ended", run_dir.name, exc_info=True)
         raise
     finish(run_dir, store)
 
