@@ -105,6 +105,14 @@ def test_asha_stops_a_trial_before_its_first_epoch_and_the_board_ranks_fairly(
     assert complete and all(sorted(t.intermediate_values) == [1, 2, 3, 4] for t in complete)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and all(max(t.intermediate_values) < 4 for t in pruned)
+    # The analysis and the report take the parts of an epoch: importance at the lowest common
+    # rung, curves with a point per evaluation.
+    from sentune import report
+
+    result = analysis.analyze(run_dir)
+    assert result.rungs[0] == 0.25
+    assert {0.25, 0.5} <= set(result.curves[config.EPOCH])
+    assert report.write_report(result, tmp_path / "out").is_file()
 
 
 def test_cpus_per_trial_auto_puts_one_trial_on_every_cpu_of_this_host(monkeypatch):
