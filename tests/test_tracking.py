@@ -188,6 +188,29 @@ def test_a_resumed_trial_continues_its_runs_and_logs_each_step_once(tmp_path, ca
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_a_confirmation_seed_is_tagged_and_a_failure_says_why(tmp_path):
+    run_dir = _fake_run(tmp_path)
+    store = storage.open_storage(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'm.db'}"
+    tracking.start(run_dir, store, TrackingOptions(log_to=("mlflow",), tracking_uri=uri))
+    confirmation = Tracker.open(run_dir, store, prefix=runs.CONFIRM_DIR)
+    trial_config = {"head.dropout": 0.1, runs.CONFIRMS_KEY: "t1", runs.SEED_KEY: 7}
+    confirmation.trial_started("t1-seed7", folder=None, trial_config=trial_config)
+    confirmation.trial_result("t1-seed7", _result(2, range(1, 3), 0.5, 1))
+    confirmation.trial_ended("t1-seed7", epoch=1, error="ValueError: tokenizer and model disagree")
+    client = _client(uri)
+    (child,) = client.search_runs(
+        [client.get_experiment_by_name("tiny").experiment_id], "tags.sentune.confirmation = 'true'"
+    )
+    assert child.info.run_name == "t1-seed7"
+    assert child.data.tags["sentune.confirms"] == "t1" and child.data.tags["sentune.seed"] == "7"
+    assert child.data.params == {"head.dropout": "0.1", runs.SEED_KEY: "7"}
+    assert child.info.status == "FAILED"
+    assert child.data.tags["sentune.status"] == "failed: ValueError: tokenizer and model disagree"
+    record = runs.tracking_file(run_dir).read_text()
+    assert f'"trial": "{runs.CONFIRM_DIR}/t1-seed7"' in record
+
+
 def test_a_tracking_server_that_is_down_is_one_warning_and_nothing_else(tmp_path, caplog):
     run_dir = _fake_run(tmp_path)
     store = storage.open_storage(tmp_path)
