@@ -412,18 +412,20 @@ def grow(run_dir: Path, *, trials: int, options: SearchOptions = SearchOptions()
             tune_location(run_dir, options),
         )
         _import_while_trials_run()
-        tuner = build_tuner(
-            growth.sampler_spec(spec, ran),
-            data,
-            settings,
-            run_dir,
-            STRATEGIES[options.strategy],
-            options,
-            ran=ran,
-        )
-        grid = fit(tuner, options)
-        if _finish(run_dir, grid, spec.budget, options):
-            run_confirmation(run_dir, data, settings, spec.budget, options)
+        # The added trials join the search's tracked runs (its parent run reopened, then ended).
+        with tracking.logged(run_dir, store, options.tracking):
+            tuner = build_tuner(
+                growth.sampler_spec(spec, ran),
+                data,
+                settings,
+                run_dir,
+                STRATEGIES[options.strategy],
+                options,
+                ran=ran,
+            )
+            grid = fit(tuner, options)
+            if _finish(run_dir, grid, spec.budget, options):
+                run_confirmation(run_dir, data, settings, spec.budget, options)
     shutil.rmtree(runs.progress_dir(run_dir), ignore_errors=True)
     storage.pull(store, run_dir.name)  # as at the end of `run`
     return run_dir
