@@ -20,7 +20,7 @@ TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install search leaderboard report dashboard export keys docs-keys test test-fast lint bench-trial bench-latency bench gpu-check clean
+.PHONY: help install search leaderboard report dashboard export keys docs-keys test test-fast lint bench-trial bench-latency bench bench-binary gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,10 @@ bench-latency: $(STAMP) ## what a trial pays to time its model; latency by encod
 
 bench: $(STAMP) ## strategies vs each other and vs Trainer.hyperparameter_search (CPU default ~40 min)
 	$(BIN)/sentune bench $(ARGS)
+
+bench-binary: $(STAMP) ## make bench on the second data set: the tweets without neutral (binary)
+	$(BIN)/python benchmarks/binary_tweets.py
+	$(BIN)/sentune bench --dataset .cache/sentune/binary-tweets.csv $(ARGS)
 
 # No install step: a GPU host may have no internet. Part (a) needs torch, transformers,
 # accelerate, pandas and scikit-learn only; the search part needs Ray and Optuna too
