@@ -319,7 +319,12 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     for method in summary["method"]:
         group = results[results["method"] == method]
         ratios = group["time_to_target_wall_s"].fillna(math.inf) / peer_wall
-        quartiles.append(np.quantile(ratios, [0.25, 0.75]) if len(ratios) else [math.nan] * 2)
+        # Interpolating between two seeds that never got there is inf - inf: NaN, not inf.
+        quartiles.append(
+            np.nan_to_num(np.quantile(ratios, [0.25, 0.75]), nan=math.inf)
+            if len(ratios)
+            else [math.nan] * 2
+        )
         paired = group.set_index("seed")["final_best"].reindex(peer_finals.index).dropna()
         wins.append(int((paired >= peer_finals.reindex(paired.index)).sum()))
     summary["wall_ratio_q25"] = [q[0] for q in quartiles]
