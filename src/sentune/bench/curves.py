@@ -319,11 +319,10 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     for method in summary["method"]:
         group = results[results["method"] == method]
         ratios = group["time_to_target_wall_s"].fillna(math.inf) / peer_wall
-        # Interpolating between two seeds that never got there is inf - inf: NaN, not inf.
+        # The nearest seed's ratio: interpolating toward a seed that never got there (inf)
+        # would give NaN.
         quartiles.append(
-            np.nan_to_num(np.quantile(ratios, [0.25, 0.75]), nan=math.inf)
-            if len(ratios)
-            else [math.nan] * 2
+            np.quantile(ratios, [0.25, 0.75], method="nearest") if len(ratios) else [math.nan] * 2
         )
         paired = group.set_index("seed")["final_best"].reindex(peer_finals.index).dropna()
         wins.append(int((paired >= peer_finals.reindex(paired.index)).sum()))
