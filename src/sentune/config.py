@@ -129,9 +129,9 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_LENGTH_AUTO = "auto"
 #: `budget.gpus_per_trial: auto`: chosen from the GPU's memory when the search starts.
 GPUS_AUTO = "auto"
-#: `budget.cpus_per_trial: auto`: on a host's CPUs, one trial at a time on all of them (measured
-#: faster to a good model than trials sharing the cores, docs/benchmarks.md); 1 for GPU trials
-#: and on a cluster.
+#: `budget.cpus_per_trial: auto`: on a host's CPUs, one trial at a time on all of them (its first
+#: evaluation comes about twice as early as two trials' sharing the cores, docs/benchmarks.md);
+#: 1 for GPU trials and on a cluster.
 CPUS_AUTO = "auto"
 #: The numeric keys that also take `auto`.
 AUTO_KEYS = ("train.max_length", "budget.gpus_per_trial", "budget.cpus_per_trial")

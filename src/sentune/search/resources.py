@@ -171,9 +171,9 @@ def resolve_cpus_per_trial(budget: BudgetConfig, options: SearchOptions) -> Budg
     trial at a time trains on all cores; 1 for GPU trials (a GPU trial needs about one) and
     on a cluster (`--address`: Ray places the trials on what its nodes have).
 
-    One trial on all cores reached the peer's best sooner than trials sharing them (measured
-    on 2 cores, docs/benchmarks.md): a trial's first evaluations, which ASHA and the sampler
-    wait for, come about twice as early, and a start point is a known-good configuration.
+    On 2 cores one trial on both gave its first evaluation 43 s after the start, two trials on
+    one core each 94-110 s (docs/benchmarks.md): the evaluations that ASHA and the sampler wait
+    for come about twice as early, and the first trial is a known-good start point.
     """
     if budget.cpus_per_trial != config.CPUS_AUTO:
         return budget
