@@ -370,12 +370,10 @@ def _starts(
         if values:
             points.append(values)
     settled = {k: p for k, p in params.items() if p.kind != "quantiles"}
+    later = set(params) - set(settled)  # quantiles: their values come from the data
     for number, point in enumerate(points, start=1):
         try:
-            check_start(settled, {k: v for k, v in point.items() if k in settled}, number)
-            for key in point:
-                if key not in params:
-                    check_start(settled, {key: point[key]}, number)
+            check_start(settled, {k: v for k, v in point.items() if k not in later}, number)
         except ValueError as problem:
             raise SpaceError(f"{where}: {problem}") from None
     return tuple(points)
