@@ -28,6 +28,25 @@ def test_the_recipe_takes_the_defaults_that_the_space_can_take():
     assert recipe(HEADS) == {"head.pooling": "cls", "head.layers": 0, "head.dropout": 0.3}
 
 
+def test_the_recipe_takes_the_models_own_values_where_config_has_them(monkeypatch):
+    from sentune import config
+
+    searched = {"train.learning_rate": Param("loguniform", (2e-5, 3e-4))}
+    assert recipe(searched, "minilm") == {"train.learning_rate": 2e-4}  # MiniLM's own
+    assert recipe(searched, "bert-base-uncased") == {"train.learning_rate": 5e-5}  # the guide's
+    monkeypatch.setitem(config.MODEL_RECIPES, "tiny", {"head.dropout": 0.2})
+    assert recipe(HEADS, "tiny")["head.dropout"] == 0.2
+
+
+def test_a_key_the_space_leaves_unset_takes_the_models_recipe(tmp_path):
+    spec = _spec(tmp_path)  # minilm; the learning rate neither searched nor fixed
+    assert spec.fixed["train.learning_rate"] == 2e-4
+    fixed = space.load(spec.path, overrides={"train.learning_rate": 3e-5})
+    assert fixed.fixed["train.learning_rate"] == 3e-5  # the space's (or an override's) wins
+    other = space.load(spec.path, overrides={"model": "bert-base-uncased"})
+    assert "train.learning_rate" not in other.fixed  # config.py's default, the guide's
+
+
 def test_listed_start_points_follow_the_recipe_unless_it_is_turned_off():
     listed = ({"head.layers": 1, "head.width": 384}, {"head.dropout": 0.1})
     points = start_points(HEADS, listed, from_recipe=True)

@@ -284,7 +284,8 @@ class BudgetConfig:
     #: its own seed (0: no confirmation, the leaderboard's first trial wins).
     confirm_seeds: int = 2
     #: The first trial is the recipe: the defaults of this file for the searched keys (which
-    #: follow the practitioner's guide), before the sampler draws (`space.start`).
+    #: follow the practitioner's guide; `MODEL_RECIPES` has the model's own), before the
+    #: sampler draws (`space.start`).
     start_from_recipe: bool = True
 
 
@@ -317,6 +318,26 @@ SECTIONS: dict[str, type] = {
 }
 #: Sections a search may vary per trial; `data` and `budget` are fixed for a whole search.
 TUNABLE_SECTIONS = ("model", "head", "train", "serve")
+
+#: The recipe's values that differ by encoder, by registered model name (`encoders.MODELS`): the
+#: dataclass defaults follow the guide's bert-base-uncased. A key a space neither searches nor
+#: fixes takes the model's value, and so does the recipe start point (`space.start.recipe`).
+#: MiniLM-L6 (hidden size 384) learns faster at 2e-4 than at bert-base's 5e-5: on 1000 training
+#: texts at length 48 (3 epochs, batch 32), validation macro-F1 by epoch on the three-class tweets
+#: 0.698/0.741/0.758 (1e-4: 0.655/0.731/0.749; 5e-5: 0.637/0.713/0.725) and on the binary ones
+#: 0.821/0.836/0.867 (1e-4: 0.814/0.841/0.851; 5e-5: 0.827 at best); docs/benchmarks.md.
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    "minilm": {"train.learning_rate": 2e-4},
+}
+
+
+def recipe_value(key: str, model: str) -> Any:
+    """The recipe's value of dotted `key` for `model`: its `MODEL_RECIPES` entry, else the
+    dataclass default."""
+    if key in MODEL_RECIPES.get(model, {}):
+        return MODEL_RECIPES[model][key]
+    section, name = key.split(".", 1)
+    return getattr(SECTIONS[section](), name)
 
 
 def dotted_keys(section: str | None = None) -> list[str]:

@@ -114,6 +114,9 @@ def load(
             fixed[key] = _check_value(origin, key, value)
             params.pop(key, None)
 
+    for key, value in config.MODEL_RECIPES.get(model, {}).items():
+        if key not in fixed and key not in params:
+            fixed[key] = value  # the model's recipe, where the space leaves the key unset
     data["data.capped_sizes"] = tuple(sorted(key.split(".", 1)[1] for key in capped))
     params = _resolve_fixed_conditions(params, fixed)
     budget_cfg = config.build_section("budget", budget)

@@ -54,7 +54,9 @@ class SearchSpec:
             ValueError: A listed point the space cannot take (after `train.max_length` took
                 its values from the data).
         """
-        return start_points(self.params, self.starts, from_recipe=self.budget.start_from_recipe)
+        return start_points(
+            self.params, self.starts, from_recipe=self.budget.start_from_recipe, model=self.model
+        )
 
     def values(self, key: str) -> list[Any]:
         """The values a tunable key can take in this search (a range as its two ends)."""

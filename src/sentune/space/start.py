@@ -1,5 +1,6 @@
 """Where a search starts: the recipe (the `config.py` defaults of its searched keys, which follow
-the practitioner's guide) and the start points a space lists, each checked against the space.
+the practitioner's guide, with the model's own values from `config.MODEL_RECIPES`) and the start
+points a space lists, each checked against the space.
 
 A space lists start points as partial configurations of its searched keys::
 
@@ -37,14 +38,14 @@ class StartPoint:
         return all(trial_config.get(key) == value for key, value in self.params.items())
 
 
-def recipe(params: dict[str, Param]) -> dict[str, Any]:
-    """The `config.py` default of each searched key that the space can take and whose
-    conditions the other defaults meet; keys whose default lies outside the space (or is None,
-    like `head.width`) are left to the sampler."""
+def recipe(params: dict[str, Param], model: str = "") -> dict[str, Any]:
+    """The recipe's value (`config.recipe_value`: the `config.py` default, or `model`'s own in
+    `config.MODEL_RECIPES`) of each searched key that the space can take and whose conditions
+    the other values meet; keys whose value lies outside the space (or is None, like
+    `head.width`) are left to the sampler."""
     values: dict[str, Any] = {}
     for key in condition_order(params):
-        section, name = key.split(".", 1)
-        default = getattr(config.SECTIONS[section](), name)
+        default = config.recipe_value(key, model)
         if (
             default is not None
             and is_active(params[key], values)
@@ -55,7 +56,11 @@ def recipe(params: dict[str, Param]) -> dict[str, Any]:
 
 
 def start_points(
-    params: dict[str, Param], listed: tuple[dict[str, Any], ...], *, from_recipe: bool
+    params: dict[str, Param],
+    listed: tuple[dict[str, Any], ...],
+    *,
+    from_recipe: bool,
+    model: str = "",
 ) -> list[StartPoint]:
     """The start points of a search in the order they run: the recipe first (unless
     `from_recipe` is False, or the space searches nothing the recipe sets), then the listed
@@ -67,7 +72,7 @@ def start_points(
     """
     points = []
     if from_recipe:
-        values = recipe(params)
+        values = recipe(params, model)
         if values:
             points.append(StartPoint(RECIPE, values))
     for number, values in enumerate(listed, start=1):
