@@ -334,8 +334,9 @@ MODEL_RECIPES: dict[str, dict[str, Any]] = {
 def recipe_value(key: str, model: str) -> Any:
     """The recipe's value of dotted `key` for `model`: its `MODEL_RECIPES` entry, else the
     dataclass default."""
-    if key in MODEL_RECIPES.get(model, {}):
-        return MODEL_RECIPES[model][key]
+    own = MODEL_RECIPES.get(model, {})
+    if key in own:
+        return own[key]
     section, name = key.split(".", 1)
     return getattr(SECTIONS[section](), name)
 
